@@ -1,0 +1,230 @@
+"""Dilated token pyramid and Streaming Average Quantization (SAQ) against a frozen codebook.
+
+Every formula here is stated in docs/method.md. Shapes: B batch, H×W latent grid, d codebook dim,
+V vocabulary size, s_l the grid side of layer l.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spae._io import SpaeInputError
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class PyramidSpec:
+  """Grid sides s_1..s_L of the token layers, top (semantic) first.
+
+  The default (1, 2, 4, 8, 16, 16) gives 1+4+16+64+256+256 = 597 tokens on a 16×16 latent.
+  `subsample` picks the value a block's token is computed from: 'dilation' (the latent at the block
+  centre, the paper's dilated subsampler) or 'pool' (the block mean).
+  """
+
+  grids: tuple[int, ...] = (1, 2, 4, 8, 16, 16)
+  subsample: Literal["dilation", "pool"] = "dilation"
+
+  def __post_init__(self):
+    object.__setattr__(self, "grids", tuple(int(s) for s in self.grids))
+    if not self.grids or any(s < 1 for s in self.grids):
+      raise SpaeInputError(f"pyramid grids must be positive integers, got {self.grids}.")
+    if self.subsample not in ("dilation", "pool"):
+      raise SpaeInputError(f"subsample must be 'dilation' or 'pool', got {self.subsample!r}.")
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.grids)
+
+  def tokens_per_layer(self) -> list[int]:
+    return [s * s for s in self.grids]
+
+  def cumulative_tokens(self) -> list[int]:
+    return list(np.cumsum(self.tokens_per_layer()))
+
+  def check_latent(self, h: int, w: int) -> None:
+    for s in self.grids:
+      if h % s or w % s:
+        raise SpaeInputError(f"latent grid {h}×{w} is not divisible by pyramid grid {s}; "
+                             f"pick grids that divide the latent size (grids={self.grids}).")
+
+
+# ------------------------------------------------------------------------------------------ search
+def _dot(a: Array, b: Array) -> Array:
+  # HIGHEST keeps f32 products exact enough for argmin parity on GPUs/TPUs (no TF32 / bf16 passes).
+  return jnp.einsum("nd,vd->nv", a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _pad_rows(x: Array, multiple: int) -> Array:
+  pad = (-x.shape[0]) % multiple
+  return jnp.pad(x, ((0, pad), (0, 0))) if pad else x
+
+
+@functools.partial(jax.jit, static_argnames=("vocab_chunk", "query_chunk"))
+def nearest_tokens(x: Array, codebook: Array, *, vocab_chunk: int = 8192, query_chunk: int = 4096) -> Array:
+  """Exact nearest codebook row (squared L2) for each query, ties to the lowest index.
+
+  Never builds the [N, V] distance matrix: it scans the vocabulary in chunks of `vocab_chunk` rows
+  with a running (min, argmin), over blocks of `query_chunk` queries, so peak extra memory is
+  `query_chunk * vocab_chunk` floats whatever V is.
+
+  Args:
+    x: [N, d] queries.
+    codebook: [V, d] rows.
+  Returns:
+    int32 [N] ids.
+  """
+  x = jax.lax.stop_gradient(jnp.asarray(x, jnp.float32))
+  e = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  n, v = x.shape[0], e.shape[0]
+  vc = min(vocab_chunk, v)
+  qc = min(query_chunk, max(n, 1))
+  e_norm = jnp.sum(e * e, axis=-1)
+  # Padded rows get +inf norm so they never win.
+  e_p = _pad_rows(e, vc).reshape(-1, vc, e.shape[1])
+  n_p = jnp.pad(e_norm, (0, (-v) % vc), constant_values=jnp.inf).reshape(-1, vc)
+  offsets = jnp.arange(e_p.shape[0], dtype=jnp.int32) * vc
+
+  def one_block(xb):  # [qc, d] -> [qc]
+    def step(carry, chunk):
+      best_d, best_i = carry
+      rows, norms, off = chunk
+      # ||x||^2 is constant per query, so it is left out of the comparison.
+      d = norms[None, :] - 2.0 * _dot(xb, rows)
+      j = jnp.argmin(d, axis=1)  # first minimum within the chunk
+      dj = jnp.take_along_axis(d, j[:, None], axis=1)[:, 0]
+      better = dj < best_d  # strict: an equal distance in a later chunk keeps the lower index
+      return (jnp.where(better, dj, best_d), jnp.where(better, j.astype(jnp.int32) + off, best_i)), None
+
+    init = (jnp.full((xb.shape[0],), jnp.inf, jnp.float32), jnp.zeros((xb.shape[0],), jnp.int32))
+    (_, ids), _ = jax.lax.scan(step, init, (e_p, n_p, offsets))
+    return ids
+
+  xp = _pad_rows(x, qc).reshape(-1, qc, x.shape[1])
+  ids = jax.lax.map(one_block, xp).reshape(-1)
+  return ids[:n]
+
+
+def neg_dist_logsumexp(x: Array, codebook: Array, tau: float, *, vocab_chunk: int = 8192) -> Array:
+  """logsumexp_k(-||x - E_k||² / tau) per query, chunked over V with an online max (differentiable in x).
+
+  The body is rematerialised so the backward pass also never holds [N, V].
+  Returns [N].
+  """
+  e = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  v = e.shape[0]
+  vc = min(vocab_chunk, v)
+  e_norm = jnp.sum(e * e, axis=-1)
+  e_p = _pad_rows(e, vc).reshape(-1, vc, e.shape[1])
+  n_p = jnp.pad(e_norm, (0, (-v) % vc), constant_values=jnp.inf).reshape(-1, vc)
+  x_norm = jnp.sum(x * x, axis=-1)
+
+  @jax.checkpoint
+  def step(carry, chunk):
+    m, s = carry
+    rows, norms = chunk
+    logits = -(x_norm[:, None] + norms[None, :] - 2.0 * _dot(x, rows)) / tau
+    m_new = jnp.maximum(m, jnp.max(logits, axis=1))
+    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(logits - m_new[:, None]), axis=1)
+    return (m_new, s), None
+
+  n = x.shape[0]
+  (m, s), _ = jax.lax.scan(step, (jnp.full((n,), -jnp.inf, x.dtype), jnp.zeros((n,), x.dtype)), (e_p, n_p))
+  return m + jnp.log(s)
+
+
+# ------------------------------------------------------------------------------------------ pyramid
+def block_centres(size: int, grid: int) -> np.ndarray:
+  """Dilated sample positions i·b + b//2 of a grid with b = size/grid."""
+  b = size // grid
+  return np.arange(grid) * b + b // 2
+
+
+def subsample(z: Array, grid: int, mode: str = "dilation") -> Array:
+  """[B, H, W, d] -> [B, grid, grid, d] values at the block centres (or block means)."""
+  b_, h, w, d = z.shape
+  if mode == "pool":
+    return z.reshape(b_, grid, h // grid, grid, w // grid, d).mean(axis=(2, 4))
+  return z[:, block_centres(h, grid)][:, :, block_centres(w, grid)]
+
+
+def upsample(q: Array, h: int, w: int) -> Array:
+  """Nearest-neighbour [B, s, s, d] -> [B, H, W, d]: every position takes its block's code."""
+  s = q.shape[1]
+  return jnp.repeat(jnp.repeat(q, h // s, axis=1), w // q.shape[2], axis=2)
+
+
+def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
+                 vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
+  """Streaming Average Quantization of z over the pyramid.
+
+  Layer l (1-based) targets t_l = l·z(c) − Σ_{i<l} q_i(c) at its sample positions c and picks
+  ids_l = argmin_k ||t_l − E_k||²; the reconstruction from the first l layers is
+  r_l = (1/l) Σ_{i≤l} q_i, with q_i the nearest-neighbour upsampling of layer i's codes.
+
+  Args:
+    z: [B, H, W, d] latents.
+    codebook: [V, d] frozen rows.
+    spec: the pyramid.
+  Returns:
+    ids: one int32 [B, s_l, s_l] per layer; recon: one [B, H, W, d] per prefix l = 1..L.
+  """
+  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk)
+
+
+def rq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
+                vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
+  """Residual-sum ablation: t_l = z(c) − Σ_{i<l} q_i(c) and r_l = Σ_{i≤l} q_i (same token budget as SAQ)."""
+  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk)
+
+
+def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
+  z = jnp.asarray(z, jnp.float32)
+  if z.ndim != 4:
+    raise SpaeInputError(f"latents must be [B, H, W, d], got shape {z.shape}.")
+  codebook = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  if z.shape[-1] != codebook.shape[-1]:
+    raise SpaeInputError(f"latent dim {z.shape[-1]} != codebook dim {codebook.shape[-1]}.")
+  b_, h, w, d = z.shape
+  spec.check_latent(h, w)
+  zs = jax.lax.stop_gradient(z)
+  running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
+  ids_out, recon_out = [], []
+  for layer, s in enumerate(spec.grids, start=1):
+    zc = subsample(zs, s, spec.subsample)
+    prev = subsample(running, s, spec.subsample)
+    target = (layer * zc if mode == "saq" else zc) - prev
+    ids = nearest_tokens(target.reshape(-1, d), codebook, vocab_chunk=vocab_chunk).reshape(b_, s, s)
+    running = running + upsample(codebook[ids], h, w)
+    ids_out.append(ids)
+    recon_out.append(running / layer if mode == "saq" else running)
+  return ids_out, recon_out
+
+
+def reconstruct_from_ids(ids: Sequence[Array], codebook: Array, latent_hw: tuple[int, int],
+                         mode: str = "saq") -> list[Array]:
+  """Latent reconstructions r_1..r_k from the first k layers of ids ([B, s_l, s_l] each)."""
+  h, w = latent_hw
+  codebook = jnp.asarray(codebook, jnp.float32)
+  running, out = None, []
+  for layer, lid in enumerate(ids, start=1):
+    q = upsample(codebook[jnp.asarray(lid)], h, w)
+    running = q if running is None else running + q
+    out.append(running / layer if mode == "saq" else running)
+  return out
+
+
+def straight_through(z: Array, recon: Array) -> Array:
+  """Forward value `recon`, gradient of identity to z."""
+  return z + jax.lax.stop_gradient(recon - z)
+
+
+def commitment_loss(z: Array, recons: Sequence[Array]) -> Array:
+  """mean_l mean ||z − sg(r_l)||²: pulls the encoder output toward its own quantized averages."""
+  return jnp.mean(jnp.stack([jnp.mean(jnp.square(z - jax.lax.stop_gradient(r))) for r in recons]))

@@ -1,0 +1,238 @@
+"""The frozen codebook: a language model's vocabulary pieces with their embedding rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from spae._io import SpaeInputError, atomic_path, load_tensor
+
+# sentencepiece marks a leading space with U+2581; WordPiece marks continuations with '##'.
+_SP_SPACE = "\u2581"
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+_UNUSED_PIECE = re.compile(r"^(<unused\d+>|\[unused\d+\]|<pad>|<mask>|\[PAD\]|\[MASK\]|\[CLS\]|\[SEP\]|\[UNK\])$")
+
+VOCAB_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Vocabulary:
+  """A frozen codebook.
+
+  Attributes:
+    pieces: the surface string of every entry (sentencepiece pieces keep their U+2581 space marker).
+    embeddings: float32 [V, d] frozen rows; row k is codebook entry k.
+    llm_ids: int64 [V], entry k's id in the language model's own vocabulary (the codebook may be a subset).
+    kinds: per-entry piece kind ('normal', 'control', 'unknown', 'byte', 'unused'), used by `filter`.
+    metadata: free-form provenance (source, licence, scaling of the rows).
+  """
+
+  pieces: list[str]
+  embeddings: np.ndarray
+  llm_ids: np.ndarray
+  kinds: list[str] | None = None
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    emb = np.asarray(self.embeddings)
+    if emb.ndim != 2:
+      raise SpaeInputError(f"embeddings must be a [V, d] matrix, got shape {emb.shape}.")
+    if not np.issubdtype(emb.dtype, np.floating):
+      raise SpaeInputError(f"embeddings must be floating point, got {emb.dtype}.")
+    if len(self.pieces) != emb.shape[0]:
+      raise SpaeInputError(
+          f"vocabulary has {len(self.pieces)} pieces but the embedding table has {emb.shape[0]} rows; "
+          "they must match one to one.")
+    ids = np.asarray(self.llm_ids, dtype=np.int64)
+    if ids.shape != (len(self.pieces),):
+      raise SpaeInputError(f"llm_ids must have shape ({len(self.pieces)},), got {ids.shape}.")
+    if self.kinds is not None and len(self.kinds) != len(self.pieces):
+      raise SpaeInputError(f"kinds has {len(self.kinds)} entries for {len(self.pieces)} pieces.")
+    if not np.all(np.isfinite(emb)):
+      raise SpaeInputError("embedding table contains NaN or Inf values.")
+    object.__setattr__(self, "embeddings", emb.astype(np.float32, copy=False))
+    object.__setattr__(self, "llm_ids", ids)
+    object.__setattr__(self, "pieces", list(self.pieces))
+
+  # ---------------------------------------------------------------- constructors
+  @classmethod
+  def from_arrays(cls, pieces: Sequence[str], embeddings: Any, llm_ids: Any = None,
+                  metadata: dict[str, Any] | None = None) -> "Vocabulary":
+    """Any vocabulary-plus-embedding source. `llm_ids` defaults to 0..V-1."""
+    emb = np.asarray(embeddings)
+    ids = np.arange(len(pieces)) if llm_ids is None else np.asarray(llm_ids)
+    return cls(list(pieces), emb, ids, None, dict(metadata or {}))
+
+  @classmethod
+  def from_sentencepiece(cls, model_file: str | os.PathLike, embeddings: Any, *, name: str | None = None,
+                         allow_extra_rows: bool = False, scale: float = 1.0) -> "Vocabulary":
+    """A sentencepiece model plus its LLM embedding table.
+
+    Args:
+      model_file: the `tokenizer.model` file.
+      embeddings: an array, a `.npy` file, a `.safetensors` file (with `name`), or an orbax checkpoint
+        directory (with `name` as key path, e.g. Gemma's `embedder/input_embedding`).
+      allow_extra_rows: accept a table with more rows than pieces (Gemma 2 pads 256,000 pieces to 256,128
+        rows); the extra rows are dropped.
+      scale: multiply rows by this (Gemma's `Embedder.encode` uses sqrt(d); the raw table is the default).
+    """
+    import sentencepiece as spm
+
+    model_file = Path(model_file)
+    if not model_file.is_file():
+      raise SpaeInputError(f"sentencepiece model {str(model_file)!r} does not exist.")
+    sp = spm.SentencePieceProcessor()
+    try:
+      sp.Load(str(model_file))
+    except Exception as e:
+      raise SpaeInputError(f"{model_file} is not a sentencepiece model ({e}).") from e
+    table = load_tensor(embeddings, name)
+    n = sp.GetPieceSize()
+    if table.ndim != 2:
+      raise SpaeInputError(f"embedding tensor {name!r} has shape {table.shape}; expected [V, d].")
+    if table.shape[0] < n or (table.shape[0] > n and not allow_extra_rows):
+      raise SpaeInputError(
+          f"tokenizer {model_file.name} has {n} pieces but the embedding table has {table.shape[0]} rows. "
+          + ("Pass allow_extra_rows=True if the table is padded." if table.shape[0] > n else
+             "Use the embedding table of the same model."))
+    pieces, kinds = [], []
+    for i in range(n):
+      pieces.append(sp.IdToPiece(i))
+      kinds.append("control" if sp.IsControl(i) else "unknown" if sp.IsUnknown(i) else
+                   "byte" if sp.IsByte(i) else "unused" if sp.IsUnused(i) else "normal")
+    meta = {"source": "sentencepiece", "model_file": model_file.name, "row_scale": scale}
+    return cls(pieces, np.asarray(table[:n], np.float32) * scale, np.arange(n), kinds, meta)
+
+  @classmethod
+  def from_wordpiece(cls, vocab_txt: str | os.PathLike, embeddings: Any, *, name: str | None = None,
+                     metadata: dict[str, Any] | None = None) -> "Vocabulary":
+    """A BERT WordPiece `vocab.txt` (one piece per line) plus its input embedding table."""
+    lines = Path(vocab_txt).read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+      lines = lines[:-1]
+    table = load_tensor(embeddings, name)
+    if table.ndim != 2 or table.shape[0] != len(lines):
+      raise SpaeInputError(
+          f"{vocab_txt} has {len(lines)} pieces but the embedding table has shape {table.shape}.")
+    kinds = ["unused" if _UNUSED_PIECE.match(p) else "normal" for p in lines]
+    meta = {"source": "wordpiece", **(metadata or {})}
+    return cls(lines, table, np.arange(len(lines)), kinds, meta)
+
+  # ---------------------------------------------------------------- properties
+  def __len__(self) -> int:
+    return len(self.pieces)
+
+  @property
+  def dim(self) -> int:
+    return int(self.embeddings.shape[1])
+
+  def words(self, ids: Any) -> list[str]:
+    """Readable strings (space markers removed) for codebook entry ids."""
+    return [display_piece(self.pieces[int(i)]) for i in np.asarray(ids).reshape(-1)]
+
+  def fingerprint(self) -> str:
+    """A content hash of pieces, ids and rows: keys caches and ties token files to their vocabulary."""
+    h = hashlib.sha256()
+    h.update("\x00".join(self.pieces).encode("utf-8"))
+    h.update(self.llm_ids.tobytes())
+    h.update(np.ascontiguousarray(self.embeddings).tobytes())
+    return h.hexdigest()[:16]
+
+  # ---------------------------------------------------------------- filtering
+  def filter(self, *, min_length: int = 1, alphabetic_only: bool = False, ascii_only: bool = False,
+             dedupe_case: bool = False, dedupe_whitespace: bool = False, drop_special: bool = True,
+             drop_subword_continuations: bool = False, max_size: int | None = None) -> "Vocabulary":
+    """Keeps the lexical entries; `llm_ids` still point into the LLM's vocabulary.
+
+    Control, unknown, byte and unused pieces are always dropped when `drop_special`. Length and
+    alphabet tests apply to the displayed word (without space markers). Deduplication keeps the
+    lowest-id entry of each group ('Cat'/'cat' with `dedupe_case`, '▁cat'/'cat' with `dedupe_whitespace`).
+    """
+    keep: list[int] = []
+    seen: set[str] = set()
+    for i, piece in enumerate(self.pieces):
+      kind = self.kinds[i] if self.kinds is not None else _guess_kind(piece)
+      if drop_special and kind != "normal":
+        continue
+      if drop_subword_continuations and piece.startswith("##"):
+        continue
+      word = display_piece(piece)
+      if len(word) < min_length:
+        continue
+      if alphabetic_only and not word.isalpha():
+        continue
+      if ascii_only and not word.isascii():
+        continue
+      key = piece
+      if dedupe_whitespace:
+        key = word
+      if dedupe_case:
+        key = key.lower()
+      if (dedupe_case or dedupe_whitespace) and key in seen:
+        continue
+      seen.add(key)
+      keep.append(i)
+      if max_size is not None and len(keep) >= max_size:
+        break
+    if not keep:
+      raise SpaeInputError("Vocabulary.filter removed every entry; loosen the options.")
+    return self.subset(keep)
+
+  def subset(self, indices: Sequence[int]) -> "Vocabulary":
+    idx = np.asarray(indices, dtype=np.int64)
+    return Vocabulary([self.pieces[i] for i in idx], self.embeddings[idx], self.llm_ids[idx],
+                      None if self.kinds is None else [self.kinds[i] for i in idx], dict(self.metadata))
+
+  # ---------------------------------------------------------------- persistence
+  def save(self, directory: str | os.PathLike) -> None:
+    """Writes `vocab.json` (pieces, kinds, metadata) and `vocab.npz` (rows, ids); no pickle."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "vocab.npz") as tmp:
+      with open(tmp, "wb") as f:
+        np.savez(f, embeddings=self.embeddings, llm_ids=self.llm_ids)
+    with atomic_path(directory / "vocab.json") as tmp:
+      tmp.write_text(json.dumps({"format": VOCAB_FORMAT, "pieces": self.pieces, "kinds": self.kinds,
+                                 "metadata": self.metadata, "fingerprint": self.fingerprint()},
+                                ensure_ascii=False))
+
+  @classmethod
+  def load(cls, directory: str | os.PathLike) -> "Vocabulary":
+    directory = Path(directory)
+    for name in ("vocab.json", "vocab.npz"):
+      if not (directory / name).is_file():
+        raise SpaeInputError(f"{directory} has no {name}; it is not a saved spae Vocabulary.")
+    meta = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    if meta.get("format") != VOCAB_FORMAT:
+      raise SpaeInputError(f"{directory}/vocab.json has format {meta.get('format')}, expected {VOCAB_FORMAT}.")
+    with np.load(directory / "vocab.npz", allow_pickle=False) as f:
+      vocab = cls(meta["pieces"], f["embeddings"], f["llm_ids"], meta.get("kinds"), meta.get("metadata") or {})
+    if meta.get("fingerprint") and meta["fingerprint"] != vocab.fingerprint():
+      raise SpaeInputError(f"{directory}: vocabulary files do not match their recorded fingerprint (corrupt?).")
+    return vocab
+
+
+def display_piece(piece: str) -> str:
+  """'▁cat' -> 'cat', '##ing' -> 'ing'."""
+  if piece.startswith("##") and len(piece) > 2:
+    return piece[2:]
+  return piece.replace(_SP_SPACE, " ").strip()
+
+
+def _guess_kind(piece: str) -> str:
+  if _BYTE_PIECE.match(piece):
+    return "byte"
+  if _UNUSED_PIECE.match(piece):
+    return "unused"
+  if piece in ("<unk>", "[UNK]"):
+    return "unknown"
+  if re.match(r"^<[^<>\s]+>$|^\[[A-Z]+\]$", piece):
+    return "control"
+  return "normal"
