@@ -1,0 +1,147 @@
+"""Image I/O and normalisation: every path into spae goes through here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from spae._io import SpaeInputError, atomic_path
+
+FitMode = Literal["center_crop", "resize", "reject"]
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads an image file as uint8 RGB [H, W, 3].
+
+  Grayscale, palette, RGBA (alpha composited on white), CMYK and 16-bit images are converted, not rejected.
+  """
+  from PIL import Image, UnidentifiedImageError
+
+  path = Path(path)
+  if not path.is_file():
+    raise SpaeInputError(f"image {str(path)!r} does not exist.")
+  try:
+    with Image.open(path) as im:
+      im.load()
+      return pil_to_rgb(im)
+  except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    raise SpaeInputError(f"cannot read image {str(path)!r}: {e}. Pass a valid PNG/JPEG/... file.") from e
+
+
+def pil_to_rgb(im: Any) -> np.ndarray:
+  """A PIL image in any mode -> uint8 RGB [H, W, 3]."""
+  from PIL import Image
+
+  if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    # 16-bit (or 32-bit int) grayscale: scale the full range to 8 bits instead of clipping.
+    a = np.asarray(im, dtype=np.float64)
+    top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+    g = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+  if im.mode == "F":
+    a = np.asarray(im, dtype=np.float64)
+    g = np.clip(np.round(a * (255.0 if a.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+  if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    im = im.convert("RGBA")
+    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+    im = Image.alpha_composite(bg, im)
+  return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def as_float_batch(images: Any) -> tuple[np.ndarray, bool]:
+  """uint8 [0,255] or float [0,1]; [H,W,3] or [B,H,W,3] -> (float32 [B,H,W,3] in [0,1], was_single)."""
+  x = np.asarray(images)
+  single = x.ndim == 3
+  if single:
+    x = x[None]
+  if x.ndim != 4:
+    raise SpaeInputError(f"images must be [H, W, C] or [B, H, W, C], got shape {x.shape}.")
+  if x.shape[-1] == 1:
+    x = np.repeat(x, 3, axis=-1)
+  elif x.shape[-1] == 4:
+    alpha = x[..., 3:].astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    white = 255.0 if x.dtype == np.uint8 else 1.0
+    x = (x[..., :3] * alpha + white * (1 - alpha)).astype(x.dtype)
+  elif x.shape[-1] != 3:
+    raise SpaeInputError(f"images must have 1, 3 or 4 channels, got {x.shape[-1]}.")
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / 255.0, single
+  if x.dtype == np.uint16:
+    return x.astype(np.float32) / 65535.0, single
+  if np.issubdtype(x.dtype, np.floating):
+    x = x.astype(np.float32)
+    if x.size and (np.nanmin(x) < -1e-3 or np.nanmax(x) > 1.0 + 1e-3):
+      raise SpaeInputError(
+          f"float images must be in [0, 1], got range [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]; "
+          "divide uint8 data by 255 or pass uint8.")
+    if not np.all(np.isfinite(x)):
+      raise SpaeInputError("images contain NaN or Inf.")
+    return np.clip(x, 0.0, 1.0), single
+  raise SpaeInputError(f"images must be uint8 or float, got {x.dtype}.")
+
+
+def fit_to_size(x: np.ndarray, size: int, mode: FitMode = "center_crop") -> np.ndarray:
+  """float [B, H, W, 3] -> [B, size, size, 3].
+
+  'center_crop': crop the largest centred square, then resize (bicubic) to size×size.
+  'resize': resize to size×size ignoring the aspect ratio.
+  'reject': raise unless the images are already size×size.
+  """
+  b, h, w, _ = x.shape
+  if (h, w) == (size, size):
+    return x
+  if mode == "reject":
+    raise SpaeInputError(f"images are {h}×{w} but this tokenizer expects {size}×{size}; "
+                         "resize them or use fit='center_crop'.")
+  if mode == "center_crop":
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[:, top:top + side, left:left + side]
+  elif mode != "resize":
+    raise SpaeInputError(f"unknown fit mode {mode!r}; use 'center_crop', 'resize' or 'reject'.")
+  return np.stack([_resize(im, size) for im in x])
+
+
+def _resize(im: np.ndarray, size: int) -> np.ndarray:
+  from PIL import Image
+
+  chans = [Image.fromarray(im[..., c].astype(np.float32), mode="F").resize((size, size), Image.BICUBIC)
+           for c in range(im.shape[-1])]
+  return np.clip(np.stack([np.asarray(c) for c in chans], axis=-1), 0.0, 1.0)
+
+
+def to_uint8(x: Any) -> np.ndarray:
+  return np.clip(np.round(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_image(path: str | os.PathLike, image: Any) -> None:
+  """Writes a float [0,1] or uint8 [H, W, 3] image atomically (format from the suffix)."""
+  from PIL import Image
+
+  arr = np.asarray(image)
+  if arr.dtype != np.uint8:
+    arr = to_uint8(arr)
+  path = Path(path)
+  with atomic_path(path) as tmp:
+    Image.fromarray(arr).save(tmp, format=_format_for(path))
+
+
+def _format_for(path: Path) -> str:
+  ext = path.suffix.lower().lstrip(".")
+  return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}.get(ext, "PNG")
+
+
+def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+  """Tiles float/uint8 [H, W, 3] images (all the same size) into one uint8 grid with white padding."""
+  cells = [[to_uint8(c) if c.dtype != np.uint8 else c for c in r] for r in rows]
+  h, w = cells[0][0].shape[:2]
+  ncol = max(len(r) for r in cells)
+  out = np.full((len(cells) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
+  for i, r in enumerate(cells):
+    for j, c in enumerate(r):
+      out[pad + i * (h + pad):pad + i * (h + pad) + h, pad + j * (w + pad):pad + j * (w + pad) + w] = c
+  return out
