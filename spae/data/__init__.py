@@ -1,0 +1,26 @@
+"""Datasets for spae: image sources, preprocessing, a resumable batch iterator and the synthetic `shapes` data.
+
+  src = spae.data.make_source("shapes:/data")            # or "tfds:imagenet2012@/data", "folder:/imgs", "/imgs"
+  it = spae.data.BatchIterator(src, 16, spae.data.Preprocess(64, crop="random", flip=True), seed=0)
+  batch = next(it)                                      # {'image': float32 [16, 64, 64, 3] in [0, 1], ...}
+  state = it.get_state()                                # JSON-able; it.set_state(state) resumes exactly
+
+No TensorFlow: tfds datasets are read as array_record through `tfds.data_source`; images are decoded with Pillow.
+"""
+
+from spae.data._iterator import BatchIterator
+from spae.data._preprocess import CropMode, Preprocess, UnreadableImageError, decode_image, preprocess, to_rgb
+from spae.data._shapes import BACKGROUND_NAMES, CLASSES as SHAPES_CLASSES, COLOUR_NAMES, COLOURS
+from spae.data._shapes import HELDOUT_CLASSES as SHAPES_HELDOUT_CLASSES, SHAPES, SIZES, TEXTURES
+from spae.data._shapes import TRAIN_CLASSES as SHAPES_TRAIN_CLASSES
+from spae.data._shapes import ShapesSpec, build_shapes, caption_for, render_scene, scene_rng
+from spae.data._sources import (ArraySource, ClassSubset, FolderSource, ImageSource, LabelledSource, TfdsSource,
+                                make_source, render_shapes_source, shapes_source)
+
+__all__ = [
+    "ArraySource", "BACKGROUND_NAMES", "BatchIterator", "COLOURS", "COLOUR_NAMES", "ClassSubset", "CropMode",
+    "FolderSource", "ImageSource", "LabelledSource", "Preprocess", "SHAPES", "SHAPES_CLASSES",
+    "SHAPES_HELDOUT_CLASSES", "SHAPES_TRAIN_CLASSES", "SIZES", "ShapesSpec", "TEXTURES", "TfdsSource",
+    "UnreadableImageError", "build_shapes", "caption_for", "decode_image", "make_source", "preprocess",
+    "render_scene", "render_shapes_source", "scene_rng", "shapes_source", "to_rgb",
+]

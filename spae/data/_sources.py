@@ -1,0 +1,473 @@
+"""Random-access image sources (folders, tfds array_record datasets, arrays) and `make_source`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from spae._io import SpaeInputError
+from spae.data import _shapes
+from spae.data._preprocess import UnreadableImageError, decode_image, to_rgb
+
+log = logging.getLogger("spae.data")
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                              ".pbm", ".pnm", ".jfif", ".tga"})
+CheckMode = Literal["none", "header", "full"]
+
+
+@runtime_checkable
+class LabelledSource(Protocol):
+  """What few-shot episodes need: class names, the images of a class, and the pixels of an image.
+
+  Every `ImageSource` has these; one whose `classes` is empty has no labels (`make_source(..., require_labels=
+  True)` rejects it).
+  """
+
+  @property
+  def classes(self) -> list[str]: ...
+
+  def images_of(self, class_name: str) -> list[int]: ...
+
+  def load(self, index: int) -> np.ndarray: ...
+
+
+class ImageSource:
+  """A random-access collection of images with optional integer labels and captions.
+
+  Subclasses implement `__len__`, `load`, and `_all_labels` (+ `classes`, `caption` when they have them).
+  """
+
+  name: str = "images"
+
+  def __len__(self) -> int:
+    raise NotImplementedError
+
+  def load(self, index: int) -> np.ndarray:
+    """Image `index` as uint8 RGB [H, W, 3]. Raises UnreadableImageError if it cannot be decoded."""
+    raise NotImplementedError
+
+  @property
+  def classes(self) -> list[str]:
+    """Class names; label k means classes[k]. Empty if the source has no labels."""
+    return []
+
+  @property
+  def has_captions(self) -> bool:
+    return False
+
+  def caption(self, index: int) -> str:
+    """The caption of image `index` ('' if the source has no captions)."""
+    return ""
+
+  def example(self, index: int) -> tuple[np.ndarray, int, str]:
+    """(uint8 RGB [H, W, 3], label or -1, caption or '') of image `index`, reading its record once."""
+    return self.load(index), self.label(index), self.caption(index)
+
+  def labels(self) -> np.ndarray:
+    """int64 [N]: every image's label (-1 = none). Cached; may read every record once (tfds)."""
+    if getattr(self, "_labels_cache", None) is None:
+      self._labels_cache = np.asarray(self._all_labels(), np.int64).reshape(len(self))
+    return self._labels_cache
+
+  def label(self, index: int) -> int:
+    return int(self.labels()[self._check_index(index)])
+
+  def images_of(self, class_name: str) -> list[int]:
+    """Indices of the images labelled `class_name`, ascending."""
+    if not self.classes:
+      raise SpaeInputError(f"{self.name} has no class labels, so images_of({class_name!r}) is undefined; use a "
+                           "folder with one subfolder per class or a tfds dataset with a 'label' feature.")
+    if class_name not in self.classes:
+      raise SpaeInputError(f"{self.name} has no class {class_name!r}; classes are {self.classes[:20]}"
+                           f"{' ...' if len(self.classes) > 20 else ''}.")
+    return np.flatnonzero(self.labels() == self.classes.index(class_name)).tolist()
+
+  def subset(self, classes: Sequence[str]) -> "ImageSource":
+    """Only the images of `classes`, relabelled 0..len(classes)-1 in the given order."""
+    return ClassSubset(self, classes)
+
+  def _all_labels(self) -> Sequence[int]:
+    return [-1] * len(self)
+
+  def _check_index(self, index: int) -> int:
+    n = len(self)
+    if not -n <= index < n:
+      raise IndexError(f"{self.name}: index {index} out of range for {n} images.")
+    return index % n
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.name!r}, {len(self)} images, {len(self.classes)} classes)"
+
+
+class ArraySource(ImageSource):
+  """In-memory images (uint8 [N, H, W, 3] or a list of [H, W, C] arrays), for tests, benchmarks and demos."""
+
+  def __init__(self, images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int] | None = None,
+               classes: Sequence[str] = (), captions: Sequence[str] | None = None, name: str = "arrays"):
+    self._images = images
+    self.name = name
+    n = len(images)
+    if n == 0:
+      raise SpaeInputError(f"{name}: no images given.")
+    self._labels = None if labels is None else np.asarray(labels, np.int64)
+    if self._labels is not None and self._labels.shape != (n,):
+      raise SpaeInputError(f"{name}: {n} images but labels has shape {self._labels.shape}.")
+    if self._labels is not None and classes and self._labels.max() >= len(classes):
+      raise SpaeInputError(f"{name}: label {self._labels.max()} but only {len(classes)} classes.")
+    self._classes = list(classes)
+    self._captions = None if captions is None else list(captions)
+    if self._captions is not None and len(self._captions) != n:
+      raise SpaeInputError(f"{name}: {n} images but {len(self._captions)} captions.")
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def load(self, index: int) -> np.ndarray:
+    return to_rgb(np.asarray(self._images[self._check_index(index)]))
+
+  @property
+  def classes(self) -> list[str]:
+    return list(self._classes)
+
+  @property
+  def has_captions(self) -> bool:
+    return self._captions is not None
+
+  def caption(self, index: int) -> str:
+    return "" if self._captions is None else self._captions[self._check_index(index)]
+
+  def _all_labels(self) -> Sequence[int]:
+    return [-1] * len(self) if self._labels is None else self._labels
+
+
+def render_shapes_source(num: int, image_size: int = 64, seed: int = 0, split: str = "train") -> ArraySource:
+  """`num` shapes scenes rendered in memory (no tfds), identical to that split of a built dataset with `seed`."""
+  images, captions, labels = [], [], []
+  for i in range(num):
+    im, cap, attrs = _shapes.render_scene(_shapes.scene_rng(seed, split, i), image_size)
+    images.append(im)
+    captions.append(cap)
+    labels.append(_shapes.CLASSES.index(attrs["label"]))
+  return ArraySource(np.stack(images), labels, _shapes.CLASSES, captions, name=f"shapes(in-memory, {num})")
+
+
+class FolderSource(ImageSource):
+  """Every image file under a folder, recursively; the first-level subfolders are the classes.
+
+  Files whose extension is not an image extension are ignored. Image files that cannot be opened are skipped,
+  logged (logger 'spae.data') and counted in `num_skipped` / `skipped`: at scan time for `check='header'`
+  (reads each file's header) or 'full' (decodes every file), and later by the batch iterator when a file fails
+  to decode. Images directly in the root folder are unlabelled (label -1) when class subfolders exist.
+
+  Raises SpaeInputError if the folder does not exist or holds no readable image.
+  """
+
+  def __init__(self, root: str | os.PathLike, check: CheckMode = "header"):
+    self.root = Path(root)
+    self.name = f"folder {str(self.root)!r}"
+    if check not in ("none", "header", "full"):
+      raise SpaeInputError(f"check must be 'none', 'header' or 'full', got {check!r}.")
+    if not self.root.is_dir():
+      raise SpaeInputError(f"image folder {str(self.root)!r} does not exist or is not a directory.")
+    self.skipped: list[tuple[str, str]] = []  # (path, reason) of every file skipped so far
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+      dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted walk = stable indices
+      files += [Path(dirpath, f) for f in sorted(filenames)
+                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+      raise SpaeInputError(f"image folder {str(self.root)!r} contains no image files (looked recursively for "
+                           f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
+    if check != "none":
+      files = [f for f in files if self._readable(f, full=check == "full")]
+    if not files:
+      raise SpaeInputError(f"image folder {str(self.root)!r} has no readable image: all {len(self.skipped)} "
+                           f"image files failed to open (first: {self.skipped[0][0]}: {self.skipped[0][1]}).")
+    if self.skipped:
+      log.warning("%s: skipped %d unreadable image file(s) of %d.", self.name, len(self.skipped),
+                  len(files) + len(self.skipped))
+    self.files = files
+    rel_top = [f.relative_to(self.root).parts for f in files]
+    self._classes = sorted({p[0] for p in rel_top if len(p) > 1})
+    index = {c: k for k, c in enumerate(self._classes)}
+    self._file_labels = np.asarray([index[p[0]] if len(p) > 1 else -1 for p in rel_top], np.int64)
+    self._bad: set[int] = set()
+
+  @property
+  def num_skipped(self) -> int:
+    """How many image files were skipped as unreadable so far (scan + failed loads)."""
+    return len(self.skipped)
+
+  def _readable(self, path: Path, full: bool) -> bool:
+    from PIL import Image
+
+    try:
+      if full:
+        decode_image(path, str(path))
+      else:
+        with Image.open(path) as im:
+          im.size  # the header parses
+      return True
+    except (UnreadableImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+      self._skip(path, f"{type(e).__name__}: {e}")
+      return False
+
+  def _skip(self, path: Path, reason: str) -> None:
+    self.skipped.append((str(path), reason))
+    log.warning("skipping unreadable image %s (%s)", path, reason)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def load(self, index: int) -> np.ndarray:
+    index = self._check_index(index)
+    path = self.files[index]
+    try:
+      return decode_image(path, str(path))
+    except UnreadableImageError as e:
+      if index not in self._bad:  # count each bad file once, however often it is asked for
+        self._bad.add(index)
+        self._skip(path, str(e.__cause__ or e))
+      raise
+
+  @property
+  def classes(self) -> list[str]:
+    return list(self._classes)
+
+  def _all_labels(self) -> Sequence[int]:
+    return self._file_labels
+
+  def images_of(self, class_name: str) -> list[int]:
+    return [i for i in super().images_of(class_name) if i not in self._bad]
+
+
+class TfdsSource(ImageSource):
+  """A split of a prepared tfds dataset, read through `tfds.data_source` (array_record; no TensorFlow).
+
+  The image feature is decoded with Pillow (so 16-bit / grayscale / RGBA become RGB uint8). A ClassLabel feature
+  `label_key` gives `classes`; a Text feature `caption_key` gives captions. Either may be missing.
+
+  Args:
+    name: tfds name, optionally with config / version ('imagenet2012', 'shapes/64px_...'); or None with
+      `builder_dir`.
+    split: tfds split string, slicing allowed ('train', 'validation[:10%]').
+    data_dir: where the dataset was prepared (default: tfds' default, ~/tensorflow_datasets).
+    builder_dir: read a prepared dataset directory directly (…/name/config/version), no registered builder needed.
+  """
+
+  def __init__(self, name: str | None, split: str = "train", data_dir: str | os.PathLike | None = None,
+               image_key: str = "image", label_key: str = "label", caption_key: str = "caption",
+               builder_dir: str | os.PathLike | None = None):
+    import tensorflow_datasets as tfds
+
+    where = f"tfds {name or builder_dir}:{split}" + (f"@{data_dir}" if data_dir else "")
+    self.name = where
+    try:
+      if builder_dir is not None:
+        builder = tfds.builder_from_directory(os.fspath(builder_dir))
+      else:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+      features = builder.info.features
+      if image_key not in features:
+        raise SpaeInputError(f"{where}: no image feature {image_key!r}; features are {sorted(features.keys())}.")
+      if split.split("[")[0] not in builder.info.splits:
+        raise SpaeInputError(f"{where}: no split {split!r}; splits are {sorted(builder.info.splits.keys())}.")
+      # Skip tfds' own image decoding: Pillow via decode_image handles every mode the same way as folders.
+      self._ds = builder.as_data_source(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
+    except SpaeInputError:
+      raise
+    except Exception as e:  # tfds raises many types (DatasetNotFoundError, AssertionError, FileNotFoundError...)
+      raise SpaeInputError(
+          f"cannot open {where}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. The dataset must "
+          "already be prepared in array_record format under data_dir (tfds build --file_format=array_record).") from e
+    self._image_key = image_key
+    label = features[label_key] if label_key in features else None
+    self._label_key = label_key if isinstance(label, tfds.features.ClassLabel) else None
+    self._classes = list(label.names) if self._label_key else []
+    self._caption_key = caption_key if caption_key in features else None
+    if len(self._ds) == 0:
+      raise SpaeInputError(f"{where} is empty.")
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def record(self, index: int) -> dict[str, Any]:
+    """The raw tfds record (image still encoded)."""
+    return self._ds[self._check_index(index)]
+
+  def load(self, index: int) -> np.ndarray:
+    return self._image(self.record(index), index)
+
+  def example(self, index: int) -> tuple[np.ndarray, int, str]:
+    # One record read, and no full label scan (which `label()` would trigger on a big dataset).
+    rec = self.record(index)
+    label = int(rec[self._label_key]) if self._label_key else -1
+    return self._image(rec, index), label, self._caption(rec)
+
+  def _image(self, rec: dict[str, Any], index: int) -> np.ndarray:
+    data = rec[self._image_key]
+    if isinstance(data, np.ndarray) and data.dtype != object:  # an Image feature that was not encoded
+      return to_rgb(data)
+    return decode_image(bytes(data), f"{self.name} record {index}")
+
+  def _caption(self, rec: dict[str, Any]) -> str:
+    if self._caption_key is None:
+      return ""
+    c = rec[self._caption_key]
+    return c.decode("utf-8") if isinstance(c, bytes) else str(c)
+
+  @property
+  def classes(self) -> list[str]:
+    return list(self._classes)
+
+  @property
+  def has_captions(self) -> bool:
+    return self._caption_key is not None
+
+  def caption(self, index: int) -> str:
+    return self._caption(self.record(index)) if self._caption_key else ""
+
+  def _all_labels(self) -> Sequence[int]:
+    if self._label_key is None:
+      return [-1] * len(self)
+    # Batched reads when the data source supports them (one array_record call per chunk).
+    out: list[int] = []
+    get = getattr(self._ds, "__getitems__", None)
+    for start in range(0, len(self), 1024):
+      idx = list(range(start, min(start + 1024, len(self))))
+      recs = get(idx) if get is not None else [self._ds[i] for i in idx]
+      out += [int(r[self._label_key]) for r in recs]
+    return out
+
+
+class ClassSubset(ImageSource):
+  """The images of some classes of another source, relabelled 0..len(classes)-1 in the given order."""
+
+  def __init__(self, base: ImageSource, classes: Sequence[str]):
+    classes = list(classes)
+    if not classes:
+      raise SpaeInputError("a class subset needs at least one class name.")
+    missing = [c for c in classes if c not in base.classes]
+    if missing:
+      raise SpaeInputError(f"{base.name} has no class(es) {missing[:10]}; it has {base.classes[:20]}.")
+    self.base = base
+    self.name = f"{base.name} [{len(classes)} classes]"
+    self._classes = classes
+    base_labels = base.labels()
+    remap = np.full(len(base.classes), -1, np.int64)
+    remap[[base.classes.index(c) for c in classes]] = np.arange(len(classes))
+    keep = (base_labels >= 0) & (remap[np.maximum(base_labels, 0)] >= 0)
+    self.indices = np.flatnonzero(keep)  # int64 [M]: base index of each subset image
+    if self.indices.size == 0:
+      raise SpaeInputError(f"{base.name} has no images of classes {classes[:10]}.")
+    self._labels_cache = remap[base_labels[self.indices]]
+
+  def __len__(self) -> int:
+    return int(self.indices.size)
+
+  def load(self, index: int) -> np.ndarray:
+    return self.base.load(int(self.indices[self._check_index(index)]))
+
+  def example(self, index: int) -> tuple[np.ndarray, int, str]:
+    image, _, caption = self.base.example(int(self.indices[self._check_index(index)]))
+    return image, int(self._labels_cache[index]), caption
+
+  @property
+  def classes(self) -> list[str]:
+    return list(self._classes)
+
+  @property
+  def has_captions(self) -> bool:
+    return self.base.has_captions
+
+  def caption(self, index: int) -> str:
+    return self.base.caption(int(self.indices[self._check_index(index)]))
+
+  @property
+  def num_skipped(self) -> int:
+    return getattr(self.base, "num_skipped", 0)
+
+
+def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool = True) -> TfdsSource:
+  """A split of the `shapes` dataset under `data_dir`.
+
+  Uses the dataset already built there (the default 64 px config if several are); builds the default one
+  (`build_shapes(data_dir)`, ~30 s) if none is and `build` is set.
+  """
+  built = _shapes.built_shapes(data_dir)
+  if not built:
+    if not build:
+      raise SpaeInputError(f"no shapes dataset under {str(data_dir)!r}; build one with "
+                           "spae.data.build_shapes(data_dir, ...).")
+    log.info("building the shapes dataset under %s", data_dir)
+    built = [_shapes.build_shapes(data_dir)]
+  default = _shapes.shapes_dir(data_dir)
+  if len(built) > 1 and default not in built:
+    raise SpaeInputError(f"several shapes datasets under {str(data_dir)!r} ({[p.parent.name for p in built]}) and "
+                         "none is the default; open one with spae.data.TfdsSource(None, split, builder_dir=...).")
+  src = TfdsSource(None, split, builder_dir=default if default in built else built[0])
+  src.name = f"shapes:{split}@{data_dir}"
+  return src
+
+
+_SPEC_HELP = ("a data spec is one of: 'shapes:DATA_DIR', 'shapes:SPLIT@DATA_DIR', 'tfds:NAME[:SPLIT][@DATA_DIR]', "
+              "'folder:PATH', or the path of an existing image folder")
+
+
+def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str] | None = None,
+                require_labels: bool = False, check: CheckMode = "header") -> ImageSource:
+  """Opens an image source from a spec string.
+
+  Specs:
+    'shapes:DATA_DIR'           the train split of the synthetic `shapes` dataset under DATA_DIR (built there,
+                                default config, if missing).
+    'shapes:SPLIT@DATA_DIR'     another split: train / validation / test (tfds slicing allowed).
+    'tfds:NAME[:SPLIT][@DATA_DIR]'  a prepared array_record tfds dataset, e.g. 'tfds:imagenet2012:validation@/data'
+                                (SPLIT defaults to 'train'; DATA_DIR to tfds' default).
+    'folder:PATH' or 'PATH'     a folder of images, searched recursively; first-level subfolders are the classes.
+    An ImageSource is returned as is (after `classes` / `require_labels`).
+
+  Args:
+    classes: keep only these classes (relabelled in this order), e.g. spae.data.SHAPES_TRAIN_CLASSES.
+    require_labels: raise SpaeInputError unless the source has class labels (few-shot episodes need them).
+    check: how folders are checked for unreadable files at open time (see FolderSource).
+  """
+  if isinstance(spec, ImageSource):
+    src = spec
+  else:
+    src = _open_spec(os.fspath(spec), check)
+  if classes is not None:
+    src = src.subset(classes)
+  if require_labels and not src.classes:
+    raise SpaeInputError(f"{src.name} has no class labels; a labelled source is needed here (use a folder with one "
+                         "subfolder per class, a tfds dataset with a 'label' ClassLabel feature, or shapes).")
+  return src
+
+
+def _open_spec(spec: str, check: CheckMode) -> ImageSource:
+  if not spec:
+    raise SpaeInputError(f"empty data spec; {_SPEC_HELP}.")
+  kind, sep, rest = spec.partition(":")
+  if sep and kind == "shapes":
+    split, at, data_dir = rest.rpartition("@")
+    if not data_dir:
+      raise SpaeInputError(f"data spec {spec!r} names no DATA_DIR; {_SPEC_HELP}.")
+    return shapes_source(data_dir, split if at else "train")
+  if sep and kind == "tfds":
+    body, at, data_dir = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    name, _, split = body.partition(":")
+    if not name:
+      raise SpaeInputError(f"data spec {spec!r} names no dataset; {_SPEC_HELP}.")
+    return TfdsSource(name, split or "train", data_dir or None)
+  if sep and kind == "folder":
+    return FolderSource(rest, check=check)
+  if Path(spec).is_dir():
+    return FolderSource(spec, check=check)
+  if sep and len(kind) > 1 and not Path(spec).exists():
+    raise SpaeInputError(f"unknown data source kind {kind!r} in {spec!r}; {_SPEC_HELP}.")
+  raise SpaeInputError(f"data spec {spec!r} is not an existing folder; {_SPEC_HELP}.")
