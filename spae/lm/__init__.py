@@ -1,3 +1,14 @@
-"""Frozen language models for SPAE prompting: one interface, JAX-native and remote backends."""
+"""Frozen language models for SPAE prompting: one interface, JAX-native and remote backends.
 
+- `GemmaLM` / `GemmaConfig`: Gemma 2, Gemma 3 (text) and LLaMA-style decoders in JAX, with a KV cache.
+- `OpenAICompatibleLM`: a `/v1/completions` server (vLLM, llama.cpp, Ollama).
+- `load(spec)`: 'hf:PATH', 'gemma:PATH' or 'openai:URL#MODEL'.
+- `testing`: tiny on-the-fly models and tokenizers for hermetic tests.
+"""
+
+from spae.lm import testing
 from spae.lm._base import LanguageModel, LanguageModelBase, TextTokenizer, Trie, choose_next
+from spae.lm._gemma import GemmaConfig, GemmaLM
+from spae.lm._load import load
+from spae.lm._loaders import PRESETS, config_from_hf, load_gemma, load_hf
+from spae.lm._sp import SentencePieceTokenizer

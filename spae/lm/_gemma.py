@@ -1,0 +1,526 @@
+"""`GemmaLM`: a JAX decoder-only transformer for Gemma 2, Gemma 3 (text) and LLaMA-style checkpoints.
+
+One forward covers the three families; the config switches the differences:
+
+| | Gemma 2 | Gemma 3 | LLaMA |
+|---|---|---|---|
+| RMSNorm weight | (1 + w) | (1 + w) | w |
+| norms per layer | 4 (pre+post attn, pre+post ffw) | 4 | 2 |
+| q/k RMSNorm | no | yes | no |
+| embedding | x sqrt(d) | x sqrt(d) | raw |
+| MLP | gelu-tanh gated | gelu-tanh gated | silu gated |
+| attention scale | query_pre_attn_scalar^-1/2 | same | head_dim^-1/2 |
+| soft caps | attention 50, final 30 | none | none |
+| sliding window | alternate layers | 5 local : 1 global | none |
+| RoPE base | 10k | local 10k, global 1M (+ scaling) | rope_theta (+ llama3 scaling) |
+
+Parameters are a plain pytree of float32 arrays with the layers stacked on a leading axis, so the forward is a
+`lax.scan` and its compile time does not grow with depth. Norm weights are stored as effective scales (the
+"1 +" of Gemma is applied at load time).
+
+Raw versus scaled embedding rows: Gemma's `Embedder.encode` multiplies the looked-up row by sqrt(d) (rounded to
+the checkpoint's dtype, as the reference does); LLaMA does not. `GemmaLM.vocabulary(scaled=...)` exposes either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spae._io import SpaeInputError
+from spae.lm._base import LanguageModelBase, TextTokenizer, _Constraint, choose_next
+
+Params = dict[str, Any]
+
+FAMILIES = ("gemma2", "gemma3", "llama")
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmaConfig:
+  """Architecture of a Gemma 2 / Gemma 3 / LLaMA-style decoder.
+
+  Attributes:
+    family: 'gemma2' | 'gemma3' | 'llama' (documentation and defaults only; the flags below decide).
+    vocab_size: rows of the embedding table.
+    embed_dim, hidden_dim: model width d and MLP width.
+    num_layers, num_heads, num_kv_heads, head_dim: transformer shape (GQA when num_kv_heads < num_heads).
+    layer_types: per layer 'global' or 'sliding'.
+    sliding_window: tokens a sliding layer sees, itself included (key pos > query pos - window).
+    norm_eps: RMSNorm epsilon.
+    norm_plus_one: Gemma stores RMSNorm weights as w and scales by (1 + w).
+    post_norms: Gemma 2/3 also normalise the attention and MLP outputs (4 norms per layer).
+    qk_norm: Gemma 3 RMS-normalises queries and keys per head.
+    embed_scale: multiply embeddings by sqrt(embed_dim) (Gemma).
+    activation: 'gelu_tanh' (Gemma) or 'silu' (LLaMA) for the gated MLP.
+    query_pre_attn_scalar: queries are scaled by this**-0.5 (None: head_dim).
+    attn_softcap, final_softcap: tanh soft caps on attention and output logits (None: off).
+    rope_global_base, rope_local_base: RoPE base frequency of global and sliding layers.
+    rope_global_scaling, rope_local_scaling: None, or a dict with 'rope_type' 'linear' ({'factor'}) or 'llama3'
+      ({'factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}).
+    tied_embeddings: the output head is the embedding table (otherwise a separate lm_head).
+    max_length: context length; longer inputs are rejected.
+  """
+
+  family: str
+  vocab_size: int
+  embed_dim: int
+  hidden_dim: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  layer_types: tuple[str, ...] = ()
+  sliding_window: int | None = None
+  norm_eps: float = 1e-6
+  norm_plus_one: bool = True
+  post_norms: bool = True
+  qk_norm: bool = False
+  embed_scale: bool = True
+  activation: str = "gelu_tanh"
+  query_pre_attn_scalar: float | None = None
+  attn_softcap: float | None = None
+  final_softcap: float | None = None
+  rope_global_base: float = 10_000.0
+  rope_local_base: float = 10_000.0
+  rope_global_scaling: Any = None
+  rope_local_scaling: Any = None
+  tied_embeddings: bool = True
+  max_length: int = 8192
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise SpaeInputError(f"GemmaConfig.family must be one of {FAMILIES}, got {self.family!r}.")
+    lt = tuple(self.layer_types) or ("global",) * self.num_layers
+    object.__setattr__(self, "layer_types", lt)
+    for name in ("rope_global_scaling", "rope_local_scaling"):
+      v = getattr(self, name)
+      if isinstance(v, dict):  # frozen + hashable (jit static argument)
+        object.__setattr__(self, name, tuple(sorted(v.items())))
+    if len(lt) != self.num_layers or any(t not in ("global", "sliding") for t in lt):
+      raise SpaeInputError(f"layer_types must list 'global'/'sliding' for each of the {self.num_layers} layers, "
+                           f"got {lt}.")
+    if "sliding" in lt and not self.sliding_window:
+      raise SpaeInputError("layer_types has sliding layers but sliding_window is not set.")
+    if self.num_heads % self.num_kv_heads:
+      raise SpaeInputError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                           f"({self.num_kv_heads}).")
+    if self.head_dim % 2:
+      raise SpaeInputError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+    if self.activation not in ("gelu_tanh", "silu"):
+      raise SpaeInputError(f"activation must be 'gelu_tanh' or 'silu', got {self.activation!r}.")
+    for s in (self.rope_global_scaling, self.rope_local_scaling):
+      if s is not None and dict(s).get("rope_type") not in ("linear", "llama3", "default"):
+        raise SpaeInputError(f"unsupported RoPE scaling {dict(s)}; supported: 'linear', 'llama3'.")
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["layer_types"] = list(self.layer_types)
+    for k in ("rope_global_scaling", "rope_local_scaling"):
+      d[k] = None if d[k] is None else dict(d[k])
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "GemmaConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise SpaeInputError(f"unknown GemmaConfig fields {unknown}; known fields: {sorted(names)}.")
+    d = dict(d)
+    if "layer_types" in d:
+      d["layer_types"] = tuple(d["layer_types"])
+    return cls(**d)
+
+
+# ------------------------------------------------------------------------------------------------ math
+def _inv_freq(head_dim: int, base: float, scaling: Any) -> np.ndarray:
+  """RoPE inverse frequencies [head_dim/2], with linear or llama3 scaling folded in."""
+  inv = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+  s = dict(scaling) if scaling is not None else {}
+  kind = s.get("rope_type", "default")
+  if kind == "linear":
+    inv = inv / float(s["factor"])
+  elif kind == "llama3":
+    factor, lo, hi = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
+    old = float(s["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > old / lo, inv / factor, inv)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
+    inv = np.where(medium, smoothed, scaled)
+  return inv.astype(np.float32)
+
+
+def _rms(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+  var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+  return x * jax.lax.rsqrt(var + eps) * scale
+
+
+def _rope(x: jax.Array, pos: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """x: [B, T, N, H]; pos: [B, T]; half-split rotation (HF `rotate_half`, gemma `apply_rope`)."""
+  ang = pos[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
+  sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, valid: jax.Array,
+             past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array):
+  """One pass over new tokens attending to a past K/V cache.
+
+  Args:
+    ids, pos, valid: [B, T] token ids, absolute positions and a padding mask of the new tokens.
+    past_k, past_v: [L, Bp, S, K, H] cached keys/values (Bp is 1, shared by the batch, or B); positions 0..S-1.
+    past_valid: [Bp, S] which cached slots hold tokens.
+  Returns:
+    (final hidden states [B, T, d], new keys [L, B, T, K, H], new values [L, B, T, K, H]).
+  """
+  n_kv, group, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
+  b, t = ids.shape
+  x = params["embed"][ids]
+  if cfg.embed_scale:
+    x = x * params["embed_scale"]
+  scaling = (cfg.query_pre_attn_scalar or hd) ** -0.5
+  shared = past_k.shape[1] == 1 and b > 1
+  s = past_k.shape[2]
+  past_pos = jnp.arange(s)
+  neg = jnp.finfo(jnp.float32).min
+  # Masks for the two key blocks (past, new): causal by position, padding, and the sliding window.
+  m_past = past_valid[:, None, :] & (past_pos[None, None, :] <= pos[:, :, None])  # [B|1, T, S]
+  m_new = valid[:, None, :] & (pos[:, None, :] <= pos[:, :, None])  # [B, T, T]
+  if cfg.sliding_window:
+    w = cfg.sliding_window
+    w_past = past_pos[None, None, :] > pos[:, :, None] - w
+    w_new = pos[:, None, :] > pos[:, :, None] - w
+  else:
+    w_past = w_new = jnp.ones((), bool)
+
+  def layer(x, xs):
+    lp, sliding, inv_freq, pk, pv = xs
+    h = _rms(x, lp["pre_attn_norm"], cfg.norm_eps)
+    q = jnp.einsum("btd,dnh->btnh", h, lp["wq"])
+    k = jnp.einsum("btd,dkh->btkh", h, lp["wk"])
+    v = jnp.einsum("btd,dkh->btkh", h, lp["wv"])
+    if cfg.qk_norm:
+      q = _rms(q, lp["q_norm"], cfg.norm_eps)
+      k = _rms(k, lp["k_norm"], cfg.norm_eps)
+    q = _rope(q, pos, inv_freq) * scaling
+    k = _rope(k, pos, inv_freq)
+    q = q.reshape(b, t, n_kv, group, hd)
+    if shared:
+      lg_past = jnp.einsum("btkgh,skh->btkgs", q, pk[0])
+    else:
+      lg_past = jnp.einsum("btkgh,bskh->btkgs", q, pk)
+    lg_new = jnp.einsum("btkgh,bskh->btkgs", q, k)
+    lg_past = _softcap(lg_past, cfg.attn_softcap)
+    lg_new = _softcap(lg_new, cfg.attn_softcap)
+    mp = jnp.where(sliding, m_past & w_past, m_past)[:, :, None, None, :]
+    mn = jnp.where(sliding, m_new & w_new, m_new)[:, :, None, None, :]
+    lg = jnp.concatenate([jnp.where(mp, lg_past, neg), jnp.where(mn, lg_new, neg)], axis=-1)
+    probs = jax.nn.softmax(lg, axis=-1)
+    p_past, p_new = probs[..., :s], probs[..., s:]
+    if shared:
+      o = jnp.einsum("btkgs,skh->btkgh", p_past, pv[0])
+    else:
+      o = jnp.einsum("btkgs,bskh->btkgh", p_past, pv)
+    o = o + jnp.einsum("btkgs,bskh->btkgh", p_new, v)
+    attn = jnp.einsum("btnh,nhd->btd", o.reshape(b, t, cfg.num_heads, hd), lp["wo"])
+    if cfg.post_norms:
+      attn = _rms(attn, lp["post_attn_norm"], cfg.norm_eps)
+    x = x + attn
+    h = _rms(x, lp["pre_ffw_norm"], cfg.norm_eps)
+    gate = h @ lp["w_gate"]
+    act = jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
+    m = (act * (h @ lp["w_up"])) @ lp["w_down"]
+    if cfg.post_norms:
+      m = _rms(m, lp["post_ffw_norm"], cfg.norm_eps)
+    return x + m, (k, v)
+
+  xs = (params["layers"], params["sliding"], params["inv_freq"], past_k, past_v)
+  x, (new_k, new_v) = jax.lax.scan(layer, x, xs)
+  return _rms(x, params["final_norm"], cfg.norm_eps), new_k, new_v
+
+
+def _head(cfg: GemmaConfig, params: Params, x: jax.Array) -> jax.Array:
+  w = params["embed"] if cfg.tied_embeddings else params["lm_head"]
+  return _softcap(x @ w.T, cfg.final_softcap)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_fn(cfg, params, ids, valid):
+  b, t = ids.shape
+  shape = (cfg.num_layers, 1, 0, cfg.num_kv_heads, cfg.head_dim)
+  pos = jnp.broadcast_to(jnp.arange(t), (b, t))
+  x, _, _ = _forward(cfg, params, ids, pos, valid, jnp.zeros(shape), jnp.zeros(shape), jnp.zeros((1, 0), bool))
+  return _head(cfg, params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(2, 3))
+def _extend_fn(cfg, params, buf_k, buf_v, n_past, ids, n_new):
+  """Appends up to T tokens (n_new real) to a single-sequence cache; returns log p(next) after the last one.
+
+  buf_k/buf_v: [L, 1, S, K, H] with slots < n_past filled; ids: [1, T]. Needs S >= n_past + T.
+  """
+  t = ids.shape[1]
+  s = buf_k.shape[2]
+  pos = (n_past + jnp.arange(t))[None]
+  valid = (jnp.arange(t) < n_new)[None]
+  past_valid = (jnp.arange(s) < n_past)[None]
+  x, k, v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, past_valid)
+  last = jax.lax.dynamic_index_in_dim(x[0], n_new - 1, axis=0, keepdims=False)
+  logp = jax.nn.log_softmax(_head(cfg, params, last))
+  buf_k = jax.lax.dynamic_update_slice(buf_k, k, (0, 0, n_past, 0, 0))
+  buf_v = jax.lax.dynamic_update_slice(buf_v, v, (0, 0, n_past, 0, 0))
+  return logp, buf_k, buf_v
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _continuations_fn(cfg, params, buf_k, buf_v, n_past, last_logp, conts, lens):
+  """[C] summed log-probs of padded continuations conts [C, T] (lens [C]) after a cached prefix of n_past."""
+  c, t = conts.shape
+  s = buf_k.shape[2]
+  pos = jnp.broadcast_to(n_past + jnp.arange(t), (c, t))
+  valid = jnp.arange(t)[None] < lens[:, None]
+  past_valid = (jnp.arange(s) < n_past)[None]
+  x, _, _ = _forward(cfg, params, conts, pos, valid, buf_k, buf_v, past_valid)
+  logp = jax.nn.log_softmax(_head(cfg, params, x[:, :-1]), axis=-1)  # position j predicts token j+1
+  first = last_logp[conts[:, 0]]
+  rest = jnp.take_along_axis(logp, conts[:, 1:, None], axis=-1)[..., 0]
+  rest = jnp.where(jnp.arange(1, t)[None] < lens[:, None], rest, 0.0)
+  return first + rest.sum(axis=1)
+
+
+def _bucket(n: int, cap: int, smallest: int = 16) -> int:
+  """Smallest power of two >= n (at least `smallest`), capped at `cap`: bounds the number of compiled shapes."""
+  b = smallest
+  while b < n:
+    b *= 2
+  return max(min(b, cap), n)
+
+
+# ------------------------------------------------------------------------------------------------ model
+class GemmaLM(LanguageModelBase):
+  """A frozen Gemma 2 / Gemma 3 / LLaMA-style model in JAX with a KV cache and length buckets.
+
+  Context rule: inputs longer than `max_length` are rejected with `SpaeInputError` (never silently truncated):
+  `score` needs len(prefix) + longest continuation <= max_length, `generate` len(ids) + max_new <= max_length.
+
+  Prefix cache: `score` and `generate` keep the K/V of the last prefix; a later call whose prefix shares its
+  beginning (e.g. the same few-shot context with a new query) only runs the new tokens.
+  """
+
+  def __init__(self, config: GemmaConfig, params: Params, tokenizer: TextTokenizer, *,
+               max_length: int | None = None, source: str = ""):
+    self.config = config
+    self.tokenizer = tokenizer
+    self.max_length = int(max_length or config.max_length)
+    self.source = source
+    self.params = _prepare_params(config, params)
+    self._cache: tuple[list[int], jax.Array, jax.Array] | None = None
+
+  # ------------------------------------------------------------------ id-level API
+  def logits(self, ids: Any) -> np.ndarray:
+    """ids: int [B, T] (or [T]) -> float32 logits [B, T, V] (after the final soft cap, if any)."""
+    arr = np.asarray(ids)
+    squeeze = arr.ndim == 1
+    arr = np.atleast_2d(arr)
+    self._check_ids(arr, "ids")
+    b, t = arr.shape
+    if t > self.max_length:
+      raise SpaeInputError(f"ids have length {t} > max_length {self.max_length}; shorten the input.")
+    tb = _bucket(t, self.max_length)
+    padded = np.zeros((b, tb), np.int32)
+    padded[:, :t] = arr
+    valid = np.zeros((b, tb), bool)
+    valid[:, :t] = True
+    out = np.asarray(_logits_fn(self.config, self.params, padded, valid))[:, :t]
+    return out[0] if squeeze else out
+
+  def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
+    """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation; the prefix runs once."""
+    prefix = self._as_ids(prefix_ids, "prefix_ids")
+    if len(prefix) == 0:
+      raise SpaeInputError("prefix_ids is empty; start it with BOS (tokenizer.bos_id) at least.")
+    conts = [self._as_ids(c, f"continuations[{i}]") for i, c in enumerate(continuations)]
+    if not conts:
+      raise SpaeInputError("continuations is empty; pass at least one continuation.")
+    if any(len(c) == 0 for c in conts):
+      raise SpaeInputError("every continuation needs at least one token.")
+    longest = max(len(c) for c in conts)
+    self._check_length(len(prefix) + longest, "len(prefix_ids) + longest continuation")
+    last_logp = self._prefill(prefix)
+    _, buf_k, buf_v = self._cache
+    tb = _bucket(longest, self.max_length, smallest=4)
+    cb = _bucket(len(conts), 1 << 30, smallest=1)
+    ids = np.zeros((cb, tb), np.int32)
+    lens = np.zeros((cb,), np.int32)
+    for i, c in enumerate(conts):
+      ids[i, :len(c)] = c
+      lens[i] = len(c)
+    lens[len(conts):] = 1
+    out = _continuations_fn(self.config, self.params, buf_k, buf_v, len(prefix), last_logp, ids, lens)
+    return np.asarray(out, np.float32)[:len(conts)]
+
+  def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
+               candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
+               temperature: float = 0.0, seed: int = 0) -> list[int]:
+    prompt = self._as_ids(ids, "ids")
+    if len(prompt) == 0:
+      raise SpaeInputError("ids is empty; start the prompt with BOS (tokenizer.bos_id) at least.")
+    if max_new < 0:
+      raise SpaeInputError(f"max_new must be >= 0, got {max_new}.")
+    self._check_length(len(prompt) + max_new, "len(ids) + max_new")
+    n_tok = min(int(self.tokenizer.vocab_size), self.config.vocab_size)
+    cons = _Constraint(n_tok, allowed_ids, candidates, stop)
+    stop_set = set(int(s) for s in cons.stop)
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    if max_new == 0:
+      return out
+    logp = np.asarray(self._prefill(prompt))
+    for step in range(max_new):
+      allowed, done = cons.step(out)
+      if done:
+        break
+      if allowed is None and n_tok < logp.shape[0]:
+        allowed = np.arange(n_tok)  # padded embedding rows are not tokens
+      nxt = choose_next(logp, allowed, temperature, rng)
+      if nxt in stop_set:
+        break
+      out.append(nxt)
+      if step + 1 < max_new:
+        logp = np.asarray(self._prefill(prompt + out))
+    return out
+
+  # ------------------------------------------------------------------ cache
+  def _prefill(self, ids: list[int]) -> jax.Array:
+    """Log p(next | ids) [V], reusing the cached K/V of the longest common prefix with the previous call."""
+    cfg = self.config
+    common = 0
+    if self._cache is not None:
+      old = self._cache[0]
+      m = min(len(old), len(ids) - 1)  # always rerun at least one token to get its logits
+      while common < m and old[common] == ids[common]:
+        common += 1
+    new = ids[common:]
+    tb = _bucket(len(new), self.max_length, smallest=1 if len(new) == 1 else 16)
+    need = common + tb
+    s = _bucket(need, 1 << 30, smallest=64)
+    if self._cache is not None and common > 0:
+      buf_k, buf_v = self._cache[1], self._cache[2]
+      if buf_k.shape[2] < need:  # grow to the next bucket, keeping what is cached
+        pad = [(0, 0), (0, 0), (0, s - buf_k.shape[2]), (0, 0), (0, 0)]
+        buf_k, buf_v = jnp.pad(buf_k, pad), jnp.pad(buf_v, pad)
+    else:
+      shape = (cfg.num_layers, 1, s, cfg.num_kv_heads, cfg.head_dim)
+      buf_k, buf_v = jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+    self._cache = None  # the buffers are donated below
+    chunk = np.zeros((1, tb), np.int32)
+    chunk[0, :len(new)] = new
+    logp, buf_k, buf_v = _extend_fn(cfg, self.params, buf_k, buf_v, common, chunk, len(new))
+    self._cache = (list(ids), buf_k, buf_v)
+    return logp
+
+  def clear_cache(self) -> None:
+    """Drops the cached prefix K/V (frees its memory)."""
+    self._cache = None
+
+  # ------------------------------------------------------------------ vocabulary
+  def vocabulary(self, scaled: bool = False):
+    """The embedding table as a `spae.Vocabulary` (pieces and kinds from the tokenizer).
+
+    scaled=False gives the raw rows (what the checkpoint stores, and what the output head uses); scaled=True
+    multiplies by sqrt(d) the way Gemma's `Embedder.encode` does before the first layer (LLaMA: no scaling,
+    so both are the raw rows). Rows beyond the tokenizer's pieces (padding) are dropped.
+    """
+    from spae._vocab import Vocabulary
+
+    tok = self.tokenizer
+    n = min(int(tok.vocab_size), self.config.vocab_size)
+    table = np.asarray(self.params["embed"][:n], np.float32)
+    scale = float(self.params["embed_scale"]) if (scaled and self.config.embed_scale) else 1.0
+    pieces = [tok.id_to_piece(i) for i in range(n)]
+    kinds = [tok.kind(i) for i in range(n)] if hasattr(tok, "kind") else None
+    meta = {"source": f"spae.lm.GemmaLM:{self.config.family}", "lm": self.source, "row_scale": scale,
+            "scaled": bool(scaled and self.config.embed_scale)}
+    return Vocabulary(pieces, table * scale, np.arange(n), kinds, meta)
+
+  # ------------------------------------------------------------------ checks
+  def _check_ids(self, arr: np.ndarray, what: str) -> None:
+    if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or
+                     arr.max() >= self.config.vocab_size):
+      raise SpaeInputError(f"{what} must be integer token ids in [0, {self.config.vocab_size}).")
+
+  def _as_ids(self, ids: Sequence[int], what: str) -> list[int]:
+    arr = np.asarray(list(ids))
+    if arr.ndim != 1:
+      raise SpaeInputError(f"{what} must be a flat sequence of token ids, got shape {arr.shape}.")
+    if arr.size == 0:
+      return []
+    self._check_ids(arr, what)
+    return [int(i) for i in arr]
+
+  def _check_length(self, n: int, what: str) -> None:
+    if n > self.max_length:
+      raise SpaeInputError(f"{what} = {n} exceeds the model context max_length={self.max_length}; inputs are "
+                           "never truncated: shorten the prompt (e.g. fewer shots) or continuations.")
+
+  def __repr__(self) -> str:
+    c = self.config
+    return (f"GemmaLM({c.family}, layers={c.num_layers}, d={c.embed_dim}, vocab={c.vocab_size}, "
+            f"max_length={self.max_length})")
+
+
+def param_shapes(cfg: GemmaConfig) -> dict[str, tuple[int, ...]]:
+  """Expected shape of every canonical tensor (layers stacked on axis 0)."""
+  l, d, f = cfg.num_layers, cfg.embed_dim, cfg.hidden_dim
+  n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  shapes = {"embed": (cfg.vocab_size, d), "final_norm": (d,),
+            "layers/wq": (l, d, n, h), "layers/wk": (l, d, k, h), "layers/wv": (l, d, k, h),
+            "layers/wo": (l, n, h, d), "layers/pre_attn_norm": (l, d), "layers/pre_ffw_norm": (l, d),
+            "layers/w_gate": (l, d, f), "layers/w_up": (l, d, f), "layers/w_down": (l, f, d)}
+  if cfg.post_norms:
+    shapes.update({"layers/post_attn_norm": (l, d), "layers/post_ffw_norm": (l, d)})
+  if cfg.qk_norm:
+    shapes.update({"layers/q_norm": (l, h), "layers/k_norm": (l, h)})
+  if not cfg.tied_embeddings:
+    shapes["lm_head"] = (cfg.vocab_size, d)
+  return shapes
+
+
+def _prepare_params(cfg: GemmaConfig, params: Params) -> Params:
+  """Validates canonical params against the config and adds the derived constants (RoPE, sliding flags)."""
+  shapes = param_shapes(cfg)
+  flat = {"embed": params.get("embed"), "final_norm": params.get("final_norm"), "lm_head": params.get("lm_head")}
+  for k, v in (params.get("layers") or {}).items():
+    flat[f"layers/{k}"] = v
+  for name, shape in shapes.items():
+    if flat.get(name) is None:
+      raise SpaeInputError(f"checkpoint is missing tensor {name!r} (expected shape {shape}).")
+    got = tuple(np.shape(flat[name]))
+    if got != shape:
+      raise SpaeInputError(f"tensor {name!r} has shape {got} but the config needs {shape}; the checkpoint does "
+                           "not match its config.")
+  out: Params = {"embed": jnp.asarray(flat["embed"], jnp.float32),
+                 "final_norm": jnp.asarray(flat["final_norm"], jnp.float32),
+                 "layers": {k[7:]: jnp.asarray(flat[k], jnp.float32) for k in shapes if k.startswith("layers/")}}
+  if not cfg.tied_embeddings:
+    out["lm_head"] = jnp.asarray(flat["lm_head"], jnp.float32)
+  # The references cast sqrt(d) to the dtype they compute in (gemma: `.astype(x.dtype)`; transformers: the
+  # hidden-state / weight dtype at run time). GemmaLM computes in float32, so the factor is float32 too.
+  out["embed_scale"] = jnp.asarray(np.sqrt(cfg.embed_dim), jnp.float32)
+  out["sliding"] = jnp.asarray([t == "sliding" for t in cfg.layer_types])
+  out["inv_freq"] = jnp.asarray(np.stack([
+      _inv_freq(cfg.head_dim, cfg.rope_local_base, cfg.rope_local_scaling) if t == "sliding" else
+      _inv_freq(cfg.head_dim, cfg.rope_global_base, cfg.rope_global_scaling) for t in cfg.layer_types]))
+  return out
