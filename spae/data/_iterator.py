@@ -112,15 +112,15 @@ class BatchIterator:
     return self
 
   def __next__(self) -> dict[str, Any]:
-    if self._step >= self.steps_per_epoch:
-      self._epoch, self._step = self._epoch + 1, 0
-    if self.num_epochs is not None and self._epoch >= self.num_epochs:
-      raise StopIteration
-    indices = self.batch_indices(self._epoch, self._step)
-    epoch = self._epoch
+    epoch, step = self._epoch, self._step
+    if step >= self.steps_per_epoch:
+      epoch, step = epoch + 1, 0
+    if self.num_epochs is not None and epoch >= self.num_epochs:
+      raise StopIteration  # the state stays at the end of the last epoch
+    indices = self.batch_indices(epoch, step)
     work = (lambda i: self._example(epoch, int(i)))
     examples = list(self._pool.map(work, indices) if self._pool else map(work, indices))
-    self._step += 1
+    self._epoch, self._step = epoch, step + 1  # only after the batch is built, so a failure leaves no gap
     batch: dict[str, Any] = {
         "image": np.stack([e[0] for e in examples]),
         "label": np.asarray([e[1] for e in examples], np.int32),

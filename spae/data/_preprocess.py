@@ -131,22 +131,20 @@ def preprocess(image: np.ndarray, config: Preprocess,
   if config.is_random and rng is None:
     raise SpaeInputError("random crop / flip needs a numpy Generator: pass rng=np.random.default_rng(seed).")
   h, w = image.shape[:2]
-  if config.crop == "none":
-    box = (0, 0, w, h)
-  else:
+  if config.crop != "none":
     side = min(h, w)
     if config.crop == "random":
       side = max(1, int(round(side * rng.uniform(config.min_crop, 1.0))))
       top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     else:
       top, left = (h - side) // 2, (w - side) // 2
-    box = (left, top, left + side, top + side)
+    # Crop first: resize(box=...) would let the bicubic kernel read pixels outside the crop.
+    image = image[top:top + side, left:left + side]
   s = config.image_size
-  if box == (0, 0, w, h) and (h, w) == (s, s):
+  if image.shape[:2] == (s, s):
     out = image
   else:
-    # resize(box=...) crops and resamples in one step, with Pillow's antialiasing when downscaling.
-    out = np.asarray(Image.fromarray(image).resize((s, s), Image.Resampling.BICUBIC, box=box), np.uint8)
+    out = np.asarray(Image.fromarray(image).resize((s, s), Image.Resampling.BICUBIC), np.uint8)
   if config.flip and rng.random() < 0.5:
     out = out[:, ::-1]
-  return out.astype(np.float32) * (1.0 / 255.0)
+  return out.astype(np.float32) / np.float32(255.0)

@@ -393,24 +393,34 @@ class ClassSubset(ImageSource):
     return getattr(self.base, "num_skipped", 0)
 
 
-def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool = True) -> TfdsSource:
+def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool = True,
+                  spec: _shapes.ShapesSpec | None = None) -> TfdsSource:
   """A split of the `shapes` dataset under `data_dir`.
 
-  Uses the dataset already built there (the default 64 px config if several are); builds the default one
-  (`build_shapes(data_dir)`, ~30 s) if none is and `build` is set.
+  With `spec`, that configuration (built first if missing and `build`). Without, the one already built there (the
+  default config if several are), or else the default config (64 px, 10k/1k/1k; ~40 s to build) is built.
   """
   built = _shapes.built_shapes(data_dir)
-  if not built:
+  if spec is not None:
+    path = _shapes.shapes_dir(data_dir, spec)
+  elif built:
+    path = _shapes.shapes_dir(data_dir)
+    if path not in built:
+      if len(built) > 1:
+        raise SpaeInputError(
+            f"several shapes datasets under {str(data_dir)!r} ({[p.parent.name for p in built]}) and none is the "
+            "default; choose one with make_source(..., shapes_spec=spae.data.ShapesSpec(...)).")
+      path = built[0]
+  else:
+    path = _shapes.shapes_dir(data_dir)
+  if path not in built:
     if not build:
-      raise SpaeInputError(f"no shapes dataset under {str(data_dir)!r}; build one with "
+      raise SpaeInputError(f"no shapes dataset {path.parent.name!r} under {str(data_dir)!r}; build it with "
                            "spae.data.build_shapes(data_dir, ...).")
-    log.info("building the shapes dataset under %s", data_dir)
-    built = [_shapes.build_shapes(data_dir)]
-  default = _shapes.shapes_dir(data_dir)
-  if len(built) > 1 and default not in built:
-    raise SpaeInputError(f"several shapes datasets under {str(data_dir)!r} ({[p.parent.name for p in built]}) and "
-                         "none is the default; open one with spae.data.TfdsSource(None, split, builder_dir=...).")
-  src = TfdsSource(None, split, builder_dir=default if default in built else built[0])
+    log.info("building the shapes dataset %s under %s", path.parent.name, data_dir)
+    s = spec or _shapes.DEFAULT_SPEC
+    _shapes.build_shapes(data_dir, s.image_size, s.num_train, s.num_validation, s.num_test, s.seed, s.max_objects)
+  src = TfdsSource(None, split, builder_dir=path)
   src.name = f"shapes:{split}@{data_dir}"
   return src
 
@@ -420,12 +430,13 @@ _SPEC_HELP = ("a data spec is one of: 'shapes:DATA_DIR', 'shapes:SPLIT@DATA_DIR'
 
 
 def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str] | None = None,
-                require_labels: bool = False, check: CheckMode = "header") -> ImageSource:
+                require_labels: bool = False, check: CheckMode = "header",
+                shapes_spec: _shapes.ShapesSpec | None = None) -> ImageSource:
   """Opens an image source from a spec string.
 
   Specs:
-    'shapes:DATA_DIR'           the train split of the synthetic `shapes` dataset under DATA_DIR (built there,
-                                default config, if missing).
+    'shapes:DATA_DIR'           the train split of the synthetic `shapes` dataset under DATA_DIR: the one built
+                                there, else `shapes_spec` (default: 64 px, 10k/1k/1k examples), built now.
     'shapes:SPLIT@DATA_DIR'     another split: train / validation / test (tfds slicing allowed).
     'tfds:NAME[:SPLIT][@DATA_DIR]'  a prepared array_record tfds dataset, e.g. 'tfds:imagenet2012:validation@/data'
                                 (SPLIT defaults to 'train'; DATA_DIR to tfds' default).
@@ -436,11 +447,12 @@ def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str]
     classes: keep only these classes (relabelled in this order), e.g. spae.data.SHAPES_TRAIN_CLASSES.
     require_labels: raise SpaeInputError unless the source has class labels (few-shot episodes need them).
     check: how folders are checked for unreadable files at open time (see FolderSource).
+    shapes_spec: which shapes configuration 'shapes:' specs open (and build if missing).
   """
   if isinstance(spec, ImageSource):
     src = spec
   else:
-    src = _open_spec(os.fspath(spec), check)
+    src = _open_spec(os.fspath(spec), check, shapes_spec)
   if classes is not None:
     src = src.subset(classes)
   if require_labels and not src.classes:
@@ -449,7 +461,7 @@ def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str]
   return src
 
 
-def _open_spec(spec: str, check: CheckMode) -> ImageSource:
+def _open_spec(spec: str, check: CheckMode, shapes_spec: _shapes.ShapesSpec | None) -> ImageSource:
   if not spec:
     raise SpaeInputError(f"empty data spec; {_SPEC_HELP}.")
   kind, sep, rest = spec.partition(":")
@@ -457,7 +469,7 @@ def _open_spec(spec: str, check: CheckMode) -> ImageSource:
     split, at, data_dir = rest.rpartition("@")
     if not data_dir:
       raise SpaeInputError(f"data spec {spec!r} names no DATA_DIR; {_SPEC_HELP}.")
-    return shapes_source(data_dir, split if at else "train")
+    return shapes_source(data_dir, split if at else "train", spec=shapes_spec)
   if sep and kind == "tfds":
     body, at, data_dir = rest.rpartition("@") if "@" in rest else (rest, "", "")
     name, _, split = body.partition(":")
