@@ -1,0 +1,231 @@
+"""The `Teacher` interface: image/text embeddings and image-to-vocabulary relevance with a disk cache."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spae._io import SpaeInputError, atomic_path
+from spae._vocab import Vocabulary
+from spae.teachers._layers import l2_normalize
+
+# A short prompt ensemble in the style of CLIP's zero-shot templates; each word's text embedding is the
+# renormalised mean of its normalised template embeddings.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a bad photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the large {}.",
+    "art of the {}.",
+    "itap of a {}.",
+)
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+  """$SPAE_CACHE_DIR, else ~/.cache/spae."""
+  return Path(os.environ.get("SPAE_CACHE_DIR") or Path.home() / ".cache" / "spae")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelevanceFn:
+  """Jittable `images [B, H, W, 3] in [0, 1] -> relevance [B, V]` (cosine similarities).
+
+  A pytree: `image_params` and `text_embeddings` are leaves, so the whole object can be passed *as an
+  argument* to a jitted function (no multi-MB constants baked into the program); calling it from inside or
+  outside jit both work. Gradients never reach the frozen parameters or text embeddings (stop_gradient);
+  they do flow to `images`.
+  """
+
+  image_params: Any
+  text_embeddings: jax.Array  # [V, D], L2-normalised
+  apply: Callable = dataclasses.field(metadata=dict(static=True))  # (config, params, images) -> [B, D]
+  config: Hashable = dataclasses.field(metadata=dict(static=True))
+
+  def image_embeddings(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, 3] -> [B, D], L2-normalised."""
+    return l2_normalize(self.apply(self.config, jax.lax.stop_gradient(self.image_params), images))
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return self.image_embeddings(images) @ jax.lax.stop_gradient(self.text_embeddings).T
+
+
+jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings"],
+                                 meta_fields=["apply", "config"])
+
+
+class Teacher(abc.ABC):
+  """A frozen image-text model that scores how relevant each vocabulary word is to an image.
+
+  Subclasses provide the towers; this class adds normalisation, batching, prompt templates and the
+  vocabulary-embedding cache. Images are float [0, 1], NHWC, any size: each teacher resizes and normalises
+  them as its checkpoint expects (see the subclass docstring).
+
+  Cache: the vocabulary's text-embedding matrix [V, D] is stored as `<cache_dir>/teacher_text/<kind>-<key>.npz`,
+  where key hashes the vocabulary fingerprint, the teacher identity (weights fingerprint) and the templates.
+  cache_dir: constructor argument, else $SPAE_CACHE_DIR, else ~/.cache/spae.
+  """
+
+  kind: str = "teacher"
+  config: Hashable
+  # (config, image_params, images [B, H, W, 3] in [0, 1]) -> [B, D] unnormalised; pure and jittable.
+  image_apply: Callable[..., jax.Array]
+
+  def __init__(self, *, cache_dir: str | os.PathLike | None = None, text_batch_size: int = 256):
+    self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+    self.text_batch_size = int(text_batch_size)
+    self.text_tower_calls = 0  # batches run through the text tower (lets tests and logs see cache hits)
+    self._memory: dict[str, np.ndarray] = {}
+
+  # ---------------------------------------------------------------- per-model parts
+  @property
+  @abc.abstractmethod
+  def identity(self) -> str:
+    """Stable id of the weights and preprocessing (part of the cache key)."""
+
+  @property
+  @abc.abstractmethod
+  def dim(self) -> int:
+    """Embedding width D."""
+
+  @property
+  @abc.abstractmethod
+  def image_params(self) -> Any:
+    """The image tower's parameter pytree (argument of `image_apply`)."""
+
+  @abc.abstractmethod
+  def image_features(self, images: Any) -> jax.Array:
+    """[B, H, W, 3] in [0, 1] -> [B, D], unnormalised."""
+
+  @abc.abstractmethod
+  def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    """Texts -> [T, L] token ids in the text tower's fixed layout."""
+
+  @abc.abstractmethod
+  def text_features_from_ids(self, ids: Any) -> jax.Array:
+    """[T, L] ids -> [T, D], unnormalised."""
+
+  # ---------------------------------------------------------------- embeddings
+  def _check_images(self, images: Any) -> jax.Array:
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+      raise SpaeInputError(f"images must be a [B, H, W, 3] array (NHWC RGB), got shape {shape}.")
+    dtype = np.dtype(images.dtype)
+    if not np.issubdtype(dtype, np.floating):
+      raise SpaeInputError(f"images must be floating point in [0, 1], got dtype {dtype}; divide uint8 by 255.")
+    if not isinstance(images, jax.core.Tracer):
+      lo, hi = float(jnp.min(images)), float(jnp.max(images))
+      if lo < -0.01 or hi > 1.01:
+        raise SpaeInputError(f"images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}].")
+    return jnp.asarray(images)
+
+  def image_embeddings(self, images: Any, *, normalize: bool = True) -> jax.Array:
+    """[B, H, W, 3] float in [0, 1] -> [B, D] (L2-normalised unless normalize=False)."""
+    z = self.image_features(images)
+    return l2_normalize(z) if normalize else z
+
+  def text_embeddings(self, texts: Sequence[str], *, normalize: bool = True) -> jax.Array:
+    """Texts -> [T, D] (L2-normalised unless normalize=False), run in fixed-size batches."""
+    if isinstance(texts, str):
+      raise SpaeInputError("text_embeddings takes a list of strings, not a single string.")
+    texts = list(texts)
+    if not texts:
+      return jnp.zeros((0, self.dim), jnp.float32)
+    # One compiled shape for big inputs; small inputs pad to a power of two (few shapes, little waste).
+    size = self.text_batch_size if len(texts) >= self.text_batch_size else 1 << (len(texts) - 1).bit_length()
+    out = []
+    for start in range(0, len(texts), size):
+      chunk = texts[start:start + size]
+      ids = self.tokenize(chunk + [chunk[-1]] * (size - len(chunk)))
+      self.text_tower_calls += 1
+      out.append(self.text_features_from_ids(ids)[:len(chunk)])
+    z = jnp.concatenate(out) if len(out) > 1 else out[0]
+    return l2_normalize(z) if normalize else z
+
+  # ---------------------------------------------------------------- vocabulary relevance
+  def cache_key(self, vocabulary: Vocabulary, templates: Sequence[str] | None = None) -> str:
+    """Hash of (vocabulary fingerprint, teacher identity, templates): names the cached embedding file."""
+    templates = _check_templates(templates)
+    blob = json.dumps({"format": CACHE_FORMAT, "vocab": vocabulary.fingerprint(), "teacher": self.identity,
+                       "templates": list(templates)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+  def cache_path(self, vocabulary: Vocabulary, templates: Sequence[str] | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else self.cache_dir or default_cache_dir()
+    return root / "teacher_text" / f"{self.kind}-{self.cache_key(vocabulary, templates)}.npz"
+
+  def vocabulary_embeddings(self, vocabulary: Vocabulary, templates: Sequence[str] | None = None, *,
+                            cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> np.ndarray:
+    """[V, D] float32, row k = normalised mean over templates of the normalised embedding of
+    `template.format(word_k)`, word_k = `vocabulary.words([k])[0]`. Read from / written to the disk cache."""
+    templates = _check_templates(templates)
+    key = self.cache_key(vocabulary, templates)
+    if use_cache and key in self._memory:
+      return self._memory[key]
+    path = self.cache_path(vocabulary, templates, cache_dir)
+    table = _read_cache(path, key, (len(vocabulary), self.dim)) if use_cache else None
+    if table is None:
+      table = self._embed_words(vocabulary.words(range(len(vocabulary))), templates)
+      if use_cache:
+        with atomic_path(path) as tmp:
+          with open(tmp, "wb") as f:
+            np.savez(f, embeddings=table, key=np.array(key), identity=np.array(self.identity),
+                     templates=np.array(list(templates)))
+    if use_cache:
+      self._memory[key] = table
+    return table
+
+  def _embed_words(self, words: list[str], templates: tuple[str, ...]) -> np.ndarray:
+    per = max(1, self.text_batch_size // len(templates))  # words per text batch
+    rows = []
+    for start in range(0, len(words), per):
+      texts = [t.format(w) for w in words[start:start + per] for t in templates]
+      z = self.text_embeddings(texts).reshape(-1, len(templates), self.dim)
+      rows.append(np.asarray(l2_normalize(z.mean(axis=1))))
+    return np.concatenate(rows).astype(np.float32)
+
+  def relevance(self, images: Any, vocabulary: Vocabulary, templates: Sequence[str] | None = None, *,
+                cache_dir: str | os.PathLike | None = None) -> jax.Array:
+    """[B, V]: cosine similarity of each image's embedding with every vocabulary word's text embedding."""
+    table = self.vocabulary_embeddings(vocabulary, templates, cache_dir=cache_dir)
+    return self.image_embeddings(images) @ jnp.asarray(table).T
+
+  def relevance_fn(self, vocabulary: Vocabulary, templates: Sequence[str] | None = None, *,
+                   cache_dir: str | os.PathLike | None = None) -> RelevanceFn:
+    """A jittable, pytree `images -> [B, V]` holding the image-tower params and the cached [V, D] matrix."""
+    table = self.vocabulary_embeddings(vocabulary, templates, cache_dir=cache_dir)
+    return RelevanceFn(self.image_params, jnp.asarray(table), type(self).image_apply, self.config)
+
+
+def _check_templates(templates: Sequence[str] | None) -> tuple[str, ...]:
+  templates = DEFAULT_TEMPLATES if templates is None else tuple(templates)
+  if isinstance(templates, str) or not templates:
+    raise SpaeInputError("templates must be a non-empty list of strings such as ['a photo of a {}.'].")
+  for t in templates:
+    if not isinstance(t, str) or t.count("{}") != 1:
+      raise SpaeInputError(f"template {t!r} must contain exactly one '{{}}' placeholder for the word.")
+  return templates
+
+
+def _read_cache(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
+  """The cached table, or None when absent, unreadable or not matching (then it is recomputed)."""
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      if str(f["key"]) != key or f["embeddings"].shape != shape:
+        return None
+      return np.asarray(f["embeddings"], np.float32)
+  except (OSError, ValueError, KeyError):
+    return None
