@@ -1,0 +1,28 @@
+"""Shared fixtures: compiled tiny models are built once per session (XLA compile time dominates the suite)."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_tok():
+  import spae
+
+  return spae.tiny_tokenizer(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tok_dir(tiny_tok, tmp_path_factory):
+  d = tmp_path_factory.mktemp("tok") / "tiny"
+  tiny_tok.save(d)
+  return d
+
+
+@pytest.fixture(scope="session")
+def sample_images():
+  rng = np.random.default_rng(0)
+  return (rng.random((2, 32, 32, 3)) * 255).astype(np.uint8)

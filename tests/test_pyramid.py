@@ -1,0 +1,176 @@
+"""SAQ and the exact chunked nearest-token search, against independent numpy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import spae
+from spae._pyramid import neg_dist_logsumexp
+
+
+def _np_nearest(x, e):
+  d = ((x[:, None, :].astype(np.float64) - e[None, :, :].astype(np.float64)) ** 2).sum(-1)
+  return d.argmin(1), d  # numpy argmin returns the first (lowest-index) minimum
+
+
+def _np_saq(z, e, grids, mode="saq"):
+  """Straight from docs/method.md, with explicit loops (no shared code with spae)."""
+  b, h, w, d = z.shape
+  running = np.zeros_like(z, dtype=np.float64)
+  ids_all, recons = [], []
+  for l, s in enumerate(grids, start=1):
+    bh, bw = h // s, w // s
+    ids = np.zeros((b, s, s), np.int64)
+    q = np.zeros_like(running)
+    for n in range(b):
+      for i in range(s):
+        for j in range(s):
+          ci, cj = i * bh + bh // 2, j * bw + bw // 2
+          t = (l * z[n, ci, cj] if mode == "saq" else z[n, ci, cj]) - running[n, ci, cj]
+          k = int(_np_nearest(t[None].astype(np.float32), e)[0][0])
+          ids[n, i, j] = k
+          q[n, i * bh:(i + 1) * bh, j * bw:(j + 1) * bw] = e[k]
+    running = running + q
+    ids_all.append(ids)
+    recons.append(running / l if mode == "saq" else running.copy())
+  return ids_all, recons
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_chunked_search_equals_brute_force(chunk):
+  rng = np.random.default_rng(1)
+  e = rng.standard_normal((203, 12)).astype(np.float32)
+  x = rng.standard_normal((150, 12)).astype(np.float32)
+  got = np.asarray(spae.nearest_tokens(x, e, vocab_chunk=chunk, query_chunk=64))
+  want, d = _np_nearest(x, e)
+  # Exact up to float rounding: any disagreement must be a numerical near-tie.
+  mism = got != want
+  assert mism.mean() < 0.01
+  rows = np.arange(len(x))
+  np.testing.assert_allclose(d[rows, got], d[rows, want], rtol=1e-5)
+
+
+def test_chunked_search_ties_go_to_lowest_index():
+  # Integer-valued rows make distances exact; duplicate rows create ties inside and across chunks.
+  rng = np.random.default_rng(2)
+  base = rng.integers(-3, 4, size=(20, 4)).astype(np.float32)
+  e = np.concatenate([base, base[::-1], base], axis=0)  # every row appears 3 times, far apart
+  x = rng.integers(-3, 4, size=(100, 4)).astype(np.float32)
+  want, _ = _np_nearest(x, e)
+  for chunk in (3, 16, 60):
+    got = np.asarray(spae.nearest_tokens(x, e, vocab_chunk=chunk, query_chunk=32))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_saq_matches_numpy_reference():
+  rng = np.random.default_rng(3)
+  e = rng.standard_normal((57, 6)).astype(np.float32)
+  z = rng.standard_normal((2, 8, 8, 6)).astype(np.float32)
+  grids = (1, 2, 4, 8)
+  ids, recons = spae.saq_quantize(z, e, spae.PyramidSpec(grids), vocab_chunk=16)
+  ref_ids, ref_recons = _np_saq(z, e, grids)
+  for a, b in zip(ids, ref_ids):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  for a, b in zip(recons, ref_recons):
+    np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
+
+
+def test_rq_ablation_matches_numpy_reference():
+  rng = np.random.default_rng(4)
+  e = rng.standard_normal((40, 5)).astype(np.float32)
+  z = rng.standard_normal((1, 4, 4, 5)).astype(np.float32)
+  ids, recons = spae.rq_quantize(z, e, spae.PyramidSpec((1, 2, 4)))
+  ref_ids, ref_recons = _np_saq(z, e, (1, 2, 4), mode="rq")
+  for a, b in zip(ids, ref_ids):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  np.testing.assert_allclose(np.asarray(recons[-1]), ref_recons[-1], atol=1e-5)
+
+
+def test_token_counts_and_shapes_default_pyramid():
+  spec = spae.PyramidSpec()
+  assert spec.tokens_per_layer() == [1, 4, 16, 64, 256, 256]
+  assert spec.cumulative_tokens() == [1, 5, 21, 85, 341, 597]
+  rng = np.random.default_rng(5)
+  e = rng.standard_normal((30, 4)).astype(np.float32)
+  z = rng.standard_normal((3, 16, 16, 4)).astype(np.float32)
+  ids, recons = spae.saq_quantize(z, e, spec)
+  assert [tuple(a.shape) for a in ids] == [(3, s, s) for s in spec.grids]
+  assert all(a.dtype == jnp.int32 for a in ids)
+  assert [tuple(r.shape) for r in recons] == [(3, 16, 16, 4)] * 6
+
+
+def test_constant_latent_equal_to_a_codebook_row_is_exact():
+  rng = np.random.default_rng(6)
+  e = rng.standard_normal((50, 8)).astype(np.float32)
+  k = 17
+  z = np.broadcast_to(e[k], (2, 8, 8, 8)).copy()
+  ids, recons = spae.saq_quantize(z, e, spae.PyramidSpec((1, 2, 4, 8, 8)))
+  for a in ids:
+    assert np.all(np.asarray(a) == k)
+  for r in recons:
+    np.testing.assert_allclose(np.asarray(r), z, atol=1e-6)
+
+
+def test_saq_average_tracks_z_better_with_more_layers():
+  rng = np.random.default_rng(7)
+  e = rng.standard_normal((400, 8)).astype(np.float32)
+  z = 0.5 * rng.standard_normal((4, 8, 8, 8)).astype(np.float32)
+  _, recons = spae.saq_quantize(z, e, spae.PyramidSpec((1, 2, 4, 8, 8, 8)))
+  errs = [float(np.mean((np.asarray(r) - z) ** 2)) for r in recons]
+  assert errs[-1] < errs[0]
+
+
+def test_dilation_positions_and_pool_variant():
+  z = jnp.arange(8 * 8, dtype=jnp.float32).reshape(1, 8, 8, 1)
+  from spae._pyramid import subsample
+
+  # Block (i, j) of a 2×2 grid on 8×8 samples position (4i + 2, 4j + 2).
+  np.testing.assert_array_equal(np.asarray(subsample(z, 2))[0, :, :, 0], [[18, 22], [50, 54]])
+  np.testing.assert_allclose(np.asarray(subsample(z, 2, "pool"))[0, :, :, 0], [[13.5, 17.5], [45.5, 49.5]])
+
+
+def test_reconstruct_from_ids_equals_quantizer_recon():
+  rng = np.random.default_rng(8)
+  e = rng.standard_normal((30, 4)).astype(np.float32)
+  z = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+  ids, recons = spae.saq_quantize(z, e, spae.PyramidSpec((1, 2, 4)))
+  again = spae.reconstruct_from_ids(ids, e, (4, 4))
+  for a, b in zip(again, recons):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_straight_through_and_commitment_gradients():
+  z = jnp.ones((1, 2, 2, 3))
+  r = jnp.zeros((1, 2, 2, 3))
+  g = jax.grad(lambda z: jnp.sum(spae.straight_through(z, r) * 2.0))(z)
+  np.testing.assert_allclose(np.asarray(g), 2.0)  # identity gradient
+  np.testing.assert_allclose(np.asarray(spae.straight_through(z, r)), 0.0)  # value of r
+  gc = jax.grad(lambda z: spae.commitment_loss(z, [r, r]))(z)
+  assert np.all(np.asarray(gc) > 0)  # descending moves z toward sg(r) = 0
+
+
+def test_neg_dist_logsumexp_matches_dense_and_gradient():
+  rng = np.random.default_rng(9)
+  e = rng.standard_normal((37, 5)).astype(np.float32)
+  x = rng.standard_normal((6, 5)).astype(np.float32)
+
+  def dense(x):
+    d = jnp.sum((x[:, None] - e[None]) ** 2, -1)
+    return jax.nn.logsumexp(-d / 0.7, axis=1)
+
+  np.testing.assert_allclose(np.asarray(neg_dist_logsumexp(x, e, 0.7, vocab_chunk=8)),
+                             np.asarray(dense(x)), rtol=1e-5)
+  g1 = jax.grad(lambda x: neg_dist_logsumexp(x, e, 0.7, vocab_chunk=8).sum())(x)
+  g2 = jax.grad(lambda x: dense(x).sum())(x)
+  np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_shapes_raise_clear_errors():
+  e = np.zeros((10, 4), np.float32)
+  with pytest.raises(spae.SpaeInputError, match="not divisible"):
+    spae.saq_quantize(np.zeros((1, 6, 6, 4), np.float32), e, spae.PyramidSpec((1, 4)))
+  with pytest.raises(spae.SpaeInputError, match="codebook dim"):
+    spae.saq_quantize(np.zeros((1, 4, 4, 3), np.float32), e, spae.PyramidSpec((1, 2)))
+  with pytest.raises(spae.SpaeInputError):
+    spae.PyramidSpec((0, 2))

@@ -1,0 +1,162 @@
+"""Tokenizer and TokenPyramid: encode/decode, persistence, determinism and bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import spae
+
+
+def test_encode_shapes_words_and_llm_ids(tiny_tok, sample_images):
+  pyr = tiny_tok.encode(sample_images)
+  assert pyr.grids == (1, 2, 4, 8) and pyr.batch_size == 2
+  assert [len(w) for w in pyr.words(2)] == [4, 4]
+  vocab_words = set(tiny_tok.vocabulary.words(range(len(tiny_tok.vocabulary))))
+  assert all(w in vocab_words for layer in range(1, 5) for row in pyr.words(layer) for w in row)
+  assert pyr.codebook_ids(2).shape == (2, 5)
+  assert pyr.codebook_ids(3).shape == (2, 21)
+  # Reading order: layer 1, then layer 2 row-major.
+  np.testing.assert_array_equal(pyr.codebook_ids(2)[:, 1:], pyr.ids[1].reshape(2, 4))
+  np.testing.assert_array_equal(pyr.llm_ids(4), tiny_tok.vocabulary.llm_ids[pyr.codebook_ids(4)])
+
+
+def test_single_image_uint8_and_float_inputs_agree(tiny_tok, sample_images):
+  a = tiny_tok.encode(sample_images[0])
+  b = tiny_tok.encode(sample_images[0].astype(np.float32) / 255.0)
+  assert a.batch_size == 1
+  for x, y in zip(a.ids, b.ids):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_encode_is_deterministic(tiny_tok, sample_images):
+  a, b = tiny_tok.encode(sample_images), tiny_tok.encode(sample_images)
+  for x, y in zip(a.ids, b.ids):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_every_prefix_decodes(tiny_tok, sample_images):
+  pyr = tiny_tok.encode(sample_images)
+  outs = [tiny_tok.decode(pyr, layers=k) for k in range(1, 5)]
+  for o in outs:
+    assert o.shape == (2, 32, 32, 3) and o.min() >= 0.0 and o.max() <= 1.0 and np.all(np.isfinite(o))
+  # A prefix decode uses only its layers: changing a deeper layer must not change it.
+  changed = spae.TokenPyramid([a.copy() for a in pyr.ids], pyr.vocabulary)
+  changed.ids[3][:] = (changed.ids[3] + 1) % len(tiny_tok.vocabulary)
+  np.testing.assert_array_equal(tiny_tok.decode(changed, layers=3), outs[2])
+  assert not np.array_equal(tiny_tok.decode(changed, layers=4), outs[3])
+
+
+def test_save_load_gives_identical_tokens_and_images(tiny_tok, tiny_tok_dir, sample_images):
+  loaded = spae.Tokenizer.load(tiny_tok_dir)
+  a, b = tiny_tok.encode(sample_images), loaded.encode(sample_images)
+  for x, y in zip(a.ids, b.ids):
+    np.testing.assert_array_equal(x, y)
+  np.testing.assert_array_equal(tiny_tok.decode(a, 2), loaded.decode(b, 2))
+  assert loaded.config == tiny_tok.config
+
+
+def test_json_roundtrip(tiny_tok, sample_images):
+  pyr = tiny_tok.encode(sample_images)
+  doc = json.loads(json.dumps(pyr.to_json()))
+  back = spae.TokenPyramid.from_json(doc, tiny_tok.vocabulary)
+  for x, y in zip(pyr.ids, back.ids):
+    np.testing.assert_array_equal(x, y)
+  assert doc["words"][0] == pyr.words(1)
+  other = spae.Vocabulary.from_arrays(tiny_tok.vocabulary.pieces, tiny_tok.vocabulary.embeddings * 2)
+  with pytest.raises(spae.SpaeInputError, match="different vocabulary"):
+    spae.TokenPyramid.from_json(doc, other)
+
+
+def test_size_mismatch_is_center_cropped_or_rejected(tiny_tok):
+  rng = np.random.default_rng(3)
+  img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+  x, _ = tiny_tok.preprocess(img)
+  assert x.shape == (1, 32, 32, 3)
+  # center_crop keeps the middle 48×48 square: a change outside it does not affect the tokens.
+  img2 = img.copy()
+  img2[:, :5] = 0
+  for a, b in zip(tiny_tok.encode(img).ids, tiny_tok.encode(img2).ids):
+    np.testing.assert_array_equal(a, b)
+  import dataclasses
+
+  strict = spae.Tokenizer(dataclasses.replace(tiny_tok.config, fit="reject"), tiny_tok.vocabulary, tiny_tok.model)
+  with pytest.raises(spae.SpaeInputError, match="expects 32×32"):
+    strict.encode(img)
+
+
+def test_bad_arrays_are_clear_errors(tiny_tok):
+  with pytest.raises(spae.SpaeInputError, match="in \\[0, 1\\]"):
+    tiny_tok.encode(np.full((32, 32, 3), 3.0, np.float32))
+  with pytest.raises(spae.SpaeInputError, match="channels"):
+    tiny_tok.encode(np.zeros((32, 32, 2), np.uint8))
+  with pytest.raises(spae.SpaeInputError, match="layers must be in"):
+    tiny_tok.decode(tiny_tok.encode(np.zeros((32, 32, 3), np.uint8)), layers=9)
+
+
+def test_grayscale_rgba_and_16bit_files_are_converted(tiny_tok, tmp_path):
+  from PIL import Image
+
+  rng = np.random.default_rng(4)
+  rgb = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+  gray = rgb[..., 0]
+  Image.fromarray(gray, "L").save(tmp_path / "g.png")
+  rgba = np.concatenate([rgb, np.full((32, 32, 1), 255, np.uint8)], -1)
+  Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+  Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "w.png")  # 16-bit grayscale
+  g = spae.load_image(tmp_path / "g.png")
+  a = spae.load_image(tmp_path / "a.png")
+  w = spae.load_image(tmp_path / "w.png")
+  assert g.shape == a.shape == w.shape == (32, 32, 3) and g.dtype == np.uint8
+  np.testing.assert_array_equal(a, rgb)  # opaque alpha: identical colours
+  np.testing.assert_array_equal(w, g)  # 16-bit scaled to 8 bits, not clipped
+  tiny_tok.encode(np.stack([g, a, w]))
+
+
+def test_unreadable_and_corrupt_images(tmp_path):
+  (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  with pytest.raises(spae.SpaeInputError, match="cannot read image"):
+    spae.load_image(tmp_path / "bad.png")
+  with pytest.raises(spae.SpaeInputError, match="does not exist"):
+    spae.load_image(tmp_path / "missing.png")
+
+
+def test_tokenizer_dir_missing_file_or_other_version(tiny_tok_dir, tmp_path):
+  broken = tmp_path / "broken"
+  shutil.copytree(tiny_tok_dir, broken)
+  shutil.rmtree(broken / "params")
+  with pytest.raises(spae.SpaeInputError, match="missing 'params'"):
+    spae.Tokenizer.load(broken)
+  old = tmp_path / "old"
+  shutil.copytree(tiny_tok_dir, old)
+  meta = json.loads((old / "config.json").read_text())
+  meta["format"] = 0
+  (old / "config.json").write_text(json.dumps(meta))
+  with pytest.raises(spae.SpaeInputError, match="format 0"):
+    spae.Tokenizer.load(old)
+  with pytest.raises(spae.SpaeInputError, match="does not exist"):
+    spae.Tokenizer.load(tmp_path / "nowhere")
+
+
+def test_mismatched_params_are_a_clear_error(tiny_tok_dir, tmp_path):
+  other = tmp_path / "other"
+  shutil.copytree(tiny_tok_dir, other)
+  meta = json.loads((other / "config.json").read_text())
+  meta["config"]["autoencoder"]["channels"] = 8
+  (other / "config.json").write_text(json.dumps(meta))
+  with pytest.raises(spae.SpaeInputError, match="does not match config.json"):
+    spae.Tokenizer.load(other)
+
+
+def test_save_is_atomic(tiny_tok, tmp_path, monkeypatch):
+  target = tmp_path / "tok"
+
+  def boom(*a, **k):
+    raise RuntimeError("disk full")
+
+  monkeypatch.setattr(spae.Vocabulary, "save", boom)
+  with pytest.raises(RuntimeError):
+    tiny_tok.save(target)
+  assert not target.exists()
+  assert list(tmp_path.iterdir()) == []  # no temporary leftovers either
