@@ -1,0 +1,475 @@
+"""N-way K-shot image classification by in-context prompting of a frozen LLM with SPAE tokens.
+
+Protocol (mini-ImageNet style, as in Frozen, LQAE and SPAE): each episode has N classes with K support images
+each and a query image. Every support image becomes the words / LM ids of its top `layers` pyramid layers
+followed by its label (`PromptTemplate`); the support set may be repeated (inner-shot repeats) and preceded by a
+task-induction line naming the labels. The LLM then labels the query:
+
+  mode 'score'     log-likelihood of every candidate label after the prompt (one `LanguageModel.score` call, the
+                   prompt prefix is computed once and shared by the candidates); the best label wins.
+  mode 'generate'  greedy decoding, constrained to the candidate labels (a trie) or free; exact match after
+                   `normalize_label`.
+
+Two LLM-free probes run on the same episodes and tokens: the nearest support example by token-set Jaccard
+overlap, and a closed-form ridge regression on bags of tokens.
+
+Results: one JSONL row per episode and setting (prompt, prediction, truth, probe predictions), appended line by
+line so an interrupted run resumes where it stopped, and a summary with accuracy and a 95% confidence interval
+per (ways, shots, repeats, layers) and method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from spae._io import SpaeInputError, write_json_atomic
+from spae.prompting._episodes import (Episode, FileImages, ImageSource, load_image_from, normalize_label,
+                                      read_episodes, repeated_support, sample_episodes, write_episodes)
+from spae.prompting._jsonl import JsonlLog
+from spae.prompting._probes import jaccard_probe, ridge_probe
+from spae.prompting._prompt import (PromptTemplate, Segment, TokenMap, encode_label, render_ids, render_text)
+
+log = logging.getLogger(__name__)
+
+METHODS = ("lm", "jaccard", "ridge")
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotConfig:
+  """One few-shot evaluation; the tuple fields are swept (every combination is evaluated).
+
+  Attributes:
+    ways, shots: N and K (ignored for episodes read from a file, which fix their own).
+    layers: how many top pyramid layers describe each image (1 -> 1 token, 2 -> 1+4, 3 -> 1+4+16, ...).
+    repeats: inner-shot repeats of the support set.
+    episodes: episodes per (ways, shots) when sampling.
+    queries: query images per episode (each is prompted separately with the same support).
+    seed: episode sampling seed (episode i depends only on seed, ways, shots, queries and i).
+    mode: 'score' (candidate log-likelihoods) or 'generate' (greedy decoding).
+    constrained: in 'generate' mode, restrict the output to the candidate labels.
+    induction: prepend the task-induction line naming the labels.
+    names: 'real' class names or 'nonsense' names (open-ended protocol).
+    template: the prompt layout.
+    token_mode: how image tokens reach the LM: 'auto', 'ids' (shared vocabulary) or 'text' (words).
+    length_norm: in 'score' mode, rank labels by mean rather than summed token log-probability.
+    prefix_cache: score through `LanguageModel.score` (shared prefix); False recomputes every candidate's full
+      sequence with `LanguageModel.logits` (a check on backends; same numbers).
+    probes: also run the LLM-free probes.
+    ridge_l2: ridge probe regularisation.
+  """
+
+  ways: tuple[int, ...] = (5,)
+  shots: tuple[int, ...] = (1,)
+  layers: tuple[int, ...] = (2,)
+  repeats: tuple[int, ...] = (1,)
+  episodes: int = 100
+  queries: int = 1
+  seed: int = 0
+  mode: str = "score"
+  constrained: bool = True
+  induction: bool = False
+  names: str = "real"
+  template: PromptTemplate = PromptTemplate()
+  token_mode: str = "auto"
+  length_norm: bool = False
+  prefix_cache: bool = True
+  probes: bool = True
+  ridge_l2: float = 0.1
+
+  def validate(self) -> None:
+    if self.mode not in ("score", "generate"):
+      raise SpaeInputError(f"mode must be 'score' or 'generate', got {self.mode!r}.")
+    if self.names not in ("real", "nonsense"):
+      raise SpaeInputError(f"names must be 'real' or 'nonsense', got {self.names!r}.")
+    for name in ("ways", "shots", "layers", "repeats"):
+      vals = getattr(self, name)
+      if not vals or min(vals) < 1:
+        raise SpaeInputError(f"{name} must be one or more integers >= 1, got {vals}.")
+    if self.episodes < 1 or self.queries < 1:
+      raise SpaeInputError("episodes and queries must be >= 1.")
+    self.template.validate()
+
+
+# ------------------------------------------------------------------------------------ tokens
+class TokenCache:
+  """Codebook ids per image key, encoding each distinct image once (in batches)."""
+
+  def __init__(self, tokenizer: Any, source: ImageSource, batch_size: int = 16):
+    self.tokenizer, self.source, self.batch_size = tokenizer, source, batch_size
+    self._pyr: dict[Any, Any] = {}
+
+  def prefetch(self, keys: Iterable[Any]) -> None:
+    todo = list(dict.fromkeys(k for k in keys if k not in self._pyr))
+    for i in range(0, len(todo), self.batch_size):
+      chunk = todo[i:i + self.batch_size]
+      imgs = [self.tokenizer.preprocess(load_image_from(self.source, k))[0][0] for k in chunk]
+      # pad to a fixed batch so the jitted encoder compiles once, whatever the number of new images
+      imgs += [imgs[0]] * (self.batch_size - len(imgs))
+      pyr = self.tokenizer.encode(np.stack(imgs))
+      for j, k in enumerate(chunk):
+        self._pyr[k] = pyr[j]
+
+  def ids(self, key: Any, layers: int) -> list[int]:
+    if key not in self._pyr:
+      self.prefetch([key])
+    return [int(t) for t in self._pyr[key].codebook_ids(layers)[0]]
+
+
+# ------------------------------------------------------------------------------------ scoring
+def score_candidates(lm: Any, prefix: Sequence[int], candidates: Sequence[Sequence[int]], *,
+                     prefix_cache: bool = True) -> np.ndarray:
+  """float [C]: sum of log p(candidate tokens | prefix) per candidate.
+
+  prefix_cache=True uses `lm.score` (the backend encodes the prefix once); False runs `lm.logits` on each
+  full sequence independently, which must give the same numbers.
+  """
+  if prefix_cache:
+    return np.asarray(lm.score(list(prefix), [list(c) for c in candidates]), np.float64)
+  out = []
+  for c in candidates:
+    seq = list(prefix) + list(c)
+    logits = np.asarray(lm.logits(np.asarray([seq], np.int32)), np.float64)[0]
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    n = len(prefix)
+    out.append(sum(logp[n + j - 1, t] for j, t in enumerate(c)))
+  return np.asarray(out, np.float64)
+
+
+def _stop_ids(lm: Any, template: PromptTemplate) -> list[int]:
+  """Ids that end a generated label: the LM's EOS and the line break that follows a label in the template."""
+  stop = [] if lm.tokenizer.eos_id is None else [int(lm.tokenizer.eos_id)]
+  after = template.after_label()
+  if "\n" in after:
+    ids = list(lm.tokenizer.encode("\n"))
+    if ids:
+      stop.append(int(ids[-1]))
+  return stop
+
+
+def classify_query(lm: Any, prefix: Sequence[int], labels: Sequence[str], config: FewShotConfig
+                   ) -> tuple[int | None, str, list[float] | None]:
+  """Asks the LM for the query's label. -> (label index or None, raw prediction text, scores or None)."""
+  cands = [encode_label(lm.tokenizer, l) for l in labels]
+  if len({tuple(c) for c in cands}) != len(cands):
+    raise SpaeInputError(f"labels {list(labels)} encode to identical LM token sequences; use distinct names.")
+  if config.mode == "score":
+    scores = score_candidates(lm, prefix, cands, prefix_cache=config.prefix_cache)
+    if config.length_norm:
+      scores = scores / np.asarray([len(c) for c in cands], np.float64)
+    k = int(np.argmax(scores))
+    return k, labels[k], [float(s) for s in scores]
+  max_new = max(len(c) for c in cands) + (0 if config.constrained else 8)
+  new = lm.generate(list(prefix), max_new, candidates=cands if config.constrained else None,
+                    stop=_stop_ids(lm, config.template) or None)
+  new = [int(t) for t in new]
+  for k, c in enumerate(cands):
+    if new == c:
+      return k, labels[k], None
+  text = lm.tokenizer.decode(new)
+  norm = normalize_label(text)
+  for k, l in enumerate(labels):
+    if norm == normalize_label(l):
+      return k, text, None
+  return None, text, None
+
+
+def build_prompt(episode: Episode, support: Sequence[tuple[int, Any]], query_key: Any, layers: int,
+                 cache: TokenCache, config: FewShotConfig) -> list[Segment]:
+  """Prompt segments: [induction] support examples, then the query."""
+  t = config.template
+  segs: list[Segment] = t.instruction_segments(episode.labels) if config.induction else []
+  for c, key in support:
+    segs += t.example_segments(cache.ids(key, layers), episode.labels[c])
+  segs += t.query_segments(cache.ids(query_key, layers))
+  return segs
+
+
+# ------------------------------------------------------------------------------------ statistics
+def confidence_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+  """95% interval of the mean of per-episode accuracies: Wilson for 0/1 outcomes, normal otherwise."""
+  v = np.asarray(values, np.float64)
+  n = v.size
+  if n == 0:
+    return (float("nan"), float("nan"))
+  p = float(v.mean())
+  if np.all((v == 0) | (v == 1)):
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+  half = z * float(v.std(ddof=1)) / math.sqrt(n) if n > 1 else float("inf")
+  return (max(0.0, p - half), min(1.0, p + half))
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Accuracy, 95% CI and episode count per (ways, shots, repeats, layers, method)."""
+  groups: dict[tuple, dict[str, list[float]]] = {}
+  for r in rows:
+    g = groups.setdefault((r["ways"], r["shots"], r["repeats"], r["layers"]), {m: [] for m in METHODS})
+    for m in METHODS:
+      res = [q.get(f"{m}_correct") for q in r["queries"]]
+      if res and all(x is not None for x in res):
+        g[m].append(float(np.mean(res)))
+  out = []
+  for (ways, shots, repeats, layers), per in sorted(groups.items()):
+    for m in METHODS:
+      vals = per[m]
+      if not vals:
+        continue
+      lo, hi = confidence_interval(vals)
+      out.append({"ways": ways, "shots": shots, "repeats": repeats, "layers": layers, "method": m,
+                  "accuracy": float(np.mean(vals)), "ci95": [lo, hi], "episodes": len(vals)})
+  return out
+
+
+def format_table(summary: Sequence[dict[str, Any]]) -> str:
+  lines = [f"{'ways':>4} {'shots':>5} {'rep':>3} {'layers':>6} {'method':>8} {'acc':>6}  {'95% CI':>15} {'n':>5}"]
+  for s in summary:
+    lo, hi = s["ci95"]
+    lines.append(f"{s['ways']:>4} {s['shots']:>5} {s['repeats']:>3} {s['layers']:>6} {s['method']:>8} "
+                 f"{s['accuracy']:>6.3f}  [{lo:.3f}, {hi:.3f}] {s['episodes']:>5}")
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ the evaluation
+def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Any, token_mode: str) -> str:
+  """Hash of everything that changes an episode's outcome besides (episode, layers, repeats)."""
+  d = {"mode": config.mode if lm_name != "none" else "none", "constrained": config.constrained,
+       "induction": config.induction, "names": config.names, "template": dataclasses.asdict(config.template),
+       "token_mode": token_mode, "length_norm": config.length_norm, "lm": lm_name,
+       "vocab": tokenizer.vocabulary.fingerprint(), "probes": config.probes, "ridge_l2": config.ridge_l2}
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def evaluate_fewshot(config: FewShotConfig, tokenizer: Any, lm: Any | None, *, source: ImageSource | None = None,
+                     episodes: Sequence[Episode] | None = None, out: str | os.PathLike | None = None,
+                     lm_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+  """Runs the few-shot evaluation; returns {"summary": [...], "rows": [...], "setup": id, ...}.
+
+  Args:
+    config: what to evaluate.
+    tokenizer: a `spae.Tokenizer` (its vocabulary must match the LM for token mode 'ids').
+    lm: a `spae.lm.LanguageModel`, or None for the probes only.
+    source: labelled images (spae.data LabelledSource shape); required unless `episodes` carry image paths.
+    episodes: fixed episodes (e.g. `read_episodes(file)`); otherwise they are sampled from `source`.
+    out: per-episode JSONL; rows already there for the same setup are skipped (resume).
+    lm_name: identifies the LM in the setup hash (default: its class name).
+  """
+  config.validate()
+  if source is None:
+    raise SpaeInputError("pass a labelled image source to sample episodes from and load their images "
+                         "(for episode files with image paths use FileImages(folder)).")
+  if lm is None and not config.probes:
+    raise SpaeInputError("nothing to evaluate: no LM and probes disabled.")
+  lm_name = lm_name or ("none" if lm is None else type(lm).__name__)
+  tmap = TokenMap(tokenizer.vocabulary, lm.tokenizer, config.token_mode) if lm is not None else None
+  token_mode = tmap.mode if tmap else "none"
+  setup = _setup_id(config, lm_name, tokenizer, token_mode)
+  max_layers = tokenizer.config.pyramid.num_layers
+  if max(config.layers) > max_layers:
+    raise SpaeInputError(f"layers {max(config.layers)} exceeds this tokenizer's {max_layers} pyramid layers.")
+
+  if episodes is not None:
+    episode_sets = [list(episodes)]
+  else:
+    episode_sets = [sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
+                                    names=config.names) for w in config.ways for s in config.shots]
+  plan = [(eps, layers, rep) for eps in episode_sets for layers in config.layers for rep in config.repeats]
+  total = sum(len(eps) for eps, _, _ in plan)
+  results = JsonlLog(out) if out is not None else None
+  cache = TokenCache(tokenizer, source)
+  words = [tmap.words[i] for i in range(len(tokenizer.vocabulary))] if tmap else tokenizer.vocabulary.words(
+      np.arange(len(tokenizer.vocabulary)))
+  rows: list[dict[str, Any]] = []
+  done = 0
+  bar = _progress(total, progress)
+  try:
+    for eps, layers, rep in plan:
+      for ep in eps:
+        key = f"{setup}/L{layers}/R{rep}/{ep.id}"
+        if results is not None and key in results.keys:
+          rows.append(next(r for r in results.rows if r.get("key") == key))
+          done += 1
+          bar.update(1)
+          continue
+        cache.prefetch(ep.image_keys())
+        row = _run_episode(ep, layers, rep, config, lm, tmap, cache, words)
+        row.update(key=key, setup=setup, lm=lm_name)
+        if results is not None:
+          results.append(row)
+        rows.append(row)
+        bar.update(1)
+  finally:
+    bar.close()
+  summary = summarize(rows)
+  return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": done, "summary": summary,
+          "rows": rows}
+
+
+def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: Any | None, tmap: TokenMap | None,
+                 cache: TokenCache, words: Sequence[str]) -> dict[str, Any]:
+  support = repeated_support(ep, rep, config.seed)
+  s_tokens = [cache.ids(k, layers) for _, k in ep.support]
+  s_classes = [c for c, _ in ep.support]
+  ridge = (ridge_probe(s_tokens, s_classes, [cache.ids(k, layers) for _, k in ep.query], ep.ways, config.ridge_l2)
+           if config.probes else None)
+  queries = []
+  for qi, (qc, qkey) in enumerate(ep.query):
+    segs = build_prompt(ep, support, qkey, layers, cache, config)
+    q: dict[str, Any] = {"truth": ep.labels[qc], "truth_class": ep.classes[qc], "prompt": render_text(segs, words)}
+    if config.probes:
+      j = jaccard_probe(s_tokens, s_classes, cache.ids(qkey, layers))
+      q.update(jaccard=ep.labels[j], jaccard_correct=int(j == qc), ridge=ep.labels[int(ridge[qi])],
+               ridge_correct=int(ridge[qi] == qc))
+    if lm is not None:
+      prefix = render_ids(segs, tmap)
+      longest = max(len(encode_label(lm.tokenizer, l)) for l in ep.labels)
+      if len(prefix) + longest > lm.max_length:
+        raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prefix)} LM tokens, over the LM's "
+                             f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
+      k, text, scores = classify_query(lm, prefix, ep.labels, config)
+      q.update(prediction=text, lm_correct=int(k == qc), prompt_tokens=len(prefix))
+      if scores is not None:
+        q["scores"] = scores
+    queries.append(q)
+  return {"episode": ep.id, "ways": ep.ways, "shots": ep.shots, "repeats": rep, "layers": layers,
+          "mode": config.mode if lm is not None else "none", "classes": list(ep.classes), "labels": list(ep.labels),
+          "queries": queries}
+
+
+class _NoBar:
+  def update(self, n: int) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def _progress(total: int, enabled: bool) -> Any:
+  if not enabled:
+    return _NoBar()
+  from tqdm.auto import tqdm
+
+  return tqdm(total=total, desc="few-shot episodes", unit="ep")
+
+
+# ------------------------------------------------------------------------------------ CLI
+def load_tokenizer(spec: str) -> Any:
+  """A tokenizer directory, or 'tiny' for the untrained built-in `spae.tiny_tokenizer()`."""
+  import spae
+
+  if spec == "tiny":
+    return spae.tiny_tokenizer()
+  return spae.Tokenizer.load(spec)
+
+
+def load_lm(spec: str) -> Any | None:
+  """'none' -> None; otherwise `spae.lm.load(spec)` (gemma:PATH, hf:PATH, openai:URL#model)."""
+  if spec in (None, "", "none"):
+    return None
+  import spae.lm
+
+  loader = getattr(spae.lm, "load", None)
+  if loader is None:
+    raise SpaeInputError("this spae build has no spae.lm.load; LM specs cannot be resolved.")
+  return loader(spec)
+
+
+def load_source(spec: str | None) -> Any | None:
+  """A labelled image source from a spec (`spae.data.make_source`), or None."""
+  if spec is None:
+    return None
+  import spae.data
+
+  maker = getattr(spae.data, "make_source", None)
+  if maker is None:
+    raise SpaeInputError("this spae build has no spae.data.make_source; pass --episodes-file with image paths.")
+  return maker(spec)
+
+
+def add_fewshot_args(p: argparse.ArgumentParser) -> None:
+  """Arguments of `spae fewshot`."""
+  p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
+  p.add_argument("--lm", default="none",
+                 help="gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free probes only)")
+  p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
+                 "name, or 'shapes...' (see spae.data.make_source)")
+  p.add_argument("--episodes-file", default=None,
+                 help="replay episodes from this JSONL/CSV file (format: spae.prompting.read_episodes)")
+  p.add_argument("--save-episodes", default=None, help="also write the sampled episodes to this JSONL file")
+  p.add_argument("--ways", type=int, nargs="+", default=[5])
+  p.add_argument("--shots", type=int, nargs="+", default=[1])
+  p.add_argument("--layers", type=int, nargs="+", default=[2], help="top pyramid layers per image (2 = 1+4 tokens)")
+  p.add_argument("--repeats", type=int, nargs="+", default=[1], help="inner-shot repeats of the support set")
+  p.add_argument("--episodes", type=int, default=100)
+  p.add_argument("--queries", type=int, default=1, help="query images per episode")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--mode", choices=("score", "generate"), default="score")
+  p.add_argument("--free", action="store_true", help="generate mode: do not constrain the output to the labels")
+  p.add_argument("--induction", action="store_true", help="prepend a task-induction line naming the labels")
+  p.add_argument("--names", choices=("real", "nonsense"), default="real")
+  p.add_argument("--template-example", default=PromptTemplate.example, help="with {tokens} and {label}")
+  p.add_argument("--template-query", default=PromptTemplate.query, help="with {tokens}")
+  p.add_argument("--template-instruction", default=PromptTemplate.instruction, help="with {labels}")
+  p.add_argument("--token-mode", choices=("auto", "ids", "text"), default="auto")
+  p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
+  p.add_argument("--no-prefix-cache", action="store_true", help="score every candidate from scratch")
+  p.add_argument("--no-probes", action="store_true")
+  p.add_argument("--out", required=True, help="per-episode JSONL (resumed if it exists)")
+  p.add_argument("--summary", default=None, help="summary JSON (default: OUT with .summary.json)")
+  p.add_argument("--no-progress", action="store_true")
+
+
+def _unescape(s: str) -> str:
+  return s.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def run_fewshot(args: argparse.Namespace) -> int:
+  """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
+  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example),
+                            query=_unescape(args.template_query))
+  config = FewShotConfig(ways=tuple(args.ways), shots=tuple(args.shots), layers=tuple(args.layers),
+                         repeats=tuple(args.repeats), episodes=args.episodes, queries=args.queries, seed=args.seed,
+                         mode=args.mode, constrained=not args.free, induction=args.induction, names=args.names,
+                         template=template, token_mode=args.token_mode, length_norm=args.length_norm,
+                         prefix_cache=not args.no_prefix_cache, probes=not args.no_probes)
+  config.validate()
+  if args.data is None and args.episodes_file is None:
+    raise SpaeInputError("pass --data (labelled images) or --episodes-file.")
+  tokenizer = load_tokenizer(args.tokenizer)
+  source = load_source(args.data)
+  episodes = None
+  if args.episodes_file:
+    episodes = read_episodes(args.episodes_file)
+    if source is None:
+      source = FileImages(Path(args.episodes_file).parent)
+  lm = load_lm(args.lm)
+  if lm is None and config.probes is False:
+    raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
+  if args.save_episodes and episodes is None:
+    eps = [e for w in config.ways for s in config.shots
+           for e in sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
+                                    names=config.names)]
+    write_episodes(args.save_episodes, eps)
+  res = evaluate_fewshot(config, tokenizer, lm, source=source, episodes=episodes, out=args.out, lm_name=args.lm,
+                         progress=not args.no_progress)
+  summary_path = args.summary or str(Path(args.out).with_suffix("")) + ".summary.json"
+  write_json_atomic(summary_path, {k: v for k, v in res.items() if k != "rows"} | {
+      "config": {**dataclasses.asdict(config), "lm": args.lm, "data": args.data, "tokenizer": args.tokenizer,
+                 "episodes_file": args.episodes_file}})
+  if res["resumed"]:
+    print(f"resumed: {res['resumed']} episode(s) were already in {args.out}")
+  print(format_table(res["summary"]))
+  print(f"per-episode results: {args.out}\nsummary: {summary_path}")
+  return 0
