@@ -312,9 +312,9 @@ def _make_siglip(d: pathlib.Path) -> None:
   from transformers import SiglipConfig, SiglipModel, SiglipTokenizer
 
   _train_sentencepiece(d / "siglip.model")
-  tok = SiglipTokenizer(vocab_file=str(d / "siglip.model"), model_max_length=12)
+  tok = SiglipTokenizer(vocab_file=str(d / "siglip.model"), model_max_length=10)
   vocab_size = tok.vocab_size
-  max_len = 12
+  max_len = 10
   config = SiglipConfig(
       text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                        num_attention_heads=4, max_position_embeddings=max_len, projection_size=40,
