@@ -1,0 +1,55 @@
+"""The `spae` command line, run in-process (the console script calls the same `main`)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import spae
+from spae.cli import main
+
+
+def test_help_lists_subcommands():
+  out = subprocess.run([sys.executable, "-m", "spae.cli", "--help"], capture_output=True, text=True, check=True)
+  for name in ("init", "encode", "decode"):
+    assert name in out.stdout
+
+
+def test_init_encode_decode_roundtrip(tiny_tok_dir, tmp_path, capsys):
+  img = tmp_path / "in.png"
+  spae.save_image(img, np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+  assert main(["encode", str(img), "--tokenizer", str(tiny_tok_dir), "--layers", "2"]) == 0
+  out = capsys.readouterr().out
+  assert "layer 1 (1x1):" in out and "layer 2 (2x2):" in out and "layer 3" not in out
+  assert main(["encode", str(img), "--tokenizer", str(tiny_tok_dir), "--json", "-o", str(tmp_path / "t.json")]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc == json.loads((tmp_path / "t.json").read_text())
+  assert len(doc["images"][0]["ids"]) == 4
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir), "--layers", "2",
+               "-o", str(tmp_path / "o.png")]) == 0
+  assert spae.load_image(tmp_path / "o.png").shape == (32, 32, 3)
+
+
+def test_init_writes_a_loadable_tokenizer(tmp_path, capsys):
+  assert main(["init", str(tmp_path / "tok")]) == 0
+  assert spae.Tokenizer.load(tmp_path / "tok").config.image_size == 32
+
+
+def test_bad_inputs_give_one_line_errors_and_no_output(tiny_tok_dir, tmp_path, capsys):
+  bad = tmp_path / "bad.jpg"
+  bad.write_bytes(b"not an image")
+  assert main(["encode", str(bad), "--tokenizer", str(tiny_tok_dir), "-o", str(tmp_path / "t.json")]) == 2
+  err = capsys.readouterr().err
+  assert "cannot read image" in err and "Traceback" not in err
+  assert not (tmp_path / "t.json").exists()
+  assert main(["encode", str(bad), "--tokenizer", str(tmp_path / "none")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+  (tmp_path / "t.json").write_text("{not json")
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir), "-o", str(tmp_path / "o.png")]) == 2
+  assert "not valid JSON" in capsys.readouterr().err
+  (tmp_path / "t.json").write_text(json.dumps({"ids": [[[[0]]], [[[0, 1], [2, 99999]]]]}))
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir), "-o", str(tmp_path / "o.png")]) == 2
+  assert "out of range" in capsys.readouterr().err
+  assert not (tmp_path / "o.png").exists()
