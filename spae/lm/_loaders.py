@@ -206,7 +206,9 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: GemmaConfig, *, where: s
 
 def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int | None = None,
             allow_extra_rows: bool = False) -> GemmaLM:
-  """An HF-format folder (config.json + *.safetensors + tokenizer.model) as a `GemmaLM`."""
+  """An HF-format folder (config.json + *.safetensors + tokenizer.model) as a `GemmaLM`.
+
+  The tokenizer is `tokenizer` (a path or TextTokenizer), else `tokenizer.model` in the folder or its parent."""
   folder = Path(path)
   if not folder.is_dir():
     raise SpaeInputError(f"HF checkpoint folder {str(folder)!r} does not exist.")
@@ -219,7 +221,7 @@ def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int |
   cfg = config_from_hf(hf, where=str(folder / "config.json"))
   tensors, _ = read_safetensors_dir(folder)
   params = params_from_hf(tensors, cfg, where=str(folder))
-  tok = _tokenizer(tokenizer, [folder / "tokenizer.model"], folder)
+  tok = _tokenizer(tokenizer, [folder / "tokenizer.model", folder.parent / "tokenizer.model"], folder)
   _check_vocab(tok, cfg, allow_extra_rows, str(folder))
   return GemmaLM(cfg, params, tok, max_length=max_length, source=f"hf:{folder}")
 
