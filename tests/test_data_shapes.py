@@ -195,3 +195,28 @@ def test_bad_shapes_arguments():
     data.ShapesSpec(num_train=-1)
   with pytest.raises(spae.SpaeInputError, match="DATA_DIR"):
     data.make_source("shapes:")
+
+
+def test_iterator_over_tfds_shapes_with_threads(shapes_dir):
+  root, _ = shapes_dir
+  src = data.make_source(f"shapes:{root}")
+  aug = data.Preprocess(24, crop="random", flip=True)
+  serial = list(data.BatchIterator(src, 8, aug, seed=4, num_epochs=2))
+  threaded = list(data.BatchIterator(src, 8, aug, seed=4, num_epochs=2, num_threads=3))
+  assert len(serial) == 10
+  for a, b in zip(serial, threaded):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert a["caption"] == b["caption"] and (a["label"] == b["label"]).all()
+  for b in serial[:2]:
+    for k, i in enumerate(b["index"]):
+      assert src.classes[b["label"][k]] == src.classes[src.label(int(i))]
+      assert b["caption"][k] == src.caption(int(i))
+
+
+def test_predefined_and_custom_configs_construct(tmp_path):
+  cls = _shapes._builder_cls()
+  for spec in (data.ShapesSpec(), data.ShapesSpec(image_size=128), SPEC):
+    builder = cls(spec=spec, data_dir=str(tmp_path), file_format="array_record")
+    assert builder.builder_config.spec == spec and builder.builder_config.name == spec.config_name
+    assert builder.info.features["image"].shape == (spec.image_size, spec.image_size, 3)
+  assert cls(data_dir=str(tmp_path)).builder_config.spec == data.ShapesSpec()  # the default config

@@ -173,3 +173,13 @@ def test_decode_image_errors():
   with pytest.raises(data.UnreadableImageError, match="my bytes"):
     data.decode_image(b"nope", "my bytes")
   assert issubclass(data.UnreadableImageError, spae.SpaeInputError)
+
+
+def test_folder_follows_symlinks_without_looping(folder):
+  import os
+
+  os.symlink(folder / "cat", folder / "dog" / "loop")  # dog/loop -> cat: counted under dog, no infinite walk
+  os.symlink(folder, folder / "cat" / "up")  # a loop back to the root
+  src = data.FolderSource(folder)
+  names = [f.relative_to(folder).as_posix() for f in src.files]
+  assert "dog/loop/c0.png" in names and not any("up/" in n for n in names)

@@ -327,7 +327,9 @@ def _builder_cls():
     def __init__(self, *, spec: ShapesSpec | None = None, **kwargs: Any):
       # `spec=` is the builder-kwargs way to pick a configuration that is not one of BUILDER_CONFIGS.
       if spec is not None:
-        kwargs["config"] = ShapesConfig(name=spec.config_name, spec=spec)
+        named = {c.name for c in self.BUILDER_CONFIGS}
+        # tfds refuses a custom config that reuses a predefined config's name: pass those by name.
+        kwargs["config"] = spec.config_name if spec.config_name in named else ShapesConfig(spec.config_name, spec=spec)
       super().__init__(**kwargs)
 
     def _info(self):

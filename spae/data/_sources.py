@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
@@ -177,6 +178,11 @@ class FolderSource(ImageSource):
     self.skipped: list[tuple[str, str]] = []  # (path, reason) of every file skipped so far
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+      real = os.path.realpath(dirpath)
+      ancestors = Path(dirpath).relative_to(self.root).parents
+      if any(os.path.realpath(self.root / a) == real for a in ancestors):  # a symlink loop: don't descend
+        dirnames[:] = []
+        continue
       dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted walk = stable indices
       files += [Path(dirpath, f) for f in sorted(filenames)
                 if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
@@ -197,6 +203,7 @@ class FolderSource(ImageSource):
     index = {c: k for k, c in enumerate(self._classes)}
     self._file_labels = np.asarray([index[p[0]] if len(p) > 1 else -1 for p in rel_top], np.int64)
     self._bad: set[int] = set()
+    self._lock = threading.Lock()  # the batch iterator may load from several threads
 
   @property
   def num_skipped(self) -> int:
@@ -230,9 +237,10 @@ class FolderSource(ImageSource):
     try:
       return decode_image(path, str(path))
     except UnreadableImageError as e:
-      if index not in self._bad:  # count each bad file once, however often it is asked for
-        self._bad.add(index)
-        self._skip(path, str(e.__cause__ or e))
+      with self._lock:
+        if index not in self._bad:  # count each bad file once, however often it is asked for
+          self._bad.add(index)
+          self._skip(path, str(e.__cause__ or e))
       raise
 
   @property
