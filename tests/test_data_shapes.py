@@ -152,6 +152,10 @@ def test_shapes_source_and_class_subsets(shapes_dir):
   np.testing.assert_array_equal(image, ref)
   assert caption == ref_caption == src.caption(5) and src.classes[label] == ref_attrs["label"] == \
       src.classes[src.label(5)]
+  mem = data.render_shapes_source(40, image_size=32, seed=3)  # the same scenes without tfds
+  k = int(rec["index"])
+  np.testing.assert_array_equal(mem.load(k), image)
+  assert mem.caption(k) == caption and mem.label(k) == label
   for name in set(src.classes[k] for k in src.labels()):
     assert all(src.classes[src.label(i)] == name for i in src.images_of(name))
   assert sum(len(src.images_of(c)) for c in src.classes) == len(src)
