@@ -7,3 +7,5 @@ from spae.prompting._probes import bag_of_tokens, jaccard, jaccard_probe, ridge_
 from spae.prompting._prompt import PromptTemplate, TokenMap, render_ids, render_text, shares_vocabulary
 from spae.prompting.fewshot import (FewShotConfig, add_fewshot_args, confidence_interval, evaluate_fewshot,
                                     format_table, run_fewshot, score_candidates, summarize)
+from spae.prompting.generate import (GenerateConfig, GenerationResult, add_generate_args, add_token_noise, corrupt,
+                                     generate_pyramid, noise_schedule, run_generate, run_image_task, run_text_task)

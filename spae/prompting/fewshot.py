@@ -146,27 +146,38 @@ def score_candidates(lm: Any, prefix: Sequence[int], candidates: Sequence[Sequen
   return np.asarray(out, np.float64)
 
 
-def _stop_ids(lm: Any, template: PromptTemplate) -> list[int]:
-  """Ids that end a generated label: the LM's EOS and the line break that follows a label in the template."""
-  stop = [] if lm.tokenizer.eos_id is None else [int(lm.tokenizer.eos_id)]
+def label_end_ids(lm: Any, template: PromptTemplate) -> list[int]:
+  """The LM ids that follow a label in a support example (e.g. the line break).
+
+  Scoring a label together with this terminator makes a label that is a token-prefix of another ("zebra" vs
+  "zebrafish") compete fairly: the short one must also predict that the label ends.
+  """
   after = template.after_label()
-  if "\n" in after:
-    ids = list(lm.tokenizer.encode("\n"))
-    if ids:
-      stop.append(int(ids[-1]))
-  return stop
+  return [int(i) for i in lm.tokenizer.encode(after)] if after else []
+
+
+def _stop_ids(lm: Any, template: PromptTemplate) -> list[int]:
+  """Ids that end a generated label: the LM's EOS and the first id of the label terminator."""
+  stop = [] if lm.tokenizer.eos_id is None else [int(lm.tokenizer.eos_id)]
+  end = label_end_ids(lm, template)
+  return stop + end[:1]
 
 
 def classify_query(lm: Any, prefix: Sequence[int], labels: Sequence[str], config: FewShotConfig
                    ) -> tuple[int | None, str, list[float] | None]:
-  """Asks the LM for the query's label. -> (label index or None, raw prediction text, scores or None)."""
+  """Asks the LM for the query's label. -> (label index or None, raw prediction text, scores or None).
+
+  Score mode ranks log p(label + terminator | prompt); generate mode decodes greedily (constrained to the
+  labels, or free) until the terminator, and matches the text after `normalize_label`.
+  """
   cands = [encode_label(lm.tokenizer, l) for l in labels]
   if len({tuple(c) for c in cands}) != len(cands):
     raise SpaeInputError(f"labels {list(labels)} encode to identical LM token sequences; use distinct names.")
   if config.mode == "score":
-    scores = score_candidates(lm, prefix, cands, prefix_cache=config.prefix_cache)
+    end = label_end_ids(lm, config.template)
+    scores = score_candidates(lm, prefix, [c + end for c in cands], prefix_cache=config.prefix_cache)
     if config.length_norm:
-      scores = scores / np.asarray([len(c) for c in cands], np.float64)
+      scores = scores / np.asarray([len(c) + len(end) for c in cands], np.float64)
     k = int(np.argmax(scores))
     return k, labels[k], [float(s) for s in scores]
   max_new = max(len(c) for c in cands) + (0 if config.constrained else 8)
@@ -289,8 +300,7 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Any, lm: Any | None, *, s
   total = sum(len(eps) for eps, _, _ in plan)
   results = JsonlLog(out) if out is not None else None
   cache = TokenCache(tokenizer, source)
-  words = [tmap.words[i] for i in range(len(tokenizer.vocabulary))] if tmap else tokenizer.vocabulary.words(
-      np.arange(len(tokenizer.vocabulary)))
+  words = tokenizer.vocabulary.words(np.arange(len(tokenizer.vocabulary)))
   rows: list[dict[str, Any]] = []
   done = 0
   bar = _progress(total, progress)
@@ -334,7 +344,7 @@ def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: 
                ridge_correct=int(ridge[qi] == qc))
     if lm is not None:
       prefix = render_ids(segs, tmap)
-      longest = max(len(encode_label(lm.tokenizer, l)) for l in ep.labels)
+      longest = max(len(encode_label(lm.tokenizer, l)) for l in ep.labels) + len(label_end_ids(lm, config.template))
       if len(prefix) + longest > lm.max_length:
         raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prefix)} LM tokens, over the LM's "
                              f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
@@ -386,16 +396,24 @@ def load_lm(spec: str) -> Any | None:
   return loader(spec)
 
 
-def load_source(spec: str | None) -> Any | None:
-  """A labelled image source from a spec (`spae.data.make_source`), or None."""
+def load_source(spec: str | None, classes: Sequence[str] | None = None) -> Any | None:
+  """A labelled image source from a spec (`spae.data.make_source`), optionally only `classes`, or None."""
   if spec is None:
     return None
   import spae.data
 
-  maker = getattr(spae.data, "make_source", None)
-  if maker is None:
-    raise SpaeInputError("this spae build has no spae.data.make_source; pass --episodes-file with image paths.")
-  return maker(spec)
+  return spae.data.make_source(spec, require_labels=True, classes=classes)
+
+
+def parse_classes(spec: str | None) -> list[str] | None:
+  """'a,b,c' -> names; 'shapes-heldout' / 'shapes-train' -> the shapes held-out / training classes."""
+  if not spec:
+    return None
+  if spec in ("shapes-heldout", "shapes-train"):
+    import spae.data
+
+    return list(spae.data.SHAPES_HELDOUT_CLASSES if spec == "shapes-heldout" else spae.data.SHAPES_TRAIN_CLASSES)
+  return [c.strip() for c in spec.split(",") if c.strip()]
 
 
 def add_fewshot_args(p: argparse.ArgumentParser) -> None:
@@ -405,6 +423,8 @@ def add_fewshot_args(p: argparse.ArgumentParser) -> None:
                  help="gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free probes only)")
   p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
                  "name, or 'shapes...' (see spae.data.make_source)")
+  p.add_argument("--classes", default=None,
+                 help="comma-separated class names to keep, or 'shapes-heldout' / 'shapes-train' for the shapes split")
   p.add_argument("--episodes-file", default=None,
                  help="replay episodes from this JSONL/CSV file (format: spae.prompting.read_episodes)")
   p.add_argument("--save-episodes", default=None, help="also write the sampled episodes to this JSONL file")
@@ -448,7 +468,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
   if args.data is None and args.episodes_file is None:
     raise SpaeInputError("pass --data (labelled images) or --episodes-file.")
   tokenizer = load_tokenizer(args.tokenizer)
-  source = load_source(args.data)
+  source = load_source(args.data, parse_classes(args.classes))
   episodes = None
   if args.episodes_file:
     episodes = read_episodes(args.episodes_file)

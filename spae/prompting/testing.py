@@ -136,10 +136,11 @@ class FunctionLM(LanguageModelBase):
 
 def prefer_model(vocab_size: int, preferred: Sequence[int], bonus: float = 8.0, seed: int = 0
                  ) -> Callable[[Sequence[int]], np.ndarray]:
-  """Random-ish fixed logits, plus a large bonus for the next token of `preferred` after "Output:"-free prefix.
+  """Fixed random logits plus a large bonus for continuing the token sequence `preferred`.
 
-  The bonus goes to preferred[j] where j = how many of `preferred`'s tokens the sequence already ends with, so
-  the sequence `preferred` has the highest likelihood and greedy decoding writes it.
+  The bonus goes to preferred[j] where j = the longest prefix of `preferred` that the sequence ends with, so
+  `preferred` is the most likely continuation and greedy decoding writes it. Include the label terminator
+  (e.g. the newline id) in `preferred` to make the model end the label there.
   """
   base = np.random.default_rng(seed).normal(0, 1, vocab_size).astype(np.float32)
   pref = [int(t) for t in preferred]
