@@ -116,7 +116,7 @@ class TokenMap:
     self.tokenizer = lm_tokenizer
     self.words = [display_piece(p) for p in vocabulary.pieces]
     if mode == "ids":
-      if int(vocabulary.llm_ids.max()) >= lm_tokenizer.vocab_size:
+      if lm_tokenizer.vocab_size is not None and int(vocabulary.llm_ids.max()) >= lm_tokenizer.vocab_size:
         raise SpaeInputError(f"the tokenizer's vocabulary has LM ids up to {int(vocabulary.llm_ids.max())} but the "
                              f"LM has only {lm_tokenizer.vocab_size} ids: they do not share a vocabulary; "
                              "use token mode 'text'.")
@@ -154,17 +154,20 @@ class TokenMap:
     return " ".join(self.words[int(i)] for i in codebook_ids)
 
 
-def shares_vocabulary(vocabulary: Vocabulary, lm_tokenizer: Any, sample: int = 256) -> bool:
-  """True when codebook entries are the LM's own pieces at `llm_ids` (checked on an even sample of entries)."""
+def shares_vocabulary(vocabulary: Vocabulary, lm_tokenizer: Any, sample: int = 64) -> bool:
+  """True when codebook entries are the LM's own pieces at `llm_ids` (checked on an even sample of entries).
+
+  A tokenizer that does not report its size (a server's) is judged by its pieces alone.
+  """
   ids = vocabulary.llm_ids
-  if int(ids.max()) >= int(lm_tokenizer.vocab_size):
+  if lm_tokenizer.vocab_size is not None and int(ids.max()) >= int(lm_tokenizer.vocab_size):
     return False
   picks = np.unique(np.linspace(0, len(ids) - 1, min(sample, len(ids))).astype(int))
   for k in picks:
     try:
       piece = lm_tokenizer.id_to_piece(int(ids[k]))
-    except Exception:  # a backend may not expose pieces; then nothing proves the vocabularies are shared
-      return False
+    except (KeyError, IndexError, ValueError, NotImplementedError):
+      return False  # the LM has no such id / exposes no pieces: nothing proves a shared vocabulary
     if display_piece(piece) != display_piece(vocabulary.pieces[k]):
       return False
   return True
