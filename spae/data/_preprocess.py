@@ -3,88 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from spae._images import UnreadableImageError, decode_image, to_rgb  # noqa: F401  (re-exported)
 from spae._io import SpaeInputError
 
 CropMode = Literal["center", "random", "none"]
-
-
-class UnreadableImageError(SpaeInputError):
-  """An image file or record could not be decoded (corrupt, truncated, or not an image)."""
-
-
-def decode_image(data: bytes | str | os.PathLike, what: str = "image") -> np.ndarray:
-  """Decodes encoded bytes or an image file to uint8 RGB [H, W, 3] (see `to_rgb`).
-
-  Raises UnreadableImageError (a SpaeInputError) naming `what` if Pillow cannot decode it.
-  """
-  from PIL import Image, ImageOps
-
-  try:
-    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else os.fspath(data)
-    with Image.open(src) as im:
-      im.load()  # decode now, inside the try, so truncated files fail here and not later
-      # Camera JPEGs store their rotation in EXIF; apply it so images are upright.
-      return to_rgb(ImageOps.exif_transpose(im))
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    # PIL raises UnidentifiedImageError (an OSError) for non-images and OSError/SyntaxError for corrupt ones.
-    raise UnreadableImageError(f"cannot decode {what}: {type(e).__name__}: {e}") from e
-
-
-def to_rgb(im: Any) -> np.ndarray:
-  """A PIL image or numpy array in any common mode -> uint8 RGB [H, W, 3].
-
-  Grayscale and palette images are expanded, RGBA / LA / transparent palettes are composited on white, and
-  16-bit (or 32-bit int / float) images are scaled to 8 bits by their full range rather than clipped.
-  """
-  from PIL import Image
-
-  if isinstance(im, np.ndarray):
-    return _array_to_rgb(im)
-  if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-    a = np.asarray(im).astype(np.float64)
-    # 'I;16*' is 16-bit by definition; 16-bit PNGs can also arrive as 'I' (32-bit), whose values stay < 65536.
-    top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-    return _gray(np.rint(np.clip(a, 0, top) * (255.0 / top)).astype(np.uint8))
-  if im.mode == "F":
-    a = np.asarray(im, np.float64)
-    scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
-    return _gray(np.rint(np.clip(a * scale, 0, 255)).astype(np.uint8))
-  if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-    rgba = im.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), np.uint8)
-  if im.mode != "RGB":
-    im = im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
-  return np.asarray(im, np.uint8)
-
-
-def _gray(g: np.ndarray) -> np.ndarray:
-  return np.repeat(g[..., None], 3, axis=-1)
-
-
-def _array_to_rgb(a: np.ndarray) -> np.ndarray:
-  if a.ndim == 3 and a.shape[-1] == 1:
-    a = a[..., 0]
-  if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-    raise SpaeInputError(f"an image array must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]; got {a.shape}.")
-  if a.dtype == np.uint16:
-    a = np.rint(a.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-  elif a.dtype != np.uint8:
-    raise SpaeInputError(f"image arrays must be uint8 or uint16, got {a.dtype}; convert floats with "
-                         "np.uint8(np.clip(x, 0, 1) * 255) first.")
-  if a.ndim == 2:
-    return _gray(a)
-  if a.shape[-1] == 4:
-    alpha = a[..., 3:].astype(np.float32) / 255.0
-    rgb = a[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-    return np.rint(rgb).astype(np.uint8)
-  return np.ascontiguousarray(a)
 
 
 @dataclasses.dataclass(frozen=True)
