@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
   return Path(os.environ.get("SPAE_CACHE_DIR") or Path.home() / ".cache" / "spae")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, so `jax.jit(fn)` works
 class RelevanceFn:
   """Jittable `images [B, H, W, 3] in [0, 1] -> relevance [B, V]` (cosine similarities).
 
@@ -141,8 +141,8 @@ class Teacher(abc.ABC):
     texts = list(texts)
     if not texts:
       return jnp.zeros((0, self.dim), jnp.float32)
-    # One compiled shape for big inputs; small inputs pad to a power of two (few shapes, little waste).
-    size = self.text_batch_size if len(texts) >= self.text_batch_size else 1 << (len(texts) - 1).bit_length()
+    # One compiled shape for big inputs; small inputs pad to a power of two >= 8 (few shapes, little waste).
+    size = min(self.text_batch_size, max(8, 1 << (len(texts) - 1).bit_length()))
     out = []
     for start in range(0, len(texts), size):
       chunk = texts[start:start + size]
@@ -171,9 +171,9 @@ class Teacher(abc.ABC):
     `template.format(word_k)`, word_k = `vocabulary.words([k])[0]`. Read from / written to the disk cache."""
     templates = _check_templates(templates)
     key = self.cache_key(vocabulary, templates)
-    if use_cache and key in self._memory:
-      return self._memory[key]
     path = self.cache_path(vocabulary, templates, cache_dir)
+    if use_cache and str(path) in self._memory:
+      return self._memory[str(path)]
     table = _read_cache(path, key, (len(vocabulary), self.dim)) if use_cache else None
     if table is None:
       table = self._embed_words(vocabulary.words(range(len(vocabulary))), templates)
@@ -183,7 +183,7 @@ class Teacher(abc.ABC):
             np.savez(f, embeddings=table, key=np.array(key), identity=np.array(self.identity),
                      templates=np.array(list(templates)))
     if use_cache:
-      self._memory[key] = table
+      self._memory[str(path)] = table
     return table
 
   def _embed_words(self, words: list[str], templates: tuple[str, ...]) -> np.ndarray:

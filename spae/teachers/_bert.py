@@ -110,7 +110,8 @@ class BertTextEncoder:
   """A frozen BERT-family sentence encoder (e.g. sentence-transformers/all-MiniLM-L6-v2).
 
   Folder layout: config.json, model.safetensors, vocab.txt, optional sentence_bert_config.json
-  (`max_seq_length`). Tokenization is uncased BERT (BasicTokenizer + WordPiece).
+  (`max_seq_length`) and tokenizer_config.json (`do_lower_case`, default true). Tokenization is BERT's
+  BasicTokenizer + WordPiece; it is verified for uncased models (lowercase + accent stripping).
 
   As a text tower: `encode(texts)` gives [T, D] embeddings; `bert_embed(config, params, ids, mask)` is the
   pure function behind it (params is a pytree argument, so it can sit inside a jitted training step);
@@ -143,7 +144,9 @@ class BertTextEncoder:
       max_length = int(read_json(st, "").get("max_seq_length", cfg.max_positions)) if st.is_file() else cfg.max_positions
     if not 2 <= max_length <= cfg.max_positions:
       raise SpaeInputError(f"max_length {max_length} must lie in [2, {cfg.max_positions}] (the position table).")
-    tok = WordPieceTokenizer.from_file(path / "vocab.txt", max_length=max_length)
+    tok_cfg = path / "tokenizer_config.json"
+    lowercase = bool(read_json(tok_cfg, "").get("do_lower_case", True)) if tok_cfg.is_file() else True
+    tok = WordPieceTokenizer.from_file(path / "vocab.txt", max_length=max_length, lowercase=lowercase)
     if len(tok.pieces) > cfg.vocab_size:
       raise SpaeInputError(f"{path}/vocab.txt has {len(tok.pieces)} pieces but the embedding table has "
                            f"{cfg.vocab_size} rows; tokenizer and weights do not match.")
@@ -174,7 +177,7 @@ class BertTextEncoder:
     texts = list(texts)
     if not texts:
       return jnp.zeros((0, self.dim), jnp.float32)
-    size = self.batch_size if len(texts) >= self.batch_size else 1 << (len(texts) - 1).bit_length()
+    size = min(self.batch_size, max(8, 1 << (len(texts) - 1).bit_length()))
     out = []
     for start in range(0, len(texts), size):
       chunk = texts[start:start + size]
