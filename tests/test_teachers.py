@@ -237,7 +237,8 @@ def test_siglip_missing_and_misshapen_tensors_are_named(tmp_path):
   t = _siglip_tensors()
   t.pop("params/txt/Encoder_0/encoderblock_1/MlpBlock_0/Dense_1/bias")
   np.savez(tmp_path / "missing.npz", **t)
-  with pytest.raises(spae.SpaeInputError, match=r"missing.npz: missing tensor .*encoderblock_1/MlpBlock_0/Dense_1/bias"):
+  with pytest.raises(spae.SpaeInputError,
+                     match=r"missing.npz: missing tensor .*encoderblock_1/MlpBlock_0/Dense_1/bias"):
     teachers.SigLIPTeacher.from_big_vision(tmp_path / "missing.npz", PARITY / "siglip" / "siglip.model")
   t = _siglip_tensors()
   t["params/img/Transformer/encoder_norm/scale"] = np.ones(41, np.float32)
@@ -250,7 +251,8 @@ def test_siglip_missing_and_misshapen_tensors_are_named(tmp_path):
 def test_bert_missing_tensor_is_named(tmp_path):
   d = _copy(PARITY / "bert", tmp_path / "bert")
   _rewrite_safetensors(d / "model.safetensors", lambda t: t.pop("encoder.layer.1.output.dense.bias"))
-  with pytest.raises(spae.SpaeInputError, match=r"model.safetensors: missing tensor 'encoder.layer.1.output.dense.bias'"):
+  with pytest.raises(spae.SpaeInputError,
+                     match=r"model.safetensors: missing tensor 'encoder.layer.1.output.dense.bias'"):
     teachers.BertTextEncoder.from_pretrained(d)
 
 

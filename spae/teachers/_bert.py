@@ -141,7 +141,9 @@ class BertTextEncoder:
     params = load_bert_params(tf, cfg)
     if max_length is None:
       st = path / "sentence_bert_config.json"
-      max_length = int(read_json(st, "").get("max_seq_length", cfg.max_positions)) if st.is_file() else cfg.max_positions
+      max_length = cfg.max_positions
+      if st.is_file():
+        max_length = int(read_json(st, "").get("max_seq_length", cfg.max_positions))
     if not 2 <= max_length <= cfg.max_positions:
       raise SpaeInputError(f"max_length {max_length} must lie in [2, {cfg.max_positions}] (the position table).")
     tok_cfg = path / "tokenizer_config.json"
