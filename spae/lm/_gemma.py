@@ -360,8 +360,9 @@ class GemmaLM(LanguageModelBase):
     self._check_length(len(prefix) + longest, "len(prefix_ids) + longest continuation")
     last_logp = self._prefill(prefix)
     _, buf_k, buf_v = self._cache
-    tb = _bucket(longest, self.max_length, smallest=4)
-    cb = _bucket(len(conts), 1 << 30, smallest=1)
+    # Few, coarse buckets: a label set of up to 8 candidates of up to 8 tokens always hits one compiled shape.
+    tb = _bucket(longest, self.max_length, smallest=8)
+    cb = _bucket(len(conts), 1 << 30, smallest=8)
     ids = np.zeros((cb, tb), np.int32)
     lens = np.zeros((cb,), np.int32)
     for i, c in enumerate(conts):

@@ -24,7 +24,8 @@ _SYLLABLES = ["ka", "to", "mi", "ra", "ne", "su", "lo", "pi", "da", "ve", "ku", 
               "bra", "cle", "dro", "fen", "gri", "hol", "jas", "kip"]
 # Real words too, so tests and prompts can use readable labels ("cat", "dog", ...).
 _WORDS = ["cat", "dog", "bird", "fish", "car", "tree", "house", "red", "blue", "green", "input", "output",
-          "image", "label", "the", "a", "is", "of", "and", "yes", "no"]
+          "image", "label", "the", "a", "is", "of", "and", "yes", "no", "Input", "Output", "Image", "Label", "The",
+          "A", "Q", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "#", "-", "###"]
 
 
 def tiny_corpus(n_lines: int = 3000, seed: int = 0) -> list[str]:
@@ -231,3 +232,120 @@ def tiny_lm(directory: str | os.PathLike, kind: str = "gemma2", layout: str = "h
   from spae.lm._load import load
 
   return load(make_tiny_lm(directory, kind, layout, **kwargs))
+
+
+class FakeCompletionsServer:
+  """A vLLM-like OpenAI-compatible server on 127.0.0.1 (loopback only) backed by a local language model.
+
+  Serves /v1/completions (echo + logprobs, greedy or seeded sampling, stop strings), /tokenize, /detokenize
+  and /v1/models from `lm` and its tokenizer. Faults for tests: append to `faults` any of 'http500', 'badjson',
+  'auth401' (a 401 that echoes the Authorization header), ('sleep', seconds); each request takes the next fault (if any). `headers` records every request's headers.
+
+      with FakeCompletionsServer(lm, model="tiny") as srv:
+        remote = spae.lm.load(f"openai:{srv.url}#tiny")
+  """
+
+  def __init__(self, lm: Any, model: str = "tiny"):
+    self.lm, self.model = lm, model
+    self.faults: list[Any] = []
+    self.headers: list[dict[str, str]] = []
+    self.requests = 0
+    self._server = None
+    self._thread = None
+
+  def __enter__(self) -> "FakeCompletionsServer":
+    import http.server
+    import threading
+
+    outer = self
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+      def _send(self, code: int, body: bytes) -> None:
+        try:
+          self.send_response(code)
+          self.send_header("Content-Type", "application/json")
+          self.send_header("Content-Length", str(len(body)))
+          self.end_headers()
+          self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+          pass
+
+      def _handle(self, payload: dict[str, Any] | None) -> None:
+        import time
+
+        outer.requests += 1
+        outer.headers.append(dict(self.headers))
+        fault = outer.faults.pop(0) if outer.faults else None
+        if fault == "http500":
+          return self._send(500, b'{"error": "internal"}')
+        if fault == "auth401":  # a careless server that echoes the credentials it got
+          return self._send(401, json.dumps({"error": f"bad key {self.headers.get('Authorization')}"}).encode())
+        if fault == "badjson":
+          return self._send(200, b'{"choices": [')
+        if isinstance(fault, tuple) and fault[0] == "sleep":
+          time.sleep(fault[1])
+        try:
+          out = outer._answer(self.path, payload)
+        except KeyError as e:
+          return self._send(404, json.dumps({"error": f"unknown path or field {e}"}).encode())
+        self._send(200, json.dumps(out).encode())
+
+      def do_GET(self) -> None:
+        self._handle(None)
+
+      def do_POST(self) -> None:
+        n = int(self.headers.get("Content-Length", 0))
+        self._handle(json.loads(self.rfile.read(n) or b"{}"))
+
+    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self._server.daemon_threads = False  # server_close() joins handler threads (no JAX work at exit)
+    self._server.block_on_close = True
+    self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    self._thread.start()
+    return self
+
+  @property
+  def url(self) -> str:
+    return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+  def __exit__(self, *exc: Any) -> None:
+    self._server.shutdown()
+    self._server.server_close()
+
+  def _answer(self, path: str, p: dict[str, Any] | None) -> dict[str, Any]:
+    tok = self.lm.tokenizer
+    if path == "/v1/models":
+      return {"data": [{"id": self.model, "max_model_len": self.lm.max_length}]}
+    if path == "/tokenize":
+      ids = tok.encode(p["prompt"], add_bos=bool(p.get("add_special_tokens", True)))
+      return {"tokens": ids, "count": len(ids), "max_model_len": self.lm.max_length}
+    if path == "/detokenize":
+      return {"prompt": tok.decode(p["tokens"])}
+    if path != "/v1/completions":
+      raise KeyError(path)
+    prompts = p["prompt"] if isinstance(p["prompt"], list) else [p["prompt"]]
+    choices, n_prompt = [], 0
+    for idx, text in enumerate(prompts):
+      ids = tok.encode(text, add_bos=True)
+      n_prompt += len(ids)
+      new = self.lm.generate(ids, int(p.get("max_tokens", 16)), temperature=float(p.get("temperature", 1.0)),
+                             seed=int(p.get("seed", 0)), stop=[tok.eos_id] if tok.eos_id is not None else None)
+      out_text = tok.decode(new)
+      for s in p.get("stop") or []:
+        if s in out_text:
+          out_text = out_text[:out_text.index(s)]
+      ch: dict[str, Any] = {"index": idx, "text": (text if p.get("echo") else "") + out_text,
+                            "finish_reason": "length"}
+      if p.get("logprobs") is not None:
+        seq = ids + new if p.get("echo") else new
+        lp = np.asarray(self.lm.logits(np.asarray([ids + new])))[0]
+        lp = lp - np.log(np.exp(lp - lp.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lp.max(-1, keepdims=True)
+        full = [None] + [float(lp[j - 1, (ids + new)[j]]) for j in range(1, len(ids + new))]
+        vals = full if p.get("echo") else full[len(ids):]
+        ch["logprobs"] = {"tokens": [tok.id_to_piece(i) for i in seq], "token_logprobs": vals}
+      choices.append(ch)
+    return {"id": "cmpl-fake", "object": "text_completion", "model": self.model, "choices": choices,
+            "usage": {"prompt_tokens": n_prompt}}
