@@ -322,6 +322,8 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Any, lm: Any | None, *, s
         bar.update(1)
   finally:
     bar.close()
+  if done:
+    log.info("resumed: %d of %d episode settings were already in %s", done, total, out)
   summary = summarize(rows)
   return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": done, "summary": summary,
           "rows": rows}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -296,6 +295,8 @@ def generate_pyramid(lm: Any, tokenizer: Any, *, condition: Any = None, text: st
         raise SpaeInputError("the LM returned ids outside allowed_ids; its backend ignores the constraint.")
       if len(cb) < len(pos):  # the backend stopped early: keep the condition's (or first example's) tokens
         fallback = cond[l][pos] if condition is not None else refs[0][l][pos]
+        log.warning("layer %d: the LM wrote %d of %d tokens; the rest keep the condition's tokens", l + 1, len(cb),
+                    len(pos))
         filled += len(pos) - len(cb)
         cb = np.concatenate([cb, fallback[len(cb):]])
       out[pos] = cb

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from spae.lm import LanguageModelBase, Trie
+from spae.lm import LanguageModelBase
 from spae.lm._base import _Constraint, choose_next
 
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
@@ -228,4 +228,4 @@ def majority_model(tok: WordTokenizer, bonus: float = 20.0) -> Callable[[Sequenc
   return fn
 
 
-__all__ = ["WordTokenizer", "FunctionLM", "prefer_model", "copy_label_model", "majority_model", "Trie"]
+__all__ = ["WordTokenizer", "FunctionLM", "prefer_model", "copy_label_model", "majority_model"]
