@@ -239,7 +239,7 @@ class FakeCompletionsServer:
 
   Serves /v1/completions (echo + logprobs, greedy or seeded sampling, stop strings), /tokenize, /detokenize
   and /v1/models from `lm` and its tokenizer. Faults for tests: append to `faults` any of 'http500', 'badjson',
-  'auth401' (a 401 that echoes the Authorization header), ('sleep', seconds); each request takes the next fault (if any). `headers` records every request's headers.
+  'auth401' (a 401 that echoes the Authorization header), ('sleep', seconds); each request takes the next fault (if any). `paths` and `headers` record every request.
 
       with FakeCompletionsServer(lm, model="tiny") as srv:
         remote = spae.lm.load(f"openai:{srv.url}#tiny")
@@ -249,6 +249,7 @@ class FakeCompletionsServer:
     self.lm, self.model = lm, model
     self.faults: list[Any] = []
     self.headers: list[dict[str, str]] = []
+    self.paths: list[str] = []
     self.requests = 0
     self._server = None
     self._thread = None
@@ -277,6 +278,7 @@ class FakeCompletionsServer:
         import time
 
         outer.requests += 1
+        outer.paths.append(self.path)
         outer.headers.append(dict(self.headers))
         fault = outer.faults.pop(0) if outer.faults else None
         if fault == "http500":
