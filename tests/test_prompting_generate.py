@@ -114,15 +114,16 @@ def test_image_task_outputs_and_metrics(tiny_tok, wtok, image, tmp_path):
   assert toks["generation"]["ids"] == toks["condition"]["ids"]
 
 
-def test_local_psnr_ssim():
-  from spae.prompting._metrics import psnr, ssim
+def test_image_metrics():
+  from spae.prompting._metrics import image_metrics
 
   rng = np.random.default_rng(0)
-  a = rng.random((16, 16, 3))
-  assert psnr(a, a) == float("inf") and ssim(a, a) == pytest.approx(1.0)
-  assert psnr(a, np.clip(a + 0.1, 0, 1)) > psnr(a, np.clip(a + 0.3, 0, 1))
-  assert psnr(np.zeros((4, 4, 3)), np.full((4, 4, 3), 0.1)) == pytest.approx(20.0)
-  assert ssim(a, rng.random((16, 16, 3))) < 0.2
+  a = rng.random((16, 16, 3)).astype(np.float32)
+  same = image_metrics(a, a)
+  assert same["psnr"] == float("inf") and same["ssim"] == pytest.approx(1.0)
+  assert image_metrics(a, np.clip(a + 0.1, 0, 1))["psnr"] > image_metrics(a, np.clip(a + 0.3, 0, 1))["psnr"]
+  assert image_metrics(np.zeros((4, 4, 3)), np.full((4, 4, 3), 0.1))["psnr"] == pytest.approx(20.0, abs=1e-4)
+  assert image_metrics(a, rng.random((16, 16, 3)))["ssim"] < 0.2
 
 
 def test_cli_generate(tiny_tok, wtok, image, tmp_path, monkeypatch, capsys):
