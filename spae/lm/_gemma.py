@@ -175,15 +175,18 @@ def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
 
 
 def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, valid: jax.Array,
-             past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array):
+             past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array, write_at: jax.Array | None = None):
   """One pass over new tokens attending to a past K/V cache.
 
   Args:
     ids, pos, valid: [B, T] token ids, absolute positions and a padding mask of the new tokens.
     past_k, past_v: [L, Bp, S, K, H] cached keys/values (Bp is 1, shared by the batch, or B); positions 0..S-1.
     past_valid: [Bp, S] which cached slots hold tokens.
+    write_at: if given (B == Bp == 1), the new keys/values are written into the cache at this slot first and
+      attention runs over the cache alone (S keys instead of S + T); `past_valid` must then cover the new slots.
   Returns:
-    (final hidden states [B, T, d], new keys [L, B, T, K, H], new values [L, B, T, K, H]).
+    (final hidden states [B, T, d], keys, values): the new tokens' [L, B, T, K, H], or with `write_at` the
+    updated caches [L, 1, S, K, H].
   """
   n_kv, group, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
   b, t = ids.shape
@@ -217,6 +220,14 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
     q = _rope(q, pos, inv_freq) * scaling
     k = _rope(k, pos, inv_freq)
     q = q.reshape(b, t, n_kv, group, hd)
+    if write_at is not None:  # insert, then attend over the cache only
+      pk = jax.lax.dynamic_update_slice(pk, k, (0, write_at, 0, 0))
+      pv = jax.lax.dynamic_update_slice(pv, v, (0, write_at, 0, 0))
+      lg = _softcap(jnp.einsum("btkgh,bskh->btkgs", q, pk), cfg.attn_softcap)
+      m = jnp.where(sliding, m_past & w_past, m_past)[:, :, None, None, :]
+      probs = jax.nn.softmax(jnp.where(m, lg, neg), axis=-1)
+      o = jnp.einsum("btkgs,bskh->btkgh", probs, pv)
+      return _block_out(x, o, lp), (pk, pv)
     if shared:
       lg_past = jnp.einsum("btkgh,skh->btkgs", q, pk[0])
     else:
@@ -234,6 +245,9 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
     else:
       o = jnp.einsum("btkgs,bskh->btkgh", p_past, pv)
     o = o + jnp.einsum("btkgs,bskh->btkgh", p_new, v)
+    return _block_out(x, o, lp), (k, v)
+
+  def _block_out(x, o, lp):
     attn = jnp.einsum("btnh,nhd->btd", o.reshape(b, t, cfg.num_heads, hd), lp["wo"])
     if cfg.post_norms:
       attn = _rms(attn, lp["post_attn_norm"], cfg.norm_eps)
@@ -244,7 +258,7 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
     m = (act * (h @ lp["w_up"])) @ lp["w_down"]
     if cfg.post_norms:
       m = _rms(m, lp["post_ffw_norm"], cfg.norm_eps)
-    return x + m, (k, v)
+    return x + m
 
   xs = (params["layers"], params["sliding"], params["inv_freq"], past_k, past_v)
   x, (new_k, new_v) = jax.lax.scan(layer, x, xs)
@@ -275,13 +289,10 @@ def _extend_fn(cfg, params, buf_k, buf_v, n_past, ids, n_new):
   s = buf_k.shape[2]
   pos = (n_past + jnp.arange(t))[None]
   valid = (jnp.arange(t) < n_new)[None]
-  past_valid = (jnp.arange(s) < n_past)[None]
-  x, k, v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, past_valid)
+  filled = (jnp.arange(s) < n_past + n_new)[None]  # the new tokens are written before attention
+  x, buf_k, buf_v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, filled, write_at=n_past)
   last = jax.lax.dynamic_index_in_dim(x[0], n_new - 1, axis=0, keepdims=False)
-  logp = jax.nn.log_softmax(_head(cfg, params, last))
-  buf_k = jax.lax.dynamic_update_slice(buf_k, k, (0, 0, n_past, 0, 0))
-  buf_v = jax.lax.dynamic_update_slice(buf_v, v, (0, 0, n_past, 0, 0))
-  return logp, buf_k, buf_v
+  return jax.nn.log_softmax(_head(cfg, params, last)), buf_k, buf_v
 
 
 @functools.partial(jax.jit, static_argnums=0)
