@@ -127,6 +127,49 @@ def _decode(args: argparse.Namespace) -> int:
 register("decode", "decode JSON tokens (any prefix of layers) back to an image", _decode_args, _decode)
 
 
+# ------------------------------------------------------------------------------------ data
+def _data_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("action", choices=["build-shapes"], help="build-shapes: write the synthetic `shapes` tfds dataset")
+  p.add_argument("data_dir")
+  p.add_argument("--image-size", type=int, default=64)
+  p.add_argument("--num-train", type=int, default=10_000)
+  p.add_argument("--num-validation", type=int, default=1_000)
+  p.add_argument("--num-test", type=int, default=1_000)
+  p.add_argument("--seed", type=int, default=0)
+
+
+def _data(args: argparse.Namespace) -> int:
+  from spae import data
+
+  path = data.build_shapes(args.data_dir, image_size=args.image_size, num_train=args.num_train,
+                           num_validation=args.num_validation, num_test=args.num_test, seed=args.seed)
+  print(path)
+  return 0
+
+
+register("data", "build the offline synthetic `shapes` dataset (tfds array_record, no TensorFlow)", _data_args, _data)
+
+
+# ------------------------------------------------------------------------------------ train
+def _train_args(p: argparse.ArgumentParser) -> None:
+  from spae import train
+
+  train.add_args(p)
+
+
+def _train(args: argparse.Namespace) -> int:
+  from spae import train
+
+  try:
+    return train.run_cli(args)
+  except train.NonFiniteLossError as e:
+    print(f"spae train: stopped: {e}", file=sys.stderr)
+    return 1
+
+
+register("train", "train a tokenizer from a Python config (checkpoints, resume, metrics, export)", _train_args, _train)
+
+
 # ------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="spae", description="Semantic Pyramid AutoEncoder: images <-> LLM words.")

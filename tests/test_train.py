@@ -1,0 +1,169 @@
+"""The trainer: really trains the tiny config, resumes exactly, guards NaNs, survives SIGKILL."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import spae
+from spae import train as T
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+  return T.load_config(ROOT / "configs" / "tiny.py")
+
+
+class ToyTeacher:
+  """relevance(images) -> [B, V]: mean-colour dot product with fixed random word colours (deterministic)."""
+
+  def __init__(self, v):
+    self.colours = jnp.asarray(np.random.default_rng(0).random((v, 3)), jnp.float32)
+
+  def __call__(self, images):
+    return images.mean(axis=(1, 2)) @ self.colours.T
+
+
+def _tree_equal(a, b):
+  la, lb = jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))
+  assert len(la) == len(lb)
+  return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cfg, tmp_path_factory):
+  """The tiny config with a toy teacher, 6 steps uninterrupted (GAN from step 3)."""
+  wd = tmp_path_factory.mktemp("run_full")
+  tr = T.Trainer(tiny_cfg, wd, teacher=ToyTeacher(len(spae.tiny_vocabulary())))
+  tr.run(progress=False)
+  return tr, wd
+
+
+def test_tiny_run_writes_everything(trained, tiny_cfg):
+  tr, wd = trained
+  lines = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines] == list(range(1, tiny_cfg.steps + 1))
+  for key in ("l2", "commitment", "semantic", "semantic_l1", "semantic_l2", "g_loss", "images_per_s",
+              "usage_l1", "perplexity_l4", "top_mass_l2"):
+    assert key in lines[-1], key
+  assert "d_loss" in lines[-1] and "r1" in lines[-1] and "lecam" in lines[-1]  # GAN active after disc_start
+  assert "d_loss" not in lines[0]
+  assert all(np.isfinite(l["g_loss"]) for l in lines)
+  assert list((wd / "tb").glob("events.out.tfevents.*"))
+  assert sorted(p.name for p in (wd / "images").glob("*.png")) == ["recon_0000003.png", "recon_0000006.png"]
+  tok = spae.Tokenizer.load(wd / "tokenizer")
+  pyr = tok.encode(np.zeros((32, 32, 3), np.uint8))
+  assert pyr.grids == (1, 2, 4, 8)
+  # The export holds the EMA parameters.
+  ema = jax.device_get(tr.state["ema_params"])
+  exported = jax.device_get(spae._tokenizer.nnx.state(tok.model).to_pure_dict())
+  assert _tree_equal(ema, exported)
+
+
+def test_resume_equals_uninterrupted(trained, tiny_cfg, tmp_path):
+  tr_full, _ = trained
+  teacher = ToyTeacher(len(spae.tiny_vocabulary()))
+  a = T.Trainer(tiny_cfg, tmp_path, teacher=teacher)
+  a.run(progress=False, stop_after=4)  # crosses disc_start, stops with a checkpoint at step 4
+  assert int(a.state["step"]) == 4
+  b = T.Trainer(tiny_cfg, tmp_path, teacher=teacher)
+  b.run(progress=False)
+  assert int(b.state["step"]) == tiny_cfg.steps
+  for key in ("g_params", "d_params", "ema_params", "g_opt", "d_opt", "lecam", "rng"):
+    assert _tree_equal(b.state[key], tr_full.state[key]), key
+  assert b.data.get_state() == tr_full.data.get_state()
+
+
+def test_loss_decreases(tiny_cfg, tmp_path):
+  cfg = dataclasses.replace(tiny_cfg, steps=40, disc_start=10**9, lecam_weight=0.0, semantic_weight=0.0,
+                            image_every=0, checkpoint_every=1000, log_every=1, lr=3e-3, warmup_steps=1)
+  tr = T.Trainer(cfg, tmp_path)
+  tr.run(progress=False)
+  l2 = [json.loads(l)["l2"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert np.mean(l2[-5:]) < 0.6 * np.mean(l2[:5])
+
+
+def test_nan_guard_skips_update_and_stops(tiny_cfg, tmp_path):
+  cfg = dataclasses.replace(tiny_cfg, max_consecutive_nan=2, semantic_weight=0.0, disc_start=10**9, image_every=0)
+  tr = T.Trainer(cfg, tmp_path)
+  before = jax.device_get(tr.state["g_params"])
+  bad = np.full((8, 32, 32, 3), np.nan, np.float32)
+  m = tr.train_step(bad)
+  assert m["finite"] == 0.0
+  assert _tree_equal(tr.state["g_params"], before)  # update skipped
+  assert int(tr.state["nan"]["total"]) == 1 and int(tr.state["step"]) == 1
+
+  class NaNData:
+    num_skipped = 0
+
+    def __next__(self):
+      return {"image": bad}
+
+    def get_state(self):
+      return {}
+
+  tr.data = NaNData()
+  with pytest.raises(T.NonFiniteLossError, match="consecutive non-finite losses ending at step 2"):
+    tr.run(progress=False)
+
+
+def test_half_written_checkpoint_is_ignored(trained, tiny_cfg, tmp_path):
+  import shutil
+
+  _, wd = trained
+  shutil.copytree(wd / "checkpoints", tmp_path / "checkpoints")
+  # An interrupted async save leaves a tmp directory; it must never be picked up.
+  (tmp_path / "checkpoints" / "8.orbax-checkpoint-tmp-123").mkdir()
+  tr = T.Trainer(tiny_cfg, tmp_path)
+  assert tr.restore_latest() == tiny_cfg.steps
+
+
+def test_sigkill_mid_training_resumes(tmp_path):
+  wd = tmp_path / "wd"
+  cmd = [sys.executable, "-m", "spae.cli", "train", "--config", str(ROOT / "configs" / "tiny.py"),
+         "--workdir", str(wd), "--no-progress", "--set", "steps=400", "--set", "checkpoint_every=2",
+         "--set", "image_every=0", "--set", "disc_start=100000", "--set", "semantic_weight=0"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+      steps = [int(p.name) for p in (wd / "checkpoints").glob("*") if p.name.isdigit()] if (wd / "checkpoints").exists() else []
+      if steps and max(steps) >= 6:
+        break
+      time.sleep(0.5)
+    else:
+      pytest.fail("training produced no checkpoints in time")
+  finally:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  logged = [json.loads(l)["step"] for l in (wd / "metrics.jsonl").read_text().splitlines() if l.strip()]
+  cfg = dataclasses.replace(T.load_config(ROOT / "configs" / "tiny.py"), steps=400, checkpoint_every=2,
+                            disc_start=100000, semantic_weight=0.0)
+  tr = T.Trainer(cfg, wd)
+  resumed = tr.restore_latest()
+  assert resumed is not None and max(logged) - resumed <= cfg.checkpoint_every + 1  # lost at most one interval
+  assert int(tr.state["step"]) == resumed
+  m = tr.train_step(next(tr.data)["image"])
+  assert np.isfinite(m["g_loss"])
+
+
+def test_config_overrides_and_errors(tmp_path):
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["steps=3", "tokenizer.image_size=64", "lr=1"])
+  assert cfg.steps == 3 and cfg.tokenizer.image_size == 64 and cfg.lr == 1.0
+  with pytest.raises(spae.SpaeInputError, match="unknown config field 'nope'"):
+    T.load_config(ROOT / "configs" / "tiny.py", ["nope=1"])
+  with pytest.raises(spae.SpaeInputError, match="does not exist"):
+    T.load_config(tmp_path / "missing.py")
+  with pytest.raises(spae.SpaeInputError, match="needs a vocabulary"):
+    T.build_vocabulary(T.load_config(ROOT / "configs" / "imagenet128.py").vocab)
