@@ -103,14 +103,28 @@ def _load_orbax(path: Path, key_path: str | None) -> np.ndarray:
   return _get_key_path(tree, key_path, str(path))
 
 
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}/"))
+  else:
+    out[prefix[:-1]] = tree
+  return out
+
+
 def _get_key_path(tree: Any, key_path: str | None, where: str) -> np.ndarray:
+  """Finds `a/b/c` in nested dicts; also in semi-flat layouts whose keys hold slashes.
+
+  Released Gemma checkpoints store `{'transformer/embedder': {'input_embedding': ...}}`, so the path is
+  matched on the flattened tree, with or without a leading `transformer/`.
+  """
   if key_path is None:
     raise SpaeInputError(f"{where}: an orbax checkpoint needs a key path such as 'embedder/input_embedding'.")
-  node = tree
-  for i, part in enumerate(key_path.split("/")):
-    if not isinstance(node, dict) or part not in node:
-      here = "/".join(key_path.split("/")[:i]) or "<root>"
-      keys = sorted(node.keys()) if isinstance(node, dict) else type(node).__name__
-      raise SpaeInputError(f"{where}: missing tensor {key_path!r}; under {here} there is {keys}.")
-    node = node[part]
-  return np.asarray(node)
+  flat = _flatten(tree) if isinstance(tree, dict) else {}
+  key = key_path.strip("/")
+  for cand in (key, f"transformer/{key}", key[len("transformer/"):] if key.startswith("transformer/") else None):
+    if cand is not None and cand in flat:
+      return np.asarray(flat[cand])
+  raise SpaeInputError(f"{where}: missing tensor {key_path!r}; the checkpoint has {sorted(flat)[:12]}"
+                       f"{' ...' if len(flat) > 12 else ''}.")

@@ -150,24 +150,22 @@ def _data(args: argparse.Namespace) -> int:
 register("data", "build the offline synthetic `shapes` dataset (tfds array_record, no TensorFlow)", _data_args, _data)
 
 
-# ------------------------------------------------------------------------------------ train
-def _train_args(p: argparse.ArgumentParser) -> None:
-  from spae import train
+# ------------------------------------------------------------------------------------ prompting
+def _lazy(module: str, add: str, run: str):
+  """Subcommands whose modules import heavier dependencies are loaded only when used."""
+  import importlib
 
-  train.add_args(p)
-
-
-def _train(args: argparse.Namespace) -> int:
-  from spae import train
-
-  try:
-    return train.run_cli(args)
-  except train.NonFiniteLossError as e:
-    print(f"spae train: stopped: {e}", file=sys.stderr)
-    return 1
+  return (lambda p: getattr(importlib.import_module(module), add)(p),
+          lambda a: getattr(importlib.import_module(module), run)(a))
 
 
-register("train", "train a tokenizer from a Python config (checkpoints, resume, metrics, export)", _train_args, _train)
+register("train", "train a tokenizer from a Python config (checkpoints, resume, metrics, export)",
+         *_lazy("spae.train", "add_args", "run_cli"))
+register("fewshot", "N-way K-shot classification by prompting a frozen LLM with SPAE tokens (and LLM-free probes)",
+         *_lazy("spae.prompting.fewshot", "add_fewshot_args", "run_fewshot"))
+register("generate", "progressive in-context image generation with a frozen LLM "
+         "(denoise/inpaint/outpaint/deblur/shift/class)", *_lazy("spae.prompting.generate", "add_generate_args",
+                                                                  "run_generate"))
 
 
 # ------------------------------------------------------------------------------------ main

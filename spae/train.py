@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -583,7 +584,11 @@ def run_cli(args) -> int:
     jax.distributed.initialize()
   cfg = load_config(args.config, args.overrides)
   trainer = Trainer(cfg, args.workdir)
-  last = trainer.run(progress=not args.no_progress)
+  try:
+    last = trainer.run(progress=not args.no_progress)
+  except NonFiniteLossError as e:
+    print(f"spae train: stopped: {e}", file=sys.stderr)
+    return 1
   print(json.dumps({k: v for k, v in last.items() if isinstance(v, (int, float))}))
   print(f"tokenizer written to {Path(args.workdir) / 'tokenizer'}")
   return 0

@@ -57,7 +57,9 @@ def test_from_sentencepiece_with_array_npy_safetensors_orbax(sp_model, sp_size, 
   ckptr = ocp.PyTreeCheckpointer()
   ckptr.save((tmp_path / "ckpt").absolute(), {"embedder": {"input_embedding": table},
                                                "layer_0": {"w": np.zeros((2, 2), np.float32)}})
-  sources = [(table, None), (tmp_path / "emb.npy", None),
+  # Released Gemma checkpoints are semi-flat: {'transformer/embedder': {'input_embedding': ...}}.
+  ckptr.save((tmp_path / "semiflat").absolute(), {"transformer/embedder": {"input_embedding": table}})
+  sources = [(table, None), (tmp_path / "emb.npy", None), (tmp_path / "semiflat", "embedder/input_embedding"),
              (tmp_path / "m.safetensors", "model.embed_tokens.weight"),
              (tmp_path / "ckpt", "embedder/input_embedding")]
   for src, name in sources:

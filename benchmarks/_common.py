@@ -1,0 +1,80 @@
+"""Shared helpers for the benchmarks: machine info, timing, matmul roofline, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def machine_info() -> dict[str, Any]:
+  import jax
+
+  info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()], "date": time.strftime("%Y-%m-%d")}
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        info["cpu"] = line.split(":", 1)[1].strip()
+        break
+    info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+  except (OSError, ValueError):
+    pass
+  return info
+
+
+def time_fn(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3, min_seconds: float = 0.0) -> float:
+  """Median wall seconds of fn() after warm-up; fn must block until its result is ready."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  start = time.perf_counter()
+  while len(times) < repeats or time.perf_counter() - start < min_seconds:
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int = 3) -> float:
+  """Achieved f32 GFLOP/s of an [m,k]x[k,n] jitted matmul on this machine, measured now."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
+  b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
+  f = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
+  t = time_fn(lambda: f(a, b).block_until_ready(), repeats=repeats)
+  return 2.0 * m * k * n / t / 1e9
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_json(path: str | None, obj: Any) -> None:
+  if not path:
+    return
+  p = Path(path)
+  p.parent.mkdir(parents=True, exist_ok=True)
+  tmp = p.with_name(p.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1, default=float))
+  os.replace(tmp, p)
+
+
+def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+  def fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+  widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
+  print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+  for r in rows:
+    print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
