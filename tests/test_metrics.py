@@ -135,6 +135,12 @@ def test_frechet_distance_general_2x2_and_identity():
   np.testing.assert_allclose(M.frechet_distance(mu1, s1, mu2, s2), want, rtol=1e-9)
   np.testing.assert_allclose(M.frechet_distance(mu2, s2, mu1, s1), want, rtol=1e-9)
   assert abs(M.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
+  # Rank-deficient (N < D) covariances, as with few samples: still exactly 0 up to rounding, and >= 0.
+  f = rng.normal(size=(5, 64)) * 10
+  mu, sig = M.feature_statistics(f)
+  assert abs(M.frechet_distance(mu, sig, mu, sig)) < 1e-9 * np.trace(sig)
+  mu_b, sig_b = M.feature_statistics(f[:, ::-1])
+  assert M.frechet_distance(mu, sig, mu_b, sig_b) > 0
   with pytest.raises(spae.SpaeInputError, match="mu \\[D\\]"):
     M.frechet_distance(mu1, s1, mu2, np.eye(3))
 
@@ -205,3 +211,44 @@ def test_fid_evaluator_with_user_feature_fn():
   assert list(exact) == ["fid/l2"] and abs(exact["fid/l2"]) < 1e-8
   noisy = dict(M.get_evaluator("fid", decode_fn=_decode, feature_fn=feat, num_layers=2, prefixes=[1, 2]).run(batches))
   assert noisy["fid/l1"] > noisy["fid/l2"] > 0
+
+
+# ------------------------------------------------------------------------------------ Inception features
+def _random_inception_tensors(seed=0):
+  """Random weights in pytorch-fid's FID InceptionV3 state-dict layout (OIHW convs + BatchNorm stats)."""
+  rng = np.random.default_rng(seed)
+  t = {}
+  for name, (cin, cout, (kh, kw), _, _) in M.INCEPTION_CONVS.items():
+    t[f"{name}.conv.weight"] = (rng.standard_normal((cout, cin, kh, kw), np.float32)
+                                * np.float32(np.sqrt(2 / (cin * kh * kw))))
+    t[f"{name}.bn.weight"] = rng.uniform(0.5, 1.5, cout).astype(np.float32)
+    t[f"{name}.bn.bias"] = rng.normal(0, 0.1, cout).astype(np.float32)
+    t[f"{name}.bn.running_mean"] = rng.normal(0, 0.1, cout).astype(np.float32)
+    t[f"{name}.bn.running_var"] = rng.uniform(0.5, 1.5, cout).astype(np.float32)
+  return t
+
+
+def test_inception_features_load_fold_bn_and_fid(tmp_path):
+  t = _random_inception_tensors()
+  np.savez(tmp_path / "inception.npz", **t)
+  net = M.InceptionFeatures.load(tmp_path / "inception.npz")
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  f = net(x)  # resized to 299×299 inside
+  assert f.shape == (2, 2048) and np.isfinite(f).all() and (f >= 0).all() and f.std() > 0
+  # BatchNorm folding: doubling a conv and compensating in its BN statistics leaves the features unchanged.
+  t2 = dict(t)
+  for name in ("Conv2d_1a_3x3", "Mixed_6b.branch7x7_2", "Mixed_7c.branch_pool"):
+    eps = 1e-3
+    t2[f"{name}.conv.weight"] = t[f"{name}.conv.weight"] * 2
+    t2[f"{name}.bn.running_mean"] = t[f"{name}.bn.running_mean"] * 2
+    t2[f"{name}.bn.running_var"] = 4 * (t[f"{name}.bn.running_var"] + eps) - eps
+  f2 = M.InceptionFeatures.from_tensors(t2)(x)
+  np.testing.assert_allclose(f2, f, rtol=1e-4, atol=1e-4)
+  # Changing a BN statistic does change them (the statistics are really used).
+  t2["Mixed_5b.branch1x1.bn.running_mean"] = t["Mixed_5b.branch1x1.bn.running_mean"] + 1.0
+  assert np.abs(M.InceptionFeatures.from_tensors(t2)(x) - f).max() > 1e-3
+  mu, sig = M.feature_statistics(np.concatenate([f, f + 1, 2 * f])[:, :256])
+  assert abs(M.frechet_distance(mu, sig, mu, sig)) < 1e-8 * np.trace(sig)  # rank-deficient covariance
+  del t["Mixed_6e.branch7x7dbl_4.bn.running_var"]
+  with pytest.raises(spae.SpaeInputError, match="missing tensor 'Mixed_6e.branch7x7dbl_4.bn.running_var'"):
+    M.InceptionFeatures.from_tensors(t)
