@@ -1,0 +1,85 @@
+"""spae's shipped default assets: a language codebook, an offline semantic teacher and a tokenizer.
+
+  vocab = spae.assets.default_vocabulary()   # 8,195 lexical all-MiniLM-L6-v2 WordPiece words x 384
+  teacher = spae.assets.default_teacher()    # LiT image tower trained against the frozen MiniLM text tower
+  tok = spae.assets.default_tokenizer()      # the default SPAE tokenizer (when built; see below)
+  spae.assets.provenance()                   # sources, licences, filter settings, teacher metrics
+
+Everything lives under `asset_dir()` (spae/assets/default/): vocab/ (tools/build_default_vocab.py), teacher/
+(tools/train_default_teacher.py) and tokenizer/ (tools/train_default_tokenizer.py). The files are package data,
+so an installed wheel carries them; nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from spae._io import SpaeInputError
+
+__all__ = ["asset_dir", "default_teacher", "default_tokenizer", "default_vocabulary", "provenance"]
+
+
+def asset_dir() -> Path:
+  """The folder holding the shipped default assets (vocab/, teacher/, tokenizer/)."""
+  return Path(__file__).resolve().parent / "default"
+
+
+def _require(sub: str, tool: str) -> Path:
+  path = asset_dir() / sub
+  if not path.is_dir():
+    raise SpaeInputError(f"the default {sub} asset is missing ({path} does not exist); build it with "
+                         f"`python {tool}` from a source checkout.")
+  return path
+
+
+@functools.lru_cache(maxsize=1)
+def _vocabulary():
+  from spae._vocab import Vocabulary
+
+  return Vocabulary.load(_require("vocab", "tools/build_default_vocab.py"))
+
+
+def default_vocabulary():
+  """The shipped codebook (`spae.Vocabulary`): lexical whole words of all-MiniLM-L6-v2's WordPiece vocabulary with
+  their raw input embeddings (float32 [V, 384]); `llm_ids` are WordPiece ids. Loaded once, then shared."""
+  return _vocabulary()
+
+
+def default_teacher(**kwargs: Any):
+  """The shipped offline semantic teacher (`spae.teachers.LiTTeacher`); kwargs go to `LiTTeacher.load`
+  (e.g. `text_tower=` a MiniLM folder, needed only for vocabularies other than the default one)."""
+  from spae.teachers._lit import LiTTeacher
+
+  return LiTTeacher.load(_require("teacher", "tools/train_default_teacher.py"), **kwargs)
+
+
+def default_tokenizer():
+  """The shipped default SPAE tokenizer (`spae.Tokenizer`), built on the default vocabulary and teacher."""
+  path = asset_dir() / "tokenizer"
+  if not path.is_dir():
+    raise SpaeInputError(f"the default tokenizer asset is missing ({path} does not exist). Build it from a source "
+                         "checkout with `python tools/train_default_tokenizer.py` (it trains on the synthetic shapes "
+                         "data with the default vocabulary and teacher), or load your own with spae.Tokenizer.load.")
+  from spae._tokenizer import Tokenizer
+
+  return Tokenizer.load(path)
+
+
+def provenance() -> dict[str, Any]:
+  """Where each shipped asset came from: {'vocab': ..., 'teacher': ..., 'tokenizer': ...} (present ones only)."""
+  out: dict[str, Any] = {}
+  vocab_json = asset_dir() / "vocab" / "vocab.json"
+  if vocab_json.is_file():
+    out["vocab"] = json.loads(vocab_json.read_text(encoding="utf-8")).get("metadata", {})
+  teacher_json = asset_dir() / "teacher" / "teacher.json"
+  if teacher_json.is_file():
+    out["teacher"] = json.loads(teacher_json.read_text(encoding="utf-8")).get("metadata", {})
+  tok = asset_dir() / "tokenizer"
+  for name in ("provenance.json", "metadata.json", "config.json"):
+    if (tok / name).is_file():
+      out["tokenizer"] = json.loads((tok / name).read_text(encoding="utf-8"))
+      break
+  return out
