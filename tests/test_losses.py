@@ -1,7 +1,6 @@
 """Sign/direction tests of every training loss, and the perceptual network's loading and behaviour."""
 
 import logging
-import warnings
 
 import jax
 import jax.numpy as jnp
