@@ -1,6 +1,5 @@
 """Metrics against known values: PSNR/SSIM, codebook health windows, Fréchet distance, evaluators."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
