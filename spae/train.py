@@ -277,7 +277,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       add("l1", cfg.l1_weight, L.l1_loss(y, target))
     if perceptual is not None and cfg.perceptual_weight:
       add("perceptual", cfg.perceptual_weight,
-          perceptual.apply(extras["perceptual"], (y + 1.0) / 2.0, (target + 1.0) / 2.0))
+          perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
     add("commitment", cfg.commitment_weight, L.commitment_loss(z, recons))
     if semantic:
       w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic_weight, cfg.semantic_decay,
