@@ -1,0 +1,340 @@
+"""Reconstruction quality per pyramid prefix, codebook usage, semantic precision, and an SAQ vs RQ ablation.
+
+For every data set (held-out synthetic `shapes` scenes, and crops of the real photographs scikit-image ships)
+and every token-layer prefix l = 1..L (1, 5, 21, 85, 341, 597 tokens for the default pyramid) it reports:
+
+  psnr, ssim            of decode(first l layers) against the input (spae.metrics);
+  lpips                 with --lpips-weights FILE (VGG16 + LPIPS heads through spae.perceptual);
+  rfid                  with --inception-weights FILE (pytorch-fid InceptionV3 pool3 via spae.metrics);
+  usage                 unique ids of layer l over the whole eval set / V;
+  saq_mse, rq_mse       latent MSE ||z - r_l||² of SAQ (the tokenizer's quantizer) and of the residual-sum
+                        ablation (spae.rq_quantize) with the same token budget, on the same encoder output z,
+                        and their ratio: the baseline measured in this run;
+  rq_psnr               PSNR of the decoder applied to the RQ reconstruction (the decoder was trained on SAQ
+                        averages, so this favours SAQ; the latent MSE is the fair comparison).
+
+On `shapes` it also reports semantic precision: the fraction of the tokens of layers 1..3 whose word is one of the
+scene's attribute names (shape, colour, size, texture of any object, or the background), against the chance
+level of uniformly drawn vocabulary entries. No weights are ever downloaded; LPIPS / rFID are skipped (with a note
+in the JSON) when their files are not given.
+
+  python benchmarks/recon.py --smoke --out /tmp/recon.json                  # CI: tiny untrained tokenizer
+  python benchmarks/recon.py --tokenizer DIR --num-images 512 --out recon.json \\
+      [--lpips-weights lpips_vgg.npz] [--inception-weights pt_inception.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+# Real photographs shipped inside the scikit-image wheel (skimage/data/); read as files, nothing is fetched.
+SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
+SEMANTIC_LAYERS = 3
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+def load_tokenizer(path: str | None, smoke: bool) -> tuple[Any, str]:
+  """(Tokenizer, description): DIR if given, else spae.assets.default_tokenizer() if shipped, else tiny."""
+  import spae
+
+  if path:
+    return spae.Tokenizer.load(path), str(path)
+  note = ""
+  if not smoke:
+    default = None
+    try:
+      from spae.assets import default_tokenizer as default  # built by another part of the project
+    except ImportError:
+      note = " (spae.assets.default_tokenizer does not exist yet)"
+    if default is not None:
+      try:
+        return default(), "spae.assets.default_tokenizer()"
+      except (FileNotFoundError, spae.SpaeInputError) as e:
+        note = f" (spae.assets.default_tokenizer() failed: {e})"
+  return spae.tiny_tokenizer(), "spae.tiny_tokenizer() (untrained)" + note
+
+
+# ------------------------------------------------------------------------------------------ data
+def shapes_scenes(num: int, size: int, classes: str, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """`num` test-split scenes (uint8 [N, S, S, 3]) and their attributes, of the held-out classes or all."""
+  from spae.data import SHAPES_HELDOUT_CLASSES, render_scene, scene_rng
+
+  images, attrs, i = [], [], 0
+  while len(images) < num:
+    im, _, a = render_scene(scene_rng(seed, "test", i), size)
+    i += 1
+    if classes == "all" or a["label"] in SHAPES_HELDOUT_CLASSES:
+      images.append(im)
+      attrs.append(a)
+    if i > 50 * num + 100:  # held-out classes are a quarter of the scenes; this never triggers in practice
+      raise SystemExit("could not render enough held-out scenes")
+  return np.stack(images), attrs
+
+
+def skimage_photo_files() -> list[Path]:
+  """Paths of the photographs in an installed scikit-image (found without importing it), or []."""
+  spec = importlib.util.find_spec("skimage")
+  if spec is None or not spec.submodule_search_locations:
+    return []
+  data = Path(list(spec.submodule_search_locations)[0]) / "data"
+  return [data / f for f in SKIMAGE_PHOTOS if (data / f).is_file()]
+
+
+def folder_photo_files(folder: str) -> list[Path]:
+  from spae.data._sources import IMAGE_EXTENSIONS
+
+  root = Path(folder)
+  if not root.is_dir():
+    from spae import SpaeInputError
+    raise SpaeInputError(f"--photos {folder!r} is not a directory of images.")
+  return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def photo_crops(files: list[Path], num: int, size: int, seed: int) -> np.ndarray:
+  """`num` random square crops (side 35-100% of the short edge) cycling over the photos, resized to size×size."""
+  from PIL import Image
+
+  import spae
+
+  rng = np.random.default_rng(seed)
+  photos = [spae.load_image(f) for f in files]
+  out = []
+  for k in range(num):
+    im = photos[k % len(photos)]
+    h, w = im.shape[:2]
+    side = int(rng.uniform(0.35, 1.0) * min(h, w))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = Image.fromarray(im[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC)
+    out.append(np.asarray(crop))
+  return np.stack(out)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def make_eval_fn(tok: Any):
+  """Jitted (state, codebook, x [B,S,S,3] in [0,1]) -> (SAQ ids per layer, latent MSE [2L, B], images [2L,B,S,S,3]).
+
+  Rows 0..L-1 are SAQ prefixes 1..L (exactly what Tokenizer.encode/decode compute: same encoder, saq_quantize and
+  decoder), rows L..2L-1 the residual-sum ablation on the same z. All 2L decodes run as one decoder batch so the
+  decoder is compiled once.
+  """
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from spae import rq_quantize, saq_quantize
+
+  graphdef, _ = nnx.split(tok.model)
+  spec, chunk = tok.config.pyramid, tok.config.vocab_chunk
+
+  @jax.jit
+  def fn(state, codebook, x):
+    model = nnx.merge(graphdef, state)
+    z = model.encoder(x * 2.0 - 1.0)
+    ids, saq = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
+    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk)
+    r = jnp.stack(saq + rq)  # [2L, B, h, w, d]
+    mse = jnp.mean(jnp.square(r - z[None]), axis=(2, 3, 4))
+    y = model.decoder(r.reshape((-1,) + r.shape[2:]))
+    y = jnp.clip((y + 1.0) / 2.0, 0.0, 1.0).reshape(r.shape[:2] + x.shape[1:])
+    return ids, mse, y
+
+  return fn
+
+
+def batches(images: np.ndarray, bs: int) -> Iterator[tuple[np.ndarray, int]]:
+  """Fixed-size float batches (the last padded by repetition so nothing recompiles) and their real counts."""
+  for s in range(0, len(images), bs):
+    b = images[s:s + bs].astype(np.float32) / 255.0
+    n = len(b)
+    if n < bs:
+      b = np.concatenate([b, np.repeat(b[-1:], bs - n, axis=0)])
+    yield b, n
+
+
+def _norm_word(w: str) -> str:
+  return w.strip().lower()
+
+
+def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict[str, Any]] | None = None,
+             lpips: Any = None, inception: Any = None) -> dict[str, Any]:
+  """Metrics of one data set (uint8 images [N, S, S, 3]) with `fn = make_eval_fn(tok)`."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from spae import metrics
+
+  spec = tok.config.pyramid
+  L, V = spec.num_layers, len(tok.vocabulary)
+  _, state = nnx.split(tok.model)
+  usage = metrics.UsageWindow(L, V, window=max(1, len(images)) * max(spec.tokens_per_layer()))
+  sums = {k: np.zeros(2 * L) for k in ("psnr", "ssim", "mse", "lpips")}
+  feats = None
+  if inception is not None:
+    feats = {"real": metrics.FeatureStats(), **{l: metrics.FeatureStats() for l in range(1, L + 1)}}
+  lpips_fn = jax.jit(lpips.distance) if lpips is not None else None
+  vocab_words = [_norm_word(w) for w in tok.vocabulary.words(np.arange(V))]
+  vocab_set = set(vocab_words)
+  sem_layers = min(SEMANTIC_LAYERS, L)
+  sem_hits, sem_total, chance = np.zeros(sem_layers), np.zeros(sem_layers), []
+  seen = 0
+  for x, n in batches(images, bs):
+    ids, mse, y = fn(state, tok.codebook, jnp.asarray(x))
+    ids = [np.asarray(a)[:n] for a in ids]
+    mse, y = np.asarray(mse)[:, :n], y[:, :n]
+    xr = jnp.asarray(x[:n])
+    flat_y = y.reshape((-1,) + y.shape[2:])
+    flat_x = jnp.tile(xr, (2 * L, 1, 1, 1))
+    sums["psnr"] += np.asarray(metrics.psnr(flat_x, flat_y)).reshape(2 * L, n).sum(1)
+    fs = min(11, x.shape[1])
+    sums["ssim"] += np.asarray(metrics.ssim(flat_x, flat_y, filter_size=fs)).reshape(2 * L, n).sum(1)
+    sums["mse"] += mse.sum(1)
+    if lpips_fn is not None:
+      d = lpips_fn(lpips.params, flat_x * 2.0 - 1.0, flat_y * 2.0 - 1.0)
+      sums["lpips"] += np.asarray(d).reshape(2 * L, n).sum(1)
+    if feats is not None:
+      feats["real"].add(inception(xr))
+      for l in range(1, L + 1):
+        feats[l].add(inception(y[l - 1]))
+    usage.update(ids)
+    if attrs is not None:
+      for i in range(n):
+        a = attrs[seen + i]
+        names = {a["background"]} | {o[k] for o in a["objects"] for k in ("shape", "colour", "size", "texture")}
+        chance.append(sum(vocab_words.count(w) for w in names & vocab_set) / V)
+        for l in range(sem_layers):
+          words = [vocab_words[t] for t in ids[l][i].reshape(-1)]
+          sem_hits[l] += sum(w in names for w in words)
+          sem_total[l] += len(words)
+    seen += n
+  cum = spec.cumulative_tokens()
+  use = usage.usage()
+  rows = []
+  for l in range(1, L + 1):
+    s, r = l - 1, L + l - 1
+    row = {"layers": l, "tokens": int(cum[s]), "psnr": sums["psnr"][s] / seen, "ssim": sums["ssim"][s] / seen,
+           "usage": float(use[s]), "saq_mse": sums["mse"][s] / seen, "rq_mse": sums["mse"][r] / seen,
+           "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen}
+    row["rq_over_saq_mse"] = row["rq_mse"] / row["saq_mse"] if row["saq_mse"] > 0 else float("nan")
+    if lpips_fn is not None:
+      row["lpips"], row["rq_lpips"] = sums["lpips"][s] / seen, sums["lpips"][r] / seen
+    if feats is not None:
+      row["rfid"] = metrics.frechet_distance(*feats["real"].stats(), *feats[l].stats())
+    rows.append(row)
+  out: dict[str, Any] = {"num_images": seen, "rows": rows, "perplexity": [float(p) for p in usage.perplexity()]}
+  if attrs is not None:
+    ch = float(np.mean(chance))
+    out["semantic_precision"] = [
+        {"layer": l + 1, "precision": float(sem_hits[l] / sem_total[l]), "chance": ch,
+         "ratio_to_chance": float(sem_hits[l] / sem_total[l] / ch) if ch > 0 else float("nan")}
+        for l in range(sem_layers)]
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--tokenizer", default=None,
+                 help="tokenizer directory (default: spae.assets.default_tokenizer() if shipped, else the tiny one)")
+  p.add_argument("--num-images", type=int, default=256, help="images per data set")
+  p.add_argument("--batch-size", type=int, default=16)
+  p.add_argument("--shapes-classes", choices=("heldout", "all"), default="heldout",
+                 help="synthetic scenes of the held-out classes only (default) or of all classes")
+  p.add_argument("--photos", default=None,
+                 help="also evaluate crops of the images in this folder (data set 'photos-folder')")
+  p.add_argument("--no-skimage", action="store_true", help="skip the scikit-image photographs")
+  p.add_argument("--lpips-weights", default=None, help="VGG16/LPIPS weights file for spae.perceptual (LPIPS)")
+  p.add_argument("--inception-weights", default=None,
+                 help="pytorch-fid pt_inception-2015-12-05 state dict as .npz/.safetensors (rFID)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--smoke", action="store_true", help="tiny sizes for CI")
+  p.add_argument("--out", default=None, help="write results as JSON here")
+  a = p.parse_args(argv)
+  if a.smoke:
+    a.num_images, a.batch_size = min(a.num_images, 4), min(a.batch_size, 4)
+  if a.num_images < 1 or a.batch_size < 1:
+    raise SystemExit("--num-images and --batch-size must be positive.")
+
+  from spae import metrics
+
+  t0 = time.perf_counter()
+  tok, tok_name = load_tokenizer(a.tokenizer, a.smoke)
+  size = tok.config.image_size
+  notes: list[str] = []
+  lpips = inception = None
+  if a.lpips_weights:
+    from spae.perceptual import make_perceptual_loss
+    lpips = make_perceptual_loss(a.lpips_weights)
+  else:
+    notes.append("lpips skipped: pass --lpips-weights FILE (VGG16 + LPIPS lin heads; nothing is downloaded)")
+  if a.inception_weights:
+    if not hasattr(metrics, "InceptionFeatures"):
+      raise SystemExit("this spae has no spae.metrics.InceptionFeatures; rFID is unavailable.")
+    inception = metrics.InceptionFeatures.load(a.inception_weights, value_range=(0.0, 1.0))
+  else:
+    notes.append("rfid skipped: pass --inception-weights FILE (pytorch-fid pt_inception-2015-12-05 as "
+                 ".npz/.safetensors; nothing is downloaded)")
+
+  datasets: dict[str, dict[str, Any]] = {}
+  imgs, attrs = shapes_scenes(a.num_images, size, a.shapes_classes, a.seed)
+  datasets[f"shapes-{a.shapes_classes}"] = {"images": imgs, "attrs": attrs,
+                                            "source": f"spae.data.render_scene, split 'test', {a.shapes_classes}"}
+  files = [] if a.no_skimage else skimage_photo_files()
+  if files:
+    datasets["photos-skimage"] = {"images": photo_crops(files, a.num_images, size, a.seed),
+                                  "source": "random square crops of " + ", ".join(f.name for f in files)}
+  elif not a.no_skimage:
+    notes.append("photos-skimage skipped: scikit-image is not installed (pip install scikit-image)")
+  if a.photos:
+    pf = folder_photo_files(a.photos)
+    if not pf:
+      raise SystemExit(f"--photos {a.photos!r} holds no image files.")
+    datasets["photos-folder"] = {"images": photo_crops(pf, a.num_images, size, a.seed),
+                                 "source": f"random square crops of {len(pf)} images in {a.photos}"}
+  t_setup = time.perf_counter() - t0
+
+  results: dict[str, Any] = {}
+  fn = make_eval_fn(tok)  # one compiled program for every data set
+  for name, d in datasets.items():
+    t1 = time.perf_counter()
+    res = evaluate(tok, fn, d["images"], a.batch_size, attrs=d.get("attrs"), lpips=lpips, inception=inception)
+    res["source"], res["seconds"] = d["source"], time.perf_counter() - t1
+    results[name] = res
+
+  info = _common.machine_info()
+  load = os.getloadavg()
+  print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
+        f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
+        f"load avg {load[0]:.2f}")
+  cols = ["layers", "tokens", "psnr", "ssim", "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse",
+          "rq_psnr"]
+  cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
+  for name, res in results.items():
+    print(f"\n## {name}: {res['num_images']} images ({res['source']}), {res['seconds']:.1f} s")
+    _common.print_table(res["rows"], cols)
+    if "semantic_precision" in res:
+      print("semantic precision (tokens naming a scene attribute) vs uniform-token chance:")
+      _common.print_table(res["semantic_precision"], ["layer", "precision", "chance", "ratio_to_chance"])
+  for n in notes:
+    print("note:", n)
+  _common.write_json(a.out, {
+      "benchmark": "recon", "machine": info, "load_avg": list(load), "args": vars(a), "tokenizer": tok_name,
+      "image_size": size, "pyramid": list(tok.config.pyramid.grids), "vocab_size": len(tok.vocabulary),
+      "cumulative_tokens": [int(c) for c in tok.config.pyramid.cumulative_tokens()], "setup_seconds": t_setup,
+      "datasets": results, "notes": notes})
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
