@@ -46,7 +46,7 @@ class PyramidSpec:
     return [s * s for s in self.grids]
 
   def cumulative_tokens(self) -> list[int]:
-    return list(np.cumsum(self.tokens_per_layer()))
+    return [int(c) for c in np.cumsum(self.tokens_per_layer())]
 
   def check_latent(self, h: int, w: int) -> None:
     for s in self.grids:

@@ -161,6 +161,8 @@ def _lazy(module: str, add: str, run: str):
 
 register("train", "train a tokenizer from a Python config (checkpoints, resume, metrics, export)",
          *_lazy("spae.train", "add_args", "run_cli"))
+register("demo", "offline demo on the shipped default tokenizer: words per layer, reconstructions, HTML report",
+         *_lazy("spae.demo", "add_args", "run_cli"))
 register("fewshot", "N-way K-shot classification by prompting a frozen LLM with SPAE tokens (and LLM-free probes)",
          *_lazy("spae.prompting.fewshot", "add_fewshot_args", "run_fewshot"))
 register("generate", "progressive in-context image generation with a frozen LLM "
