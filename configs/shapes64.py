@@ -1,9 +1,11 @@
-"""CPU run (~30-60 min on 2 cores): a usable tokenizer for 64 px `shapes` scenes.
+"""CPU run (~30-60 min on 2 cores): the shipped default tokenizer for 64 px `shapes` scenes.
 
-16×16 latents with the default pyramid (1, 2, 4, 8, 16, 16) = 597 tokens.
+16×16 latents with the default pyramid (1, 2, 4, 8, 16, 16) = 597 tokens; the codebook is the shipped
+all-MiniLM-L6-v2 word vocabulary (8,195 × 384) and the semantic teacher is the shipped LiT image tower.
+`tools/train_default_tokenizer.py` runs exactly this config. The GAN is off here: with ~1,500 CPU steps it
+costs PSNR without time to pay back; enable it with --set adversarial_weight=0.05 --set disc_start=N.
 
   spae train --config configs/shapes64.py --workdir runs/shapes64
-  spae train --config configs/shapes64.py --workdir runs/shapes64 --set vocab=PATH/TO/VOCAB --set teacher=clip:PATH
 """
 
 from spae import AutoencoderConfig, DiscriminatorConfig, PyramidSpec, TokenizerConfig
@@ -15,24 +17,36 @@ def get_config() -> TrainConfig:
       tokenizer=TokenizerConfig(
           image_size=64,
           autoencoder=AutoencoderConfig(channels=32, channel_multipliers=(1, 2, 2), num_res_blocks=1,
-                                        latent_dim=32, norm_groups=8),
+                                        latent_dim=384, norm_groups=8),
           pyramid=PyramidSpec((1, 2, 4, 8, 16, 16))),
-      vocab="tiny",
+      vocab="default",
+      teacher="default",
       data="shapes:~/.cache/spae/shapes",
       crop="center",
       flip=True,
       batch_size=16,
-      steps=3000,
-      lr=5e-4,
+      steps=1500,
+      seed=0,
+      lr=1e-3,
       d_lr=2e-4,
-      warmup_steps=200,
+      warmup_steps=100,
+      final_lr_ratio=0.05,
+      ema_decay=0.99,
       perceptual_weight=0.0,
-      adversarial_weight=0.05,
-      disc_start=2000,
+      adversarial_weight=0.0,
+      disc_start=10**9,
       discriminator=DiscriminatorConfig(channels=16, channel_multipliers=(2, 4, 4), blur=False),
+      commitment_weight=0.25,
       semantic_layers=3,
-      semantic_weight=0.5,
+      semantic_weight=0.1,
+      semantic_decay=0.5,
+      semantic_schedule="cosine",
+      semantic_final_ratio=0.2,
+      semantic_tau=0.25,
+      teacher_top_k=10,
+      teacher_temperature=0.05,
       log_every=25,
-      image_every=500,
-      checkpoint_every=250,
+      image_every=250,
+      checkpoint_every=100,
+      num_data_threads=1,
   )

@@ -150,6 +150,10 @@ def build_vocabulary(spec: str) -> Vocabulary:
   if spec.startswith("REQUIRED"):
     raise SpaeInputError(f"this config needs a vocabulary: {spec.split(':', 1)[-1].strip()} "
                          "(a directory written by spae.Vocabulary.save).")
+  if spec == "default":
+    from spae import assets
+
+    return assets.default_vocabulary()
   if spec == "tiny":
     return tiny_vocabulary()
   if spec.startswith("tiny:"):
@@ -386,9 +390,14 @@ class Trainer:
     self.perceptual = make_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight else None
     self.teacher_fn = None
     if teacher is None and cfg.teacher and cfg.semantic_weight:
-      from spae import teachers
+      if cfg.teacher == "default":
+        from spae import assets
 
-      teacher = teachers.load(cfg.teacher)
+        teacher = assets.default_teacher()
+      else:
+        from spae import teachers
+
+        teacher = teachers.load(cfg.teacher)
     if teacher is not None and cfg.semantic_weight:
       k = min(cfg.teacher_top_k, len(self.vocab))
       dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.teacher_temperature)

@@ -1,0 +1,67 @@
+"""Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
+
+  python tools/train_default_tokenizer.py                       # configs/shapes64.py, ~1 h on 2 CPU cores
+  python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
+
+The run is deterministic on a given machine type: data order, augmentation and initialisation derive from
+the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is printed and
+recorded in training.json so a rebuild can be compared bit for bit. Resumes from WORKDIR if interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params_digest(tokenizer_dir: Path) -> str:
+  """SHA-256 over the exported parameter values (orbax file bytes can differ; the numbers must not)."""
+  import jax
+  import numpy as np
+  from flax import nnx
+
+  import spae
+
+  tok = spae.Tokenizer.load(tokenizer_dir)
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_leaves_with_path(nnx.state(tok.model).to_pure_dict())
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+  return h.hexdigest()
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default=str(ROOT / "configs" / "shapes64.py"))
+  p.add_argument("--workdir", default=str(ROOT / "runs" / "default_tokenizer"))
+  p.add_argument("--out", default=str(ROOT / "spae" / "assets" / "default" / "tokenizer"))
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  p.add_argument("--smoke", action="store_true", help="configs/tiny.py (CI-size)")
+  a = p.parse_args(argv)
+
+  from spae import train as T
+  from spae._io import write_json_atomic
+
+  config = str(ROOT / "configs" / "tiny.py") if a.smoke else a.config
+  cfg = T.load_config(config, a.overrides)
+  trainer = T.Trainer(cfg, a.workdir)
+  last = trainer.run(progress=not a.smoke)
+  out = trainer.export(a.out)
+  digest = params_digest(out)
+  record = {"config": Path(config).name, "overrides": a.overrides, "seed": cfg.seed, "steps": cfg.steps,
+            "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
+            "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
+            "teacher": cfg.teacher}
+  write_json_atomic(Path(out) / "training.json", record)
+  print(json.dumps({"out": str(out), "params_sha256": digest}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
