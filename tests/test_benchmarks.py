@@ -1,0 +1,136 @@
+"""CI smoke runs of every benchmark in benchmarks/: each runs with --smoke in its own subprocess (all in parallel, so
+the file costs about as much as the slowest one) and must exit 0 and write well-formed JSON with its expected keys.
+
+Nothing is timed here; the numbers inside the JSON are not checked beyond being finite where they must be. Torch is
+optional: speed.py must then skip its PyTorch baselines with a note, which is checked too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+TIMEOUT_S = 240
+
+# name -> (script, extra args, top-level keys its JSON must have)
+CASES: dict[str, tuple[str, list[str], set[str]]] = {
+    "quantizer": ("quantizer.py", [], {"benchmark", "machine", "args", "rows"}),
+    "lm_scoring": ("lm_scoring.py", [], {"benchmark", "seconds_per_query", "speedup_vs_uncached", "machine"}),
+    "fewshot": ("fewshot.py", [], {"summary", "machine", "timing", "args"}),
+    "train_step": ("train_step.py", [], {"benchmark", "machine", "matmul_gflops", "rows"}),
+    "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
+    "speed": ("speed.py", [], {"benchmark", "machine", "load_avg", "rows", "parity", "notes", "matmul_gflops"}),
+    "speed_no_torch": ("speed.py", ["--no-torch"], {"benchmark", "rows", "parity", "notes"}),
+}
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_VQ = HAS_TORCH and importlib.util.find_spec("vector_quantize_pytorch") is not None
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+  """Starts every existing benchmark's smoke run at once; returns name -> (returncode, output, json path, seconds)."""
+  out_dir = tmp_path_factory.mktemp("bench")
+  env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+  procs = {}
+  for name, (script, extra, _) in CASES.items():
+    if not (BENCH / script).exists():
+      continue
+    out = out_dir / f"{name}.json"
+    log = open(out_dir / f"{name}.log", "w+")
+    cmd = [sys.executable, str(BENCH / script), "--smoke", "--out", str(out), *extra]
+    procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log, out,
+                   time.perf_counter())
+  done: dict[str, tuple] = {}
+  while len(done) < len(procs):
+    for name, (proc, log, out, t0) in procs.items():
+      if name in done:
+        continue
+      rc = proc.poll()
+      if rc is None and time.perf_counter() - t0 > TIMEOUT_S:
+        proc.kill()
+        proc.wait()
+        rc = "timeout"
+      if rc is not None:
+        log.seek(0)
+        done[name] = (rc, log.read()[-4000:], out, time.perf_counter() - t0)
+        log.close()
+    time.sleep(0.2)
+  results = done
+  print("smoke seconds:", {k: round(v[3], 1) for k, v in results.items()})  # shown with pytest -s
+  return results
+
+
+def _load(smoke_runs, name):
+  if name not in smoke_runs:
+    pytest.skip(f"benchmarks/{CASES[name][0]} does not exist")
+  rc, output, out, _ = smoke_runs[name]
+  assert rc == 0, f"{name} --smoke failed ({rc}):\n{output}"
+  assert out.exists(), f"{name} --smoke wrote no JSON:\n{output}"
+  data = json.loads(out.read_text())
+  assert isinstance(data, dict)
+  missing = CASES[name][2] - set(data)
+  assert not missing, f"{name} JSON lacks {sorted(missing)}; has {sorted(data)}"
+  return data
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_smoke_completes_with_json(smoke_runs, name):
+  _load(smoke_runs, name)
+
+
+def test_recon_reports_every_prefix(smoke_runs):
+  data = _load(smoke_runs, "recon")
+  cum = data["cumulative_tokens"]
+  assert cum == sorted(cum) and len(cum) == len(data["pyramid"])
+  assert "shapes-heldout" in data["datasets"]
+  for name, res in data["datasets"].items():
+    assert [r["tokens"] for r in res["rows"]] == cum, name
+    for r in res["rows"]:
+      assert math.isfinite(r["psnr"]) and -1.0 <= r["ssim"] <= 1.0 and 0.0 < r["usage"] <= 1.0
+      assert r["saq_mse"] >= 0.0 and r["rq_mse"] >= 0.0
+    # SAQ and RQ pick the same first-layer token (both target z at layer 1): equal latent error there.
+    assert res["rows"][0]["saq_mse"] == pytest.approx(res["rows"][0]["rq_mse"], rel=1e-5)
+  sem = data["datasets"]["shapes-heldout"]["semantic_precision"]
+  assert all(0.0 <= s["precision"] <= 1.0 and s["chance"] > 0.0 for s in sem)
+  # Without weight files the perceptual metrics are skipped with a note, never computed from random weights.
+  assert any("lpips" in n for n in data["notes"]) and any("rfid" in n for n in data["notes"])
+
+
+def test_speed_baselines_match_or_are_skipped(smoke_runs):
+  data = _load(smoke_runs, "speed")
+  impls = {r["impl"] for r in data["rows"]}
+  assert {"spae (jax)", "spae.nearest_tokens", "spae.saq_quantize"} <= impls
+  if not HAS_TORCH:
+    assert any("torch is not installed" in n for n in data["notes"])
+    assert data["parity"] == {}
+    return
+  # The PyTorch VQGAN carries spae's weights, so it must compute the same encoder, VQ and decoder.
+  p = data["parity"]
+  assert p["encoder_max_abs_diff"] <= 1e-4 * max(1.0, p["encoder_output_max_abs"])
+  assert p["decoder_max_abs_diff"] <= 1e-3
+  assert p["vq_ids_agree"] >= 0.99
+  assert any(r["impl"] == "torch" for r in data["rows"])
+  spae_rows = [r for r in data["rows"] if r["impl"].startswith("spae")]
+  assert all(r["vs_torch"] > 0 for r in spae_rows)
+  if HAS_VQ:
+    assert p["vector_quantize_ids_agree"] >= 0.99
+    assert any(r["impl"] == "vector-quantize-pytorch" for r in data["rows"])
+  else:
+    assert any("vector-quantize-pytorch" in n for n in data["notes"])
+
+
+def test_speed_skips_torch_with_a_note(smoke_runs):
+  data = _load(smoke_runs, "speed_no_torch")
+  assert not any(r["impl"].startswith("torch") or r["impl"] == "vector-quantize-pytorch" for r in data["rows"])
+  assert any("skipped" in n for n in data["notes"]) and data["parity"] == {}
+  assert all(math.isfinite(r["gflops"]) for r in data["rows"])
