@@ -103,11 +103,12 @@ def _load_orbax(path: Path, key_path: str | None) -> np.ndarray:
   return _get_key_path(tree, key_path, str(path))
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """Nested dicts -> {'a/b/c': leaf}."""
   out: dict[str, Any] = {}
   if isinstance(tree, dict):
     for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}/"))
+      out.update(flatten_tree(v, f"{prefix}{k}/"))
   else:
     out[prefix[:-1]] = tree
   return out
@@ -121,7 +122,7 @@ def _get_key_path(tree: Any, key_path: str | None, where: str) -> np.ndarray:
   """
   if key_path is None:
     raise SpaeInputError(f"{where}: an orbax checkpoint needs a key path such as 'embedder/input_embedding'.")
-  flat = _flatten(tree) if isinstance(tree, dict) else {}
+  flat = flatten_tree(tree) if isinstance(tree, dict) else {}
   key = key_path.strip("/")
   for cand in (key, f"transformer/{key}", key[len("transformer/"):] if key.startswith("transformer/") else None):
     if cand is not None and cand in flat:

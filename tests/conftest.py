@@ -29,3 +29,22 @@ def tiny_tok_dir(tiny_tok, tmp_path_factory):
 def sample_images():
   rng = np.random.default_rng(0)
   return (rng.random((2, 32, 32, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def clip():
+  """The tiny CLIP parity fixture, loaded once for the teacher tests."""
+  from pathlib import Path
+
+  from spae import teachers
+
+  return teachers.CLIPTeacher.from_pretrained(Path(__file__).parent / "fixtures" / "parity" / "clip")
+
+
+@pytest.fixture(scope="session")
+def siglip():
+  from pathlib import Path
+
+  from spae import teachers
+
+  return teachers.SigLIPTeacher.from_big_vision(Path(__file__).parent / "fixtures" / "parity" / "siglip" / "siglip.npz")

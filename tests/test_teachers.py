@@ -18,16 +18,6 @@ TEMPLATES = ("a photo of a {}.", "art of the {}.")
 
 
 @pytest.fixture(scope="module")
-def clip():
-  return teachers.CLIPTeacher.from_pretrained(PARITY / "clip")
-
-
-@pytest.fixture(scope="module")
-def siglip():
-  return teachers.SigLIPTeacher.from_big_vision(PARITY / "siglip" / "siglip.npz")
-
-
-@pytest.fixture(scope="module")
 def images():
   with np.load(PARITY / "clip" / "reference.npz", allow_pickle=False) as f:
     return f["images"]  # the parity batch of 3: its compiled shapes are shared with the parity tests

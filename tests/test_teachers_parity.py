@@ -21,16 +21,6 @@ def _ref(name):
 
 
 @pytest.fixture(scope="module")
-def clip():
-  return teachers.CLIPTeacher.from_pretrained(PARITY / "clip")
-
-
-@pytest.fixture(scope="module")
-def siglip():
-  return teachers.SigLIPTeacher.from_big_vision(PARITY / "siglip" / "siglip.npz")
-
-
-@pytest.fixture(scope="module")
 def bert():
   return teachers.BertTextEncoder.from_pretrained(PARITY / "bert")
 

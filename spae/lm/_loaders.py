@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from spae._io import SpaeInputError
+from spae._io import SpaeInputError, flatten_tree
 from spae.lm._gemma import GemmaConfig, GemmaLM
 from spae.lm._safetensors import read_safetensors_dir
 from spae.lm._sp import SentencePieceTokenizer
@@ -227,20 +227,10 @@ def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int |
 
 
 # ------------------------------------------------------------------------------------------------ orbax
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  if isinstance(tree, dict):
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}/"))
-  else:
-    out[prefix[:-1]] = tree
-  return out
-
-
 def orbax_flat_params(tree: Any) -> dict[str, np.ndarray]:
   """Normalised '/'-paths: no `transformer/` prefix, no trailing `/w` on MLP weights."""
   flat = {}
-  for k, v in _flatten(tree).items():
+  for k, v in flatten_tree(tree).items():
     k = k[len("transformer/"):] if k.startswith("transformer/") else k
     k = re.sub(r"(/mlp/(?:gating_einsum|linear))/w$", r"\1", k)
     flat[k] = v
