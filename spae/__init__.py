@@ -1,12 +1,28 @@
-"""spae: Semantic Pyramid AutoEncoder — images as words of a frozen LLM vocabulary, and back."""
+"""spae: Semantic Pyramid AutoEncoder — images as words of a frozen LLM vocabulary, and back.
 
+Core: `Vocabulary` (the frozen codebook), `PyramidSpec` + `saq_quantize` (Streaming Average
+Quantization), `Tokenizer` / `TokenPyramid`. Subpackages: `spae.data`, `spae.losses`, `spae.metrics`,
+`spae.perceptual`, `spae.train`, `spae.lm`, `spae.teachers`, `spae.prompting`, `spae.assets`.
+"""
+
+from spae._images import load_image, save_image
 from spae._io import SpaeInputError
 from spae._nets import AutoencoderConfig, Decoder, Discriminator, DiscriminatorConfig, Encoder
 from spae._pyramid import (PyramidSpec, commitment_loss, nearest_tokens, reconstruct_from_ids, rq_quantize,
                            saq_quantize, straight_through)
-from spae._tokenizer import TokenizerConfig, Tokenizer, TokenPyramid
 from spae._tiny import tiny_config, tiny_tokenizer, tiny_vocabulary
+from spae._tokenizer import Tokenizer, TokenizerConfig, TokenPyramid
 from spae._vocab import Vocabulary
-from spae._images import load_image, save_image
 
 __version__ = "0.1.0"
+
+# Subpackages are imported on first attribute access (`spae.lm`, `spae.data`, ...), so `import spae` stays light.
+_SUBMODULES = ("assets", "data", "demo", "lm", "losses", "metrics", "perceptual", "prompting", "teachers", "train")
+
+
+def __getattr__(name: str):
+  if name in _SUBMODULES:
+    import importlib
+
+    return importlib.import_module(f"spae.{name}")
+  raise AttributeError(f"module 'spae' has no attribute {name!r}")
