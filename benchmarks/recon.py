@@ -26,6 +26,7 @@ in the JSON) when their files are not given.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import os
 import sys
@@ -186,7 +187,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     feats = {"real": metrics.FeatureStats(), **{l: metrics.FeatureStats() for l in range(1, L + 1)}}
   lpips_fn = jax.jit(lpips.distance) if lpips is not None else None
   vocab_words = [_norm_word(w) for w in tok.vocabulary.words(np.arange(V))]
-  vocab_set = set(vocab_words)
+  vocab_count = collections.Counter(vocab_words)  # several entries can spell the same word
   sem_layers = min(SEMANTIC_LAYERS, L)
   sem_hits, sem_total, chance = np.zeros(sem_layers), np.zeros(sem_layers), []
   seen = 0
@@ -213,7 +214,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
       for i in range(n):
         a = attrs[seen + i]
         names = {a["background"]} | {o[k] for o in a["objects"] for k in ("shape", "colour", "size", "texture")}
-        chance.append(sum(vocab_words.count(w) for w in names & vocab_set) / V)
+        chance.append(sum(vocab_count[w] for w in names) / V)
         for l in range(sem_layers):
           words = [vocab_words[t] for t in ids[l][i].reshape(-1)]
           sem_hits[l] += sum(w in names for w in words)
