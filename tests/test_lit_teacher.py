@@ -1,0 +1,225 @@
+"""The LiT teacher and its build tool, with the tiny random BERT fixture standing in for all-MiniLM-L6-v2."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import spae
+from spae.teachers import BertTextEncoder
+from spae.teachers._lit import LiTConfig, LiTTeacher, init_lit_params, lit_image_features
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import build_default_vocab as bdv  # noqa: E402
+import train_default_teacher as tdt  # noqa: E402
+
+BERT = ROOT / "tests" / "fixtures" / "parity" / "bert"
+CFG = LiTConfig(image_size=16, stem=4, widths=(8, 8), dim=32)  # the tiny BERT is 32 wide
+TEMPLATES = ("a photo of a {}.", "art of the {}.")
+
+
+@pytest.fixture(scope="module")
+def bert():
+  return BertTextEncoder.from_pretrained(BERT, normalize=False)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+  return tdt.render_scenes(8, split="train", seed=0, size=32, classes=spae.data.SHAPES_TRAIN_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def trained(bert, scenes, tmp_path_factory):
+  images, captions, _ = scenes
+  cache = tmp_path_factory.mktemp("lit-cache")
+  emb = tdt.embed_texts(bert, captions, batch_size=4, cache_dir=cache)
+  params, history = tdt.train(images, emb, config=CFG, steps=2, batch_size=4, lr=1e-2, warmup=1, log_every=1,
+                              log=lambda s: None)
+  return params, history, emb, cache
+
+
+@pytest.fixture(scope="module")
+def teacher(trained, bert):
+  vocab = spae.Vocabulary.from_arrays(["red", "blue", "circle", "square"], np.eye(4, dtype=np.float32))
+  t = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert, templates=TEMPLATES)
+  return t.with_word_table(vocab), vocab
+
+
+def _images(n=3, size=32, seed=0):
+  return np.random.default_rng(seed).random((n, size, size, 3)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ build tools
+def test_filter_lexical_keeps_whole_lowercase_words_in_id_order_and_adds_required():
+  pieces = ["[PAD]", "[unused0]", "[CLS]", "the", "##s", "a", "Cat", "dog", "caf\u00e9", "x2y", "of", "zebra",
+            "##gon", "hexa", "dotted"]
+  ids, missing = bdv.filter_lexical(pieces, min_length=3, max_size=3, required=["dotted", "hexagon", "the"])
+  # Cap 3 -> the, dog, zebra; 'dotted' (beyond the cap) is added; 'hexagon' is no whole piece.
+  assert [pieces[i] for i in ids] == ["the", "dog", "zebra", "dotted"]
+  assert ids == sorted(ids) and missing == ["hexagon"]
+  ids, _ = bdv.filter_lexical(pieces, min_length=2, max_size=None)
+  assert [pieces[i] for i in ids] == ["the", "dog", "of", "zebra", "hexa", "dotted"]
+  with pytest.raises(spae.SpaeInputError):
+    bdv.filter_lexical(pieces, max_size=0)
+
+
+def test_shapes_words_cover_the_caption_grammar():
+  words = set(bdv.shapes_words())
+  assert set(spae.data.SHAPES) | set(spae.data.COLOUR_NAMES) | set(spae.data.SIZES) <= words
+  assert {"striped", "dotted", "above", "left", "background"} <= words
+
+
+def test_embed_texts_is_normalised_mean_pooling_deduplicated_and_cached(bert, scenes, trained):
+  _, captions, _ = scenes
+  texts = captions[:3] + [captions[0]]
+  direct = np.asarray(bert.encode(texts, normalize=True))
+  cache = trained[3]
+  got = tdt.embed_texts(bert, texts, batch_size=4, cache_dir=cache)
+  np.testing.assert_allclose(got, direct, atol=2e-5)
+  np.testing.assert_array_equal(got[0], got[3])
+  files = sorted(cache.glob("lit-captions-*.npy"))
+  assert len(files) == 2  # one per distinct text list; a repeat call reads its file back
+  np.testing.assert_array_equal(tdt.embed_texts(bert, texts, batch_size=4, cache_dir=cache), got)
+
+
+def test_train_two_steps_is_deterministic_and_learns(bert, scenes, trained):
+  params, history, emb, _ = trained
+  assert [h["step"] for h in history] == [1, 2]
+  assert all(np.isfinite(h["loss"]) for h in history)
+  init = init_lit_params(CFG, jax.random.key(0))
+  assert set(params) == set(init)
+  assert not np.allclose(params["proj_w"], init["proj_w"])  # the image tower moved
+  again, _ = tdt.train(scenes[0], emb, config=CFG, steps=2, batch_size=4, lr=1e-2, warmup=1, log_every=1,
+                       log=lambda s: None)
+  for k in params:
+    np.testing.assert_array_equal(np.asarray(params[k]), np.asarray(again[k]))
+  with pytest.raises(spae.SpaeInputError, match="width"):
+    tdt.train(scenes[0], emb[:, :16], config=CFG, steps=1, batch_size=4)
+  with pytest.raises(spae.SpaeInputError, match="batch_size"):
+    tdt.train(scenes[0], emb, config=CFG, steps=1, batch_size=64)
+  with pytest.raises(spae.SpaeInputError, match="views"):
+    tdt.train(scenes[0], emb, config=CFG, steps=1, batch_size=4, views=np.full((8, 2), 99))
+  with pytest.raises(spae.SpaeInputError, match="view_probs"):
+    tdt.train(scenes[0], emb, config=CFG, steps=1, batch_size=4, views=np.zeros((8, 2), int), view_probs=[1.0])
+
+
+def test_train_with_text_views(scenes, trained):
+  emb = trained[2]
+  views = np.stack([np.arange(8), (np.arange(8) + 1) % 8], 1)  # two candidate texts per scene
+  params, history = tdt.train(scenes[0], emb, config=CFG, steps=2, batch_size=4, views=views, view_probs=[0.5, 0.5],
+                              lr=1e-2, warmup=1, log_every=1, log=lambda s: None)
+  assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_contrastive_loss_prefers_matching_pairs():
+  rng = np.random.default_rng(0)
+  params = init_lit_params(CFG, jax.random.key(1))
+  images = (rng.random((4, 16, 16, 3)) * 255).astype(np.uint8)
+  z = np.array(lit_image_features(CFG, params, images.astype(np.float32) / 255))
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  loss = jax.jit(tdt.contrastive_loss, static_argnums=1)
+  matched, _ = loss(params, CFG, images, z)
+  shuffled, _ = loss(params, CFG, images, z[::-1].copy())
+  assert float(matched) < float(shuffled)
+  # Two identical scenes with identical texts: a match with either text counts as correct given text_ids.
+  images[1] = images[0]
+  z = np.array(lit_image_features(CFG, params, images.astype(np.float32) / 255))
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  l_apart, apart = loss(params, CFG, images, z, np.arange(4, dtype=np.int32))
+  l_shared, shared = loss(params, CFG, images, z, np.array([0, 0, 2, 3], np.int32))
+  assert float(apart["acc"]) == 0.75 and float(shared["acc"]) == 1.0
+  np.testing.assert_allclose(float(l_shared), float(l_apart), rtol=1e-5)  # identical texts: same InfoNCE
+
+
+def test_object_phrases_describe_one_object_of_the_scene(scenes):
+  _, _, attrs = scenes
+  rng = np.random.default_rng(0)
+  for at in attrs:
+    short, pair, full = tdt.object_phrases(at, rng)
+    shape = short[2:]
+    obj = [o for o in at["objects"] if o["shape"] == shape and pair == f"a {o['colour']} {shape}"]
+    assert obj and full.startswith(f"a {obj[0]['size']} {obj[0]['colour']}") and full.endswith(shape)
+
+
+def test_tool_word_table_matches_teacher_prompt_ensemble(bert, teacher):
+  t, vocab = teacher
+  table = tdt.word_table(bert, vocab.words(range(len(vocab))), TEMPLATES)
+  np.testing.assert_allclose(table, t.word_table, atol=2e-5)
+  np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ the teacher
+def test_save_load_round_trip_and_offline_relevance(teacher, tmp_path):
+  t, vocab = teacher
+  images = _images()
+  t.metadata = {"note": "test"}
+  t.save(tmp_path / "lit")
+  loaded = LiTTeacher.load(tmp_path / "lit")  # no text tower
+  assert loaded.templates == TEMPLATES and loaded.metadata == {"note": "test"}
+  assert loaded.identity == t.identity
+  np.testing.assert_allclose(np.asarray(loaded.image_embeddings(images)), np.asarray(t.image_embeddings(images)),
+                             atol=1e-6)
+  # The float16 word table answers offline; a subset of the vocabulary too.
+  rel = np.asarray(loaded.relevance(images, vocab))
+  np.testing.assert_allclose(rel, np.asarray(t.relevance(images, vocab)), atol=2e-3)
+  sub = vocab.subset([2, 0])
+  np.testing.assert_allclose(np.asarray(loaded.relevance(images, sub)), rel[:, [2, 0]], atol=1e-6)
+  assert json.loads((tmp_path / "lit" / "teacher.json").read_text())["kind"] == "lit"
+
+
+def test_relevance_fn_is_jittable_pytree(teacher):
+  t, vocab = teacher
+  images = _images(2, size=24)
+  fn = t.relevance_fn(vocab)
+  out = jax.jit(lambda f, x: f(x))(fn, images)
+  assert out.shape == (2, len(vocab))
+  np.testing.assert_allclose(np.asarray(out), np.asarray(t.relevance(images, vocab)), atol=1e-5)
+
+
+def test_any_image_size_and_non_square(teacher):
+  t, _ = teacher
+  z = t.image_embeddings(np.random.default_rng(0).random((2, 20, 28, 3)).astype(np.float32))
+  assert z.shape == (2, 32)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(z), axis=1), 1.0, atol=1e-5)
+
+
+def test_foreign_vocabulary_and_text_need_the_text_tower(teacher, bert, tmp_path):
+  t, vocab = teacher
+  t.save(tmp_path / "lit")
+  offline = LiTTeacher.load(tmp_path / "lit")
+  foreign = spae.Vocabulary.from_arrays(["red", "zebra"], np.eye(2, dtype=np.float32))
+  with pytest.raises(spae.SpaeInputError, match="text_tower=.*"):
+    offline.relevance(_images(1), foreign)
+  with pytest.raises(spae.SpaeInputError, match="zebra"):
+    offline.relevance_fn(foreign)
+  with pytest.raises(spae.SpaeInputError, match="templates"):
+    offline.relevance(_images(1), vocab, templates=("itap of a {}.",))
+  with pytest.raises(spae.SpaeInputError, match="text tower"):
+    offline.text_embeddings(["a red circle"])
+  # With the text tower the same calls work and agree with the online teacher.
+  online = LiTTeacher.load(tmp_path / "lit", text_tower=BERT, cache_dir=tmp_path / "cache")
+  np.testing.assert_allclose(np.asarray(online.relevance(_images(1), foreign)),
+                             np.asarray(t.relevance(_images(1), foreign, cache_dir=tmp_path / "cache")), atol=1e-5)
+  assert online.text_embeddings(["a red circle"]).shape == (1, 32)
+
+
+def test_wrong_text_tower_and_corrupt_files_are_named(teacher, bert, tmp_path):
+  t, _ = teacher
+  other = BertTextEncoder(bert.config, bert.params, bert.tokenizer, identity="bert-someotherweights")
+  with pytest.raises(spae.SpaeInputError, match="not the one"):
+    LiTTeacher(CFG, t.params, text_tower_identity=bert.identity, text_tower=other)
+  with pytest.raises(spae.SpaeInputError, match="no teacher.json"):
+    LiTTeacher.load(tmp_path)
+  t.save(tmp_path / "lit")
+  with np.load(tmp_path / "lit" / "image_tower.npz") as f:
+    params = {k: f[k] for k in f.files}
+  params["proj_b"] = params["proj_b"] + 1.0
+  np.savez(tmp_path / "lit" / "image_tower.npz", **params)
+  with pytest.raises(spae.SpaeInputError, match="fingerprint"):
+    LiTTeacher.load(tmp_path / "lit")
+  with pytest.raises(spae.SpaeInputError, match="divisible"):
+    LiTConfig(image_size=30, widths=(8, 8))
