@@ -20,7 +20,9 @@ from spae._pyramid import PyramidSpec, reconstruct_from_ids, saq_quantize
 from spae._vocab import Vocabulary
 
 TOKENIZER_FORMAT = 1
-_FILES = ("config.json", "params", "vocab")
+_FILES = ("config.json", "params")
+# A bundle may name a shipped vocabulary instead of carrying a copy (the default tokenizer does, to stay small).
+VOCAB_REF = "vocab.ref.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +267,7 @@ class Tokenizer:
     directory = Path(directory)
     if not directory.is_dir():
       raise SpaeInputError(f"tokenizer directory {str(directory)!r} does not exist.")
-    for name in _FILES:
+    for name in _FILES + (("vocab",) if not (directory / VOCAB_REF).is_file() else ()):
       if not (directory / name).exists():
         raise SpaeInputError(f"tokenizer directory {directory} is missing {name!r}; "
                              "it is incomplete or not a spae tokenizer (save one with Tokenizer.save).")
@@ -278,7 +280,7 @@ class Tokenizer:
                            f"(kind {meta.get('kind')!r}); this spae reads format {TOKENIZER_FORMAT}. "
                            "Re-export it with a matching spae version.")
     config = TokenizerConfig.from_dict(meta["config"])
-    vocab = Vocabulary.load(directory / "vocab")
+    vocab = _load_vocab(directory)
     if meta.get("vocabulary") != vocab.fingerprint():
       raise SpaeInputError(f"{directory}: vocab/ does not match the vocabulary recorded in config.json.")
     abstract = nnx.eval_shape(lambda: Autoencoder(config.autoencoder, rngs=nnx.Rngs(0)))
@@ -291,3 +293,34 @@ class Tokenizer:
     nnx.replace_by_pure_dict(state, restored)
     model = nnx.merge(graphdef, state)
     return cls(config, vocab, model)
+
+
+def _load_vocab(directory: Path) -> Vocabulary:
+  if (directory / "vocab").is_dir():
+    return Vocabulary.load(directory / "vocab")
+  ref = json.loads((directory / VOCAB_REF).read_text())
+  if ref.get("builtin") != "default":
+    raise SpaeInputError(f"{directory}/{VOCAB_REF} names an unknown vocabulary {ref.get('builtin')!r}.")
+  from spae import assets
+
+  vocab = assets.default_vocabulary()
+  if vocab.fingerprint() != ref.get("fingerprint"):
+    raise SpaeInputError(f"{directory} was trained on a default vocabulary with fingerprint {ref.get('fingerprint')}, "
+                         f"but this spae ships {vocab.fingerprint()}; use the matching spae version.")
+  return vocab
+
+
+def share_default_vocabulary(directory: str | os.PathLike) -> bool:
+  """Replaces a bundle's vocab/ copy by a reference to the shipped default vocabulary, if it is that one."""
+  from spae import assets
+
+  directory = Path(directory)
+  vocab = Vocabulary.load(directory / "vocab")
+  if vocab.fingerprint() != assets.default_vocabulary().fingerprint():
+    return False
+  with atomic_path(directory / VOCAB_REF) as tmp:
+    tmp.write_text(json.dumps({"builtin": "default", "fingerprint": vocab.fingerprint()}))
+  import shutil
+
+  shutil.rmtree(directory / "vocab")
+  return True

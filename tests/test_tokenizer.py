@@ -160,3 +160,23 @@ def test_save_is_atomic(tiny_tok, tmp_path, monkeypatch):
     tiny_tok.save(target)
   assert not target.exists()
   assert list(tmp_path.iterdir()) == []  # no temporary leftovers either
+
+
+def test_bundle_can_reference_the_shipped_default_vocabulary(tmp_path):
+  from spae import assets
+  from spae._tokenizer import VOCAB_REF, share_default_vocabulary
+
+  vocab = assets.default_vocabulary()
+  tok = spae.Tokenizer(spae.tiny_config(dim=vocab.dim), vocab)
+  tok.save(tmp_path / "t")
+  assert share_default_vocabulary(tmp_path / "t")
+  assert not (tmp_path / "t" / "vocab").exists() and (tmp_path / "t" / VOCAB_REF).is_file()
+  assert spae.Tokenizer.load(tmp_path / "t").vocabulary.fingerprint() == vocab.fingerprint()
+  ref = json.loads((tmp_path / "t" / VOCAB_REF).read_text())
+  ref["fingerprint"] = "0" * 16
+  (tmp_path / "t" / VOCAB_REF).write_text(json.dumps(ref))
+  with pytest.raises(spae.SpaeInputError, match="fingerprint"):
+    spae.Tokenizer.load(tmp_path / "t")
+  # A bundle over another vocabulary keeps its own copy.
+  spae.tiny_tokenizer().save(tmp_path / "tiny")
+  assert not share_default_vocabulary(tmp_path / "tiny") and (tmp_path / "tiny" / "vocab").is_dir()

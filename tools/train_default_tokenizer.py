@@ -53,11 +53,15 @@ def main(argv=None) -> int:
   trainer = T.Trainer(cfg, a.workdir)
   last = trainer.run(progress=not a.smoke)
   out = trainer.export(a.out)
+  # The shipped bundle points at spae/assets/default/vocab instead of carrying a second 12 MB copy.
+  from spae._tokenizer import share_default_vocabulary
+
+  shared = share_default_vocabulary(out)
   digest = params_digest(out)
   record = {"config": Path(config).name, "overrides": a.overrides, "seed": cfg.seed, "steps": cfg.steps,
             "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
             "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
-            "teacher": cfg.teacher}
+            "teacher": cfg.teacher, "vocabulary_shared_with_assets": shared}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": digest}))
   return 0
