@@ -390,14 +390,9 @@ class Trainer:
     self.perceptual = make_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight else None
     self.teacher_fn = None
     if teacher is None and cfg.teacher and cfg.semantic_weight:
-      if cfg.teacher == "default":
-        from spae import assets
+      from spae import teachers
 
-        teacher = assets.default_teacher()
-      else:
-        from spae import teachers
-
-        teacher = teachers.load(cfg.teacher)
+      teacher = teachers.load("lit:default" if cfg.teacher == "default" else cfg.teacher)
     if teacher is not None and cfg.semantic_weight:
       k = min(cfg.teacher_top_k, len(self.vocab))
       dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.teacher_temperature)

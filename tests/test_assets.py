@@ -152,3 +152,12 @@ def test_missing_assets_raise_named_errors(tmp_path, monkeypatch):
 def test_asset_dir_is_inside_the_package():
   assert assets.asset_dir() == Path(assets.__file__).resolve().parent / "default"
   assert (assets.asset_dir() / "vocab" / "vocab.npz").is_file()
+
+
+def test_lit_spec_loads_the_shipped_teacher():
+  from spae import teachers
+
+  t = teachers.load("lit:default")
+  assert isinstance(t, teachers.LiTTeacher)
+  with pytest.raises(spae.SpaeInputError, match="only 'text_tower'"):
+    teachers.load("lit:default#foo=1")

@@ -12,7 +12,8 @@ from spae.teachers._siglip import SigLIPTeacher
 
 SPEC_HELP = ("teacher specs: 'clip:FOLDER' (HF-format CLIP folder: config.json, model.safetensors, vocab.json + "
              "merges.txt), 'siglip:FILE.npz' (big_vision checkpoint; sentencepiece model beside it as "
-             "FILE.model / tokenizer.model / spiece.model) or 'siglip:FILE.npz#tokenizer=TOKENIZER.model'.")
+             "FILE.model / tokenizer.model / spiece.model), 'siglip:FILE.npz#tokenizer=TOKENIZER.model', or "
+             "'lit:default' / 'lit:FOLDER[#text_tower=MINILM_FOLDER]' (a LiT teacher saved by LiTTeacher.save).")
 
 
 def load(spec: str, **kwargs: Any) -> Teacher:
@@ -40,4 +41,15 @@ def load(spec: str, **kwargs: Any) -> Teacher:
     if Path(path).suffix != ".npz":
       raise SpaeInputError(f"teacher spec {spec!r}: a SigLIP checkpoint must be a big_vision .npz file.")
     return SigLIPTeacher.from_big_vision(path, options.get("tokenizer"), **kwargs)
+  if kind == "lit":
+    from spae.teachers._lit import LiTTeacher
+
+    unknown = set(options) - {"text_tower"}
+    if unknown:
+      raise SpaeInputError(f"teacher spec {spec!r}: unknown option(s) {sorted(unknown)}; only 'text_tower'.")
+    if path == "default":
+      from spae.assets import asset_dir
+
+      path = str(asset_dir() / "teacher")
+    return LiTTeacher.load(path, text_tower=options.get("text_tower"), **kwargs)
   raise SpaeInputError(f"unknown teacher kind {kind!r} in {spec!r}; {SPEC_HELP}")
