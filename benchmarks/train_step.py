@@ -21,19 +21,27 @@ import _common  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _vocabulary(spec: str | None, dim: int, size: int):
+def _vocabulary(spec: str | None, dim: int, size: int, *, smoke: bool = False):
   import spae
 
   if spec:
     return spae.Vocabulary.load(spec)
+  if smoke:
+    return _random_vocabulary(dim, size)
   try:
     from spae import assets
 
     return assets.default_vocabulary()
   except Exception:  # the default asset is optional here: fall back to a same-size random table
-    rows = np.random.default_rng(0).standard_normal((size, dim)).astype(np.float32) * 0.05
-    return spae.Vocabulary.from_arrays([f"w{i}" for i in range(size)], rows,
-                                       metadata={"source": f"random {size}x{dim} stand-in"})
+    return _random_vocabulary(dim, size)
+
+
+def _random_vocabulary(dim: int, size: int):
+  import spae
+
+  rows = np.random.default_rng(0).standard_normal((size, dim)).astype(np.float32) * 0.05
+  return spae.Vocabulary.from_arrays([f"w{i}" for i in range(size)], rows,
+                                     metadata={"source": f"random {size}x{dim} stand-in"})
 
 
 def main(argv=None) -> int:
@@ -52,7 +60,7 @@ def main(argv=None) -> int:
   if a.smoke:
     a.config, a.steps = str(ROOT / "configs" / "tiny.py"), 2
   cfg = T.load_config(a.config)
-  vocab = _vocabulary(a.vocab, 32 if a.smoke else 384, 256 if a.smoke else 8192)
+  vocab = _vocabulary(a.vocab, 32 if a.smoke else 384, 256 if a.smoke else 8192, smoke=a.smoke)
   size = cfg.tokenizer.image_size
   cfg = dataclasses.replace(cfg, data=f"shapes-memory:{max(cfg.batch_size * 2, 32)}@{size}", semantic_weight=0.0,
                             image_every=0, checkpoint_every=10**9, num_data_threads=0)
