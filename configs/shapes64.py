@@ -2,7 +2,7 @@
 
 16×16 latents with the default pyramid (1, 2, 4, 8, 16, 16) = 597 tokens; the codebook is the shipped
 all-MiniLM-L6-v2 word vocabulary (8,195 × 384) and the semantic teacher is the shipped LiT image tower.
-`tools/train_default_tokenizer.py` runs exactly this config. The GAN is off here: with ~1,500 CPU steps it
+`tools/train_default_tokenizer.py` runs exactly this config. The GAN is off here: with ~800 CPU steps it
 costs PSNR without time to pay back; enable it with --set adversarial_weight=0.05 --set disc_start=N.
 
   spae train --config configs/shapes64.py --workdir runs/shapes64
@@ -25,7 +25,7 @@ def get_config() -> TrainConfig:
       crop="center",
       flip=True,
       batch_size=16,
-      steps=1500,
+      steps=800,
       seed=0,
       lr=1e-3,
       d_lr=2e-4,
@@ -38,7 +38,7 @@ def get_config() -> TrainConfig:
       discriminator=DiscriminatorConfig(channels=16, channel_multipliers=(2, 4, 4), blur=False),
       commitment_weight=0.25,
       semantic_layers=3,
-      semantic_weight=0.1,
+      semantic_weight=0.02,
       semantic_decay=0.5,
       semantic_schedule="cosine",
       semantic_final_ratio=0.2,
