@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -172,7 +173,10 @@ def open_data(spec: str):
       return D.render_shapes_source(int(num), int(size or 64))
     except ValueError:
       raise SpaeInputError(f"data spec {spec!r} must look like shapes-memory:N or shapes-memory:N@SIZE.") from None
-  return D.make_source(os.path.expanduser(spec) if spec.startswith("~") else spec)
+  # Expand a home-relative path inside the spec ('shapes:~/data', 'tfds:name@~/tfds', '~/images').
+  home = os.path.expanduser("~")
+  spec = "".join(home + part[1:] if part.startswith("~/") else part for part in re.split(r"(?<=[:@])", spec))
+  return D.make_source(spec)
 
 
 # ------------------------------------------------------------------------------------------- state

@@ -167,3 +167,18 @@ def test_config_overrides_and_errors(tmp_path):
     T.load_config(tmp_path / "missing.py")
   with pytest.raises(spae.SpaeInputError, match="needs a vocabulary"):
     T.build_vocabulary(T.load_config(ROOT / "configs" / "imagenet128.py").vocab)
+
+
+def test_data_specs_expand_home(monkeypatch):
+  import os
+
+  from spae import data as D
+
+  seen = []
+  monkeypatch.setattr(D, "make_source", lambda spec: seen.append(spec))
+  for spec in ("shapes:~/d", "tfds:imagenet2012@~/tfds", "~/imgs"):
+    T.open_data(spec)
+  home = os.path.expanduser("~")
+  assert seen == [f"shapes:{home}/d", f"tfds:imagenet2012@{home}/tfds", f"{home}/imgs"]
+  with pytest.raises(spae.SpaeInputError, match="shapes-memory:N"):
+    T.open_data("shapes-memory:x")
