@@ -96,6 +96,9 @@ class TrainConfig:
   image_every: int = 500
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
+  # Async saves overlap I/O with training; a SIGKILL then loses at most one interval plus the steps run while
+  # the last save was still being written. Synchronous saves bound the loss to one interval exactly.
+  async_checkpoints: bool = True
   max_consecutive_nan: int = 10
   usage_window: int = 65536
   num_data_threads: int = 2
@@ -449,7 +452,7 @@ class Trainer:
       import orbax.checkpoint as ocp
 
       opts = ocp.CheckpointManagerOptions(
-          create=True, enable_async_checkpointing=True,
+          create=True, enable_async_checkpointing=self.cfg.async_checkpoints,
           preservation_policy=ocp.checkpoint_managers.LatestN(self.cfg.keep_checkpoints))
       self._ckpt = ocp.CheckpointManager((self.workdir / "checkpoints").absolute(), options=opts)
     return self._ckpt
