@@ -415,7 +415,7 @@ class Trainer:
     self._steps: dict[bool, Callable] = {}
     self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
     self._ckpt = None
-    self._progress_metrics: list[dict] = []
+    self._preview: Tokenizer | None = None
 
   # ---------------------------------------------------------------- pieces
   def step_fn(self, use_gan: bool) -> Callable:
@@ -565,7 +565,14 @@ class Trainer:
 
   def write_image_grid(self, images: np.ndarray, step: int) -> Path:
     """PNG: one row per image, the original then the reconstruction from each prefix of layers."""
-    tok = self.tokenizer(ema=False)
+    # One preview tokenizer for the whole run: its jitted encode/decode take the parameters as arguments, so
+    # swapping in the current ones reuses the compiled programs instead of compiling new ones every grid.
+    if self._preview is None:
+      self._preview = self.tokenizer(ema=False)
+    else:
+      self._preview.model = self.models.autoencoder(jax.device_get(self.state["g_params"]))
+      self._preview.refresh()
+    tok = self._preview
     pyr = tok.encode(images)
     cols = [images] + [tok.decode(pyr, layers=k) for k in range(1, pyr.num_layers + 1)]
     grid = image_grid([[c[i] for c in cols] for i in range(len(images))])

@@ -62,6 +62,9 @@ def test_tiny_run_writes_everything(trained, tiny_cfg):
   assert all(np.isfinite(l["g_loss"]) for l in lines)
   assert list((wd / "tb").glob("events.out.tfevents.*"))
   assert sorted(p.name for p in (wd / "images").glob("*.png")) == ["recon_0000003.png", "recon_0000006.png"]
+  # The reused preview tokenizer drew the last grid with the final (not the first) generator parameters.
+  preview = jax.device_get(spae._tokenizer.nnx.state(tr._preview.model).to_pure_dict())
+  assert _tree_equal(preview, tr.state["g_params"])
   tok = spae.Tokenizer.load(wd / "tokenizer")
   pyr = tok.encode(np.zeros((32, 32, 3), np.uint8))
   assert pyr.grids == (1, 2, 4, 8)
