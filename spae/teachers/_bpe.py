@@ -127,13 +127,20 @@ class CLIPTokenizer:
 
   def __call__(self, texts: Sequence[str], max_length: int | None = None) -> np.ndarray:
     """[T, L] int32: truncated to L (EOS kept last) and padded with EOS; L defaults to `max_length`."""
-    if isinstance(texts, str):
-      raise SpaeInputError("pass a list of strings, not a single string.")
-    length = max_length or self.max_length
-    out = np.full((len(texts), length), self.pad_id, np.int32)
-    for i, text in enumerate(texts):
-      ids = self.encode(text)
-      if len(ids) > length:
-        ids = ids[:length - 1] + [self.eos_id]
-      out[i, :len(ids)] = ids
-    return out
+    return pad_batch(texts, self.encode, max_length or self.max_length, self.pad_id, self.eos_id)
+
+
+def pad_batch(texts: Sequence[str], encode, length: int, pad_id: int, eos_id: int) -> np.ndarray:
+  """[T, length] int32 ids: each text's ids end with EOS (added if `encode` omits it), are truncated to
+  `length` keeping EOS last, and padded with `pad_id`."""
+  if isinstance(texts, str):
+    raise SpaeInputError("pass a list of strings, not a single string.")
+  out = np.full((len(texts), length), pad_id, np.int32)
+  for i, text in enumerate(texts):
+    ids = list(encode(text))
+    if not ids or ids[-1] != eos_id:
+      ids.append(eos_id)
+    if len(ids) > length:
+      ids = ids[:length - 1] + [eos_id]
+    out[i, :len(ids)] = ids
+  return out

@@ -16,6 +16,7 @@ import numpy as np
 
 from spae._io import SpaeInputError
 from spae.teachers._base import Teacher
+from spae.teachers._bpe import pad_batch
 from spae.teachers._layers import attention, encoder, layer_norm, mlp, patchify, resize
 from spae.teachers._weights import TensorFile, stack_layers
 
@@ -93,14 +94,8 @@ class SigLIPTokenizer:
     return list(self.sp.EncodeAsIds(self.canonicalize(text)))
 
   def __call__(self, texts: Sequence[str], max_length: int | None = None) -> np.ndarray:
-    if isinstance(texts, str):
-      raise SpaeInputError("pass a list of strings, not a single string.")
-    length = max_length or self.max_length
-    out = np.full((len(texts), length), self.pad_id, np.int32)
-    for i, text in enumerate(texts):
-      ids = self.encode(text)[:length - 1] + [self.eos_id]
-      out[i, :len(ids)] = ids
-    return out
+    # encode() gives pieces without EOS; pad_batch appends it and truncates keeping it last.
+    return pad_batch(texts, self.encode, max_length or self.max_length, self.pad_id, self.eos_id)
 
 
 # ------------------------------------------------------------------------------------------------ weights
