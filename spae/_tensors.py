@@ -117,10 +117,18 @@ class Tensors(Mapping[str, np.ndarray]):
     f = self.reader.get_field(key)
     return default if f is None else f.contents()
 
+  def rename(self, fn: Callable[[str], str | None]) -> "Tensors":
+    """A view with every name mapped through `fn`; names mapped to None are left out."""
+    entries = {}
+    for k, e in self._entries.items():
+      new = fn(k)
+      if new is not None:
+        entries[new] = e
+    return Tensors(entries, self.where, self.format, dtype=self.dtype, reader=self.reader)
+
   def subset(self, prefix: str) -> "Tensors":
     """The tensors whose names start with `prefix`, with the prefix removed."""
-    entries = {k[len(prefix):]: e for k, e in self._entries.items() if k.startswith(prefix)}
-    return Tensors(entries, self.where, self.format, dtype=self.dtype, reader=self.reader)
+    return self.rename(lambda k: k[len(prefix):] if k.startswith(prefix) else None)
 
   # ---------------------------------------------------------------- data
   def raw(self, name: str) -> np.ndarray:

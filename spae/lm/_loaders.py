@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from spae._io import SpaeInputError
-from spae._tensors import Tensors, flatten_tree, open_tensors
+from spae._tensors import Tensors, open_tensors
 from spae.lm._gemma import GemmaConfig, GemmaLM
 from spae.lm._sp import SentencePieceTokenizer
 
@@ -221,17 +221,17 @@ def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int |
 
 
 # ------------------------------------------------------------------------------------------------ orbax
-def orbax_flat_params(tree: Any) -> dict[str, np.ndarray]:
+def orbax_flat_params(tensors: Tensors) -> Tensors:
   """Normalised '/'-paths: no `transformer/` prefix, no trailing `/w` on MLP weights."""
-  flat = {}
-  for k, v in flatten_tree(tree).items():
+
+  def name(k: str) -> str:
     k = k[len("transformer/"):] if k.startswith("transformer/") else k
-    k = re.sub(r"(/mlp/(?:gating_einsum|linear))/w$", r"\1", k)
-    flat[k] = v
-  return flat
+    return re.sub(r"(/mlp/(?:gating_einsum|linear))/w$", r"\1", k)
+
+  return tensors.rename(name)
 
 
-def config_from_orbax(flat: dict[str, Any], *, overrides: dict[str, Any] | None = None,
+def config_from_orbax(flat: Tensors, *, overrides: dict[str, Any] | None = None,
                       variant: str | None = None, where: str = "") -> GemmaConfig:
   """Shapes from the tensors; the rest from `overrides`, a named preset, or the released size matched."""
 
@@ -239,7 +239,7 @@ def config_from_orbax(flat: dict[str, Any], *, overrides: dict[str, Any] | None 
     if key not in flat:
       raise SpaeInputError(f"{where}: missing tensor {key!r}; this is not a Gemma orbax checkpoint "
                            f"(keys include {sorted(flat)[:8]}).")
-    return tuple(np.shape(flat[key]))
+    return flat.shape(key)
 
   v, d = shape("embedder/input_embedding")
   layers = 0
@@ -283,18 +283,13 @@ def config_from_orbax(flat: dict[str, Any], *, overrides: dict[str, Any] | None 
   return GemmaConfig.from_dict(fields)
 
 
-def params_from_orbax(flat: dict[str, Any], cfg: GemmaConfig, *, where: str = "") -> dict[str, Any]:
+def params_from_orbax(flat: Tensors, cfg: GemmaConfig, *, where: str = "") -> dict[str, Any]:
+  """Normalised orbax tensors (see `orbax_flat_params`) -> canonical float32 params."""
   d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                       cfg.vocab_size)
 
   def get(key: str, shape: tuple[int, ...] | None) -> np.ndarray:
-    if key not in flat:
-      raise SpaeInputError(f"{where}: missing tensor {key!r}" + (f" (expected shape {shape})." if shape else "."))
-    t = np.asarray(flat[key], np.float32)
-    if shape is not None and tuple(t.shape) != shape:
-      raise SpaeInputError(f"{where}: tensor {key!r} has shape {tuple(t.shape)} but the config needs {shape}; "
-                           "the checkpoint does not match its config.")
-    return t
+    return flat.get(key, shape, np.float32)
 
   layers: dict[str, list[np.ndarray]] = {}
 
@@ -346,16 +341,10 @@ def load_gemma(path: str | os.PathLike, *, tokenizer: Any = None, config: dict[s
   its parent. Non-shape hyperparameters: `config` overrides, then `spae_lm.json` in the directory, then
   `variant` / the released size matched (see `PRESETS`).
   """
-  import orbax.checkpoint as ocp
-
   folder = Path(path)
   if not folder.is_dir():
     raise SpaeInputError(f"orbax checkpoint directory {str(folder)!r} does not exist.")
-  try:
-    tree = ocp.PyTreeCheckpointer().restore(str(folder.absolute()))
-  except Exception as e:  # orbax raises many types for a non-checkpoint folder
-    raise SpaeInputError(f"{folder} is not a readable orbax checkpoint ({type(e).__name__}: {e}).") from e
-  flat = orbax_flat_params(tree)
+  flat = orbax_flat_params(open_tensors(folder, format="orbax"))
   overrides: dict[str, Any] = {}
   side = folder / "spae_lm.json"
   if side.is_file():
