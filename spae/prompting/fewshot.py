@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from spae._io import SpaeInputError, write_json_atomic
+from spae.lm import LogitsModel
 from spae.prompting._episodes import (Episode, FileImages, ImageSource, load_image_from, normalize_label,
                                       read_episodes, repeated_support, sample_episodes, write_episodes)
 from spae.prompting._jsonl import JsonlLog
@@ -135,6 +136,9 @@ def score_candidates(lm: Any, prefix: Sequence[int], candidates: Sequence[Sequen
   """
   if prefix_cache:
     return np.asarray(lm.score(list(prefix), [list(c) for c in candidates]), np.float64)
+  if not isinstance(lm, LogitsModel):
+    raise SpaeInputError(f"scoring without the prefix cache needs full logits, which {type(lm).__name__} does not "
+                         "give (a completions server); drop --no-prefix-cache.")
   out = []
   for c in candidates:
     seq = list(prefix) + list(c)
