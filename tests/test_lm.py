@@ -11,6 +11,7 @@ import pytest
 
 import spae
 from spae import lm as L
+from spae._tensors import open_tensors
 from lm_fixtures import PARITY, parity, tiny, tiny_gemma2, lm_tmp  # noqa: F401  (fixtures)
 
 KINDS_LAYOUTS = [("gemma2", "hf"), ("gemma2", "orbax"), ("gemma3", "hf"), ("gemma3", "orbax"), ("llama", "hf")]
@@ -198,7 +199,7 @@ def test_config_shape_mismatch_is_named(tmp_path):
 def test_missing_tensor_is_named(tmp_path):
   from safetensors.numpy import save_file
   d = _copy_hf(PARITY / "llama" / "hf", tmp_path / "m")
-  tensors = L._safetensors.read_safetensors(d / "model.safetensors")
+  tensors = {k: np.array(v) for k, v in open_tensors(d / "model.safetensors").items()}
   del tensors["model.layers.1.self_attn.v_proj.weight"]
   save_file(tensors, str(d / "model.safetensors"))
   with pytest.raises(spae.SpaeInputError, match=r"missing tensor 'model\.layers\.1\.self_attn\.v_proj\.weight'"):
