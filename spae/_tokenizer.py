@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from spae import _images
+from spae._codebook import CodebookConfig
 from spae._io import SpaeInputError, atomic_path
 from spae._nets import Autoencoder, AutoencoderConfig
 from spae._pyramid import PyramidSpec, reconstruct_from_ids, saq_quantize
@@ -31,7 +32,9 @@ class TokenizerConfig:
 
   Attributes:
     image_size: side of the square images the networks take.
-    autoencoder: encoder/decoder shape; `latent_dim` must equal the vocabulary dimension.
+    autoencoder: encoder/decoder shape; `latent_dim` must equal the code dimension (the vocabulary's
+      dimension for 'raw'/'normalized' codebook scoring, `codebook.dim` otherwise).
+    codebook: how the frozen table is scored against the encoder's output (spae._codebook).
     pyramid: token layers; every grid must divide the latent side image_size / downsample_factor.
     fit: how other image sizes are handled: 'center_crop' (default), 'resize' or 'reject'.
     vocab_chunk: vocabulary rows per step of the exact nearest-token search (memory bound).
@@ -42,6 +45,7 @@ class TokenizerConfig:
   pyramid: PyramidSpec = PyramidSpec()
   fit: str = "center_crop"
   vocab_chunk: int = 8192
+  codebook: CodebookConfig = CodebookConfig()
 
   @property
   def latent_size(self) -> int:
@@ -52,23 +56,29 @@ class TokenizerConfig:
     if self.image_size % f:
       raise SpaeInputError(f"image_size {self.image_size} is not divisible by the downsample factor {f}.")
     self.pyramid.check_latent(self.latent_size, self.latent_size)
-    if vocab_dim is not None and vocab_dim != self.autoencoder.latent_dim:
-      raise SpaeInputError(f"autoencoder.latent_dim={self.autoencoder.latent_dim} but the vocabulary "
-                           f"embeddings have dimension {vocab_dim}; they must be equal.")
+    if vocab_dim is not None and self.codebook.latent_dim(vocab_dim) != self.autoencoder.latent_dim:
+      raise SpaeInputError(f"autoencoder.latent_dim={self.autoencoder.latent_dim} but {self.codebook.mode!r} "
+                           f"codebook scoring of a {vocab_dim}-dim vocabulary gives "
+                           f"{self.codebook.latent_dim(vocab_dim)}-dim codes; they must be equal.")
     if self.fit not in ("center_crop", "resize", "reject"):
       raise SpaeInputError(f"fit must be 'center_crop', 'resize' or 'reject', got {self.fit!r}.")
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+  def make_autoencoder(self, vocab_shape: tuple[int, int], rngs: nnx.Rngs) -> Autoencoder:
+    """The networks (and codebook map) for a vocabulary table of shape (V, D)."""
+    return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape))
+
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "TokenizerConfig":
     d = dict(d)
     ae = d.pop("autoencoder", {})
     py = d.pop("pyramid", {})
+    cb = CodebookConfig(**d.pop("codebook", {}))
     ae = AutoencoderConfig(**{**ae, "channel_multipliers": tuple(ae.get("channel_multipliers", (1, 2, 2, 4)))})
     py = PyramidSpec(**{**py, "grids": tuple(py.get("grids", PyramidSpec().grids))})
-    return cls(autoencoder=ae, pyramid=py, **d)
+    return cls(autoencoder=ae, pyramid=py, codebook=cb, **d)
 
 
 @dataclasses.dataclass
@@ -183,11 +193,16 @@ class Tokenizer:
     config.validate(vocabulary.dim)
     self.config = config
     self.vocabulary = vocabulary
-    self.model = model if model is not None else Autoencoder(config.autoencoder, rngs=nnx.Rngs(seed))
-    self.codebook = jnp.asarray(vocabulary.embeddings)
-    self._graphdef, self._state = nnx.split(self.model)
+    self.model = model if model is not None else config.make_autoencoder(vocabulary.embeddings.shape, nnx.Rngs(seed))
+    self.table = jnp.asarray(vocabulary.embeddings)
     self._encode_fn = None
     self._decode_fns: dict[int, Any] = {}
+    self.refresh()
+
+  @property
+  def codebook(self) -> jax.Array:
+    """[V, d] the codes the quantizer searches: the frozen table as scored by `config.codebook`."""
+    return self._codes
 
   # ------------------------------------------------------------------ encode / decode
   def preprocess(self, images: Any) -> tuple[np.ndarray, bool]:
@@ -241,6 +256,8 @@ class Tokenizer:
   def refresh(self) -> None:
     """Re-reads the model's parameters after they were changed in place (e.g. by training)."""
     self._graphdef, self._state = nnx.split(self.model)
+    graphdef = self._graphdef
+    self._codes = jax.jit(lambda state, table: nnx.merge(graphdef, state).codes(table))(self._state, self.table)
 
   # ------------------------------------------------------------------ persistence
   def save(self, directory: str | os.PathLike) -> Path:
@@ -283,7 +300,7 @@ class Tokenizer:
     vocab = _load_vocab(directory)
     if meta.get("vocabulary") != vocab.fingerprint():
       raise SpaeInputError(f"{directory}: vocab/ does not match the vocabulary recorded in config.json.")
-    abstract = nnx.eval_shape(lambda: Autoencoder(config.autoencoder, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: config.make_autoencoder(vocab.embeddings.shape, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     target = nnx.state(abstract, nnx.Param).to_pure_dict()
     try:
