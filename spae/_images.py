@@ -247,8 +247,8 @@ def as_float_batch(images: Any) -> tuple[np.ndarray, bool]:
 def fit_to_size(x: np.ndarray, size: int, mode: FitMode = "center_crop") -> np.ndarray:
   """float [B, H, W, 3] -> [B, size, size, 3].
 
-  'center_crop': crop the largest centred square, then resize (bicubic) to size×size.
-  'resize': resize to size×size ignoring the aspect ratio.
+  'center_crop': crop the largest centred square, then `resize` to size×size.
+  'resize': `resize` to size×size ignoring the aspect ratio.
   'reject': raise unless the images are already size×size.
   """
   b, h, w, _ = x.shape
@@ -258,20 +258,46 @@ def fit_to_size(x: np.ndarray, size: int, mode: FitMode = "center_crop") -> np.n
     raise SpaeInputError(f"images are {h}×{w} but this tokenizer expects {size}×{size}; "
                          "resize them or use fit='center_crop'.")
   if mode == "center_crop":
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    x = x[:, top:top + side, left:left + side]
+    rows, cols = center_square(h, w)
+    x = x[:, rows, cols]
   elif mode != "resize":
     raise SpaeInputError(f"unknown fit mode {mode!r}; use 'center_crop', 'resize' or 'reject'.")
-  return np.stack([_resize(im, size) for im in x])
+  return resize(x, size)
 
 
-def _resize(im: np.ndarray, size: int) -> np.ndarray:
+def center_square(h: int, w: int) -> tuple[slice, slice]:
+  """(rows, cols) slices of the largest centred square of an h×w image (shared by tokenizer and data pipeline)."""
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  return slice(top, top + side), slice(left, left + side)
+
+
+def resize(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+  """THE resize of spae: tokenizer inputs, training data and thumbnails all go through it.
+
+  Args:
+    images: [H, W, C] or [B, H, W, C]; float in [0, 1], or uint8 (divided by 255 first, as `as_float_batch` does).
+    size: output side, or (height, width).
+
+  Returns:
+    float32 [..., h, w, C] in [0, 1]: Pillow's bicubic (a = -0.5) on float32 channels, so no 8-bit rounding;
+    antialiased when shrinking (Pillow widens the kernel by the scale factor); clipped to [0, 1] because bicubic
+    overshoots at edges.
+  """
   from PIL import Image
 
-  chans = [Image.fromarray(im[..., c].astype(np.float32), mode="F").resize((size, size), Image.BICUBIC)
-           for c in range(im.shape[-1])]
-  return np.clip(np.stack([np.asarray(c) for c in chans], axis=-1), 0.0, 1.0)
+  x = np.asarray(images)
+  x = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+  if x.ndim == 4:
+    return np.stack([resize(im, size) for im in x]) if len(x) else x
+  if x.ndim != 3:
+    raise SpaeInputError(f"resize expects [H, W, C] or [B, H, W, C] images, got shape {x.shape}.")
+  oh, ow = (size, size) if isinstance(size, int) else size
+  if x.shape[:2] == (oh, ow):
+    return x
+  chans = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c])).resize((ow, oh), Image.Resampling.BICUBIC))
+           for c in range(x.shape[-1])]
+  return np.clip(np.stack(chans, axis=-1), 0.0, 1.0)
 
 
 def to_uint8(x: Any) -> np.ndarray:

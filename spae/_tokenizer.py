@@ -13,15 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spae import _images
-from spae import _bundle, _strict
+from spae import _bundle, _images, _strict
 from spae._bundle import TOKENIZER_FORMAT, VOCAB_REF, is_tokenizer_bundle
+from spae._codebook import CodebookConfig
 from spae._io import SpaeInputError, atomic_dir, atomic_path
 from spae._nets import Autoencoder, AutoencoderConfig
 from spae._pyramid import PyramidSpec, reconstruct_from_ids, saq_quantize
 from spae._token_json import TOKENS_FORMAT, parse_entry
 from spae._vocab import Vocabulary
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +29,9 @@ class TokenizerConfig:
 
   Attributes:
     image_size: side of the square images the networks take.
-    autoencoder: encoder/decoder shape; `latent_dim` must equal the vocabulary dimension.
+    autoencoder: encoder/decoder shape; `latent_dim` must equal the code dimension (the vocabulary's
+      dimension for 'raw'/'normalized' codebook scoring, `codebook.dim` otherwise).
+    codebook: how the frozen table is scored against the encoder's output (spae._codebook).
     pyramid: token layers; every grid must divide the latent side image_size / downsample_factor.
     fit: how other image sizes are handled: 'center_crop' (default), 'resize' or 'reject'.
     vocab_chunk: vocabulary rows per step of the exact nearest-token search (memory bound).
@@ -41,6 +42,7 @@ class TokenizerConfig:
   pyramid: PyramidSpec = PyramidSpec()
   fit: str = "center_crop"
   vocab_chunk: int = 8192
+  codebook: CodebookConfig = CodebookConfig()
 
   @property
   def latent_size(self) -> int:
@@ -51,14 +53,19 @@ class TokenizerConfig:
     if self.image_size % f:
       raise SpaeInputError(f"image_size {self.image_size} is not divisible by the downsample factor {f}.")
     self.pyramid.check_latent(self.latent_size, self.latent_size)
-    if vocab_dim is not None and vocab_dim != self.autoencoder.latent_dim:
-      raise SpaeInputError(f"autoencoder.latent_dim={self.autoencoder.latent_dim} but the vocabulary "
-                           f"embeddings have dimension {vocab_dim}; they must be equal.")
+    if vocab_dim is not None and self.codebook.latent_dim(vocab_dim) != self.autoencoder.latent_dim:
+      raise SpaeInputError(f"autoencoder.latent_dim={self.autoencoder.latent_dim} but {self.codebook.mode!r} "
+                           f"codebook scoring of a {vocab_dim}-dim vocabulary gives "
+                           f"{self.codebook.latent_dim(vocab_dim)}-dim codes; they must be equal.")
     if self.fit not in ("center_crop", "resize", "reject"):
       raise SpaeInputError(f"fit must be 'center_crop', 'resize' or 'reject', got {self.fit!r}.")
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+  def make_autoencoder(self, vocab_shape: tuple[int, int], rngs: nnx.Rngs) -> Autoencoder:
+    """The networks (and codebook map) for a vocabulary table of shape (V, D)."""
+    return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape))
 
   @classmethod
   def from_dict(cls, d: dict[str, Any], where: str = "tokenizer config") -> "TokenizerConfig":
@@ -176,11 +183,16 @@ class Tokenizer:
     config.validate(vocabulary.dim)
     self.config = config
     self.vocabulary = vocabulary
-    self.model = model if model is not None else Autoencoder(config.autoencoder, rngs=nnx.Rngs(seed))
-    self.codebook = jnp.asarray(vocabulary.embeddings)
-    self._graphdef, self._state = nnx.split(self.model)
+    self.model = model if model is not None else config.make_autoencoder(vocabulary.embeddings.shape, nnx.Rngs(seed))
+    self.table = jnp.asarray(vocabulary.embeddings)
     self._encode_fn = None
     self._decode_fns: dict[int, Any] = {}
+    self.refresh()
+
+  @property
+  def codebook(self) -> jax.Array:
+    """[V, d] the codes the quantizer searches: the frozen table as scored by `config.codebook`."""
+    return self._codes
 
   # ------------------------------------------------------------------ encode / decode
   def preprocess(self, images: Any) -> tuple[np.ndarray, bool]:
@@ -234,6 +246,8 @@ class Tokenizer:
   def refresh(self) -> None:
     """Re-reads the model's parameters after they were changed in place (e.g. by training)."""
     self._graphdef, self._state = nnx.split(self.model)
+    graphdef = self._graphdef
+    self._codes = jax.jit(lambda state, table: nnx.merge(graphdef, state).codes(table))(self._state, self.table)
 
   # ------------------------------------------------------------------ persistence
   def save(self, directory: str | os.PathLike) -> Path:
@@ -274,7 +288,7 @@ class Tokenizer:
       raise SpaeInputError(f"{directory}: its vocabulary does not match the one recorded in config.json; "
                            "re-export the tokenizer.")
     try:
-      abstract = nnx.eval_shape(lambda: Autoencoder(config.autoencoder, rngs=nnx.Rngs(0)))
+      abstract = nnx.eval_shape(lambda: config.make_autoencoder(vocab.embeddings.shape, nnx.Rngs(0)))
     except Exception as e:  # shape errors from the layer constructors; their types vary
       raise SpaeInputError(f"{where} describes networks that cannot be built ({type(e).__name__}: "
                            f"{str(e)[:100]}); re-export the tokenizer.") from None

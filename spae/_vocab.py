@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spae._io import SpaeInputError, atomic_path, load_tensor
+from spae._io import SpaeInputError, atomic_path
+from spae._tensors import load_tensor
 
 # sentencepiece marks a leading space with U+2581; WordPiece marks continuations with '##'.
 _SP_SPACE = "\u2581"

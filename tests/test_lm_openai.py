@@ -64,8 +64,12 @@ def test_generate_free_and_constrained(local, remote):
   out = remote.generate(prefix, 3, allowed_ids=[40, 41], temperature=1.0, seed=1)
   assert len(out) == 3 and set(out) <= {40, 41}
   assert remote.generate_text("Input: cat", 6, candidates=["red", "blue tree"]) in ("red", "blue tree")
-  with pytest.raises(NotImplementedError, match="not full logits"):
-    remote.logits([[2, 3]])
+  # a server gives log-probs of chosen ids, not distributions: a LanguageModel without the logits capability
+  assert isinstance(remote, L.LanguageModel) and not isinstance(remote, L.LogitsModel)
+  np.testing.assert_allclose(remote.next_logprobs(prefix, np.asarray([40, 41]))[[40, 41]],
+                             local.next_logprobs(prefix)[[40, 41]], rtol=1e-4, atol=1e-4)
+  with pytest.raises(spae.SpaeInputError, match="pass `among`"):
+    remote.next_logprobs(prefix)
 
 
 def test_api_key_is_sent_but_never_logged_or_shown(local, server, remote, caplog):

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from spae._io import SpaeInputError
-from spae.lm._base import LanguageModelBase, _Constraint, choose_next
+from spae.lm._base import Constraint, LanguageModelBase
 
 log = logging.getLogger("spae.lm")
 
@@ -158,7 +158,9 @@ class OpenAICompatibleLM(LanguageModelBase):
     max_length: context length (default: the server's `max_model_len` from /v1/models, else 4096).
     verify_round_trip: `score` re-tokenizes the text it sends and raises if the server's ids differ.
 
-  `logits` is not available: completions servers return only the top few log-probs per position.
+  A `LanguageModel` but not a `LogitsModel`: a completions server returns the log-probs of chosen tokens, not
+  whole distributions. Constrained decoding therefore scores the allowed next ids (one batched request per
+  step); free generation is one completions request, decoded by the server.
   """
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
@@ -188,10 +190,6 @@ class OpenAICompatibleLM(LanguageModelBase):
         self._max_length = 4096
     return self._max_length
 
-  def logits(self, ids: Any) -> np.ndarray:
-    raise NotImplementedError("a /v1/completions server returns only top-k log-probs, not full logits; use "
-                              "score() / generate(), or a local GemmaLM for logits.")
-
   # ------------------------------------------------------------------ requests
   def _completions(self, prompts: list[str], **kw: Any) -> list[dict[str, Any]]:
     payload = {"model": self.model, "prompt": prompts, **kw}
@@ -211,14 +209,8 @@ class OpenAICompatibleLM(LanguageModelBase):
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
     """[C] summed log-probs of each continuation, from `echo` + `logprobs` over prefix + continuation text."""
-    prefix = [int(i) for i in prefix_ids]
-    conts = [[int(i) for i in c] for c in continuations]
-    if not conts or any(len(c) == 0 for c in conts):
-      raise SpaeInputError("continuations must be a non-empty list of non-empty id sequences.")
-    longest = max(len(c) for c in conts)
-    if len(prefix) + longest > self.max_length:
-      raise SpaeInputError(f"len(prefix_ids) + longest continuation = {len(prefix) + longest} exceeds the model "
-                           f"context max_length={self.max_length}; inputs are never truncated.")
+    prefix = self._as_ids(prefix_ids, "prefix_ids")
+    conts = self._check_continuations(prefix, continuations)
     texts = [self._text(prefix + c) for c in conts]
     bos = self.tokenizer.bos_id
     want = [([bos] if bos is not None and (not prefix or prefix[0] != bos) else []) + prefix + c for c in conts]
@@ -246,42 +238,43 @@ class OpenAICompatibleLM(LanguageModelBase):
         out[i] = float(np.sum(vals))
     return out
 
+  def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray:
+    """float [max(among) + 1]: log p(a | ids) for each id a in `among` (one batched request), -inf elsewhere.
+
+    `among` is required: the server does not return the whole next-token distribution.
+    """
+    if among is None:
+      raise SpaeInputError("a completions server gives the log-probs of chosen ids only; pass `among` (the ids "
+                           "to score), or generate without a constraint to let the server decode.")
+    among = np.asarray(among, np.int64).reshape(-1)
+    dense = np.full((int(among.max()) + 1,), -np.inf)
+    dense[among] = self.score([int(i) for i in ids], [[int(a)] for a in among])
+    return dense
+
   def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
                candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
                temperature: float = 0.0, seed: int = 0) -> list[int]:
-    """Unconstrained: one completions request. Constrained (allowed ids / candidates): step by step, each step
-    scoring the allowed next ids in one batched request (cost grows with the allowed set)."""
-    prompt = [int(i) for i in ids]
-    if len(prompt) + max_new > self.max_length:
-      raise SpaeInputError(f"len(ids) + max_new = {len(prompt) + max_new} exceeds max_length={self.max_length}.")
-    cons = _Constraint(self.tokenizer.vocab_size, allowed_ids, candidates, stop)
-    stop_set = set(int(s) for s in cons.stop)
-    if max_new <= 0:
+    """Constrained (allowed ids / candidates): the base decoding loop over `next_logprobs`, whose cost grows with
+    the allowed set. Unconstrained: one completions request (the server samples; `seed` is sent with it)."""
+    if allowed_ids is not None or candidates is not None:
+      return super().generate(ids, max_new, allowed_ids=allowed_ids, candidates=candidates, stop=stop,
+                              temperature=temperature, seed=seed)
+    prompt = self._as_ids(ids, "ids")
+    if max_new < 0:
+      raise SpaeInputError(f"max_new must be >= 0, got {max_new}.")
+    self._check_length(len(prompt) + max_new, "len(ids) + max_new")
+    stop_set = Constraint(stop=stop, vocab_size=self.tokenizer.vocab_size).stop_set
+    if max_new == 0:
       return []
-    if cons.free:
-      kw: dict[str, Any] = {"max_tokens": int(max_new), "temperature": float(temperature)}
-      if temperature > 0:
-        kw["seed"] = int(seed)
-      text = self._completions([self._text(prompt)], **kw)[0].get("text", "")
-      new = self.tokenizer.encode(text)
-      for j, t in enumerate(new):
-        if t in stop_set:
-          return new[:j]
-      return new[:max_new]
-    rng = np.random.default_rng(seed)
-    out: list[int] = []
-    for _ in range(max_new):
-      allowed, done = cons.step(out)
-      if done:
-        break
-      logp = self.score(prompt + out, [[int(a)] for a in allowed])
-      dense = np.full((int(allowed.max()) + 1,), -np.inf)
-      dense[allowed] = logp
-      nxt = choose_next(dense, allowed, temperature, rng)
-      if nxt in stop_set:
-        break
-      out.append(nxt)
-    return out
+    kw: dict[str, Any] = {"max_tokens": int(max_new), "temperature": float(temperature)}
+    if temperature > 0:
+      kw["seed"] = int(seed)
+    text = self._completions([self._text(prompt)], **kw)[0].get("text", "")
+    new = self.tokenizer.encode(text)
+    for j, t in enumerate(new):
+      if t in stop_set:
+        return new[:j]
+    return new[:max_new]
 
 
 def _first_diff(a: Sequence[int], b: Sequence[int]) -> int:
