@@ -42,8 +42,8 @@ def _prompt(local):
 def test_score_matches_the_local_model(local, remote):
   prefix, conts = _prompt(local)
   np.testing.assert_allclose(remote.score(prefix, conts), local.score(prefix, conts), rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(remote.score_text("Input: cat dog red", ["cat", "a"]),
-                             local.score_text("Input: cat dog red", ["cat", "a"]), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(remote.score_text("Input: cat dog red", [" cat", " a"]),
+                             local.score_text("Input: cat dog red", [" cat", " a"]), rtol=1e-4, atol=1e-4)
   assert remote.max_length == local.max_length  # read from /v1/models
   assert remote.tokenizer.bos_id == 2  # probed through /tokenize
 
@@ -63,7 +63,7 @@ def test_generate_free_and_constrained(local, remote):
   assert remote.generate(prefix, 5, candidates=conts) == local.generate(prefix, 5, candidates=conts)
   out = remote.generate(prefix, 3, allowed_ids=[40, 41], temperature=1.0, seed=1)
   assert len(out) == 3 and set(out) <= {40, 41}
-  assert remote.generate_text("Input: cat", 6, candidates=["red", "blue tree"]) in ("red", "blue tree")
+  assert remote.generate_text("Input: cat", 6, candidates=[" red", " blue tree"]).strip() in ("red", "blue tree")
   # a server gives log-probs of chosen ids, not distributions: a LanguageModel without the logits capability
   assert isinstance(remote, L.LanguageModel) and not isinstance(remote, L.LogitsModel)
   np.testing.assert_allclose(remote.next_logprobs(prefix, np.asarray([40, 41]))[[40, 41]],
