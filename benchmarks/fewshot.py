@@ -53,7 +53,7 @@ def main(argv=None) -> int:
   import spae
   import spae.data
   from spae.prompting import FewShotConfig, evaluate_fewshot, format_table
-  from spae.prompting.fewshot import load_lm
+  from spae.prompting._cli import load_lm
 
   t0 = time.perf_counter()
   tok = spae.tiny_tokenizer() if args.tokenizer is None else spae.Tokenizer.load(args.tokenizer)

@@ -8,7 +8,7 @@ and every token-layer prefix l = 1..L (1, 5, 21, 85, 341, 597 tokens for the def
   rfid                  with --inception-weights FILE (pytorch-fid InceptionV3 pool3 via spae.metrics);
   usage                 unique ids of layer l over the whole eval set / V;
   saq_mse, rq_mse       latent MSE ||z - r_l||² of SAQ (the tokenizer's quantizer) and of the residual-sum
-                        ablation (spae.rq_quantize) with the same token budget, on the same encoder output z,
+                        ablation (spae.train.rq_quantize) with the same token budget, on the same encoder output z,
                         and their ratio: the baseline measured in this run;
   rq_psnr               PSNR of the decoder applied to the RQ reconstruction (the decoder was trained on SAQ
                         averages, so this favours SAQ; the latent MSE is the fair comparison).
@@ -134,7 +134,8 @@ def make_eval_fn(tok: Any):
   import jax.numpy as jnp
   from flax import nnx
 
-  from spae import rq_quantize, saq_quantize
+  from spae import saq_quantize
+  from spae.train import rq_quantize
 
   graphdef, _ = nnx.split(tok.model)
   spec, chunk = tok.config.pyramid, tok.config.vocab_chunk

@@ -8,8 +8,8 @@ Needs ImageNet prepared as array_record tfds, a frozen LLM vocabulary saved with
       --set data=tfds:imagenet2012@/data/tfds --set perceptual_weights=/models/lpips_vgg16.npz
 """
 
-from spae import AutoencoderConfig, DiscriminatorConfig, PyramidSpec, TokenizerConfig
-from spae.train import TrainConfig
+from spae import AutoencoderConfig, PyramidSpec, TokenizerConfig
+from spae.train import DiscriminatorConfig, TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -8,8 +8,8 @@ costs PSNR without time to pay back; enable it with --set adversarial_weight=0.0
   spae train --config configs/shapes64.py --workdir runs/shapes64
 """
 
-from spae import AutoencoderConfig, DiscriminatorConfig, PyramidSpec, TokenizerConfig
-from spae.train import TrainConfig
+from spae import AutoencoderConfig, PyramidSpec, TokenizerConfig
+from spae.train import DiscriminatorConfig, TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -3,8 +3,8 @@
   spae train --config configs/tiny.py --workdir /tmp/spae-tiny-run
 """
 
-from spae import AutoencoderConfig, DiscriminatorConfig, PyramidSpec, TokenizerConfig
-from spae.train import TrainConfig
+from spae import AutoencoderConfig, PyramidSpec, TokenizerConfig
+from spae.train import DiscriminatorConfig, TrainConfig
 
 
 def get_config() -> TrainConfig:

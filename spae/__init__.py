@@ -7,9 +7,8 @@ Quantization), `Tokenizer` / `TokenPyramid`. Subpackages: `spae.data`, `spae.los
 
 from spae._images import load_image, save_image
 from spae._io import SpaeInputError
-from spae._nets import AutoencoderConfig, Decoder, Discriminator, DiscriminatorConfig, Encoder
-from spae._pyramid import (PyramidSpec, commitment_loss, nearest_tokens, reconstruct_from_ids, rq_quantize,
-                           saq_quantize, straight_through)
+from spae._nets import AutoencoderConfig, Decoder, Encoder
+from spae._pyramid import PyramidSpec, nearest_tokens, reconstruct_from_ids, saq_quantize
 from spae._tiny import tiny_config, tiny_tokenizer, tiny_vocabulary
 from spae._tokenizer import Tokenizer, TokenizerConfig, TokenPyramid
 from spae._vocab import Vocabulary

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spae._codebook import Codebook, CodebookConfig, unit_rows
+
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig:
@@ -144,9 +146,25 @@ class Decoder(nnx.Module):
 
 
 class Autoencoder(nnx.Module):
-  def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
+  """Encoder, decoder and (for trainable codebook scoring) the map from the frozen table to codes."""
+
+  def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs, codebook: CodebookConfig = CodebookConfig(),
+               vocab_shape: tuple[int, int] | None = None):
     self.encoder = Encoder(cfg, rngs=rngs)
     self.decoder = Decoder(cfg, rngs=rngs)
+    self.codebook_mode = codebook.mode
+    if codebook.trainable:
+      if vocab_shape is None:
+        raise ValueError(f"codebook mode {codebook.mode!r} needs the vocabulary's shape (V, D).")
+      # Only trainable scorings add parameters, so 'raw' bundles keep their parameter tree.
+      self.codebook = Codebook(codebook, vocab_shape[0], vocab_shape[1], rngs=rngs)
+
+  def codes(self, table: jax.Array) -> jax.Array:
+    """The frozen table [V, D] as the codes [V, d] the quantizer searches and the decoder reads."""
+    if self.codebook_mode in ("projected", "learned"):
+      return self.codebook(table)
+    table = jax.lax.stop_gradient(jnp.asarray(table, jnp.float32))
+    return unit_rows(table) if self.codebook_mode == "normalized" else table
 
 
 def _blur_down(x: jax.Array) -> jax.Array:

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from spae._io import SpaeInputError
+from spae._tensors import open_tensors
 
 Array = jax.Array
 log = logging.getLogger("spae")
@@ -154,38 +155,12 @@ def _get(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], shape: tuple
                        "`features.*` (and LPIPS `lin*.model.1.weight`) tensors into it.")
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-  if isinstance(tree, Mapping):
-    out: dict[str, np.ndarray] = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  if isinstance(tree, (list, tuple)):
-    return _flatten({str(i): v for i, v in enumerate(tree)}, prefix)
-  return {prefix[:-1]: np.asarray(tree)}
-
-
-def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """All tensors of an `.npz`, `.safetensors` file or orbax checkpoint directory as {dotted name: array}."""
-  path = Path(path)
-  if not path.exists():
+def read_tensors(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
+  """The tensors of an `.npz`, `.safetensors` file or orbax checkpoint directory as {dotted name: array}."""
+  if not Path(path).exists():
     raise SpaeInputError(f"perceptual weights {str(path)!r} do not exist; pass an .npz, .safetensors or orbax "
                          "checkpoint with VGG16 (LPIPS) weights, or no path to turn the perceptual loss off.")
-  if path.suffix == ".npz":
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.keys()}
-  if path.suffix == ".safetensors":
-    from safetensors.numpy import load_file
-    return load_file(str(path))
-  if path.is_dir():
-    import orbax.checkpoint as ocp
-    try:
-      tree = ocp.PyTreeCheckpointer().restore(str(path.absolute()))
-    except Exception as e:  # orbax raises many types for a non-checkpoint folder
-      raise SpaeInputError(f"{path} is not a readable orbax checkpoint ({type(e).__name__}: {e}).") from e
-    return _flatten(tree)
-  raise SpaeInputError(f"cannot read perceptual weights from {str(path)!r}: expected .npz, .safetensors or an "
-                       "orbax checkpoint directory.")
+  return open_tensors(path, dtype=np.float32, sep=".")
 
 
 class PerceptualLoss:

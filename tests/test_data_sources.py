@@ -183,3 +183,42 @@ def test_folder_follows_symlinks_without_looping(folder):
   src = data.FolderSource(folder)
   names = [f.relative_to(folder).as_posix() for f in src.files]
   assert "dog/loop/c0.png" in names and not any("up/" in n for n in names)
+
+
+@pytest.mark.parametrize("shape", [(45, 70), (20, 27)])  # shrink (antialiased) and enlarge
+def test_data_pipeline_and_tokenizer_see_identical_pixels(tiny_tok, tmp_path, shape):
+  """Training (FolderSource -> BatchIterator) and inference (Tokenizer.preprocess) resize the same file alike."""
+  from spae._images import fit_to_size, load_image
+
+  rng = np.random.default_rng(3)
+  smooth = np.linspace(0, 255, shape[1])[None, :, None] * np.ones((shape[0], 1, 3))
+  im = np.clip(smooth + rng.normal(0, 40, (*shape, 3)), 0, 255).astype(np.uint8)
+  _png(tmp_path / "imgs" / "a.jpg", Image.fromarray(im))
+  size = tiny_tok.config.image_size
+  assert tiny_tok.config.fit == "center_crop"
+  it = data.BatchIterator(data.make_source(tmp_path / "imgs"), 1, data.Preprocess(size, crop="center"),
+                          shuffle=False)
+  train = next(it)["image"][0]
+  infer, _ = tiny_tok.preprocess(load_image(tmp_path / "imgs" / "a.jpg"))
+  assert train.shape == infer[0].shape == (size, size, 3) and train.dtype == infer.dtype == np.float32
+  np.testing.assert_array_equal(train, infer[0])
+  # No 8-bit rounding after the resize: values between the uint8 steps survive on both paths.
+  assert np.any(np.abs(train * 255 - np.round(train * 255)) > 1e-3)
+  squashed = fit_to_size(load_image(tmp_path / "imgs" / "a.jpg")[None].astype(np.float32) / 255, size, "resize")
+  np.testing.assert_array_equal(data.preprocess(load_image(tmp_path / "imgs" / "a.jpg"),
+                                                data.Preprocess(size, crop="none")), squashed[0])
+
+
+def test_resize_is_antialiased_bicubic_and_checks_shapes():
+  from spae._images import resize
+
+  stripes = np.zeros((64, 64, 3), np.float32)
+  stripes[:, ::2] = 1.0  # 1-px stripes: a point-sampling resize would alias them to all-0 or all-1
+  out = resize(stripes, 8)
+  assert out.shape == (8, 8, 3) and out.dtype == np.float32
+  np.testing.assert_allclose(out, 0.5, atol=0.02)
+  np.testing.assert_array_equal(resize(stripes, (64, 64)), stripes)  # same size: untouched
+  assert resize(np.full((2, 4, 6, 3), 255, np.uint8), (3, 5)).shape == (2, 3, 5, 3)
+  np.testing.assert_allclose(resize(np.full((4, 6, 3), 255, np.uint8), 9), 1.0)
+  with pytest.raises(spae.SpaeInputError, match="resize expects"):
+    resize(np.zeros((4, 4), np.float32), 2)

@@ -11,6 +11,7 @@ import pytest
 
 import spae
 from spae import lm as L
+from spae._tensors import open_tensors
 from lm_fixtures import PARITY, parity, tiny, tiny_gemma2, lm_tmp  # noqa: F401  (fixtures)
 
 KINDS_LAYOUTS = [("gemma2", "hf"), ("gemma2", "orbax"), ("gemma3", "hf"), ("gemma3", "orbax"), ("llama", "hf")]
@@ -85,11 +86,12 @@ def test_logits_batch_and_1d():
 def test_score_text_uses_the_tokenizer():
   lm = parity("gemma2", "hf")
   tok = lm.tokenizer
-  got = lm.score_text("Input: cat dog", ["red", "blue tree"])
+  got = lm.score_text("Input: cat dog", [" red", " blue tree"])
   prefix = tok.encode("Input: cat dog", add_bos=True)
-  want = lm.score(prefix, [tok.encode("red"), tok.encode("blue tree")])
-  np.testing.assert_allclose(got, want, rtol=1e-6)
-  assert prefix[0] == tok.bos_id == 2
+  # each continuation is scored with the ids it has in the joint text
+  conts = [tok.encode("Input: cat dog" + c, add_bos=True)[len(prefix):] for c in (" red", " blue tree")]
+  np.testing.assert_allclose(got, lm.score(prefix, conts), rtol=1e-6)
+  assert prefix[0] == tok.bos_id == 2 and all(len(c) for c in conts)
 
 
 # ------------------------------------------------------------------------------------------------ generation
@@ -150,8 +152,8 @@ def test_candidates_with_shared_prefix_end_at_stop():
 
 def test_generate_text_with_candidates_and_stop():
   lm = parity("gemma3", "hf")
-  text = lm.generate_text("Input: cat", 6, candidates=["red", "blue tree", "green"])
-  assert text in ("red", "blue tree", "green")
+  text = lm.generate_text("Input: cat", 6, candidates=[" red", " blue tree", " green"])
+  assert text.strip() in ("red", "blue tree", "green")
   free = lm.generate_text("Input: cat", 12, stop=["a"])
   assert "a" not in free
 
@@ -198,7 +200,7 @@ def test_config_shape_mismatch_is_named(tmp_path):
 def test_missing_tensor_is_named(tmp_path):
   from safetensors.numpy import save_file
   d = _copy_hf(PARITY / "llama" / "hf", tmp_path / "m")
-  tensors = L._safetensors.read_safetensors(d / "model.safetensors")
+  tensors = {k: np.array(v) for k, v in open_tensors(d / "model.safetensors").items()}
   del tensors["model.layers.1.self_attn.v_proj.weight"]
   save_file(tensors, str(d / "model.safetensors"))
   with pytest.raises(spae.SpaeInputError, match=r"missing tensor 'model\.layers\.1\.self_attn\.v_proj\.weight'"):
@@ -255,8 +257,29 @@ def test_bad_ids_and_specs():
     L.load(f"hf:{PARITY / 'gemma2'}")
 
 
-def test_trie_and_interface():
+def test_trie_constraint_and_interface():
   t = L.Trie([[1, 2], [1, 3], [4]])
   assert t.next_ids([]) == [1, 4] and t.next_ids([1]) == [2, 3] and t.is_complete([4]) and not t.is_complete([1])
-  assert isinstance(parity("gemma2", "hf"), L.LanguageModel)
-  assert isinstance(parity("gemma2", "hf").tokenizer, L.TextTokenizer)
+  c = L.Constraint(candidates=[[1, 2], [1], [4]], allowed_ids=[1, 2, 3, 4], stop=[9], vocab_size=10)
+  assert c.step([])[0].tolist() == [1, 4] and not c.step([])[1]
+  assert c.step([1])[0].tolist() == [2, 9]  # [1] is complete: a stop id may end it, or it continues to [1, 2]
+  assert c.step([1, 2]) == (None, True) and not c.free and L.Constraint(stop=[3]).free
+  assert L.Constraint(allowed_ids=[5], stop=[9]).step([5, 5])[0].tolist() == [5, 9]
+  with pytest.raises(spae.SpaeInputError, match="outside \\[0, 10\\)"):
+    L.Constraint(candidates=[[12]], vocab_size=10)
+  lm = parity("gemma2", "hf")
+  assert isinstance(lm, L.LanguageModel) and isinstance(lm, L.LogitsModel)
+  assert isinstance(lm.tokenizer, L.TextTokenizer)
+
+
+def test_next_logprobs_is_the_forward_and_drives_the_one_decoding_loop():
+  lm = parity("gemma3", "hf")
+  ids = [2, 40, 41, 42, 43]
+  np.testing.assert_allclose(lm.next_logprobs(ids), _logp(lm, ids)[-1], rtol=1e-4, atol=1e-4)
+  # A backend made only of next_logprobs decodes exactly like GemmaLM (same loop, same constraint semantics).
+  from spae.prompting.testing import FunctionLM
+  fn = FunctionLM(lm.tokenizer, lambda seq: lm.next_logprobs(seq))
+  cands = [[30, 31, 32], [30, 33], [34]]
+  for kw in ({}, {"candidates": cands, "stop": [1]}, {"allowed_ids": [11, 12, 13], "temperature": 1.0, "seed": 3}):
+    assert fn.generate(ids, 4, **kw) == lm.generate(ids, 4, **kw)
+  np.testing.assert_allclose(fn.score(ids, cands), lm.score(ids, cands), rtol=1e-4, atol=1e-4)

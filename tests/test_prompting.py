@@ -10,7 +10,7 @@ import spae
 from spae.prompting import (Episode, FewShotConfig, PromptTemplate, TokenMap, confidence_interval, evaluate_fewshot,
                             jaccard, jaccard_probe, read_episodes, ridge_probe, sample_episodes, write_episodes)
 from spae.prompting import fewshot
-from spae.prompting._prompt import encode_label
+from spae.prompting import _cli
 from spae.prompting.testing import FunctionLM, WordTokenizer, copy_label_model, prefer_model
 
 
@@ -136,11 +136,10 @@ def test_prompt_ids_splice_llm_ids_and_templates(tiny_tok, src, wtok):
   assert tmap.mode == "ids"
   ep = sample_episodes(src, 2, 1, 1, seed=0)[0]
   cache = fewshot.TokenCache(tiny_tok, src)
-  cfg = FewShotConfig(induction=True, template=PromptTemplate(example="Input: {tokens} | {label}\n",
-                                                              query="Input: {tokens} |"))
-  segs = fewshot.build_prompt(ep, ep.support, ep.query[0][1], 2, cache, cfg)
-  ids = fewshot.render_ids(segs, tmap)
-  text = fewshot.render_text(segs, tiny_tok.vocabulary.words(np.arange(len(tiny_tok.vocabulary))))
+  cfg = FewShotConfig(induction=True, template=PromptTemplate(example="Input: {tokens} | {label}\n"))
+  labels = fewshot.LabelIds.of(tmap, ep.labels, cfg.template)
+  segs = fewshot.build_prompt(ep, ep.support, ep.query[0][1], cache.episode(ep, 2), labels, cfg)
+  ids, text = spae.prompting.render(segs, tmap).ids, spae.prompting.render(segs, tmap).text
   assert text.startswith(f"For each of the following input output pairs, output is one of [{', '.join(ep.labels)}].")
   assert text.count("Input:") == 3 and text.endswith("|")
   # image tokens reach the LM as the vocabulary's llm ids, exactly in reading order
@@ -150,8 +149,8 @@ def test_prompt_ids_splice_llm_ids_and_templates(tiny_tok, src, wtok):
   bar = wtok.index["|"]
   assert ids[-len(llm) - 1:] == llm + [bar]
   assert ids[0] == wtok.bos_id
-  with pytest.raises(spae.SpaeInputError, match="label"):
-    PromptTemplate(query="Input: {tokens} {label}").validate()
+  with pytest.raises(spae.SpaeInputError, match="before"):
+    PromptTemplate(example="{label}: {tokens}\n").validate()
 
 
 def test_text_token_mode_when_vocabularies_differ(tiny_tok, src):
@@ -168,8 +167,8 @@ def test_text_token_mode_when_vocabularies_differ(tiny_tok, src):
 @pytest.mark.parametrize("wanted", ["zebra", "zebrafish", "red circle"])
 def test_score_and_generate_agree_when_lm_prefers_a_label(tiny_tok, src, wtok, wanted):
   """Labels the tokenizer splits into characters, one a token-prefix of another, still decide correctly."""
-  assert len(encode_label(wtok, "zebrafish")) == 9  # not a word of the LM: split into characters
-  lm = FunctionLM(wtok, prefer_model(wtok.vocab_size, encode_label(wtok, wanted) + [wtok.newline_id]))
+  assert len(wtok.encode("zebrafish")) == 9  # not a word of the LM: split into characters
+  lm = FunctionLM(wtok, prefer_model(wtok.vocab_size, wtok.encode(wanted) + [wtok.newline_id]))
   ep = Episode("e", ("zebra", "zebrafish", "red circle"), ("zebra", "zebrafish", "red circle"),
                ((0, "zebra/0"), (1, "zebrafish/0"), (2, "red circle/0")), ((1, "zebrafish/1"),))
   preds = {}
@@ -247,7 +246,7 @@ def _write_folder(root, src, classes):
 
 
 def test_cli_probes_only_on_an_image_folder_and_episode_file(tmp_path, tiny_tok, src, monkeypatch, capsys):
-  monkeypatch.setattr(fewshot, "load_tokenizer", lambda spec: tiny_tok)  # the session's compiled tokenizer
+  monkeypatch.setattr(_cli, "load_tokenizer", lambda spec: tiny_tok)  # the session's compiled tokenizer
   _write_folder(tmp_path / "imgs", src, ["cat", "dog", "zebra"])
   p = argparse.ArgumentParser()
   fewshot.add_fewshot_args(p)
@@ -273,3 +272,16 @@ def test_cli_probes_only_on_an_image_folder_and_episode_file(tmp_path, tiny_tok,
   assert [r["layers"] for r in rows] == [1, 2, 3] and rows[0]["queries"][0]["truth"] == "dog"
   with pytest.raises(spae.SpaeInputError, match="--data"):
     fewshot.run_fewshot(p.parse_args(["--tokenizer", "tiny", "--out", str(tmp_path / "z.jsonl")]))
+
+
+def test_an_episode_asks_for_each_image_tokens_once(tiny_tok, src, wtok, monkeypatch):
+  """Probes, prompts and every query of an episode share one lookup per image (per layers setting)."""
+  asked = []
+  orig = fewshot.TokenCache.ids
+  monkeypatch.setattr(fewshot.TokenCache, "ids", lambda self, key, layers: asked.append((key, layers))
+                      or orig(self, key, layers))
+  lm = FunctionLM(wtok, copy_label_model(wtok, tiny_tok.vocabulary.llm_ids))
+  eps = sample_episodes(src, 3, 2, 2, seed=4, queries=2)
+  evaluate_fewshot(FewShotConfig(layers=(1, 2)), tiny_tok, lm, source=src, episodes=eps, progress=False)
+  want = [(k, layers) for layers in (1, 2) for e in eps for k in e.image_keys()]
+  assert sorted(asked, key=str) == sorted(want, key=str)

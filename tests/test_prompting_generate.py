@@ -127,11 +127,11 @@ def test_image_metrics():
 
 
 def test_cli_generate(tiny_tok, wtok, image, tmp_path, monkeypatch, capsys):
-  from spae.prompting import fewshot
+  from spae.prompting import _cli
 
   lm = FunctionLM(wtok, majority_model(wtok))
-  monkeypatch.setattr(fewshot, "load_tokenizer", lambda spec: tiny_tok)
-  monkeypatch.setattr(fewshot, "load_lm", lambda spec: lm)
+  monkeypatch.setattr(_cli, "load_tokenizer", lambda spec: tiny_tok)
+  monkeypatch.setattr(_cli, "load_lm", lambda spec, **kw: lm)
   spae.save_image(tmp_path / "in.png", image)
   p = argparse.ArgumentParser()
   gen.add_generate_args(p)

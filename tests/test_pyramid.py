@@ -80,7 +80,7 @@ def test_rq_ablation_matches_numpy_reference():
   rng = np.random.default_rng(4)
   e = rng.standard_normal((40, 5)).astype(np.float32)
   z = rng.standard_normal((1, 4, 4, 5)).astype(np.float32)
-  ids, recons = spae.rq_quantize(z, e, spae.PyramidSpec((1, 2, 4)))
+  ids, recons = spae.train.rq_quantize(z, e, spae.PyramidSpec((1, 2, 4)))
   ref_ids, ref_recons = _np_saq(z, e, (1, 2, 4), mode="rq")
   for a, b in zip(ids, ref_ids):
     np.testing.assert_array_equal(np.asarray(a), b)
@@ -143,10 +143,10 @@ def test_reconstruct_from_ids_equals_quantizer_recon():
 def test_straight_through_and_commitment_gradients():
   z = jnp.ones((1, 2, 2, 3))
   r = jnp.zeros((1, 2, 2, 3))
-  g = jax.grad(lambda z: jnp.sum(spae.straight_through(z, r) * 2.0))(z)
+  g = jax.grad(lambda z: jnp.sum(spae.losses.straight_through(z, r) * 2.0))(z)
   np.testing.assert_allclose(np.asarray(g), 2.0)  # identity gradient
-  np.testing.assert_allclose(np.asarray(spae.straight_through(z, r)), 0.0)  # value of r
-  gc = jax.grad(lambda z: spae.commitment_loss(z, [r, r]))(z)
+  np.testing.assert_allclose(np.asarray(spae.losses.straight_through(z, r)), 0.0)  # value of r
+  gc = jax.grad(lambda z: spae.losses.commitment_loss(z, [r, r]))(z)
   assert np.all(np.asarray(gc) > 0)  # descending moves z toward sg(r) = 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import spae
 from spae import teachers
-from spae.teachers._weights import read_safetensors
+from spae._tensors import open_tensors
 
 PARITY = Path(__file__).parent / "fixtures" / "parity"
 TEMPLATES = ("a photo of a {}.", "art of the {}.")
@@ -184,7 +184,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def _rewrite_safetensors(path: Path, edit) -> None:
   from safetensors.numpy import save_file
 
-  tensors = {k: np.array(v) for k, v in read_safetensors(path).items()}
+  tensors = {k: np.array(v) for k, v in open_tensors(path).items()}
   edit(tensors)
   save_file(tensors, str(path))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spae import teachers
-from spae.teachers._weights import read_safetensors
+from spae._tensors import open_tensors
 
 PARITY = Path(__file__).parent / "fixtures" / "parity"
 ATOL = 2e-5  # measured max abs errors are ~1e-6 on embeddings of magnitude ~1
@@ -106,7 +106,7 @@ def test_bert_loads_with_bert_prefix(bert, tmp_path):
   """transformers' BertFor* models save `bert.`-prefixed names; sentence-transformers saves none."""
   from safetensors.numpy import save_file
 
-  tensors = read_safetensors(PARITY / "bert" / "model.safetensors")
+  tensors = open_tensors(PARITY / "bert" / "model.safetensors")
   assert not any(k.startswith("bert.") for k in tensors)
   d = tmp_path / "prefixed"
   d.mkdir()

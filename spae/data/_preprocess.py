@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from spae._images import UnreadableImageError, decode_image, to_rgb  # noqa: F401  (re-exported)
+from spae._images import UnreadableImageError, center_square, decode_image, resize, to_rgb  # noqa: F401
 from spae._io import SpaeInputError
 
 CropMode = Literal["center", "random", "none"]
@@ -45,32 +45,25 @@ class Preprocess:
 
 def preprocess(image: np.ndarray, config: Preprocess,
                rng: np.random.Generator | None = None) -> np.ndarray:
-  """uint8 RGB [H, W, 3] -> float32 [S, S, 3] in [0, 1] (crop, then antialiased bicubic resize, then flip).
+  """uint8 RGB [H, W, 3] -> float32 [S, S, 3] in [0, 1] (crop, then `spae._images.resize`, then flip).
 
-  `rng` drives the random crop and flip and is required when `config.is_random`.
+  The resize is the tokenizer's own (`Tokenizer.preprocess`), so crop='center' gives the pixels the tokenizer
+  sees at inference. `rng` drives the random crop and flip and is required when `config.is_random`.
   """
-  from PIL import Image
-
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise SpaeInputError(f"preprocess expects uint8 RGB [H, W, 3], got {image.dtype} {image.shape}; "
                          "decode with spae.data.decode_image / to_rgb first.")
   if config.is_random and rng is None:
     raise SpaeInputError("random crop / flip needs a numpy Generator: pass rng=np.random.default_rng(seed).")
   h, w = image.shape[:2]
-  if config.crop != "none":
-    side = min(h, w)
-    if config.crop == "random":
-      side = max(1, int(round(side * rng.uniform(config.min_crop, 1.0))))
-      top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    else:
-      top, left = (h - side) // 2, (w - side) // 2
-    # Crop first: resize(box=...) would let the bicubic kernel read pixels outside the crop.
+  if config.crop == "random":
+    side = max(1, int(round(min(h, w) * rng.uniform(config.min_crop, 1.0))))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     image = image[top:top + side, left:left + side]
-  s = config.image_size
-  if image.shape[:2] == (s, s):
-    out = image
-  else:
-    out = np.asarray(Image.fromarray(image).resize((s, s), Image.Resampling.BICUBIC), np.uint8)
+  elif config.crop == "center":
+    image = image[center_square(h, w)]
+  # Crop before resizing, so the bicubic kernel never reads pixels outside the crop.
+  out = resize(image, config.image_size)
   if config.flip and rng.random() < 0.5:
-    out = out[:, ::-1]
-  return out.astype(np.float32) / np.float32(255.0)
+    out = np.ascontiguousarray(out[:, ::-1])
+  return out

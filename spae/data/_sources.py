@@ -434,7 +434,8 @@ def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool
 
 
 _SPEC_HELP = ("a data spec is one of: 'shapes:DATA_DIR', 'shapes:SPLIT@DATA_DIR', 'tfds:NAME[:SPLIT][@DATA_DIR]', "
-              "'folder:PATH', or the path of an existing image folder")
+              "'folder:PATH', the path of an existing image folder, or generated data: 'scenes:N[@SIZE]', "
+              "'scenes:test:N', 'photos:N[@SIZE]', 'photos:test', 'mix:[N:]scenes=W,photos=W[@SIZE]'")
 
 
 def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str] | None = None,
@@ -449,6 +450,11 @@ def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str]
     'tfds:NAME[:SPLIT][@DATA_DIR]'  a prepared array_record tfds dataset, e.g. 'tfds:imagenet2012:validation@/data'
                                 (SPLIT defaults to 'train'; DATA_DIR to tfds' default).
     'folder:PATH' or 'PATH'     a folder of images, searched recursively; first-level subfolders are the classes.
+    'scenes:[SPLIT:]N[@SIZE]'   N generated scenes over the whole colour range (train split unless SPLIT is
+                                validation / test), rendered on demand (spae.data._scenes).
+    'photos:N[@SIZE]'           N random crops of scikit-image's training photographs; 'photos:test[@SIZE]' is the
+                                fixed evaluation set of crops of the held-out photographs (spae.data._photos).
+    'mix:[N:]scenes=W,photos=W[@SIZE]'  N training images (default 100000), a share W of each.
     An ImageSource is returned as is (after `classes` / `require_labels`).
 
   Args:
@@ -473,6 +479,10 @@ def _open_spec(spec: str, check: CheckMode, shapes_spec: _shapes.ShapesSpec | No
   if not spec:
     raise SpaeInputError(f"empty data spec; {_SPEC_HELP}.")
   kind, sep, rest = spec.partition(":")
+  if sep and kind in ("scenes", "photos", "mix"):
+    from spae.data import _generated  # imports this module
+
+    return _generated.open_generated(spec)
   if sep and kind == "shapes":
     split, at, data_dir = rest.rpartition("@")
     if not data_dir:

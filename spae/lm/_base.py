@@ -1,8 +1,12 @@
 """The language-model interface shared by the JAX-native and the remote (OpenAI-compatible) models.
 
-`TextTokenizer` and `LanguageModel` are the contract; `LanguageModelBase` implements the text-level methods
-(`score_text`, `generate_text`) on top of the id-level ones, and `Trie` / `choose_next` hold the decoding
-constraint logic that every backend shares.
+Capabilities are separate protocols: every backend is a `LanguageModel` (next-token log-probabilities,
+scoring, constrained generation, text helpers); a `LogitsModel` also returns full logits for whole sequences
+(local models only: a completions server returns the log-probabilities of chosen tokens, not distributions).
+
+`LanguageModelBase` holds the one decoding loop. A backend implements `next_logprobs` (and may override
+`score` with a batched version); decoding constraints are a public `Constraint` built from allowed ids,
+candidate token sequences (a `Trie`) and stop ids.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from spae._io import SpaeInputError
 class TextTokenizer(Protocol):
   """Text <-> token ids in the language model's own vocabulary."""
 
-  vocab_size: int
+  vocab_size: int | None
   bos_id: int | None
   eos_id: int | None
 
@@ -32,16 +36,17 @@ class TextTokenizer(Protocol):
 
 @runtime_checkable
 class LanguageModel(Protocol):
-  """A frozen causal language model.
+  """A frozen causal language model, local or remote.
 
-  Shapes: `logits` maps int ids [B, T] to float32 [B, T, V]; `score` returns [C] summed log-probabilities of
-  each continuation given the shared prefix; `generate` returns only the new ids (stop ids excluded).
+  Shapes: `next_logprobs` returns float [V'] log p(next id | ids) (V' >= every id it may return; entries outside
+  `among` may be -inf); `score` returns [C] summed log-probabilities of each continuation given the shared
+  prefix; `generate` returns only the new ids (stop ids excluded).
   """
 
   tokenizer: TextTokenizer
   max_length: int
 
-  def logits(self, ids: Any) -> np.ndarray: ...
+  def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray: ...
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray: ...
 
@@ -53,6 +58,13 @@ class LanguageModel(Protocol):
 
   def generate_text(self, prompt: str, max_new: int, *, candidates: Sequence[str] | None = None,
                     stop: Sequence[str] | None = None, temperature: float = 0.0, seed: int = 0) -> str: ...
+
+
+@runtime_checkable
+class LogitsModel(LanguageModel, Protocol):
+  """A `LanguageModel` that also gives full logits: int ids [B, T] -> float32 [B, T, V]."""
+
+  def logits(self, ids: Any) -> np.ndarray: ...
 
 
 class Trie:
@@ -94,22 +106,39 @@ def _as_id_set(ids: Iterable[int] | None, vocab_size: int | None, what: str) -> 
   return arr
 
 
-class _Constraint:
-  """Per-step allowed ids from an allowed-token set, a trie of candidates, and stop ids."""
+class Constraint:
+  """What a decoder may emit: an allowed-id set, a set of candidate sequences, and stop ids.
 
-  def __init__(self, vocab_size: int | None, allowed_ids, candidates, stop):
+  Args:
+    allowed_ids: every emitted id must be one of these (None: any id).
+    candidates: the output must be one of these token sequences (a `Trie`; None: any sequence).
+    stop: ids that end generation; they are never part of the output. With `candidates`, a stop id is allowed
+      only where a candidate is complete.
+    vocab_size: ids must lie in [0, vocab_size) (None: unchecked).
+
+  `step(generated)` says which ids may come next after the ids generated so far, and whether decoding is done.
+  """
+
+  def __init__(self, *, allowed_ids: Iterable[int] | None = None, candidates: Sequence[Sequence[int]] | None = None,
+               stop: Iterable[int] | None = None, vocab_size: int | None = None):
     self.allowed = _as_id_set(allowed_ids, vocab_size, "allowed_ids")
+    stop = list(stop) if stop is not None else []
     self.stop = _as_id_set(stop, vocab_size, "stop") if stop else np.zeros((0,), np.int64)
+    self.stop_set = frozenset(int(s) for s in self.stop)
     self.trie = Trie(candidates) if candidates is not None else None
     if self.trie is not None:
       for cand in candidates:
         for t in cand:
           if t < 0 or (vocab_size is not None and t >= vocab_size):
             raise SpaeInputError(f"candidate token id {t} is outside [0, {vocab_size}).")
-    self.free = self.allowed is None and self.trie is None
+
+  @property
+  def free(self) -> bool:
+    """True when any id may come next at every step (only stop ids are special)."""
+    return self.allowed is None and self.trie is None
 
   def step(self, generated: Sequence[int]) -> tuple[np.ndarray | None, bool]:
-    """Returns (ids allowed next or None for all, done). Stop ids are allowed wherever ending is allowed."""
+    """(int [k] ids allowed next, or None for any id; done). Stop ids are included wherever ending is allowed."""
     if self.trie is None:
       if self.allowed is None:
         return None, False
@@ -143,25 +172,34 @@ def choose_next(logits: np.ndarray, allowed: np.ndarray | None, temperature: flo
 
 
 class LanguageModelBase(abc.ABC):
-  """Implements the text-level API over the id-level one.
+  """The decoding loop, scoring and the text-level API, over a backend's `next_logprobs`.
 
-  Text rules: the prefix / prompt is encoded with BOS (when the tokenizer has one); each continuation or
-  candidate is encoded on its own, without BOS. Sentencepiece adds a leading-space marker to a text's first
-  word, so " cat" and "cat" both encode as '▁cat': write label continuations as whole words.
+  Text rules: the prefix / prompt is encoded with BOS (when the tokenizer has one); a continuation or candidate
+  gets the ids it has right after the prompt (those it adds to the prompt's encoding), as in one encoded text.
+  So write the space: after "Output:", " cat" is '▁cat' (SentencePiece, with or without a dummy prefix) or
+  'Ġcat' (byte-level BPE), while "cat" is glued to the colon.
   """
 
   tokenizer: TextTokenizer
   max_length: int
 
   @abc.abstractmethod
-  def logits(self, ids: Any) -> np.ndarray:
-    """ids: int [B, T] -> float32 [B, T, V]."""
+  def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray:
+    """float [V'] log p(next id | ids). Only the entries of `among` (int [k]; None: all ids) need be exact;
+    the others may be -inf. V' covers every id the model may emit."""
 
-  @abc.abstractmethod
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
-    """[C] sum over each continuation's tokens of log p(token | prefix, earlier continuation tokens)."""
+    """[C] float: sum_j log p(cont_j | prefix, cont_<j) for each continuation (token by token; backends batch)."""
+    prefix = self._as_ids(prefix_ids, "prefix_ids")
+    if not prefix:
+      raise SpaeInputError("prefix_ids is empty; start it with BOS (tokenizer.bos_id) at least.")
+    conts = self._check_continuations(prefix, continuations)
+    out = np.zeros((len(conts),), np.float64)
+    for i, c in enumerate(conts):
+      for j, t in enumerate(c):
+        out[i] += float(self.next_logprobs(prefix + c[:j], np.asarray([t], np.int64))[t])
+    return out
 
-  @abc.abstractmethod
   def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
                candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
                temperature: float = 0.0, seed: int = 0) -> list[int]:
@@ -172,28 +210,62 @@ class LanguageModelBase(abc.ABC):
     extended, or at a stop id where a candidate is complete). temperature 0 is greedy; otherwise sampling
     is seeded by `seed`, so equal seeds give equal outputs.
     """
+    prompt = self._as_ids(ids, "ids")
+    if not prompt:
+      raise SpaeInputError("ids is empty; start the prompt with BOS (tokenizer.bos_id) at least.")
+    if max_new < 0:
+      raise SpaeInputError(f"max_new must be >= 0, got {max_new}.")
+    self._check_length(len(prompt) + max_new, "len(ids) + max_new")
+    cons = Constraint(allowed_ids=allowed_ids, candidates=candidates, stop=stop,
+                      vocab_size=self.tokenizer.vocab_size)
+    return self._decode(prompt, max_new, cons, temperature, seed)
 
+  def _decode(self, prompt: list[int], max_new: int, cons: Constraint, temperature: float, seed: int) -> list[int]:
+    """The decoding loop: one `next_logprobs` call per emitted id."""
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    for _ in range(max_new):
+      allowed, done = cons.step(out)
+      if done:
+        break
+      logp = self.next_logprobs(prompt + out, allowed)
+      nxt = choose_next(logp, allowed, temperature, rng)
+      if nxt in cons.stop_set:
+        break
+      out.append(nxt)
+    return out
+
+  # ------------------------------------------------------------------ text level
   def _encode_prompt(self, text: str) -> list[int]:
     return list(self.tokenizer.encode(text, add_bos=self.tokenizer.bos_id is not None))
+
+  def _encode_after(self, prompt: str, prompt_ids: list[int], text: str) -> list[int]:
+    """The ids `text` adds after `prompt` (encoded in one piece); on its own if the tokenizer merges across."""
+    joint = self._encode_prompt(prompt + text)
+    if joint[:len(prompt_ids)] == prompt_ids:
+      return joint[len(prompt_ids):]
+    return list(self.tokenizer.encode(text))
 
   def score_text(self, prefix: str, continuations: Sequence[str]) -> np.ndarray:
     """[C] log p(continuation | prefix) for text continuations (see the class docstring for the rules)."""
     if isinstance(continuations, str):
       raise SpaeInputError("continuations must be a list of strings, not one string.")
-    conts = [list(self.tokenizer.encode(c)) for c in continuations]
+    prompt = self._encode_prompt(prefix)
+    conts = [self._encode_after(prefix, prompt, c) for c in continuations]
     for c, ids in zip(continuations, conts):
       if not ids:
         raise SpaeInputError(f"continuation {c!r} encodes to no tokens; use a non-empty string.")
-    return self.score(self._encode_prompt(prefix), conts)
+    return self.score(prompt, conts)
 
   def generate_text(self, prompt: str, max_new: int, *, candidates: Sequence[str] | None = None,
                     stop: Sequence[str] | None = None, temperature: float = 0.0, seed: int = 0) -> str:
     """Generated text (without the prompt). `stop` strings end the output, which is cut before them."""
+    ids = self._encode_prompt(prompt)
     cand_ids = None
     if candidates is not None:
       if isinstance(candidates, str):
         raise SpaeInputError("candidates must be a list of strings, not one string.")
-      cand_ids = [list(self.tokenizer.encode(c)) for c in candidates]
+      cand_ids = [self._encode_after(prompt, ids, c) for c in candidates]
     stop_ids: list[int] = []
     for s in stop or ():
       ids = self.tokenizer.encode(s)
@@ -201,8 +273,38 @@ class LanguageModelBase(abc.ABC):
         stop_ids.append(int(ids[0]))
     if self.tokenizer.eos_id is not None:
       stop_ids.append(int(self.tokenizer.eos_id))
-    new = self.generate(self._encode_prompt(prompt), max_new, candidates=cand_ids, stop=stop_ids or None,
+    new = self.generate(ids, max_new, candidates=cand_ids, stop=stop_ids or None,
                         temperature=temperature, seed=seed)
     text = self.tokenizer.decode(new)
     cut = min((text.find(s) for s in (stop or ()) if s and text.find(s) >= 0), default=-1)
     return text if cut < 0 else text[:cut]
+
+  # ------------------------------------------------------------------ checks
+  def _id_limit(self) -> int | None:
+    """Ids must lie below this (None: unchecked, e.g. a server that does not report its vocabulary size)."""
+    return self.tokenizer.vocab_size
+
+  def _as_ids(self, ids: Sequence[int], what: str) -> list[int]:
+    arr = np.asarray(list(ids))
+    if arr.ndim != 1:
+      raise SpaeInputError(f"{what} must be a flat sequence of token ids, got shape {arr.shape}.")
+    if arr.size == 0:
+      return []
+    limit = self._id_limit()
+    if not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or (limit is not None and arr.max() >= limit):
+      raise SpaeInputError(f"{what} must be integer token ids in [0, {limit}).")
+    return [int(i) for i in arr]
+
+  def _check_continuations(self, prefix: list[int], continuations: Sequence[Sequence[int]]) -> list[list[int]]:
+    if isinstance(continuations, (str, bytes)) or len(continuations) == 0:
+      raise SpaeInputError("continuations is empty; pass a list of at least one token-id sequence.")
+    conts = [self._as_ids(c, f"continuations[{i}]") for i, c in enumerate(continuations)]
+    if any(len(c) == 0 for c in conts):
+      raise SpaeInputError("every continuation needs at least one token.")
+    self._check_length(len(prefix) + max(len(c) for c in conts), "len(prefix_ids) + longest continuation")
+    return conts
+
+  def _check_length(self, n: int, what: str) -> None:
+    if n > self.max_length:
+      raise SpaeInputError(f"{what} = {n} exceeds the model context max_length={self.max_length}; inputs are "
+                           "never truncated: shorten the prompt (e.g. fewer shots) or continuations.")

@@ -27,14 +27,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from spae._io import SpaeInputError
-from spae.lm._base import LanguageModelBase, TextTokenizer, _Constraint, choose_next
+from spae.lm._base import LanguageModelBase, TextTokenizer
 
 Params = dict[str, Any]
 
@@ -357,18 +357,24 @@ class GemmaLM(LanguageModelBase):
     out = np.asarray(_logits_fn(self.config, self.params, padded, valid))[:, :t]
     return out[0] if squeeze else out
 
+  def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray:
+    """float32 [V] log p(next | ids) over the tokenizer's ids (padded embedding rows are not tokens); reuses the
+    cached K/V of the longest prefix shared with the previous call, so decoding runs one new token per step."""
+    seq = self._as_ids(ids, "ids")
+    if not seq:
+      raise SpaeInputError("ids is empty; start the prompt with BOS (tokenizer.bos_id) at least.")
+    self._check_length(len(seq), "len(ids)")
+    n_tok = min(int(self.tokenizer.vocab_size), self.config.vocab_size)
+    return np.asarray(self._prefill(seq))[:n_tok]
+
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
-    """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation; the prefix runs once."""
+    """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation; the prefix runs once and the
+    continuations run as one padded batch against its cached K/V."""
     prefix = self._as_ids(prefix_ids, "prefix_ids")
     if len(prefix) == 0:
       raise SpaeInputError("prefix_ids is empty; start it with BOS (tokenizer.bos_id) at least.")
-    conts = [self._as_ids(c, f"continuations[{i}]") for i, c in enumerate(continuations)]
-    if not conts:
-      raise SpaeInputError("continuations is empty; pass at least one continuation.")
-    if any(len(c) == 0 for c in conts):
-      raise SpaeInputError("every continuation needs at least one token.")
+    conts = self._check_continuations(prefix, continuations)
     longest = max(len(c) for c in conts)
-    self._check_length(len(prefix) + longest, "len(prefix_ids) + longest continuation")
     last_logp = self._prefill(prefix)
     _, buf_k, buf_v = self._cache
     # Few, coarse buckets: a label set of up to 8 candidates of up to 8 tokens always hits one compiled shape.
@@ -382,37 +388,6 @@ class GemmaLM(LanguageModelBase):
     lens[len(conts):] = 1
     out = _continuations_fn(self.config, self.params, buf_k, buf_v, len(prefix), last_logp, ids, lens)
     return np.asarray(out, np.float32)[:len(conts)]
-
-  def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
-               candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
-               temperature: float = 0.0, seed: int = 0) -> list[int]:
-    prompt = self._as_ids(ids, "ids")
-    if len(prompt) == 0:
-      raise SpaeInputError("ids is empty; start the prompt with BOS (tokenizer.bos_id) at least.")
-    if max_new < 0:
-      raise SpaeInputError(f"max_new must be >= 0, got {max_new}.")
-    self._check_length(len(prompt) + max_new, "len(ids) + max_new")
-    n_tok = min(int(self.tokenizer.vocab_size), self.config.vocab_size)
-    cons = _Constraint(n_tok, allowed_ids, candidates, stop)
-    stop_set = set(int(s) for s in cons.stop)
-    rng = np.random.default_rng(seed)
-    out: list[int] = []
-    if max_new == 0:
-      return out
-    logp = np.asarray(self._prefill(prompt))
-    for step in range(max_new):
-      allowed, done = cons.step(out)
-      if done:
-        break
-      if allowed is None and n_tok < logp.shape[0]:
-        allowed = np.arange(n_tok)  # padded embedding rows are not tokens
-      nxt = choose_next(logp, allowed, temperature, rng)
-      if nxt in stop_set:
-        break
-      out.append(nxt)
-      if step + 1 < max_new:
-        logp = np.asarray(self._prefill(prompt + out))
-    return out
 
   # ------------------------------------------------------------------ cache
   def _prefill(self, ids: list[int]) -> jax.Array:
@@ -468,24 +443,13 @@ class GemmaLM(LanguageModelBase):
     return Vocabulary(pieces, table * scale, np.arange(n), kinds, meta)
 
   # ------------------------------------------------------------------ checks
+  def _id_limit(self) -> int:
+    return self.config.vocab_size
+
   def _check_ids(self, arr: np.ndarray, what: str) -> None:
     if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or
                      arr.max() >= self.config.vocab_size):
       raise SpaeInputError(f"{what} must be integer token ids in [0, {self.config.vocab_size}).")
-
-  def _as_ids(self, ids: Sequence[int], what: str) -> list[int]:
-    arr = np.asarray(list(ids))
-    if arr.ndim != 1:
-      raise SpaeInputError(f"{what} must be a flat sequence of token ids, got shape {arr.shape}.")
-    if arr.size == 0:
-      return []
-    self._check_ids(arr, what)
-    return [int(i) for i in arr]
-
-  def _check_length(self, n: int, what: str) -> None:
-    if n > self.max_length:
-      raise SpaeInputError(f"{what} = {n} exceeds the model context max_length={self.max_length}; inputs are "
-                           "never truncated: shorten the prompt (e.g. fewer shots) or continuations.")
 
   def __repr__(self) -> str:
     c = self.config

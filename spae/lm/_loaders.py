@@ -20,13 +20,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from spae._io import SpaeInputError, flatten_tree
+from spae._io import SpaeInputError
+from spae._tensors import Tensors, open_tensors
 from spae.lm._gemma import GemmaConfig, GemmaLM
-from spae.lm._safetensors import read_safetensors_dir
 from spae.lm._sp import SentencePieceTokenizer
 
 # Rows of released embedding tables that exceed the tokenizer's pieces (padding, or image tokens).
@@ -152,25 +152,20 @@ def _scaling(d: dict[str, Any]) -> dict[str, Any] | None:
   return {"rope_type": kind, **{k: float(d[k]) for k in keys}}
 
 
-def params_from_hf(tensors: dict[str, np.ndarray], cfg: GemmaConfig, *, where: str = "") -> dict[str, Any]:
-  """HF tensor names -> canonical params (norm weights as effective scales)."""
-  ends = [k for k in tensors if k.endswith("embed_tokens.weight")]
+def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: GemmaConfig, *, where: str = "") -> dict[str, Any]:
+  """HF tensor names -> canonical float32 params (norm weights as effective scales)."""
+  tf = tensors if isinstance(tensors, Tensors) else Tensors.from_arrays(tensors, where)
+  ends = [k for k in tf if k.endswith("embed_tokens.weight")]
   if not ends:
-    raise SpaeInputError(f"{where}: missing tensor 'model.embed_tokens.weight'; this is not a causal-LM "
-                         f"checkpoint (tensors include {sorted(tensors)[:8]}).")
+    raise SpaeInputError(f"{tf.where}: missing tensor 'model.embed_tokens.weight'; this is not a causal-LM "
+                         f"checkpoint (tensors include {sorted(tf)[:8]}).")
   pre = ends[0][: -len("embed_tokens.weight")]
   d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                       cfg.vocab_size)
   plus = 1.0 if cfg.norm_plus_one else 0.0
 
   def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if name not in tensors:
-      raise SpaeInputError(f"{where}: missing tensor {name!r} (expected shape {shape}).")
-    t = tensors[name]
-    if tuple(t.shape) != shape:
-      raise SpaeInputError(f"{where}: tensor {name!r} has shape {tuple(t.shape)} but config.json implies "
-                           f"{shape}; the checkpoint does not match its config.")
-    return np.asarray(t, np.float32)
+    return tf.get(name, shape, np.float32)
 
   layers: dict[str, list[np.ndarray]] = {}
 
@@ -199,7 +194,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: GemmaConfig, *, where: s
   out = {"embed": get(pre + "embed_tokens.weight", (v, d)), "final_norm": get(pre + "norm.weight", (d,)) + plus,
          "layers": {key: np.stack(vals) for key, vals in layers.items()}}
   if not cfg.tied_embeddings:
-    head = [kk for kk in tensors if kk.endswith("lm_head.weight")]
+    head = [kk for kk in tf if kk.endswith("lm_head.weight")]
     out["lm_head"] = get(head[0] if head else "lm_head.weight", (v, d))
   return out
 
@@ -219,25 +214,24 @@ def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int |
   except json.JSONDecodeError as e:
     raise SpaeInputError(f"{folder}/config.json is not valid JSON ({e}).") from e
   cfg = config_from_hf(hf, where=str(folder / "config.json"))
-  tensors, _ = read_safetensors_dir(folder)
-  params = params_from_hf(tensors, cfg, where=str(folder))
+  params = params_from_hf(open_tensors(folder, format="safetensors"), cfg)
   tok = _tokenizer(tokenizer, [folder / "tokenizer.model", folder.parent / "tokenizer.model"], folder)
   _check_vocab(tok, cfg, allow_extra_rows, str(folder))
   return GemmaLM(cfg, params, tok, max_length=max_length, source=f"hf:{folder}")
 
 
 # ------------------------------------------------------------------------------------------------ orbax
-def orbax_flat_params(tree: Any) -> dict[str, np.ndarray]:
+def orbax_flat_params(tensors: Tensors) -> Tensors:
   """Normalised '/'-paths: no `transformer/` prefix, no trailing `/w` on MLP weights."""
-  flat = {}
-  for k, v in flatten_tree(tree).items():
+
+  def name(k: str) -> str:
     k = k[len("transformer/"):] if k.startswith("transformer/") else k
-    k = re.sub(r"(/mlp/(?:gating_einsum|linear))/w$", r"\1", k)
-    flat[k] = v
-  return flat
+    return re.sub(r"(/mlp/(?:gating_einsum|linear))/w$", r"\1", k)
+
+  return tensors.rename(name)
 
 
-def config_from_orbax(flat: dict[str, Any], *, overrides: dict[str, Any] | None = None,
+def config_from_orbax(flat: Tensors, *, overrides: dict[str, Any] | None = None,
                       variant: str | None = None, where: str = "") -> GemmaConfig:
   """Shapes from the tensors; the rest from `overrides`, a named preset, or the released size matched."""
 
@@ -245,7 +239,7 @@ def config_from_orbax(flat: dict[str, Any], *, overrides: dict[str, Any] | None 
     if key not in flat:
       raise SpaeInputError(f"{where}: missing tensor {key!r}; this is not a Gemma orbax checkpoint "
                            f"(keys include {sorted(flat)[:8]}).")
-    return tuple(np.shape(flat[key]))
+    return flat.shape(key)
 
   v, d = shape("embedder/input_embedding")
   layers = 0
@@ -289,18 +283,13 @@ def config_from_orbax(flat: dict[str, Any], *, overrides: dict[str, Any] | None 
   return GemmaConfig.from_dict(fields)
 
 
-def params_from_orbax(flat: dict[str, Any], cfg: GemmaConfig, *, where: str = "") -> dict[str, Any]:
+def params_from_orbax(flat: Tensors, cfg: GemmaConfig, *, where: str = "") -> dict[str, Any]:
+  """Normalised orbax tensors (see `orbax_flat_params`) -> canonical float32 params."""
   d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                       cfg.vocab_size)
 
   def get(key: str, shape: tuple[int, ...] | None) -> np.ndarray:
-    if key not in flat:
-      raise SpaeInputError(f"{where}: missing tensor {key!r}" + (f" (expected shape {shape})." if shape else "."))
-    t = np.asarray(flat[key], np.float32)
-    if shape is not None and tuple(t.shape) != shape:
-      raise SpaeInputError(f"{where}: tensor {key!r} has shape {tuple(t.shape)} but the config needs {shape}; "
-                           "the checkpoint does not match its config.")
-    return t
+    return flat.get(key, shape, np.float32)
 
   layers: dict[str, list[np.ndarray]] = {}
 
@@ -352,16 +341,10 @@ def load_gemma(path: str | os.PathLike, *, tokenizer: Any = None, config: dict[s
   its parent. Non-shape hyperparameters: `config` overrides, then `spae_lm.json` in the directory, then
   `variant` / the released size matched (see `PRESETS`).
   """
-  import orbax.checkpoint as ocp
-
   folder = Path(path)
   if not folder.is_dir():
     raise SpaeInputError(f"orbax checkpoint directory {str(folder)!r} does not exist.")
-  try:
-    tree = ocp.PyTreeCheckpointer().restore(str(folder.absolute()))
-  except Exception as e:  # orbax raises many types for a non-checkpoint folder
-    raise SpaeInputError(f"{folder} is not a readable orbax checkpoint ({type(e).__name__}: {e}).") from e
-  flat = orbax_flat_params(tree)
+  flat = orbax_flat_params(open_tensors(folder, format="orbax"))
   overrides: dict[str, Any] = {}
   side = folder / "spae_lm.json"
   if side.is_file():

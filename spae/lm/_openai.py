@@ -18,26 +18,58 @@ import os
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from spae._io import SpaeInputError
-from spae.lm._base import LanguageModelBase, _Constraint, choose_next
+from spae.lm._base import Constraint, LanguageModelBase
 
 log = logging.getLogger("spae.lm")
 
 
-class LMServerError(RuntimeError):
-  """A language-model server could not answer (after retries); the message says what failed and where."""
+DEFAULTS = {"timeout": 30.0, "attempts": 3, "backoff": 0.5}  # seconds silent per attempt, attempts, first backoff
+
+
+class LMServerError(SpaeInputError):
+  """A language-model server could not answer (after its attempts); the message says what failed, where and what
+  to do. A `SpaeInputError`, so the command line reports it in one line, like any unusable input."""
+
+
+def server_options(base_url: str, **given: Any) -> tuple[str, dict[str, Any]]:
+  """Splits `?timeout=S&attempts=N&backoff=S` off a server URL; keyword values that are not None win.
+
+  Returns the URL without those options and the resolved {timeout, attempts, backoff}.
+  """
+  parts = urllib.parse.urlsplit(base_url)
+  opts = dict(DEFAULTS)
+  for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+    if k not in DEFAULTS:
+      raise SpaeInputError(f"unknown option {k!r} in the server URL {base_url!r}; the options are "
+                           f"{', '.join(DEFAULTS)} (e.g. http://127.0.0.1:8000?timeout=10&attempts=2).")
+    opts[k] = v
+  opts.update({k: v for k, v in given.items() if v is not None})
+  try:
+    out = {"timeout": float(opts["timeout"]), "attempts": int(opts["attempts"]), "backoff": float(opts["backoff"])}
+  except ValueError:
+    raise SpaeInputError(f"server options {opts} must be numbers (timeout and backoff in seconds, attempts an "
+                         "integer).") from None
+  if not (out["timeout"] > 0 and out["attempts"] >= 1 and out["backoff"] >= 0):
+    raise SpaeInputError(f"server options need timeout > 0, attempts >= 1 and backoff >= 0; got {out}.")
+  return urllib.parse.urlunsplit(parts._replace(query="")), out
 
 
 class _Http:
-  """JSON POST/GET with timeouts and retries (exponential backoff) on connection errors, timeouts, 429/5xx and
-  malformed JSON. Other HTTP errors (4xx) fail at once."""
+  """JSON POST/GET with a timeout and several attempts (exponential backoff) on connection errors, timeouts,
+  429/5xx and malformed JSON. Other HTTP errors (4xx) fail at once.
 
-  def __init__(self, base_url: str, *, api_key_env: str | None, timeout: float, retries: int, backoff: float):
+  `timeout` bounds how long the server may stay silent (to connect, or between bytes of its answer), so a
+  server that accepts and never answers fails after about timeout x attempts (+ the backoff sleeps).
+  """
+
+  def __init__(self, base_url: str, *, api_key_env: str | None, timeout: float, attempts: int, backoff: float):
     url = base_url.rstrip("/")
     if url.endswith("/v1"):
       url = url[:-3]
@@ -46,7 +78,7 @@ class _Http:
     self.base_url = url
     self.api_key_env = api_key_env
     self.timeout = float(timeout)
-    self.retries = int(retries)
+    self.attempts = int(attempts)
     self.backoff = float(backoff)
 
   def _key(self) -> str | None:
@@ -60,7 +92,7 @@ class _Http:
     url = self.base_url + path
     data = None if payload is None else json.dumps(payload).encode()
     last = ""
-    for attempt in range(self.retries + 1):
+    for attempt in range(self.attempts):
       if attempt:
         time.sleep(self.backoff * 2 ** (attempt - 1))
       req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
@@ -68,7 +100,7 @@ class _Http:
       key = self._key()
       if key:
         req.add_header("Authorization", f"Bearer {key}")
-      log.debug("request %s (attempt %d/%d)", url, attempt + 1, self.retries + 1)
+      log.debug("request %s (attempt %d/%d)", url, attempt + 1, self.attempts)
       try:
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
           body = resp.read()
@@ -91,8 +123,10 @@ class _Http:
         last = f"malformed JSON in the answer ({e.msg if hasattr(e, 'msg') else e})"
         log.debug("retryable failure from %s: malformed JSON", url)
         continue
-    raise LMServerError(f"{url} failed after {self.retries + 1} attempts; last error: {last}. Check that the "
-                        "server is running at that address and serves this model.")
+    raise LMServerError(f"{url} failed after {self.attempts} attempt(s) of up to {self.timeout:g} s; last error: "
+                        f"{last}. Check that the server is running at that address and serves this model, or give "
+                        "it longer (timeout / attempts: URL options, keywords, or spae --lm-timeout / "
+                        "--lm-attempts).")
 
 
 class ServerTokenizer:
@@ -151,22 +185,27 @@ class OpenAICompatibleLM(LanguageModelBase):
     base_url: e.g. 'http://127.0.0.1:8000' (a trailing '/v1' is accepted).
     model: the served model name.
     api_key_env: environment variable holding the API key (None: no key).
-    timeout, retries, backoff: per-request timeout in seconds, retries after the first attempt, and the first
-      backoff delay (doubled each retry).
+    timeout, attempts, backoff: seconds the server may stay silent per attempt (30), attempts per request (3),
+      and the first backoff sleep between attempts (0.5 s, doubled each time). Also accepted as URL options
+      ('http://127.0.0.1:8000?timeout=10&attempts=2'); keywords win.
     batch_size: prompts per completions request when scoring.
     tokenizer_api: 'vllm' or 'llamacpp' (shape of the /tokenize and /detokenize calls); or pass `tokenizer`.
     max_length: context length (default: the server's `max_model_len` from /v1/models, else 4096).
     verify_round_trip: `score` re-tokenizes the text it sends and raises if the server's ids differ.
 
-  `logits` is not available: completions servers return only the top few log-probs per position.
+  A `LanguageModel` but not a `LogitsModel`: a completions server returns the log-probs of chosen tokens, not
+  whole distributions. Constrained decoding therefore scores the allowed next ids (one batched request per
+  step); free generation is one completions request, decoded by the server.
   """
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
-               timeout: float = 30.0, retries: int = 3, backoff: float = 0.5, batch_size: int = 16,
+               timeout: float | None = None, attempts: int | None = None, backoff: float | None = None,
+               batch_size: int = 16,
                tokenizer_api: str = "vllm", tokenizer: Any = None, vocab_size: int | None = None,
                bos_id: int | None = None, eos_id: int | None = None, max_length: int | None = None,
                verify_round_trip: bool = True):
-    self._http = _Http(base_url, api_key_env=api_key_env, timeout=timeout, retries=retries, backoff=backoff)
+    url, opts = server_options(base_url, timeout=timeout, attempts=attempts, backoff=backoff)
+    self._http = _Http(url, api_key_env=api_key_env, **opts)
     self.model = model
     self.batch_size = int(batch_size)
     self.verify_round_trip = verify_round_trip
@@ -188,10 +227,6 @@ class OpenAICompatibleLM(LanguageModelBase):
         self._max_length = 4096
     return self._max_length
 
-  def logits(self, ids: Any) -> np.ndarray:
-    raise NotImplementedError("a /v1/completions server returns only top-k log-probs, not full logits; use "
-                              "score() / generate(), or a local GemmaLM for logits.")
-
   # ------------------------------------------------------------------ requests
   def _completions(self, prompts: list[str], **kw: Any) -> list[dict[str, Any]]:
     payload = {"model": self.model, "prompt": prompts, **kw}
@@ -211,14 +246,8 @@ class OpenAICompatibleLM(LanguageModelBase):
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
     """[C] summed log-probs of each continuation, from `echo` + `logprobs` over prefix + continuation text."""
-    prefix = [int(i) for i in prefix_ids]
-    conts = [[int(i) for i in c] for c in continuations]
-    if not conts or any(len(c) == 0 for c in conts):
-      raise SpaeInputError("continuations must be a non-empty list of non-empty id sequences.")
-    longest = max(len(c) for c in conts)
-    if len(prefix) + longest > self.max_length:
-      raise SpaeInputError(f"len(prefix_ids) + longest continuation = {len(prefix) + longest} exceeds the model "
-                           f"context max_length={self.max_length}; inputs are never truncated.")
+    prefix = self._as_ids(prefix_ids, "prefix_ids")
+    conts = self._check_continuations(prefix, continuations)
     texts = [self._text(prefix + c) for c in conts]
     bos = self.tokenizer.bos_id
     want = [([bos] if bos is not None and (not prefix or prefix[0] != bos) else []) + prefix + c for c in conts]
@@ -246,42 +275,43 @@ class OpenAICompatibleLM(LanguageModelBase):
         out[i] = float(np.sum(vals))
     return out
 
+  def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray:
+    """float [max(among) + 1]: log p(a | ids) for each id a in `among` (one batched request), -inf elsewhere.
+
+    `among` is required: the server does not return the whole next-token distribution.
+    """
+    if among is None:
+      raise SpaeInputError("a completions server gives the log-probs of chosen ids only; pass `among` (the ids "
+                           "to score), or generate without a constraint to let the server decode.")
+    among = np.asarray(among, np.int64).reshape(-1)
+    dense = np.full((int(among.max()) + 1,), -np.inf)
+    dense[among] = self.score([int(i) for i in ids], [[int(a)] for a in among])
+    return dense
+
   def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
                candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
                temperature: float = 0.0, seed: int = 0) -> list[int]:
-    """Unconstrained: one completions request. Constrained (allowed ids / candidates): step by step, each step
-    scoring the allowed next ids in one batched request (cost grows with the allowed set)."""
-    prompt = [int(i) for i in ids]
-    if len(prompt) + max_new > self.max_length:
-      raise SpaeInputError(f"len(ids) + max_new = {len(prompt) + max_new} exceeds max_length={self.max_length}.")
-    cons = _Constraint(self.tokenizer.vocab_size, allowed_ids, candidates, stop)
-    stop_set = set(int(s) for s in cons.stop)
-    if max_new <= 0:
+    """Constrained (allowed ids / candidates): the base decoding loop over `next_logprobs`, whose cost grows with
+    the allowed set. Unconstrained: one completions request (the server samples; `seed` is sent with it)."""
+    if allowed_ids is not None or candidates is not None:
+      return super().generate(ids, max_new, allowed_ids=allowed_ids, candidates=candidates, stop=stop,
+                              temperature=temperature, seed=seed)
+    prompt = self._as_ids(ids, "ids")
+    if max_new < 0:
+      raise SpaeInputError(f"max_new must be >= 0, got {max_new}.")
+    self._check_length(len(prompt) + max_new, "len(ids) + max_new")
+    stop_set = Constraint(stop=stop, vocab_size=self.tokenizer.vocab_size).stop_set
+    if max_new == 0:
       return []
-    if cons.free:
-      kw: dict[str, Any] = {"max_tokens": int(max_new), "temperature": float(temperature)}
-      if temperature > 0:
-        kw["seed"] = int(seed)
-      text = self._completions([self._text(prompt)], **kw)[0].get("text", "")
-      new = self.tokenizer.encode(text)
-      for j, t in enumerate(new):
-        if t in stop_set:
-          return new[:j]
-      return new[:max_new]
-    rng = np.random.default_rng(seed)
-    out: list[int] = []
-    for _ in range(max_new):
-      allowed, done = cons.step(out)
-      if done:
-        break
-      logp = self.score(prompt + out, [[int(a)] for a in allowed])
-      dense = np.full((int(allowed.max()) + 1,), -np.inf)
-      dense[allowed] = logp
-      nxt = choose_next(dense, allowed, temperature, rng)
-      if nxt in stop_set:
-        break
-      out.append(nxt)
-    return out
+    kw: dict[str, Any] = {"max_tokens": int(max_new), "temperature": float(temperature)}
+    if temperature > 0:
+      kw["seed"] = int(seed)
+    text = self._completions([self._text(prompt)], **kw)[0].get("text", "")
+    new = self.tokenizer.encode(text)
+    for j, t in enumerate(new):
+      if t in stop_set:
+        return new[:j]
+    return new[:max_new]
 
 
 def _first_diff(a: Sequence[int], b: Sequence[int]) -> int:

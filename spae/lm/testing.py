@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from spae._io import SpaeInputError, atomic_path
+from spae.lm._base import LogitsModel
 from spae.lm._gemma import GemmaConfig
 from spae.lm._loaders import family_defaults, gemma_layer_types
 
@@ -238,14 +239,14 @@ class FakeCompletionsServer:
   """A vLLM-like OpenAI-compatible server on 127.0.0.1 (loopback only) backed by a local language model.
 
   Serves /v1/completions (echo + logprobs, greedy or seeded sampling, stop strings), /tokenize, /detokenize
-  and /v1/models from `lm` and its tokenizer. Faults for tests: append to `faults` any of 'http500', 'badjson',
+  and /v1/models from `lm` (a local model with full logits) and its tokenizer. Faults for tests: append to `faults` any of 'http500', 'badjson',
   'auth401' (a 401 that echoes the Authorization header), ('sleep', seconds); each request takes the next fault (if any). `paths` and `headers` record every request.
 
       with FakeCompletionsServer(lm, model="tiny") as srv:
         remote = spae.lm.load(f"openai:{srv.url}#tiny")
   """
 
-  def __init__(self, lm: Any, model: str = "tiny"):
+  def __init__(self, lm: LogitsModel, model: str = "tiny"):
     self.lm, self.model = lm, model
     self.faults: list[Any] = []
     self.headers: list[dict[str, str]] = []

@@ -7,8 +7,8 @@ Episode file format (JSONL, one episode per line; `write_episodes` writes it, `r
    "support": [["red circle", 17], ["blue star", 4], ...],  # [class, image] in prompt order
    "query": [["blue star", 29]]}                      # one or more [class, image]
 
-`image` is whatever the labelled source's `load` accepts (an int index, or a key string), or, when no source is
-given, a path to an image file (relative paths are relative to the episode file). A CSV form is also read:
+`image` is whatever the labelled source (a `spae.data.LabelledSource`) loads (an int index, or a key string),
+or, when no source is given, a path to an image file (relative paths are relative to the episode file). A CSV form is also read:
 a header `episode,role,class,image` (role = support | query), one row per image, rows in prompt order;
 `labels` then default to the class names.
 """
@@ -20,30 +20,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from spae._io import SpaeInputError, write_text_atomic
+from spae.data import LabelledSource
 
 # Open-ended nonsense names, as in Frozen's open-ended mini-ImageNet ("dax", "blicket", ...).
 NONSENSE_NAMES: tuple[str, ...] = ("dax", "blicket", "slation", "perpo", "shously", "wug", "toma", "fep", "zorb",
                                    "kiki", "bouba", "glorp", "tufa", "mipo", "rell", "snerd", "vexo", "plim",
                                    "quabe", "jorn")
-
-
-class ImageSource(Protocol):
-  """What episodes are sampled from (spae.data's LabelledSource has this shape).
-
-  `classes`: the class names; `images_of(name)`: the image keys of a class; `load(key)`: one image
-  (uint8 / float [H, W, 3], or a (image, ...) tuple / {"image": ...} dict).
-  """
-
-  classes: Sequence[str]
-
-  def images_of(self, name: str) -> Sequence[Any]: ...
-
-  def load(self, key: Any) -> Any: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +109,7 @@ def normalize_label(text: str) -> str:
   return text.strip(" .,;:!?\"'`()[]{}<>")
 
 
-def check_source(source: ImageSource, ways: int, shots: int, queries: int = 1) -> list[str]:
+def check_source(source: LabelledSource, ways: int, shots: int, queries: int = 1) -> list[str]:
   """Class names usable for N-way K-shot episodes; raises naming the class that lacks images."""
   classes = list(source.classes)
   if len(classes) < ways:
@@ -137,8 +124,8 @@ def check_source(source: ImageSource, ways: int, shots: int, queries: int = 1) -
   return classes
 
 
-def sample_episodes(source: ImageSource, ways: int, shots: int, num: int, *, seed: int = 0, queries: int = 1,
-                    names: str = "real", start: int = 0) -> list[Episode]:
+def sample_episodes(source: LabelledSource, ways: int, shots: int, num: int, *, seed: int = 0,
+                    queries: int = 1, names: str = "real", start: int = 0) -> list[Episode]:
   """`num` N-way K-shot episodes; episode i depends only on (seed, ways, shots, queries, i).
 
   Support and query images of an episode are disjoint. Support order is shuffled (classes interleaved at
@@ -250,7 +237,8 @@ def _check_unique(episodes: list[Episode], path: Path) -> None:
 
 
 class FileImages:
-  """Loads episode images given as file paths (relative to `root`), for episode files used without a source."""
+  """A `LabelledSource` without classes: episode images given as file paths (relative to `root`), for episode
+  files used without --data."""
 
   classes: Sequence[str] = ()
 
@@ -267,7 +255,7 @@ class FileImages:
     return load_image(p if p.is_absolute() else self.root / p)
 
 
-def load_image_from(source: ImageSource, key: Any) -> Any:
+def load_image_from(source: LabelledSource, key: Any) -> Any:
   """source.load(key), unwrapping (image, label) tuples and {"image": ...} dicts."""
   item = source.load(key)
   if isinstance(item, dict):

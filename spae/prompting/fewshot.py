@@ -25,23 +25,31 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from spae._io import SpaeInputError, write_json_atomic
-from spae.prompting._episodes import (Episode, FileImages, ImageSource, load_image_from, normalize_label,
-                                      read_episodes, repeated_support, sample_episodes, write_episodes)
+from spae._tokenizer import Tokenizer, TokenPyramid
+from spae.data import LabelledSource
+from spae.lm import LanguageModel, LogitsModel
+from spae.prompting import _cli
+from spae.prompting._episodes import (Episode, FileImages, load_image_from, normalize_label, read_episodes,
+                                      repeated_support, sample_episodes, write_episodes)
 from spae.prompting._jsonl import JsonlLog
 from spae.prompting._probes import jaccard_probe, ridge_probe
-from spae.prompting._prompt import (PromptTemplate, Segment, TokenMap, encode_label, render_ids, render_text)
+from spae.prompting._prompt import PromptTemplate
+from spae.prompting._render import Answer, Segment, readable, render
+from spae.prompting._stats import confidence_interval, format_table, summarize
+from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
 
-METHODS = ("lm", "jaccard", "ridge")
+__all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "classify_query",
+           "confidence_interval", "evaluate_fewshot", "format_table", "run_fewshot", "score_candidates", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +112,11 @@ class FewShotConfig:
 class TokenCache:
   """Codebook ids per image key, encoding each distinct image once (in batches)."""
 
-  def __init__(self, tokenizer: Any, source: ImageSource, batch_size: int = 16):
+  def __init__(self, tokenizer: Tokenizer, source: LabelledSource, batch_size: int = 16):
     self.tokenizer, self.source, self.batch_size = tokenizer, source, batch_size
-    self._pyr: dict[Any, Any] = {}
+    self._pyr: dict[Hashable, TokenPyramid] = {}
 
-  def prefetch(self, keys: Iterable[Any]) -> None:
+  def prefetch(self, keys: Iterable[Hashable]) -> None:
     todo = list(dict.fromkeys(k for k in keys if k not in self._pyr))
     for i in range(0, len(todo), self.batch_size):
       chunk = todo[i:i + self.batch_size]
@@ -119,22 +127,30 @@ class TokenCache:
       for j, k in enumerate(chunk):
         self._pyr[k] = pyr[j]
 
-  def ids(self, key: Any, layers: int) -> list[int]:
+  def ids(self, key: Hashable, layers: int) -> list[int]:
     if key not in self._pyr:
       self.prefetch([key])
     return [int(t) for t in self._pyr[key].codebook_ids(layers)[0]]
 
+  def episode(self, episode: Episode, layers: int) -> dict[Hashable, list[int]]:
+    """Codebook ids of every image of an episode (support and queries), computed once for all its prompts."""
+    self.prefetch(episode.image_keys())
+    return {k: self.ids(k, layers) for k in episode.image_keys()}
+
 
 # ------------------------------------------------------------------------------------ scoring
-def score_candidates(lm: Any, prefix: Sequence[int], candidates: Sequence[Sequence[int]], *,
+def score_candidates(lm: LanguageModel, prefix: Sequence[int], candidates: Sequence[Sequence[int]], *,
                      prefix_cache: bool = True) -> np.ndarray:
   """float [C]: sum of log p(candidate tokens | prefix) per candidate.
 
   prefix_cache=True uses `lm.score` (the backend encodes the prefix once); False runs `lm.logits` on each
-  full sequence independently, which must give the same numbers.
+  full sequence independently (a `LogitsModel` only), which must give the same numbers.
   """
   if prefix_cache:
     return np.asarray(lm.score(list(prefix), [list(c) for c in candidates]), np.float64)
+  if not isinstance(lm, LogitsModel):
+    raise SpaeInputError(f"scoring without the prefix cache needs full logits, which {type(lm).__name__} does not "
+                         "give (a completions server); drop --no-prefix-cache.")
   out = []
   for c in candidates:
     seq = list(prefix) + list(c)
@@ -146,43 +162,71 @@ def score_candidates(lm: Any, prefix: Sequence[int], candidates: Sequence[Sequen
   return np.asarray(out, np.float64)
 
 
-def label_end_ids(lm: Any, template: PromptTemplate) -> list[int]:
-  """The LM ids that follow a label in a support example (e.g. the line break).
+@dataclasses.dataclass(frozen=True)
+class LabelIds:
+  """An episode's labels as LM ids, each exactly as it reads after the query and inside the support examples.
 
-  Scoring a label together with this terminator makes a label that is a token-prefix of another ("zebra" vs
-  "zebrafish") compete fairly: the short one must also predict that the label ends.
+  `scored[k]`: the answer for label k (" dax\n": the label and the text that ends it), encoded after the query's
+  text; support examples splice these same ids, and score mode ranks them. `candidates[k]`: its first ids, up to
+  the end of the label (generate mode writes these, then a `stop` id).
   """
-  after = template.after_label()
-  return [int(i) for i in lm.tokenizer.encode(after)] if after else []
+
+  labels: tuple[str, ...]
+  answers: tuple[Answer, ...]
+  candidates: tuple[tuple[int, ...], ...]
+  stop: tuple[int, ...]
+
+  @classmethod
+  def of(cls, tmap: TokenMap, labels: Sequence[str], template: PromptTemplate) -> "LabelIds":
+    context = template.query_tail or "x"  # what precedes every answer ("x" stands for an image token)
+    answers, cands, stop = [], [], set()
+    for label in labels:
+      full = tuple(tmap.encode_after(context, template.answer(label)))
+      head = tuple(tmap.encode_after(context, template.label_text(label)))
+      if not head:
+        raise SpaeInputError(f"label {label!r} encodes to no tokens with this LM tokenizer; use a non-empty name.")
+      if full[:len(head)] != head:  # the label merges with what ends it: the whole answer is the candidate
+        head = full
+      answers.append(Answer(template.answer(label), full))
+      cands.append(head)
+      if len(full) > len(head):
+        stop.add(full[len(head)])
+    if len({a.ids for a in answers}) != len(answers):
+      raise SpaeInputError(f"labels {list(labels)} encode to identical LM token sequences; use distinct names.")
+    eos = tmap.tokenizer.eos_id
+    return cls(tuple(labels), tuple(answers), tuple(cands), tuple(sorted(stop | ({int(eos)} if eos is not None
+                                                                                   else set()))))
+
+  @classmethod
+  def text_only(cls, labels: Sequence[str], template: PromptTemplate) -> "LabelIds":
+    """Answers without ids, for the readable prompt of an LLM-free (probes only) run."""
+    return cls(tuple(labels), tuple(Answer(template.answer(l), ()) for l in labels), (), ())
+
+  @property
+  def longest(self) -> int:
+    """Tokens of the longest scored answer."""
+    return max(len(a.ids) for a in self.answers)
 
 
-def _stop_ids(lm: Any, template: PromptTemplate) -> list[int]:
-  """Ids that end a generated label: the LM's EOS and the first id of the label terminator."""
-  stop = [] if lm.tokenizer.eos_id is None else [int(lm.tokenizer.eos_id)]
-  end = label_end_ids(lm, template)
-  return stop + end[:1]
-
-
-def classify_query(lm: Any, prefix: Sequence[int], labels: Sequence[str], config: FewShotConfig
+def classify_query(lm: LanguageModel, prefix: Sequence[int], label_ids: LabelIds, config: FewShotConfig
                    ) -> tuple[int | None, str, list[float] | None]:
   """Asks the LM for the query's label. -> (label index or None, raw prediction text, scores or None).
 
-  Score mode ranks log p(label + terminator | prompt); generate mode decodes greedily (constrained to the
-  labels, or free) until the terminator, and matches the text after `normalize_label`.
+  Score mode ranks log p(answer | prompt); generate mode decodes greedily (constrained to the labels, or free)
+  until a stop id (what ends a label, or EOS), and matches the text after `normalize_label`.
   """
-  cands = [encode_label(lm.tokenizer, l) for l in labels]
-  if len({tuple(c) for c in cands}) != len(cands):
-    raise SpaeInputError(f"labels {list(labels)} encode to identical LM token sequences; use distinct names.")
+  labels = label_ids.labels
   if config.mode == "score":
-    end = label_end_ids(lm, config.template)
-    scores = score_candidates(lm, prefix, [c + end for c in cands], prefix_cache=config.prefix_cache)
+    scored = [list(a.ids) for a in label_ids.answers]
+    scores = score_candidates(lm, prefix, scored, prefix_cache=config.prefix_cache)
     if config.length_norm:
-      scores = scores / np.asarray([len(c) + len(end) for c in cands], np.float64)
+      scores = scores / np.asarray([len(c) for c in scored], np.float64)
     k = int(np.argmax(scores))
     return k, labels[k], [float(s) for s in scores]
+  cands = [list(c) for c in label_ids.candidates]
   max_new = max(len(c) for c in cands) + (0 if config.constrained else 8)
   new = lm.generate(list(prefix), max_new, candidates=cands if config.constrained else None,
-                    stop=_stop_ids(lm, config.template) or None)
+                    stop=list(label_ids.stop) or None)
   new = [int(t) for t in new]
   for k, c in enumerate(cands):
     if new == c:
@@ -195,66 +239,21 @@ def classify_query(lm: Any, prefix: Sequence[int], labels: Sequence[str], config
   return None, text, None
 
 
-def build_prompt(episode: Episode, support: Sequence[tuple[int, Any]], query_key: Any, layers: int,
-                 cache: TokenCache, config: FewShotConfig) -> list[Segment]:
-  """Prompt segments: [induction] support examples, then the query."""
+def build_prompt(episode: Episode, support: Sequence[tuple[int, Hashable]], query_key: Hashable,
+                 image_tokens: Mapping[Hashable, Sequence[int]], label_ids: LabelIds, config: FewShotConfig
+                 ) -> list[Segment]:
+  """Prompt segments: [induction] support examples, then the query. `image_tokens`: codebook ids per image key;
+  `label_ids`: the episode's answers, spliced into the support examples."""
   t = config.template
   segs: list[Segment] = t.instruction_segments(episode.labels) if config.induction else []
   for c, key in support:
-    segs += t.example_segments(cache.ids(key, layers), episode.labels[c])
-  segs += t.query_segments(cache.ids(query_key, layers))
+    segs += t.example_segments(image_tokens[key], label_ids.answers[c])
+  segs += t.query_segments(image_tokens[query_key])
   return segs
 
 
-# ------------------------------------------------------------------------------------ statistics
-def confidence_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
-  """95% interval of the mean of per-episode accuracies: Wilson for 0/1 outcomes, normal otherwise."""
-  v = np.asarray(values, np.float64)
-  n = v.size
-  if n == 0:
-    return (float("nan"), float("nan"))
-  p = float(v.mean())
-  if np.all((v == 0) | (v == 1)):
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
-  half = z * float(v.std(ddof=1)) / math.sqrt(n) if n > 1 else float("inf")
-  return (max(0.0, p - half), min(1.0, p + half))
-
-
-def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Accuracy, 95% CI and episode count per (ways, shots, repeats, layers, method)."""
-  groups: dict[tuple, dict[str, list[float]]] = {}
-  for r in rows:
-    g = groups.setdefault((r["ways"], r["shots"], r["repeats"], r["layers"]), {m: [] for m in METHODS})
-    for m in METHODS:
-      res = [q.get(f"{m}_correct") for q in r["queries"]]
-      if res and all(x is not None for x in res):
-        g[m].append(float(np.mean(res)))
-  out = []
-  for (ways, shots, repeats, layers), per in sorted(groups.items()):
-    for m in METHODS:
-      vals = per[m]
-      if not vals:
-        continue
-      lo, hi = confidence_interval(vals)
-      out.append({"ways": ways, "shots": shots, "repeats": repeats, "layers": layers, "method": m,
-                  "accuracy": float(np.mean(vals)), "ci95": [lo, hi], "episodes": len(vals)})
-  return out
-
-
-def format_table(summary: Sequence[dict[str, Any]]) -> str:
-  lines = [f"{'ways':>4} {'shots':>5} {'rep':>3} {'layers':>6} {'method':>8} {'acc':>6}  {'95% CI':>15} {'n':>5}"]
-  for s in summary:
-    lo, hi = s["ci95"]
-    lines.append(f"{s['ways']:>4} {s['shots']:>5} {s['repeats']:>3} {s['layers']:>6} {s['method']:>8} "
-                 f"{s['accuracy']:>6.3f}  [{lo:.3f}, {hi:.3f}] {s['episodes']:>5}")
-  return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------ the evaluation
-def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Any, token_mode: str) -> str:
+def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Tokenizer, token_mode: str) -> str:
   """Hash of everything that changes an episode's outcome besides (episode, layers, repeats)."""
   d = {"mode": config.mode if lm_name != "none" else "none", "constrained": config.constrained,
        "induction": config.induction, "names": config.names, "template": dataclasses.asdict(config.template),
@@ -263,16 +262,17 @@ def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Any, token_mode: s
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def evaluate_fewshot(config: FewShotConfig, tokenizer: Any, lm: Any | None, *, source: ImageSource | None = None,
-                     episodes: Sequence[Episode] | None = None, out: str | os.PathLike | None = None,
-                     lm_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_fewshot(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageModel | None, *,
+                     source: LabelledSource | None = None, episodes: Sequence[Episode] | None = None,
+                     out: str | os.PathLike | None = None, lm_name: str | None = None,
+                     progress: bool = True) -> dict[str, Any]:
   """Runs the few-shot evaluation; returns {"summary": [...], "rows": [...], "setup": id, ...}.
 
   Args:
     config: what to evaluate.
-    tokenizer: a `spae.Tokenizer` (its vocabulary must match the LM for token mode 'ids').
-    lm: a `spae.lm.LanguageModel`, or None for the probes only.
-    source: labelled images (spae.data LabelledSource shape); required unless `episodes` carry image paths.
+    tokenizer: the `spae.Tokenizer` (its vocabulary must match the LM for token mode 'ids').
+    lm: the language model, or None for the probes only.
+    source: labelled images; required (for episode files with image paths use `FileImages(folder)`).
     episodes: fixed episodes (e.g. `read_episodes(file)`); otherwise they are sampled from `source`.
     out: per-episode JSONL; rows already there for the same setup are skipped (resume).
     lm_name: identifies the LM in the setup hash (default: its class name).
@@ -303,55 +303,54 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Any, lm: Any | None, *, s
   words = tokenizer.vocabulary.words(np.arange(len(tokenizer.vocabulary)))
   rows: list[dict[str, Any]] = []
   done = 0
-  bar = _progress(total, progress)
-  try:
+  with tqdm(total=total, desc="few-shot episodes", unit="ep", disable=not progress) as bar:
     for eps, layers, rep in plan:
       for ep in eps:
         key = f"{setup}/L{layers}/R{rep}/{ep.id}"
         if results is not None and key in results.keys:
           rows.append(next(r for r in results.rows if r.get("key") == key))
           done += 1
-          bar.update(1)
-          continue
-        cache.prefetch(ep.image_keys())
-        row = _run_episode(ep, layers, rep, config, lm, tmap, cache, words)
-        row.update(key=key, setup=setup, lm=lm_name)
-        if results is not None:
-          results.append(row)
-        rows.append(row)
+        else:
+          row = _run_episode(ep, layers, rep, config, lm, tmap, cache.episode(ep, layers), words)
+          row.update(key=key, setup=setup, lm=lm_name)
+          if results is not None:
+            results.append(row)
+          rows.append(row)
         bar.update(1)
-  finally:
-    bar.close()
   if done:
     log.info("resumed: %d of %d episode settings were already in %s", done, total, out)
-  summary = summarize(rows)
-  return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": done, "summary": summary,
+  return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": done, "summary": summarize(rows),
           "rows": rows}
 
 
-def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: Any | None, tmap: TokenMap | None,
-                 cache: TokenCache, words: Sequence[str]) -> dict[str, Any]:
+def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: LanguageModel | None,
+                 tmap: TokenMap | None, image_tokens: Mapping[Hashable, list[int]], words: Sequence[str]
+                 ) -> dict[str, Any]:
   support = repeated_support(ep, rep, config.seed)
-  s_tokens = [cache.ids(k, layers) for _, k in ep.support]
+  s_tokens = [image_tokens[k] for _, k in ep.support]
   s_classes = [c for c, _ in ep.support]
-  ridge = (ridge_probe(s_tokens, s_classes, [cache.ids(k, layers) for _, k in ep.query], ep.ways, config.ridge_l2)
+  ridge = (ridge_probe(s_tokens, s_classes, [image_tokens[k] for _, k in ep.query], ep.ways, config.ridge_l2)
            if config.probes else None)
+  label_ids = (LabelIds.of(tmap, ep.labels, config.template) if lm is not None else
+               LabelIds.text_only(ep.labels, config.template))
   queries = []
   for qi, (qc, qkey) in enumerate(ep.query):
-    segs = build_prompt(ep, support, qkey, layers, cache, config)
-    q: dict[str, Any] = {"truth": ep.labels[qc], "truth_class": ep.classes[qc], "prompt": render_text(segs, words)}
+    segs = build_prompt(ep, support, qkey, image_tokens, label_ids, config)
+    q: dict[str, Any] = {"truth": ep.labels[qc], "truth_class": ep.classes[qc]}
     if config.probes:
-      j = jaccard_probe(s_tokens, s_classes, cache.ids(qkey, layers))
+      j = jaccard_probe(s_tokens, s_classes, image_tokens[qkey])
       q.update(jaccard=ep.labels[j], jaccard_correct=int(j == qc), ridge=ep.labels[int(ridge[qi])],
                ridge_correct=int(ridge[qi] == qc))
-    if lm is not None:
-      prefix = render_ids(segs, tmap)
-      longest = max(len(encode_label(lm.tokenizer, l)) for l in ep.labels) + len(label_end_ids(lm, config.template))
-      if len(prefix) + longest > lm.max_length:
-        raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prefix)} LM tokens, over the LM's "
+    if lm is None:
+      q["prompt"] = readable(segs, words)
+    else:
+      prompt = render(segs, tmap)
+      q["prompt"] = prompt.text
+      if len(prompt.ids) + label_ids.longest > lm.max_length:
+        raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prompt.ids)} LM tokens, over the LM's "
                              f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
-      k, text, scores = classify_query(lm, prefix, ep.labels, config)
-      q.update(prediction=text, lm_correct=int(k == qc), prompt_tokens=len(prefix))
+      k, text, scores = classify_query(lm, prompt.ids, label_ids, config)
+      q.update(prediction=text, lm_correct=int(k == qc), prompt_tokens=len(prompt.ids))
       if scores is not None:
         q["scores"] = scores
     queries.append(q)
@@ -360,69 +359,13 @@ def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: 
           "queries": queries}
 
 
-class _NoBar:
-  def update(self, n: int) -> None:
-    pass
-
-  def close(self) -> None:
-    pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-  if not enabled:
-    return _NoBar()
-  from tqdm.auto import tqdm
-
-  return tqdm(total=total, desc="few-shot episodes", unit="ep")
-
-
 # ------------------------------------------------------------------------------------ CLI
-def load_tokenizer(spec: str) -> Any:
-  """A tokenizer directory, or 'tiny' for the untrained built-in `spae.tiny_tokenizer()`."""
-  import spae
-
-  if spec == "tiny":
-    return spae.tiny_tokenizer()
-  return spae.Tokenizer.load(spec)
-
-
-def load_lm(spec: str) -> Any | None:
-  """'none' -> None; otherwise `spae.lm.load(spec)` (gemma:PATH, hf:PATH, openai:URL#model)."""
-  if spec in (None, "", "none"):
-    return None
-  import spae.lm
-
-  loader = getattr(spae.lm, "load", None)
-  if loader is None:
-    raise SpaeInputError("this spae build has no spae.lm.load; LM specs cannot be resolved.")
-  return loader(spec)
-
-
-def load_source(spec: str | None, classes: Sequence[str] | None = None) -> Any | None:
-  """A labelled image source from a spec (`spae.data.make_source`), optionally only `classes`, or None."""
-  if spec is None:
-    return None
-  import spae.data
-
-  return spae.data.make_source(spec, require_labels=True, classes=classes)
-
-
-def parse_classes(spec: str | None) -> list[str] | None:
-  """'a,b,c' -> names; 'shapes-heldout' / 'shapes-train' -> the shapes held-out / training classes."""
-  if not spec:
-    return None
-  if spec in ("shapes-heldout", "shapes-train"):
-    import spae.data
-
-    return list(spae.data.SHAPES_HELDOUT_CLASSES if spec == "shapes-heldout" else spae.data.SHAPES_TRAIN_CLASSES)
-  return [c.strip() for c in spec.split(",") if c.strip()]
-
-
 def add_fewshot_args(p: argparse.ArgumentParser) -> None:
   """Arguments of `spae fewshot`."""
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
   p.add_argument("--lm", default="none",
                  help="gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free probes only)")
+  _cli.add_lm_server_args(p)
   p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
                  "name, or 'shapes...' (see spae.data.make_source)")
   p.add_argument("--classes", default=None,
@@ -441,8 +384,9 @@ def add_fewshot_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--free", action="store_true", help="generate mode: do not constrain the output to the labels")
   p.add_argument("--induction", action="store_true", help="prepend a task-induction line naming the labels")
   p.add_argument("--names", choices=("real", "nonsense"), default="real")
-  p.add_argument("--template-example", default=PromptTemplate.example, help="with {tokens} and {label}")
-  p.add_argument("--template-query", default=PromptTemplate.query, help="with {tokens}")
+  p.add_argument("--template-example", default=PromptTemplate.example,
+                 help="one support example, {tokens} then {label} (\\n for a line break); the query is this cut "
+                      "before the label")
   p.add_argument("--template-instruction", default=PromptTemplate.instruction, help="with {labels}")
   p.add_argument("--token-mode", choices=("auto", "ids", "text"), default="auto")
   p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
@@ -459,8 +403,7 @@ def _unescape(s: str) -> str:
 
 def run_fewshot(args: argparse.Namespace) -> int:
   """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
-  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example),
-                            query=_unescape(args.template_query))
+  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example))
   config = FewShotConfig(ways=tuple(args.ways), shots=tuple(args.shots), layers=tuple(args.layers),
                          repeats=tuple(args.repeats), episodes=args.episodes, queries=args.queries, seed=args.seed,
                          mode=args.mode, constrained=not args.free, induction=args.induction, names=args.names,
@@ -469,14 +412,14 @@ def run_fewshot(args: argparse.Namespace) -> int:
   config.validate()
   if args.data is None and args.episodes_file is None:
     raise SpaeInputError("pass --data (labelled images) or --episodes-file.")
-  tokenizer = load_tokenizer(args.tokenizer)
-  source = load_source(args.data, parse_classes(args.classes))
+  tokenizer = _cli.load_tokenizer(args.tokenizer)
+  source = _cli.load_source(args.data, _cli.parse_classes(args.classes))
   episodes = None
   if args.episodes_file:
     episodes = read_episodes(args.episodes_file)
     if source is None:
       source = FileImages(Path(args.episodes_file).parent)
-  lm = load_lm(args.lm)
+  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None and config.probes is False:
     raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
   if args.save_episodes and episodes is None:

@@ -31,16 +31,20 @@ from typing import Any, Sequence
 import numpy as np
 
 from spae._io import SpaeInputError, write_json_atomic, write_text_atomic
+from spae._tokenizer import Tokenizer, TokenPyramid
+from spae.data import LabelledSource
+from spae.lm import LanguageModel
+from spae.prompting import _cli
+from spae.prompting._corrupt import IMAGE_TASKS, corrupt
+from spae.prompting._episodes import load_image_from
 from spae.prompting._metrics import image_metrics
-from spae.prompting._prompt import TokenMap
+from spae.prompting._render import Segment, Text, Tokens, fill, render, tokens
+from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
 
-IMAGE_TASKS = ("denoise", "inpaint", "outpaint", "deblur", "shift")
 TEXT_TASKS = ("class",)
 TASKS = IMAGE_TASKS + TEXT_TASKS
-# Default corruption strengths (fractions of the image side, or a noise sigma for 'denoise').
-DEFAULT_STRENGTH = {"denoise": 0.25, "inpaint": 0.5, "outpaint": 0.5, "deblur": 1 / 16, "shift": 0.25}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,58 +112,6 @@ def add_token_noise(ids: np.ndarray, ratio: float, vocab: int | np.ndarray, rng:
   return ids
 
 
-# ------------------------------------------------------------------------------------ corruptions
-def corrupt(image: np.ndarray, task: str, strength: float | None = None, seed: int = 0) -> np.ndarray:
-  """float [S, S, 3] in [0, 1] -> the corrupted condition image for an image-to-image task.
-
-  denoise: Gaussian pixel noise, sigma = strength (0.25). inpaint: a centred gray square of side strength*S
-  (0.5). outpaint: everything outside a centred square of side (1-strength)*S is gray (0.5). deblur: Gaussian
-  blur, sigma = strength*S pixels (S/16). shift: content moved right and down by strength*S pixels (0.25),
-  the uncovered border replicating the edge.
-  """
-  if task not in IMAGE_TASKS:
-    raise SpaeInputError(f"unknown image task {task!r}; use one of {', '.join(IMAGE_TASKS)}.")
-  x = np.asarray(image, np.float32)
-  s = DEFAULT_STRENGTH[task] if strength is None else float(strength)
-  if s < 0:
-    raise SpaeInputError(f"strength must be >= 0, got {s}.")
-  h, w = x.shape[:2]
-  if task == "denoise":
-    return np.clip(x + np.random.default_rng(seed).normal(0, s, x.shape), 0, 1).astype(np.float32)
-  if task in ("inpaint", "outpaint"):
-    side = s if task == "inpaint" else 1.0 - s
-    if not 0.0 <= side <= 1.0:
-      raise SpaeInputError(f"{task} strength must be in [0, 1], got {s}.")
-    bh, bw = int(round(side * h)), int(round(side * w))
-    t, l = (h - bh) // 2, (w - bw) // 2
-    inside = np.zeros((h, w), bool)
-    inside[t:t + bh, l:l + bw] = True
-    out = x.copy()
-    out[inside if task == "inpaint" else ~inside] = 0.5
-    return out
-  if task == "deblur":
-    return _gaussian_blur(x, s * w)
-  dy, dx = int(round(s * h)), int(round(s * w))
-  rows = np.clip(np.arange(h) - dy, 0, h - 1)
-  cols = np.clip(np.arange(w) - dx, 0, w - 1)
-  return x[rows][:, cols].copy()
-
-
-def _gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-  """Separable Gaussian blur of [H, W, C] with edge reflection (sigma in pixels)."""
-  if sigma <= 0:
-    return x.copy()
-  r = max(1, int(np.ceil(3 * sigma)))
-  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-  k /= k.sum()
-  for axis in (0, 1):
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (r, r)
-    xp = np.pad(x, pad, mode="reflect" if x.shape[axis] > r else "edge")
-    x = sum(k[j] * np.take(xp, np.arange(j, j + x.shape[axis]), axis=axis) for j in range(2 * r + 1))
-  return np.clip(x, 0, 1).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------ generation
 @dataclasses.dataclass
 class GenerationResult:
@@ -176,63 +128,34 @@ class GenerationResult:
   filled: int
 
 
-class _Prompt:
-  """Builds one prompt as LM ids and as readable text side by side."""
-
-  def __init__(self, tmap: TokenMap, bos: bool):
-    self.tmap = tmap
-    tok = tmap.tokenizer
-    self.ids: list[int] = [int(tok.bos_id)] if bos and tok.bos_id is not None else []
-    self.text: list[str] = []
-
-  def add_text(self, s: str) -> None:
-    if s:
-      self.ids += list(self.tmap.tokenizer.encode(s))
-      self.text.append(s)
-
-  def add_tokens(self, codebook_ids: Sequence[int]) -> None:
-    ids = [int(i) for i in codebook_ids]
-    if ids:
-      self.ids += self.tmap.encode_tokens_aligned(ids)
-      self.text.append(self.tmap.text_of(ids))
-
-  def add_template(self, template: str, slots: dict[str, Any]) -> None:
-    """`slots` maps placeholders to text (str) or a list of codebook-id runs (joined by single spaces)."""
-    rest = template
-    while rest:
-      hits = [(rest.find(k), k) for k in slots if rest.find(k) >= 0]
-      if not hits:
-        self.add_text(rest)
-        return
-      pos, key = min(hits)
-      self.add_text(rest[:pos])
-      val = slots[key]
-      if isinstance(val, str):
-        self.add_text(val)
-      else:
-        runs = [r for r in val if len(r)]
-        for j, run in enumerate(runs):
-          if j:
-            self.text.append(" ")
-          self.add_tokens(run)
-      rest = rest[pos + len(key):]
-
-  def readable(self) -> str:
-    return "".join(self.text)
-
-
 def _flat(layer: np.ndarray) -> np.ndarray:
   return np.asarray(layer, np.int64).reshape(-1)
 
 
-def generate_pyramid(lm: Any, tokenizer: Any, *, condition: Any = None, text: str | None = None,
-                     examples: Sequence[tuple[str, Any]] | None = None, config: GenerateConfig = GenerateConfig(),
-                     tmap: TokenMap | None = None) -> GenerationResult:
+def _joined(runs: Sequence[np.ndarray]) -> Tokens:
+  """Runs of codebook ids as one run (written as words separated by single spaces)."""
+  return tokens(np.concatenate([np.zeros(0, np.int64), *runs]))
+
+
+def _layer_prompt(config: GenerateConfig, n: int, shots: Sequence[tuple[str | Tokens, list[np.ndarray]]],
+                  query: str | Tokens, generated: list[np.ndarray]) -> list[Segment]:
+  """Segments of one generation prompt: the instruction, the (condition, target runs) examples, then the query
+  (the example template cut at `{target}`, followed by the layers generated so far)."""
+  segs: list[Segment] = [Text(config.instruction.replace("{n}", str(n)))]
+  for cond, target in shots:
+    segs += fill(config.example, {"{condition}": cond, "{target}": _joined(target)})
+  cut = config.example.split("{target}")[0] + "{target}"
+  return segs + fill(cut, {"{condition}": query, "{target}": _joined(generated)})
+
+
+def generate_pyramid(lm: LanguageModel, tokenizer: Tokenizer, *, condition: TokenPyramid | None = None,
+                     text: str | None = None, examples: Sequence[tuple[str, TokenPyramid]] | None = None,
+                     config: GenerateConfig = GenerateConfig(), tmap: TokenMap | None = None) -> GenerationResult:
   """Generates the top `config.layers` layers of a token pyramid with the LM.
 
   Args:
-    lm: a `spae.lm.LanguageModel`.
-    tokenizer: the `spae.Tokenizer` whose codebook the layers index.
+    lm: the language model that writes the layers.
+    tokenizer: the tokenizer whose codebook the layers index.
     condition: image-to-image: the corrupted image's `TokenPyramid` (batch 1).
     text: text-conditioned: the class name / caption to generate.
     examples: text-conditioned: (name, TokenPyramid of batch 1) reference pairs for the in-context examples
@@ -268,28 +191,22 @@ def generate_pyramid(lm: Any, tokenizer: Any, *, condition: Any = None, text: st
     starts = [0] if n <= config.chunk else list(range(0, n, config.chunk))
     for s0 in starts:
       pos = np.arange(s0, min(n, s0 + (n if n <= config.chunk else config.chunk)))
-      p = _Prompt(tmap, bos=True)
-      p.add_text(config.instruction.replace("{n}", str(len(pos))))
-      for i, r in enumerate(ratios):
-        if condition is not None:
-          c_in = [cond[j] for j in range(lo, l)] + [cond[l][pos]]
-          noisy = add_token_noise(cond[l][pos], r, writable, rng)
-          p.add_template(config.example, {"{condition}": c_in, "{target}": g_prev + [noisy]})
-        else:
-          name, _ = examples[i % len(examples)]
-          ref = refs[i % len(refs)]
-          noisy = add_token_noise(ref[l][pos], r, writable, rng)
-          p.add_template(config.example, {"{condition}": name,
-                                          "{target}": [ref[j] for j in range(lo, l)] + [noisy]})
-      q_cond: Any = ([cond[j] for j in range(lo, l)] + [cond[l][pos]]) if condition is not None else text
-      p.add_template(config.example.split("{target}")[0] + "{target}", {"{condition}": q_cond, "{target}": g_prev})
+      if condition is not None:
+        c_in = _joined([cond[j] for j in range(lo, l)] + [cond[l][pos]])
+        shots = [(c_in, g_prev + [add_token_noise(cond[l][pos], r, writable, rng)]) for r in ratios]
+      else:
+        shots = [(examples[i % len(examples)][0],
+                  [refs[i % len(refs)][j] for j in range(lo, l)] +
+                  [add_token_noise(refs[i % len(refs)][l][pos], r, writable, rng)]) for i, r in enumerate(ratios)]
+      segs = _layer_prompt(config, len(pos), shots, c_in if condition is not None else text, g_prev)
+      p = render(segs, tmap)
       if len(p.ids) + len(pos) > lm.max_length:
         raise SpaeInputError(f"layer {l + 1}: the prompt is {len(p.ids)} LM tokens, over max_length "
                              f"{lm.max_length}; lower --examples, --chunk or --context-layers.")
       new = lm.generate(p.ids, len(pos), allowed_ids=allowed, temperature=config.temperature,
                         seed=config.seed + calls)
       calls += 1
-      prompts.append(p.readable())
+      prompts.append(p.text)
       cb = tmap.to_codebook(new)[:len(pos)]
       if np.any(cb < 0):
         raise SpaeInputError("the LM returned ids outside allowed_ids; its backend ignores the constraint.")
@@ -306,13 +223,11 @@ def generate_pyramid(lm: Any, tokenizer: Any, *, condition: Any = None, text: st
 
 
 # ------------------------------------------------------------------------------------ tasks and outputs
-def _pyramid(tokenizer: Any, layers: Sequence[np.ndarray]) -> Any:
-  from spae._tokenizer import TokenPyramid
-
+def _pyramid(tokenizer: Tokenizer, layers: Sequence[np.ndarray]) -> TokenPyramid:
   return TokenPyramid([np.asarray(a)[None] for a in layers], tokenizer.vocabulary)
 
 
-def run_image_task(lm: Any, tokenizer: Any, image: Any, task: str, out_dir: str | Path, *,
+def run_image_task(lm: LanguageModel, tokenizer: Tokenizer, image: Any, task: str, out_dir: str | Path, *,
                    config: GenerateConfig = GenerateConfig(), strength: float | None = None,
                    corrupted: bool = False) -> dict[str, Any]:
   """Image-to-image generation: corrupt `image` (unless `corrupted`), generate, write PNGs and metrics.
@@ -360,8 +275,8 @@ def run_image_task(lm: Any, tokenizer: Any, image: Any, task: str, out_dir: str 
   return metrics
 
 
-def run_text_task(lm: Any, tokenizer: Any, text: str, examples: Sequence[tuple[str, Any]], out_dir: str | Path, *,
-                  config: GenerateConfig = GenerateConfig()) -> dict[str, Any]:
+def run_text_task(lm: LanguageModel, tokenizer: Tokenizer, text: str, examples: Sequence[tuple[str, Any]],
+                  out_dir: str | Path, *, config: GenerateConfig = GenerateConfig()) -> dict[str, Any]:
   """Class/caption-conditioned generation from (name, image) reference examples; writes generation PNGs."""
   from spae._images import image_grid, save_image
 
@@ -400,10 +315,8 @@ def _finite(obj: Any) -> Any:
   return obj
 
 
-def reference_examples(source: Any, count: int, seed: int = 0) -> list[tuple[str, Any]]:
+def reference_examples(source: LabelledSource, count: int, seed: int = 0) -> list[tuple[str, Any]]:
   """`count` (class name, image) pairs from a labelled source, classes taken in a seeded round robin."""
-  from spae.prompting._episodes import load_image_from
-
   classes = list(source.classes)
   if not classes:
     raise SpaeInputError("the reference data has no classes.")
@@ -426,6 +339,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                  help="image-to-image: denoise, inpaint, outpaint, deblur, shift; text-conditioned: class")
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
   p.add_argument("--lm", required=True, help="gemma:PATH, hf:PATH or openai:URL#model")
+  _cli.add_lm_server_args(p)
   p.add_argument("--image", default=None, help="input image (image-to-image tasks)")
   p.add_argument("--corrupted", action="store_true",
                  help="the input is already corrupted: use it as the condition (no target, no metrics)")
@@ -447,7 +361,6 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
 def run_generate(args: argparse.Namespace) -> int:
   """`spae generate`: runs one task and writes PNGs, tokens, prompts and metrics to --output."""
   from spae._images import load_image
-  from spae.prompting.fewshot import load_lm, load_source, load_tokenizer
 
   config = GenerateConfig(layers=args.layers, examples=args.examples, noise_start=args.noise_start,
                           noise_end=args.noise_end, chunk=args.chunk, context_layers=args.context_layers,
@@ -460,8 +373,8 @@ def run_generate(args: argparse.Namespace) -> int:
   else:
     if not args.text or not args.data:
       raise SpaeInputError("--task class needs --text (what to generate) and --data (reference images).")
-  tokenizer = load_tokenizer(args.tokenizer)
-  lm = load_lm(args.lm)
+  tokenizer = _cli.load_tokenizer(args.tokenizer)
+  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None:
     raise SpaeInputError("generation needs a language model; --lm none is only for `spae fewshot`.")
   if args.task in IMAGE_TASKS:
@@ -472,7 +385,7 @@ def run_generate(args: argparse.Namespace) -> int:
       print(f"layers 1..{row['layers']}: generation PSNR {g['psnr']:.2f} SSIM {g['ssim']:.3f} | "
             f"condition PSNR {c['psnr']:.2f} SSIM {c['ssim']:.3f}")
   else:
-    refs = reference_examples(load_source(args.data), config.examples, config.seed)
+    refs = reference_examples(_cli.load_source(args.data), config.examples, config.seed)
     m = run_text_task(lm, tokenizer, args.text, refs, args.output, config=config)
   print(f"{m['calls']} LM calls; outputs in {args.output}")
   return 0

@@ -20,8 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from spae.lm import LanguageModelBase
-from spae.lm._base import _Constraint, choose_next
+from spae.lm import LanguageModelBase, TextTokenizer
 
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 PROMPT_WORDS = ("\n", "Input:", "Output:", "For", "each", "of", "the", "following", "input", "output", "pairs,",
@@ -82,18 +81,21 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 class FunctionLM(LanguageModelBase):
-  """A LanguageModel from `fn(ids) -> [V] next-token logits` (pure Python; for tiny prompts only).
+  """A LanguageModel (and LogitsModel) from `fn(ids) -> [V] next-token logits` (pure Python; tiny prompts only).
 
-  `calls` counts `score`/`generate` calls and `prefix_evals` counts how many times a shared prefix was
-  evaluated, so tests can check batching.
+  Decoding and scoring are the base class's, over `next_logprobs`. `calls` counts `score`/`generate` calls and
+  `generate_calls` records each generate call's prompt and `max_new`, so tests can check batching.
   """
 
-  def __init__(self, tokenizer: Any, fn: Callable[[Sequence[int]], np.ndarray], max_length: int = 100_000):
+  def __init__(self, tokenizer: TextTokenizer, fn: Callable[[Sequence[int]], np.ndarray], max_length: int = 100_000):
     self.tokenizer = tokenizer
     self.fn = fn
     self.max_length = max_length
     self.calls = 0
     self.generate_calls: list[dict[str, Any]] = []
+
+  def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray:
+    return _log_softmax(np.asarray(self.fn([int(i) for i in ids]), np.float64))
 
   def logits(self, ids: Any) -> np.ndarray:
     ids = np.asarray(ids)
@@ -105,33 +107,12 @@ class FunctionLM(LanguageModelBase):
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
     self.calls += 1
-    out = []
-    for c in continuations:
-      seq, total = list(prefix_ids), 0.0
-      for t in c:
-        total += float(_log_softmax(np.asarray(self.fn(seq), np.float64))[int(t)])
-        seq.append(int(t))
-      out.append(total)
-    return np.asarray(out, np.float64)
+    return super().score(prefix_ids, continuations)
 
-  def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids=None, candidates=None, stop=None,
-               temperature: float = 0.0, seed: int = 0) -> list[int]:
+  def generate(self, ids: Sequence[int], max_new: int, **kwargs: Any) -> list[int]:
     self.calls += 1
     self.generate_calls.append({"prompt": list(ids), "max_new": max_new})
-    con = _Constraint(self.tokenizer.vocab_size, allowed_ids, candidates, stop)
-    rng = np.random.default_rng(seed)
-    seq, new = list(ids), []
-    stops = set(int(s) for s in (stop or ()))
-    for _ in range(max_new):
-      allowed, done = con.step(new)
-      if done:
-        break
-      t = choose_next(np.asarray(self.fn(seq)), allowed, temperature, rng)
-      if t in stops:
-        break
-      new.append(t)
-      seq.append(t)
-    return new
+    return super().generate(ids, max_new, **kwargs)
 
 
 def prefer_model(vocab_size: int, preferred: Sequence[int], bonus: float = 8.0, seed: int = 0

@@ -14,7 +14,8 @@ import numpy as np
 from spae._io import SpaeInputError
 from spae._vocab import Vocabulary
 from spae.teachers._layers import activation, encoder, l2_normalize, layer_norm
-from spae.teachers._weights import TensorFile, read_json, stack_layers
+from spae._tensors import Tensors, open_tensors
+from spae.teachers._weights import read_json, stack_layers
 from spae.teachers._wordpiece import WordPieceTokenizer
 
 
@@ -49,7 +50,7 @@ class BertConfig:
     return c
 
 
-def load_bert_params(tf: TensorFile, cfg: BertConfig) -> dict[str, Any]:
+def load_bert_params(tf: Tensors, cfg: BertConfig) -> dict[str, Any]:
   """Params from transformers' BertModel names, with or without the `bert.` prefix (sentence-transformers
   saves none) and with `LayerNorm.weight/bias` or the older `LayerNorm.gamma/beta`."""
   pre = "bert." if "bert.embeddings.word_embeddings.weight" in tf else ""
@@ -137,7 +138,8 @@ class BertTextEncoder:
                            "vocab.txt).")
     cfg = BertConfig.from_hf(read_json(path / "config.json", "a BERT folder needs the HF config.json"),
                              str(path / "config.json"))
-    tf = TensorFile.from_safetensors(path / "model.safetensors" if (path / "model.safetensors").is_file() else path)
+    tf = open_tensors(path / "model.safetensors" if (path / "model.safetensors").is_file() else path,
+                      format="safetensors", dtype=np.float32)
     params = load_bert_params(tf, cfg)
     if max_length is None:
       st = path / "sentence_bert_config.json"

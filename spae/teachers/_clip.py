@@ -15,7 +15,8 @@ from spae._io import SpaeInputError
 from spae.teachers._base import Teacher
 from spae.teachers._bpe import CLIPTokenizer
 from spae.teachers._layers import activation, encoder, layer_norm, patchify, resize_short_side_center_crop
-from spae.teachers._weights import TensorFile, read_json, stack_layers
+from spae._tensors import Tensors, open_tensors
+from spae.teachers._weights import read_json, stack_layers
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,7 +76,7 @@ class CLIPConfig:
 
 
 # ------------------------------------------------------------------------------------------------ weights
-def _hf_layers(tf: TensorFile, prefix: str, tw: CLIPTowerConfig) -> dict[str, np.ndarray]:
+def _hf_layers(tf: Tensors, prefix: str, tw: CLIPTowerConfig) -> dict[str, np.ndarray]:
   """transformers' CLIPEncoderLayer tensors -> stacked [L, ...] arrays with [in, out] kernels."""
   d, m = tw.hidden, tw.intermediate
   layers = []
@@ -94,7 +95,7 @@ def _hf_layers(tf: TensorFile, prefix: str, tw: CLIPTowerConfig) -> dict[str, np
   return stack_layers(layers)
 
 
-def load_clip_params(tf: TensorFile, cfg: CLIPConfig) -> dict[str, Any]:
+def load_clip_params(tf: Tensors, cfg: CLIPConfig) -> dict[str, Any]:
   """{'vision': ..., 'text': ..., 'logit_scale': ...} from transformers' CLIPModel tensor names."""
   dv, dt, p = cfg.vision.hidden, cfg.text.hidden, cfg.patch_size
   vision = {
@@ -191,7 +192,8 @@ class CLIPTeacher(Teacher):
     raw = read_json(path / "config.json", "a CLIP folder needs the HF config.json")
     pre = path / "preprocessor_config.json"
     cfg = CLIPConfig.from_hf(raw, str(path / "config.json"), read_json(pre, "") if pre.is_file() else None)
-    tf = TensorFile.from_safetensors(path / "model.safetensors" if (path / "model.safetensors").is_file() else path)
+    tf = open_tensors(path / "model.safetensors" if (path / "model.safetensors").is_file() else path,
+                      format="safetensors", dtype=np.float32)
     params = load_clip_params(tf, cfg)
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
       tok = CLIPTokenizer.from_files(path / "vocab.json", path / "merges.txt", max_length=cfg.max_length)

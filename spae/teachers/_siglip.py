@@ -18,7 +18,8 @@ from spae._io import SpaeInputError
 from spae.teachers._base import Teacher
 from spae.teachers._bpe import pad_batch
 from spae.teachers._layers import attention, encoder, layer_norm, mlp, patchify, resize
-from spae.teachers._weights import TensorFile, stack_layers
+from spae._tensors import Tensors, open_tensors
+from spae.teachers._weights import stack_layers
 
 _ACT = "gelu_pytorch_tanh"  # flax nn.gelu defaults to the tanh approximation
 _EPS = 1e-6  # flax nn.LayerNorm default
@@ -99,7 +100,7 @@ class SigLIPTokenizer:
 
 
 # ------------------------------------------------------------------------------------------------ weights
-def _bv_layers(tf: TensorFile, prefix: str, tw: SigLIPTowerConfig, scan: bool) -> dict[str, np.ndarray]:
+def _bv_layers(tf: Tensors, prefix: str, tw: SigLIPTowerConfig, scan: bool) -> dict[str, np.ndarray]:
   """big_vision Encoder1DBlock tensors (`encoderblock_{i}` or scanned `encoderblock` with a leading depth
   axis) -> stacked [L, ...] arrays with [in, out] kernels."""
   d, h, m = tw.hidden, tw.heads, tw.mlp
@@ -139,11 +140,11 @@ def _rename_block(raw: dict[str, np.ndarray], lead: int) -> dict[str, np.ndarray
   return {k: v for k, v in out.items() if v is not None}
 
 
-def _depth(tf: TensorFile, prefix: str) -> tuple[int, bool]:
+def _depth(tf: Tensors, prefix: str) -> tuple[int, bool]:
   """(number of blocks, scanned?) of the encoder under `prefix`."""
   stacked = f"{prefix}/encoderblock/LayerNorm_0/scale"
   if stacked in tf:
-    return int(tf.tensors[stacked].shape[0]), True
+    return int(tf.shape(stacked)[0]), True
   n = 0
   while f"{prefix}/encoderblock_{n}/LayerNorm_0/scale" in tf:
     n += 1
@@ -153,7 +154,7 @@ def _depth(tf: TensorFile, prefix: str) -> tuple[int, bool]:
   return n, False
 
 
-def _heads(tf: TensorFile, prefix: str, scan: bool) -> int:
+def _heads(tf: Tensors, prefix: str, scan: bool) -> int:
   name = f"{prefix}/encoderblock{'' if scan else '_0'}/MultiHeadDotProductAttention_0/query/kernel"
   shape = tf.get(name).shape
   if len(shape) != (4 if scan else 3):
@@ -162,14 +163,14 @@ def _heads(tf: TensorFile, prefix: str, scan: bool) -> int:
   return int(shape[-2])
 
 
-def _strip_prefix(tf: TensorFile) -> TensorFile:
+def _strip_prefix(tf: Tensors) -> Tensors:
   """Accepts keys with or without big_vision's leading 'params/'."""
   if any(k.startswith("params/") for k in tf.keys()):
-    return TensorFile({k[len("params/"):]: v for k, v in tf.tensors.items() if k.startswith("params/")}, tf.where)
+    return tf.subset("params/")
   return tf
 
 
-def load_siglip(tf: TensorFile) -> tuple[SigLIPConfig, dict[str, Any]]:
+def load_siglip(tf: Tensors) -> tuple[SigLIPConfig, dict[str, Any]]:
   """Config (from shapes) and params from big_vision two_towers tensors ('img/...', 'txt/...', 't', 'b')."""
   tf = _strip_prefix(tf)
   kernel = tf.get("img/embedding/kernel")
@@ -327,7 +328,7 @@ class SigLIPTeacher(Teacher):
   def from_big_vision(cls, npz: str | os.PathLike, tokenizer: str | os.PathLike | None = None, *,
                       lowercase: bool = True, strip_punctuation: bool = True, **kw) -> "SigLIPTeacher":
     npz = Path(npz)
-    tf = TensorFile.from_npz(npz)
+    tf = open_tensors(npz, format="npz", dtype=np.float32)
     config, params = load_siglip(tf)
     tok_path = Path(tokenizer) if tokenizer is not None else find_tokenizer(npz)
     tok = SigLIPTokenizer(tok_path, config.max_length, lowercase=lowercase, strip_punctuation=strip_punctuation)

@@ -1,0 +1,24 @@
+"""The SPAE trainer: `spae train --config configs/X.py --workdir DIR`, or from Python:
+
+  cfg = spae.train.load_config("configs/tiny.py", ["steps=100"])
+  trainer = spae.train.Trainer(cfg, "runs/tiny")
+  trainer.run()                 # resumes from the latest checkpoint, exports WORKDIR/tokenizer
+
+Modules: `_config` (TrainConfig, overrides), `_step` (models, optimisers, the jitted step), `_trainer` (the loop,
+checkpoints, metrics, export), `_cli` (the command). Training-only building blocks (the discriminator, the RQ
+ablation quantizer) are exported here rather than from `spae`.
+"""
+
+from spae._nets import Discriminator, DiscriminatorConfig
+from spae._pyramid import rq_quantize
+from spae.train._cli import add_args, run_cli
+from spae.train._config import TrainConfig, apply_override, load_config
+from spae.train._inputs import build_vocabulary, open_data
+from spae.train._step import Models, init_state, make_optimizers, make_train_step, semantic_targets
+from spae.train._trainer import NonFiniteLossError, Trainer, train
+
+__all__ = [
+    "Discriminator", "DiscriminatorConfig", "Models", "NonFiniteLossError", "TrainConfig", "Trainer", "add_args",
+    "apply_override", "build_vocabulary", "init_state", "load_config", "make_optimizers", "make_train_step",
+    "open_data", "rq_quantize", "run_cli", "semantic_targets", "train",
+]

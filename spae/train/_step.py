@@ -1,0 +1,197 @@
+"""The jitted training step: models, optimisers, state, and one generator + discriminator update.
+
+One jitted step computes, from one forward pass of the generator and discriminator, the generator
+loss (L2, L1, perceptual, adversarial, commitment, semantic) and the discriminator loss
+(non-saturating + R1 + optional LeCam), and takes both gradients with `jax.vjp` and two cotangents
+(as MAGVIT does). Before `disc_start` a cheaper step without the discriminator runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from spae import losses as L
+from spae._nets import Autoencoder, Discriminator
+from spae._pyramid import saq_quantize, straight_through, subsample
+from spae.train._config import TrainConfig
+
+
+def _schedule(cfg: TrainConfig, lr: float) -> optax.Schedule:
+  warm = max(1, min(cfg.warmup_steps, cfg.steps))
+  return optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(cfg.steps, warm + 1), lr * cfg.final_lr_ratio)
+
+
+def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+  def tx(lr):
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                       optax.adamw(_schedule(cfg, lr), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+  return tx(cfg.lr), tx(cfg.d_lr)
+
+
+class Models:
+  """Graph definitions of the generator (autoencoder) and discriminator; parameters live in the state."""
+
+  def __init__(self, cfg: TrainConfig, vocab_dim: int):
+    tcfg = cfg.tokenizer
+    if tcfg.autoencoder.latent_dim != vocab_dim:
+      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=vocab_dim))
+    tcfg.validate(vocab_dim)
+    self.tokenizer_config = tcfg
+    rngs = nnx.Rngs(cfg.seed)
+    ae = Autoencoder(tcfg.autoencoder, rngs=rngs)
+    disc = Discriminator(cfg.discriminator, tcfg.image_size, rngs=rngs)
+    self.g_def, g_state = nnx.split(ae)
+    self.d_def, d_state = nnx.split(disc)
+    self.g_init = g_state.to_pure_dict()
+    self.d_init = d_state.to_pure_dict()
+
+  def autoencoder(self, params) -> Autoencoder:
+    return nnx.merge(self.g_def, params)
+
+  def discriminator(self, params) -> Discriminator:
+    return nnx.merge(self.d_def, params)
+
+
+def init_state(cfg: TrainConfig, models: Models) -> dict[str, Any]:
+  g_tx, d_tx = make_optimizers(cfg)
+  g, d = models.g_init, models.d_init
+  return {
+      "step": jnp.zeros((), jnp.int32),
+      "g_params": g, "d_params": d, "ema_params": jax.tree.map(jnp.array, g),
+      "g_opt": g_tx.init(g), "d_opt": d_tx.init(d),
+      "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
+      "rng": jax.random.key_data(jax.random.key(cfg.seed)),
+      "nan": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32)},
+  }
+
+
+# ------------------------------------------------------------------------------------------- step
+def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
+                     mode: str) -> list[jax.Array]:
+  """SAQ targets t_l = l·z(c) − (l−1)·sg(r_{l−1})(c) of the top `num_layers` layers, each [B, s_l², d].
+
+  (l−1)·r_{l−1} = Σ_{i<l} q_i, so this is the quantizer's target; gradients reach z only.
+  """
+  out = []
+  for l in range(1, num_layers + 1):
+    s = grids[l - 1]
+    t = l * subsample(z, s, mode)
+    if l > 1:
+      t = t - (l - 1) * subsample(jax.lax.stop_gradient(recons[l - 2]), s, mode)
+    out.append(t.reshape(z.shape[0], s * s, z.shape[-1]))
+  return out
+
+
+def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
+                    semantic: bool = False) -> Callable:
+  """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
+
+  extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on).
+  """
+  g_tx, d_tx = make_optimizers(cfg)
+  spec = models.tokenizer_config.pyramid
+  chunk = models.tokenizer_config.vocab_chunk
+  n_sem = min(cfg.semantic_layers, spec.num_layers)
+
+  def forward(g_params, d_params, state, images, codebook, extras, rng):
+    ae = models.autoencoder(g_params)
+    x = images * 2.0 - 1.0
+    b = x.shape[0]
+    z = ae.encoder(x)
+    ids, recons = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
+    terms: dict[str, jax.Array] = {}
+    if cfg.progressive:
+      r_pre, prefix = L.pick_prefix_recon(rng, recons)
+      zq = straight_through(jnp.concatenate([z, z]), jnp.concatenate([recons[-1], r_pre]))
+      target = jnp.concatenate([x, x])
+      terms["prefix"] = prefix.astype(jnp.float32)
+    else:
+      zq, target = straight_through(z, recons[-1]), x
+    y = ae.decoder(zq)
+    g_loss = jnp.zeros((), jnp.float32)
+
+    def add(name, weight, value):
+      nonlocal g_loss
+      terms[name] = value
+      if weight:
+        g_loss = g_loss + weight * value
+
+    add("l2", cfg.l2_weight, L.l2_loss(y, target))
+    if cfg.l1_weight:
+      add("l1", cfg.l1_weight, L.l1_loss(y, target))
+    if perceptual is not None and cfg.perceptual_weight:
+      add("perceptual", cfg.perceptual_weight,
+          perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
+    add("commitment", cfg.commitment_weight, L.commitment_loss(z, recons))
+    if semantic:
+      w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic_weight, cfg.semantic_decay,
+                                   schedule=cfg.semantic_schedule, warmup_steps=cfg.semantic_warmup,
+                                   total_steps=max(cfg.steps, cfg.semantic_warmup + 1),
+                                   final_ratio=cfg.semantic_final_ratio)
+      sem = jnp.zeros((), jnp.float32)
+      for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample), start=1):
+        v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic_tau,
+                            vocab_chunk=chunk)
+        terms[f"semantic_l{l}"] = v
+        sem = sem + w[l - 1] * v
+      terms["semantic"] = sem
+      g_loss = g_loss + sem
+    d_loss = jnp.zeros((), jnp.float32)
+    lecam_new = state["lecam"]
+    if use_gan:
+      disc = models.discriminator(d_params)
+      fake_logits = disc(y[:b])
+      r1, real_logits = L.r1_penalty(lambda im: models.discriminator(d_params)(im), x)
+      add("g_adversarial", cfg.adversarial_weight, L.g_loss_nonsaturating(fake_logits))
+      d_adv = L.d_loss_nonsaturating(real_logits, fake_logits)
+      d_loss = d_adv + cfg.r1_gamma * r1
+      terms.update(d_adversarial=d_adv, r1=r1, logits_real=jnp.mean(real_logits), logits_fake=jnp.mean(fake_logits))
+      if cfg.lecam_weight:
+        lc = L.lecam_loss(real_logits, fake_logits, state["lecam"]["real"], state["lecam"]["fake"])
+        terms["lecam"] = lc
+        d_loss = d_loss + cfg.lecam_weight * lc
+        lecam_new = {"real": L.update_lecam_ema(state["lecam"]["real"], real_logits, cfg.lecam_decay),
+                     "fake": L.update_lecam_ema(state["lecam"]["fake"], fake_logits, cfg.lecam_decay)}
+      terms["d_loss"] = d_loss
+    terms["g_loss"] = g_loss
+    aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
+    return (g_loss, d_loss), aux
+
+  def step(state, images, codebook, extras):
+    rng, sub = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    f = lambda g, d: forward(g, d, state, images, codebook, extras, sub)
+    (g_loss, d_loss), vjp, aux = jax.vjp(f, state["g_params"], state["d_params"], has_aux=True)
+    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+    g_grads, _ = vjp((one, zero))
+    new = dict(state)
+    finite = jnp.isfinite(g_loss) & jnp.isfinite(d_loss)
+    g_updates, g_opt = g_tx.update(g_grads, state["g_opt"], state["g_params"])
+    g_params = optax.apply_updates(state["g_params"], g_updates)
+    if use_gan:
+      _, d_grads = vjp((zero, one))
+      d_updates, d_opt = d_tx.update(d_grads, state["d_opt"], state["d_params"])
+      d_params = optax.apply_updates(state["d_params"], d_updates)
+    else:
+      d_params, d_opt = state["d_params"], state["d_opt"]
+    ema = jax.tree.map(lambda e, p: cfg.ema_decay * e + (1.0 - cfg.ema_decay) * p, state["ema_params"], g_params)
+    # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
+    keep = lambda new_v, old_v: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_v, old_v)
+    new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),
+               d_params=keep(d_params, state["d_params"]), d_opt=keep(d_opt, state["d_opt"]),
+               ema_params=keep(ema, state["ema_params"]), lecam=keep(aux["lecam"], state["lecam"]))
+    new["nan"] = {"total": state["nan"]["total"] + (~finite).astype(jnp.int32),
+                  "consecutive": jnp.where(finite, 0, state["nan"]["consecutive"] + 1)}
+    new["step"] = state["step"] + 1
+    new["rng"] = jax.random.key_data(rng)
+    metrics = dict(aux["terms"], finite=finite.astype(jnp.float32))
+    return new, metrics, aux["ids"]
+
+  return step
+
+

@@ -1,0 +1,242 @@
+"""The training loop: data, models, optional loss terms, checkpoints, metrics, previews and export.
+
+The LLM never runs during training: the codebook is its frozen embedding table, and semantics come
+from an image-text teacher's relevance scores over that vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from spae import losses as L
+from spae._images import image_grid, save_image
+from spae._io import SpaeInputError, write_json_atomic
+from spae._tokenizer import Tokenizer
+from spae._vocab import Vocabulary
+from spae.train._checkpoints import Checkpoints
+from spae.train._config import TrainConfig
+from spae.train._inputs import build_vocabulary, open_data
+from spae.train._step import Models, _schedule, init_state, make_train_step
+
+log = logging.getLogger("spae.train")
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+class Trainer:
+  """Builds data, models, optimisers and checkpoints from a TrainConfig and runs the loop.
+
+  Multi-device: a 1-D mesh ('data') over all devices; the batch is sharded over it and parameters
+  are replicated. Multi-host: call `jax.distributed.initialize()` first (`spae train --distributed`);
+  each host then feeds its own shard of the data.
+  """
+
+  def __init__(self, cfg: TrainConfig, workdir: str | os.PathLike, *, source: Any = None,
+               vocabulary: Vocabulary | None = None, teacher: Any = None):
+    self.cfg = cfg
+    self.workdir = Path(workdir).expanduser()
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.vocab = vocabulary if vocabulary is not None else build_vocabulary(cfg.vocab)
+    self.models = Models(cfg, self.vocab.dim)
+    self.mesh = Mesh(np.array(jax.devices()), ("data",))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P("data"))
+    n_dev, n_proc = jax.device_count(), jax.process_count()
+    if cfg.batch_size % n_dev:
+      raise SpaeInputError(f"batch_size {cfg.batch_size} must be divisible by the {n_dev} devices.")
+    self.codebook = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)
+    # Data
+    from spae import data as D
+
+    src = source if source is not None else open_data(cfg.data)
+    self.data = D.BatchIterator(
+        src, cfg.batch_size // n_proc,
+        D.Preprocess(self.models.tokenizer_config.image_size, crop=cfg.crop, flip=cfg.flip),
+        seed=cfg.seed, shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
+    # Optional terms
+    from spae.perceptual import make_perceptual_loss
+
+    self.perceptual = make_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight else None
+    self.teacher_fn = None
+    if teacher is None and cfg.teacher and cfg.semantic_weight:
+      from spae import teachers
+
+      teacher = teachers.load("lit:default" if cfg.teacher == "default" else cfg.teacher)
+    if teacher is not None and cfg.semantic_weight:
+      k = min(cfg.teacher_top_k, len(self.vocab))
+      dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.teacher_temperature)
+      if hasattr(teacher, "relevance_fn"):
+        # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
+        self.teacher_fn = teacher.relevance_fn(self.vocab)
+        self._teacher_jit = jax.jit(dist)
+      else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
+        self.teacher_fn = teacher
+        self._teacher_jit = jax.jit(lambda fn, im: dist(teacher, im), static_argnums=0)
+    elif cfg.semantic_weight:
+      log.warning("no teacher given: the semantic loss is off.")
+    self._steps: dict[bool, Callable] = {}
+    self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
+    self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.keep_checkpoints,
+                                   async_save=cfg.async_checkpoints)
+    self._preview: Tokenizer | None = None
+
+  # ---------------------------------------------------------------- pieces
+  def step_fn(self, use_gan: bool) -> Callable:
+    if use_gan not in self._steps:
+      fn = make_train_step(self.cfg, self.models, use_gan=use_gan, perceptual=self.perceptual,
+                           semantic=self.teacher_fn is not None)
+      self._steps[use_gan] = jax.jit(fn, donate_argnums=(0,))
+    return self._steps[use_gan]
+
+  def extras_for(self, images: jax.Array) -> dict[str, Any]:
+    ex: dict[str, Any] = {}
+    if self.perceptual is not None:
+      ex["perceptual"] = self.perceptual.params
+    if self.teacher_fn is not None:
+      idx, probs = self._teacher_jit(self.teacher_fn, images)
+      ex["teacher_idx"], ex["teacher_probs"] = idx, probs
+    return ex
+
+  def global_batch(self, local: np.ndarray) -> jax.Array:
+    return jax.make_array_from_process_local_data(self.batch_sharding, local)
+
+  def train_step(self, images: np.ndarray) -> dict[str, float]:
+    """One optimisation step on a host-local batch; returns the metrics as floats."""
+    step = int(self.state["step"])
+    x = self.global_batch(np.asarray(images, np.float32))
+    use_gan = bool(self.cfg.adversarial_weight) and step >= self.cfg.disc_start
+    self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.codebook, self.extras_for(x))
+    self._last_ids = ids
+    return {k: float(v) for k, v in metrics.items()}
+
+  # ---------------------------------------------------------------- checkpoints
+  def save_checkpoint(self, *, wait: bool = False) -> None:
+    self.checkpoints.save(int(self.state["step"]), self.state, self.data.get_state(), wait=wait)
+
+  def restore_latest(self) -> int | None:
+    """Restores the newest complete checkpoint, if any; returns its step."""
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated), self.state)
+    restored = self.checkpoints.restore_latest(abstract)
+    if restored is None:
+      return None
+    step, self.state, data_state = restored
+    self.data.set_state(data_state)
+    log.info("resumed from step %d", step)
+    return step
+
+  # ---------------------------------------------------------------- export
+  def tokenizer(self, ema: bool = True) -> Tokenizer:
+    params = jax.device_get(self.state["ema_params" if ema else "g_params"])
+    model = self.models.autoencoder(jax.tree.map(jnp.asarray, params))
+    return Tokenizer(self.models.tokenizer_config, self.vocab, model)
+
+  def export(self, directory: str | os.PathLike | None = None) -> Path:
+    directory = Path(directory) if directory else self.workdir / "tokenizer"
+    if jax.process_index() == 0:
+      self.tokenizer(ema=self.cfg.ema_decay > 0).save(directory)
+    return directory
+
+  # ---------------------------------------------------------------- loop
+  def run(self, *, progress: bool = True, stop_after: int | None = None) -> dict[str, float]:
+    """Trains to cfg.steps (resuming from the latest checkpoint); returns the last logged metrics.
+
+    stop_after: stop (with a checkpoint) once this many steps ran in this call — for tests and preemption.
+    """
+    from tqdm.auto import tqdm
+
+    from spae import metrics as M
+
+    cfg = self.cfg
+    restored = self.restore_latest()
+    start = restored if restored is not None else int(self.state["step"])
+    is_main = jax.process_index() == 0
+    writer = None
+    if is_main:
+      from tensorboardX import SummaryWriter
+
+      writer = SummaryWriter(str(self.workdir / "tb"))
+      write_json_atomic(self.workdir / "config.json", cfg.to_dict())
+    usage = M.UsageWindow(self.models.tokenizer_config.pyramid.num_layers, len(self.vocab), cfg.usage_window)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True)
+    last: dict[str, float] = {}
+    t0, n_imgs, ran = time.perf_counter(), 0, 0
+    try:
+      for step in range(start, cfg.steps):
+        batch = next(self.data)
+        metrics = self.train_step(batch["image"])
+        ran += 1
+        n_imgs += cfg.batch_size
+        usage.update([np.asarray(a) for a in jax.device_get(self._last_ids)])
+        nan = jax.device_get(self.state["nan"])
+        if int(nan["consecutive"]) >= cfg.max_consecutive_nan:
+          self.save_checkpoint(wait=True)
+          raise NonFiniteLossError(
+              f"{int(nan['consecutive'])} consecutive non-finite losses ending at step {int(self.state['step'])} "
+              f"({int(nan['total'])} in total); updates were skipped. Lower the learning rate or check the data.")
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+          dt = time.perf_counter() - t0
+          last = {"step": done, **metrics, "images_per_s": n_imgs / max(dt, 1e-9),
+                  "nan_total": int(nan["total"]), "lr": float(_schedule(cfg, cfg.lr)(done)),
+                  **dict(usage.metrics(prefix="")), "data_skipped": self.data.num_skipped}
+          t0, n_imgs = time.perf_counter(), 0
+          if is_main:
+            with open(self.workdir / "metrics.jsonl", "a") as f:
+              f.write(json.dumps(last) + "\n")
+            for k, v in last.items():
+              if isinstance(v, (int, float)) and k != "step":
+                writer.add_scalar(k, v, done)
+          bar.set_postfix({k: f"{last[k]:.3g}" for k in ("g_loss", "l2", "images_per_s") if k in last})
+        if is_main and cfg.image_every and (done % cfg.image_every == 0 or done == cfg.steps):
+          self.write_image_grid(batch["image"][:4], done)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+          self.save_checkpoint()
+        bar.update(1)
+        if stop_after is not None and ran >= stop_after:
+          self.save_checkpoint()
+          break
+    finally:
+      bar.close()
+      self.checkpoints.wait()
+      if writer is not None:
+        writer.close()
+    if int(self.state["step"]) >= cfg.steps:
+      self.export()
+    return last
+
+  def write_image_grid(self, images: np.ndarray, step: int) -> Path:
+    """PNG: one row per image, the original then the reconstruction from each prefix of layers."""
+    # One preview tokenizer for the whole run: its jitted encode/decode take the parameters as arguments, so
+    # swapping in the current ones reuses the compiled programs instead of compiling new ones every grid.
+    if self._preview is None:
+      self._preview = self.tokenizer(ema=False)
+    else:
+      self._preview.model = self.models.autoencoder(jax.device_get(self.state["g_params"]))
+      self._preview.refresh()
+    tok = self._preview
+    pyr = tok.encode(images)
+    cols = [images] + [tok.decode(pyr, layers=k) for k in range(1, pyr.num_layers + 1)]
+    grid = image_grid([[c[i] for c in cols] for i in range(len(images))])
+    path = self.workdir / "images" / f"recon_{step:07d}.png"
+    save_image(path, grid)
+    return path
+
+
+def train(cfg: TrainConfig, workdir: str | os.PathLike, **kw) -> Trainer:
+  trainer = Trainer(cfg, workdir, **kw)
+  trainer.run()
+  return trainer
+
+

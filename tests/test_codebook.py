@@ -1,0 +1,87 @@
+"""Codebook scoring: the frozen table stays frozen and the ids stay words, whatever the codes are."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import spae
+from spae._codebook import Codebook, CodebookConfig, unit_rows
+
+
+def _tok(mode: str, dim: int = 8) -> spae.Tokenizer:
+  vocab = spae.tiny_vocabulary(dim=32)
+  cfg = spae.tiny_config(dim=32)
+  cb = CodebookConfig(mode, dim)
+  cfg = dataclasses.replace(cfg, codebook=cb,
+                            autoencoder=dataclasses.replace(cfg.autoencoder, latent_dim=cb.latent_dim(32)))
+  return spae.Tokenizer(cfg, vocab, seed=1)
+
+
+@pytest.mark.parametrize("mode", ["normalized", "projected", "learned"])
+def test_modes_encode_decode_and_round_trip(mode, tmp_path, sample_images):
+  tok = _tok(mode)
+  d = 32 if mode == "normalized" else 8
+  assert tok.codebook.shape == (len(tok.vocabulary), d)
+  pyr = tok.encode(sample_images)
+  assert pyr.grids == (1, 2, 4, 8)
+  assert all(int(a.max()) < len(tok.vocabulary) for a in pyr.ids)
+  assert tok.decode(pyr, layers=2).shape == (2, 32, 32, 3)
+  again = spae.Tokenizer.load(tok.save(tmp_path / mode))
+  np.testing.assert_array_equal(np.asarray(again.codebook), np.asarray(tok.codebook))
+  for a, b in zip(again.encode(sample_images).ids, pyr.ids):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_projected_codes_are_a_linear_map_of_unit_rows():
+  table = jax.random.normal(jax.random.key(0), (50, 12)) * 3.0
+  cb = Codebook(CodebookConfig("projected", 4), 50, 12, rngs=nnx.Rngs(0))
+  codes = cb(table)
+  np.testing.assert_allclose(np.asarray(codes), np.asarray(unit_rows(table) @ cb.weight.value), rtol=1e-5, atol=1e-6)
+  # Scaling a row does not change its code: only the direction of a word's embedding matters.
+  np.testing.assert_allclose(np.asarray(cb(table.at[3].multiply(7.0))[3]), np.asarray(codes[3]), rtol=1e-5)
+
+
+def test_gradient_reaches_the_projection_never_the_table():
+  table = jax.random.normal(jax.random.key(1), (20, 6))
+  cb = Codebook(CodebookConfig("projected", 3), 20, 6, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(cb)
+
+  def loss(params, table):
+    return jnp.sum(jnp.square(nnx.merge(graphdef, params)(table)))
+
+  g_params, g_table = jax.grad(loss, argnums=(0, 1))(params, table)
+  assert float(jnp.abs(g_params["weight"].value).sum()) > 0
+  assert float(jnp.abs(g_table).sum()) == 0.0
+
+
+def test_raw_mode_adds_no_parameters(tiny_tok):
+  params = nnx.state(tiny_tok.model, nnx.Param).to_pure_dict()
+  assert set(params) == {"encoder", "decoder"}
+  np.testing.assert_array_equal(np.asarray(tiny_tok.codebook), tiny_tok.vocabulary.embeddings)
+
+
+def test_bad_configs_are_one_line_errors():
+  with pytest.raises(spae.SpaeInputError, match="codebook.mode"):
+    CodebookConfig("cosine")
+  with pytest.raises(spae.SpaeInputError, match="latent_dim"):
+    cfg = spae.tiny_config(dim=32)
+    spae.Tokenizer(dataclasses.replace(cfg, codebook=CodebookConfig("projected", 8)), spae.tiny_vocabulary(dim=32))
+
+
+def test_saq_reconstruction_is_differentiable_in_the_codes_only():
+  """The codebook loss trains a code map through r_l; the search itself passes no gradient to z."""
+  codes = jax.random.normal(jax.random.key(2), (30, 4))
+  z = jax.random.normal(jax.random.key(3), (1, 4, 4, 4))
+  spec = spae.PyramidSpec((1, 2, 4))
+  f = lambda c, z: jnp.sum(spae.saq_quantize(z, c, spec)[1][-1] ** 2)
+  g_codes, g_z = jax.grad(f, argnums=(0, 1))(codes, z)
+  ids = spae.saq_quantize(z, codes, spec)[0]
+  used = np.unique(np.concatenate([np.asarray(a).ravel() for a in ids]))
+  assert np.all(np.abs(np.asarray(g_codes))[used].sum(axis=1) > 0)
+  unused = np.setdiff1d(np.arange(30), used)
+  assert np.all(np.asarray(g_codes)[unused] == 0)
+  assert float(jnp.abs(g_z).sum()) == 0.0
