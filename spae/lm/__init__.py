@@ -5,7 +5,7 @@
 - `GemmaLM` / `GemmaConfig`: Gemma 2, Gemma 3 (text) and LLaMA-style decoders in JAX, with a KV cache.
 - `OpenAICompatibleLM`: a `/v1/completions` server (vLLM, llama.cpp, Ollama).
 - `load(spec)`: 'hf:PATH', 'gemma:PATH', 'gguf:PATH' (or 'gguf:gemma3-270m', 'gguf:smollm2-135m') or
-  'openai:URL#MODEL'.
+  'openai:URL[?timeout=S&attempts=N]#MODEL'.
 - `round_trip_safe(vocabulary, tokenizer)`: the vocabulary entries that survive ids -> text -> ids.
 - `testing`: tiny on-the-fly models, tokenizers and a fake completions server for hermetic tests.
 """

@@ -365,6 +365,7 @@ def add_fewshot_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
   p.add_argument("--lm", default="none",
                  help="gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free probes only)")
+  _cli.add_lm_server_args(p)
   p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
                  "name, or 'shapes...' (see spae.data.make_source)")
   p.add_argument("--classes", default=None,
@@ -418,7 +419,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
     episodes = read_episodes(args.episodes_file)
     if source is None:
       source = FileImages(Path(args.episodes_file).parent)
-  lm = _cli.load_lm(args.lm)
+  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None and config.probes is False:
     raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
   if args.save_episodes and episodes is None:
