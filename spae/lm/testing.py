@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from spae._io import SpaeInputError, atomic_path
+from spae._io import SpaeInputError, atomic_dir
 from spae.lm._base import LogitsModel
 from spae.lm._gemma import GemmaConfig
 from spae.lm._gguf_write import WRITABLE_TYPES, write_gguf  # noqa: F401  (re-exported for tests)
@@ -201,7 +201,7 @@ def write_orbax(folder: str | os.PathLike, cfg: GemmaConfig, tensors: dict[str, 
   import orbax.checkpoint as ocp
 
   folder = Path(folder)
-  with atomic_path(folder) as tmp:
+  with atomic_dir(folder) as tmp:
     ocp.PyTreeCheckpointer().save(str(tmp.absolute()), hf_to_orbax_tree(tensors, cfg))
     if sidecar:
       (tmp / "spae_lm.json").write_text(json.dumps(orbax_sidecar(cfg), indent=1))
