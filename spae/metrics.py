@@ -1,5 +1,6 @@
-"""Evaluation metrics: PSNR/SSIM (jnp), codebook health over a sliding window (numpy), Fréchet distance, and
-a small registry of evaluators that yield (metric name, value), big_vision style.
+"""Evaluation metrics: PSNR/SSIM (jnp), the thumbnail anchor of a token budget, codebook health over a sliding
+window (numpy), Fréchet distance, and a small registry of evaluators that yield (metric name, value), big_vision
+style.
 
 Image metrics take NHWC images in [0, max_val] (the evaluators map the model's [-1, 1] images there).
 """
@@ -75,6 +76,37 @@ def ssim(x: Array, y: Array, max_val: float = 1.0, filter_size: int = 11, filter
   num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
   den = (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)
   return jnp.mean(num / den, axis=(1, 2, 3))
+
+
+# ------------------------------------------------------------------------------------ thumbnail anchor
+def thumbnail(images: Any, side: int) -> np.ndarray:
+  """The thumbnail anchor of a token budget: images -> their side×side thumbnails, scaled back up.
+
+  Each image is box-averaged to side×side cells (area-weighted, so any H, W work), the cell colours are rounded to
+  24 bits (8 per channel: an s×s thumbnail costs exactly s² colours), then resized back to H×W with spae's one
+  resize (`spae._images.resize`, bicubic). A pyramid prefix whose deepest layer is side×side spends more bits
+  than this and should reconstruct better.
+
+  images: [B, H, W, C] or [H, W, C], uint8 or float in [0, 1] -> float32 of the same shape in [0, 1].
+  """
+  from spae._images import as_float_batch, resize, to_uint8
+
+  x, single = as_float_batch(images)
+  if not isinstance(side, (int, np.integer)) or not 1 <= side <= min(x.shape[1:3]):
+    raise SpaeInputError(f"thumbnail side must be an integer in [1, {min(x.shape[1:3])}], got {side!r}.")
+  ah, aw = _box_weights(x.shape[1], int(side)), _box_weights(x.shape[2], int(side))
+  cells = np.einsum("iy,byxc,jx->bijc", ah, x.astype(np.float64), aw)
+  out = resize(to_uint8(cells), x.shape[1:3])
+  return out[0] if single else out
+
+
+def _box_weights(n: int, s: int) -> np.ndarray:
+  """[s, n] weights: row i averages the pixels under cell i of s equal cells (fractional overlaps at borders)."""
+  edges = np.arange(s + 1) * (n / s)
+  lo, hi = edges[:-1, None], edges[1:, None]
+  px = np.arange(n)[None, :]
+  overlap = np.clip(np.minimum(hi, px + 1) - np.maximum(lo, px), 0.0, None)
+  return overlap / (n / s)
 
 
 # ------------------------------------------------------------------------------------ codebook health
