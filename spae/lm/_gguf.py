@@ -195,7 +195,8 @@ def load_gguf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int
 
   Args:
     path: the .gguf file, `gemma3-270m` or `smollm2-135m`.
-    tokenizer: a TextTokenizer; default: the one in the file's metadata (`spae.lm.gguf_tokenizer`).
+    tokenizer: a TextTokenizer or a sentencepiece model path; default: the file's own (`spae.lm.GGUFTokenizer`,
+      ids as llama.cpp's).
     max_length: context limit (default: the file's context_length).
     dtype: 'float32' or 'bfloat16' storage of the weight matrices (computation is float32 either way;
       bfloat16 halves the memory and rounds the dequantized weights once more).
@@ -219,8 +220,6 @@ def load_gguf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int
 
 
 def _file_tokenizer(t: Tensors) -> Any:
-  try:
-    from spae.lm._gguf_tokenizer import gguf_tokenizer
-  except ImportError as e:  # pragma: no cover - the tokenizer module ships with spae
-    raise SpaeInputError(f"{t.where}: no GGUF tokenizer available; pass tokenizer=...") from e
-  return gguf_tokenizer(t.where)
+  from spae.lm._gguf_tokenizer import GGUFTokenizer
+
+  return GGUFTokenizer(t.metadata, name=t.where)  # the metadata already parsed with the tensor table

@@ -224,7 +224,9 @@ def make_tiny_lm(directory: str | os.PathLike, kind: str = "gemma2", layout: str
   cfg = tiny_config(kind, vocab_size, **config_overrides)
   tensors = random_hf_tensors(cfg, seed)
   if layout == "gguf":
-    model = train_sentencepiece(directory, vocab_size, seed=seed)
+    # llama.cpp's "llama" vocabulary runs score-ordered BPE merges: a sentencepiece BPE model is what a GGUF
+    # file can carry faithfully (a unigram model would tokenize differently).
+    model = train_sentencepiece(directory, vocab_size, seed=seed, model_type="bpe")
     return f"gguf:{write_gguf(directory / 'model.gguf', cfg, tensors, qtype=qtype, tokenizer_model=model)}"
   if layout == "hf":
     write_hf(directory, cfg, tensors)
