@@ -94,6 +94,8 @@ def test_real_model_special_ids(real_tok):
   assert [gemma.kind(i) for i in (0, 3, 6, 107, 238)] == ["control", "unknown", "unused", "normal", "byte"]
   assert gemma.kind(212) == "control" and gemma.decode([212]) == ""  # "</s>": user-defined, made control by llama.cpp
   assert 106 in gemma.eog_ids  # <end_of_turn>
+  kinds = gemma.kinds()
+  assert len(kinds) == 262144 and kinds.count("byte") == 256 and kinds.count("unused") == 6242  # <unused0..6241>
   smol, ref = real_tok("smollm2-135m")
   # SmolLM2 names BOS <|im_start|> but does not add it: prompts get no BOS, as in llama.cpp.
   assert smol.bos_id is None and smol.special_ids["bos"] == 1 == ref["bos"] and not smol.add_bos

@@ -17,13 +17,17 @@ patched the same way. `decode` is llama.cpp's detokenizer: control and unknown p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from spae._io import SpaeInputError
 from spae.lm._gguf_metadata import metadata_from_reader, read_gguf_metadata
+
+if TYPE_CHECKING:
+  import gguf
 
 __all__ = ["GGUFTokenizer", "gguf_tokenizer"]
 
@@ -79,7 +83,7 @@ for _names, _regexes, _ignore_merges in [
 # Tokenizer
 
 
-def gguf_tokenizer(source: Any) -> "GGUFTokenizer":
+def gguf_tokenizer(source: str | os.PathLike | gguf.GGUFReader) -> GGUFTokenizer:
   """The text tokenizer of a GGUF model: `source` is a path or an open `gguf.GGUFReader`.
 
   Raises SpaeInputError (one line, naming the file) for a missing, truncated or non-GGUF file, or a tokenizer kind
@@ -119,12 +123,8 @@ class GGUFTokenizer:
     if types.shape != (n,) or scores.shape != (n,):
       raise SpaeInputError(f"{name}: tokenizer.ggml.token_type/scores do not have one entry per piece ({n}).")
     self._ids = {t: i for i, t in enumerate(self.pieces)}
-    self.special_ids = {k[len("tokenizer.ggml."):-len("_token_id")]: int(v) for k, v in meta.items()
-                        if k.startswith("tokenizer.ggml.") and k.endswith("_token_id") and 0 <= int(v) < n}
     spm = self.model == "llama"
-    if spm:  # llama.cpp's defaults for SentencePiece-style files
-      for key, default in (("bos", 1), ("eos", 2), ("unknown", 0)):
-        self.special_ids.setdefault(key, default)
+    self.special_ids: dict[str, int] = _special_ids(meta, n, spm)
     pre_add_bos = not spm and self.pre in _PRE_TOKENIZERS and _PRE_TOKENIZERS[self.pre][1]  # llama3 family
     self.add_bos: bool = bool(meta.get("tokenizer.ggml.add_bos_token", spm or pre_add_bos))
     self.add_space_prefix: bool = spm and bool(meta.get("tokenizer.ggml.add_space_prefix", True))
@@ -137,14 +137,15 @@ class GGUFTokenizer:
         {self._ids[t] for t in _EOG_TEXTS if t in self._ids} |
         {self.special_ids[k] for k in ("eos", "eot", "eom", "fim_pad", "fim_rep", "fim_sep") if k in self.special_ids}))
     self._control = control  # rendered as nothing by `decode` (llama.cpp without `special`)
-    # Pieces cut out of the text before the backend runs: control, user-defined, unknown (llama.cpp's cache).
+    # Pieces cut out of the text before the backend runs: control, user-defined, unknown (llama.cpp's cache),
+    # indexed by first character -> the lengths to try there.
     special = np.flatnonzero(control | (self._types == _USER_DEFINED) | (self._types == _UNKNOWN))
     self._special = {self.pieces[i]: int(i) for i in special}
-    self._lengths: dict[str, list[int]] = {}
+    lengths: dict[str, set[int]] = {}
     for s in self._special:
-      self._lengths.setdefault(s[0], []).append(len(s))
-    for c in self._lengths:
-      self._lengths[c] = sorted(set(self._lengths[c]))
+      lengths.setdefault(s[0], set()).add(len(s))
+    self._lengths = {c: sorted(v) for c, v in lengths.items()}
+    self._kinds: list[str] | None = None
     if spm:
       self._encode_fragments = _spm_backend(self, scores)
     else:
@@ -185,20 +186,23 @@ class GGUFTokenizer:
   # -- extras --------------------------------------------------------------------------------------------------
 
   def kind(self, i: int) -> str:
-    """'control' | 'unknown' | 'byte' | 'unused' | 'normal' (as `spae.Vocabulary` kinds).
+    """'control' | 'unknown' | 'byte' | 'unused' | 'normal' (as `spae.Vocabulary` kinds); see `kinds`."""
+    return self.kinds()[self._check_id(i)]
 
-    User-defined pieces ("<table>", runs of spaces) count as normal; control pieces whose text says "unused"
-    count as unused, as llama.cpp marks them.
-    """
-    i = self._check_id(i)
-    t = self._types[i]
-    if t == _UNKNOWN or i == self.unk_id:
-      return "unknown"
-    if t == _BYTE:
-      return "byte"
-    if t in (_UNUSED, _UNDEFINED) or (self._control[i] and "unused" in self.pieces[i]):
-      return "unused"
-    return "control" if self._control[i] else "normal"
+  def kinds(self) -> list[str]:
+    """The kind of every piece, by id. User-defined pieces ("<table>", runs of spaces) count as normal; control
+    pieces whose text says "unused" count as unused, as llama.cpp marks them."""
+    if self._kinds is None:
+      t = self._types
+      kinds = np.where(self._control, "control", "normal").astype(object)
+      kinds[self._control & np.array(["unused" in p for p in self.pieces])] = "unused"
+      kinds[(t == _UNUSED) | (t == _UNDEFINED)] = "unused"
+      kinds[t == _BYTE] = "byte"
+      kinds[t == _UNKNOWN] = "unknown"
+      if self.unk_id is not None:
+        kinds[self.unk_id] = "unknown"
+      self._kinds = kinds.tolist()
+    return self._kinds
 
   def _check_id(self, i: int) -> int:
     i = int(i)
@@ -245,6 +249,17 @@ class GGUFTokenizer:
 
   def __repr__(self) -> str:
     return f"GGUFTokenizer({Path(self.name).name!r}, model={self.model!r}, vocab_size={self.vocab_size})"
+
+
+def _special_ids(meta: dict[str, Any], n: int, spm: bool) -> dict[str, int]:
+  """{"bos": 2, "eos": 1, "unknown": 3, "padding": 0, ...} from the `tokenizer.ggml.*_token_id` keys in range."""
+  out = {k[len("tokenizer.ggml."):-len("_token_id")]: int(v) for k, v in meta.items()
+         if k.startswith("tokenizer.ggml.") and k.endswith("_token_id") and 0 <= int(v) < n}
+  if spm:  # llama.cpp's defaults for SentencePiece-style files
+    for key, default in (("bos", 1), ("eos", 2), ("unknown", 0)):
+      if default < n:
+        out.setdefault(key, default)
+  return out
 
 
 def _is_byte_piece(text: str) -> bool:
