@@ -8,7 +8,7 @@ import numpy as np
 
 from spae._io import SpaeInputError
 from spae._vocab import Vocabulary, display_piece
-from spae.lm import TextTokenizer
+from spae.lm import LMServerError, TextTokenizer
 
 
 _SPACE_MARKERS = ("\u2581", "\u0120")  # SentencePiece '▁' and byte-level BPE 'Ġ' start a word after a space
@@ -110,6 +110,8 @@ def shares_vocabulary(vocabulary: Vocabulary, lm_tokenizer: TextTokenizer, sampl
   for k in picks:
     try:
       piece = lm_tokenizer.id_to_piece(int(ids[k]))
+    except LMServerError:
+      raise  # the server did not answer: that says nothing about the vocabulary
     except (KeyError, IndexError, ValueError):
       return False  # the LM has no such id: nothing proves a shared vocabulary
     if display_piece(piece) != display_piece(vocabulary.pieces[k]):
