@@ -134,3 +134,28 @@ def test_tiny_gguf_carries_its_tokenizer(tmp_path):
   for text in ("the red cat is a dog", "Input: kato mira\n###\nOutput: blue"):
     assert lm.tokenizer.encode(text, add_bos=True) == sp.encode(text, add_bos=True)
   assert np.isfinite(lm.logits(lm.tokenizer.encode("the cat", add_bos=True))).all()
+
+
+def test_vocabulary_from_gguf(tmp_path):
+  """The whole table with pieces as stored and the file's piece kinds; the same as the loaded LM's vocabulary."""
+  spec = T.make_tiny_lm(tmp_path, "llama", "gguf", qtype="Q8_0")
+  path = spec[len("gguf:"):]
+  v = spae.Vocabulary.from_gguf(path)
+  lm = L.load(spec)
+  assert len(v) == 320 and v.dim == 32 and v.metadata["source"] == "gguf" and v.metadata["tokenizer"] == "llama"
+  ref = lm.vocabulary()
+  assert v.pieces == ref.pieces and v.kinds == ref.kinds
+  np.testing.assert_array_equal(v.embeddings, ref.embeddings)
+  assert {v.kinds[i] for i in (0, 1, 2)} == {"control"} and v.kinds[3] == "unknown"
+  assert any(p.startswith("\u2581") for p in v.pieces)  # stored pieces keep the space marker
+  kept = v.filter(alphabetic_only=True, min_length=2)
+  assert 0 < len(kept) < len(v) and all(k == "normal" for k in kept.kinds)
+  np.testing.assert_array_equal(kept.embeddings, v.embeddings[kept.llm_ids])
+  scaled = spae.Vocabulary.from_gguf(path, scale=2.0)
+  np.testing.assert_allclose(scaled.embeddings, 2 * v.embeddings)
+
+
+def test_display_piece_strips_byte_level_space():
+  from spae._vocab import display_piece
+
+  assert display_piece("\u0120Paris") == "Paris" == display_piece("\u2581Paris")
