@@ -1,9 +1,14 @@
-"""Reconstruction quality per pyramid prefix, codebook usage, semantic precision, and an SAQ vs RQ ablation.
+"""Reconstruction quality per pyramid prefix against the thumbnail anchor, codebook usage, semantic precision,
+and an SAQ vs RQ ablation.
 
-For every data set (held-out synthetic `shapes` scenes, and crops of the real photographs scikit-image ships)
-and every token-layer prefix l = 1..L (1, 5, 21, 85, 341, 597 tokens for the default pyramid) it reports:
+For every data set (held-out `scenes` of the test split, fixed crops of the held-out scikit-image photographs,
+held-out classes of the older `shapes` renderer) and every token-layer prefix l = 1..L (1, 5, 21, 85, 341, 597
+tokens for the default pyramid) it reports:
 
   psnr, ssim            of decode(first l layers) against the input (spae.metrics);
+  thumb_side, thumb_psnr  the baseline of the same budget measured in this run: the s×s thumbnail
+                        (spae.metrics.thumbnail: box average, 24-bit cells, bicubic back up) with s the side of
+                        the prefix's deepest layer grid; gain_db = psnr - thumb_psnr (a prefix should beat it);
   lpips                 with --lpips-weights FILE (VGG16 + LPIPS heads through spae.perceptual);
   rfid                  with --inception-weights FILE (pytorch-fid InceptionV3 pool3 via spae.metrics);
   usage                 unique ids of layer l over the whole eval set / V;
@@ -13,10 +18,11 @@ and every token-layer prefix l = 1..L (1, 5, 21, 85, 341, 597 tokens for the def
   rq_psnr               PSNR of the decoder applied to the RQ reconstruction (the decoder was trained on SAQ
                         averages, so this favours SAQ; the latent MSE is the fair comparison).
 
-On `shapes` it also reports semantic precision: the fraction of the tokens of layers 1..3 whose word is one of the
-scene's attribute names (shape, colour, size, texture of any object, or the background), against the chance
-level of uniformly drawn vocabulary entries. No weights are ever downloaded; LPIPS / rFID are skipped (with a note
-in the JSON) when their files are not given.
+On scenes it also reports semantic precision: the fraction of the tokens of layers 1..3 whose word is one of the
+scene's attribute names (shape, colour, tone, size, texture of any object, or the background colour), against the
+chance level of uniformly drawn vocabulary entries; and `main_named`, the share of images whose top words (the
+tokens of layers 1-2) include the main object's colour or shape name. No weights are ever downloaded; LPIPS /
+rFID are skipped (with a note in the JSON) when their files are not given.
 
   python benchmarks/recon.py --smoke --out /tmp/recon.json                  # CI: tiny untrained tokenizer
   python benchmarks/recon.py --tokenizer DIR --num-images 512 --out recon.json \\
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import os
 import sys
 import time
@@ -40,9 +45,8 @@ import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-# Real photographs shipped inside the scikit-image wheel (skimage/data/); read as files, nothing is fetched.
-SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
 SEMANTIC_LAYERS = 3
+TOP_WORD_LAYERS = 2  # the "top words": 1 + 4 tokens with the default pyramid
 
 
 # ------------------------------------------------------------------------------------------ tokenizer
@@ -84,13 +88,24 @@ def shapes_scenes(num: int, size: int, classes: str, seed: int) -> tuple[np.ndar
   return np.stack(images), attrs
 
 
-def skimage_photo_files() -> list[Path]:
-  """Paths of the photographs in an installed scikit-image (found without importing it), or []."""
-  spec = importlib.util.find_spec("skimage")
-  if spec is None or not spec.submodule_search_locations:
-    return []
-  data = Path(list(spec.submodule_search_locations)[0]) / "data"
-  return [data / f for f in SKIMAGE_PHOTOS if (data / f).is_file()]
+def new_scenes(num: int, size: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """`num` scenes of the test split of spae.data's `scenes` renderer (never trained on) and their attributes."""
+  from spae.data import SceneSource
+
+  src = SceneSource(num, size, seed=seed, split="test")
+  return np.stack([src.load(i) for i in range(num)]), [src.attributes(i) for i in range(num)]
+
+
+def attribute_names(a: dict[str, Any]) -> tuple[set[str], set[str]]:
+  """(every attribute word of a scene, the main object's {colour, shape}) for `scenes` and `shapes` attributes."""
+  objs = a["objects"]
+  if "count" in a:  # spae.data._scenes
+    bg = a["background"]
+    names = {o["shape"] for o in objs} | {o["size"] for o in objs} | {o["fill"] for o in objs}
+    names |= {c[k] for c in [o["colour"] for o in objs] + [bg["colour"], bg["colour2"]] for k in ("name", "tone")}
+    return names - {""}, {a["colour"], a["shape"]}
+  names = {a["background"]} | {o[k] for o in objs for k in ("shape", "colour", "size", "texture")}
+  return names, {objs[0]["colour"], objs[0]["shape"]}
 
 
 def folder_photo_files(folder: str) -> list[Path]:
@@ -104,10 +119,10 @@ def folder_photo_files(folder: str) -> list[Path]:
 
 
 def photo_crops(files: list[Path], num: int, size: int, seed: int) -> np.ndarray:
-  """`num` random square crops (side 35-100% of the short edge) cycling over the photos, resized to size×size."""
-  from PIL import Image
-
+  """`num` random square crops (side 35-100% of the short edge) cycling over the photos, resized to size×size
+  with spae's one resize (the tokenizer's)."""
   import spae
+  from spae._images import resize, to_uint8
 
   rng = np.random.default_rng(seed)
   photos = [spae.load_image(f) for f in files]
@@ -117,8 +132,7 @@ def photo_crops(files: list[Path], num: int, size: int, seed: int) -> np.ndarray
     h, w = im.shape[:2]
     side = int(rng.uniform(0.35, 1.0) * min(h, w))
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = Image.fromarray(im[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC)
-    out.append(np.asarray(crop))
+    out.append(to_uint8(resize(im[top:top + side, left:left + side], size)))
   return np.stack(out)
 
 
@@ -191,6 +205,9 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   vocab_count = collections.Counter(vocab_words)  # several entries can spell the same word
   sem_layers = min(SEMANTIC_LAYERS, L)
   sem_hits, sem_total, chance = np.zeros(sem_layers), np.zeros(sem_layers), []
+  main_named = 0
+  thumb_sides = [int(max(spec.grids[:l])) for l in range(1, L + 1)]
+  thumb_sums = {s: 0.0 for s in set(thumb_sides)}
   seen = 0
   for x, n in batches(images, bs):
     ids, mse, y = fn(state, tok.codebook, jnp.asarray(x))
@@ -211,15 +228,18 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
       for l in range(1, L + 1):
         feats[l].add(inception(y[l - 1]))
     usage.update(ids)
+    for side in thumb_sums:
+      thumb_sums[side] += float(np.sum(np.asarray(metrics.psnr(jnp.asarray(metrics.thumbnail(x[:n], side)), xr))))
     if attrs is not None:
       for i in range(n):
-        a = attrs[seen + i]
-        names = {a["background"]} | {o[k] for o in a["objects"] for k in ("shape", "colour", "size", "texture")}
+        names, main = attribute_names(attrs[seen + i])
         chance.append(sum(vocab_count[w] for w in names) / V)
         for l in range(sem_layers):
           words = [vocab_words[t] for t in ids[l][i].reshape(-1)]
           sem_hits[l] += sum(w in names for w in words)
           sem_total[l] += len(words)
+        top = {vocab_words[t] for l in range(min(TOP_WORD_LAYERS, L)) for t in ids[l][i].reshape(-1)}
+        main_named += bool(top & main)
     seen += n
   cum = spec.cumulative_tokens()
   use = usage.usage()
@@ -228,7 +248,9 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     s, r = l - 1, L + l - 1
     row = {"layers": l, "tokens": int(cum[s]), "psnr": sums["psnr"][s] / seen, "ssim": sums["ssim"][s] / seen,
            "usage": float(use[s]), "saq_mse": sums["mse"][s] / seen, "rq_mse": sums["mse"][r] / seen,
-           "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen}
+           "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen, "thumb_side": thumb_sides[s],
+           "thumb_psnr": thumb_sums[thumb_sides[s]] / seen}
+    row["gain_db"] = row["psnr"] - row["thumb_psnr"]
     row["rq_over_saq_mse"] = row["rq_mse"] / row["saq_mse"] if row["saq_mse"] > 0 else float("nan")
     if lpips_fn is not None:
       row["lpips"], row["rq_lpips"] = sums["lpips"][s] / seen, sums["lpips"][r] / seen
@@ -242,6 +264,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
         {"layer": l + 1, "precision": float(sem_hits[l] / sem_total[l]), "chance": ch,
          "ratio_to_chance": float(sem_hits[l] / sem_total[l] / ch) if ch > 0 else float("nan")}
         for l in range(sem_layers)]
+    out["main_named"] = main_named / seen
   return out
 
 
@@ -249,13 +272,14 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tokenizer", default=None,
                  help="tokenizer directory (default: spae.assets.default_tokenizer() if shipped, else the tiny one)")
-  p.add_argument("--num-images", type=int, default=256, help="images per data set")
+  p.add_argument("--num-images", type=int, default=256,
+                 help="images per synthetic data set (the held-out photo crops are a fixed set of 40)")
   p.add_argument("--batch-size", type=int, default=16)
   p.add_argument("--shapes-classes", choices=("heldout", "all"), default="heldout",
                  help="synthetic scenes of the held-out classes only (default) or of all classes")
   p.add_argument("--photos", default=None,
                  help="also evaluate crops of the images in this folder (data set 'photos-folder')")
-  p.add_argument("--no-skimage", action="store_true", help="skip the scikit-image photographs")
+  p.add_argument("--no-skimage", action="store_true", help="skip the held-out scikit-image photographs")
   p.add_argument("--lpips-weights", default=None, help="VGG16/LPIPS weights file for spae.perceptual (LPIPS)")
   p.add_argument("--inception-weights", default=None,
                  help="pytorch-fid pt_inception-2015-12-05 state dict as .npz/.safetensors (rFID)")
@@ -289,15 +313,23 @@ def main(argv=None) -> int:
                  ".npz/.safetensors; nothing is downloaded)")
 
   datasets: dict[str, dict[str, Any]] = {}
+  imgs, attrs = new_scenes(a.num_images, size, a.seed)
+  datasets["scenes-test"] = {"images": imgs, "attrs": attrs,
+                             "source": "spae.data.SceneSource, split 'test' (a split never trained on)"}
+  if not a.no_skimage:
+    from spae import SpaeInputError
+    from spae.data import HELDOUT_PHOTOS, heldout_photo_crops
+
+    try:
+      crops = heldout_photo_crops(size)
+      datasets["photos-heldout"] = {
+          "images": np.stack([crops.load(i) for i in range(min(len(crops), a.num_images))]),
+          "source": "spae.data.heldout_photo_crops: 8 fixed crops each of " + ", ".join(HELDOUT_PHOTOS)}
+    except SpaeInputError as e:
+      notes.append(f"photos-heldout skipped: {e}")
   imgs, attrs = shapes_scenes(a.num_images, size, a.shapes_classes, a.seed)
   datasets[f"shapes-{a.shapes_classes}"] = {"images": imgs, "attrs": attrs,
                                             "source": f"spae.data.render_scene, split 'test', {a.shapes_classes}"}
-  files = [] if a.no_skimage else skimage_photo_files()
-  if files:
-    datasets["photos-skimage"] = {"images": photo_crops(files, a.num_images, size, a.seed),
-                                  "source": "random square crops of " + ", ".join(f.name for f in files)}
-  elif not a.no_skimage:
-    notes.append("photos-skimage skipped: scikit-image is not installed (pip install scikit-image)")
   if a.photos:
     pf = folder_photo_files(a.photos)
     if not pf:
@@ -319,8 +351,8 @@ def main(argv=None) -> int:
   print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
-  cols = ["layers", "tokens", "psnr", "ssim", "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse",
-          "rq_psnr"]
+  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "ssim", "lpips", "rfid", "usage",
+          "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():
     print(f"\n## {name}: {res['num_images']} images ({res['source']}), {res['seconds']:.1f} s")
@@ -328,6 +360,8 @@ def main(argv=None) -> int:
     if "semantic_precision" in res:
       print("semantic precision (tokens naming a scene attribute) vs uniform-token chance:")
       _common.print_table(res["semantic_precision"], ["layer", "precision", "chance", "ratio_to_chance"])
+      print(f"top words (layers 1-{TOP_WORD_LAYERS}) name the main object's colour or shape: "
+            f"{100 * res['main_named']:.0f}% of images")
   for n in notes:
     print("note:", n)
   _common.write_json(a.out, {

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import stat
+import struct
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,28 +16,133 @@ import numpy as np
 from spae._io import SpaeInputError, atomic_path
 
 FitMode = Literal["center_crop", "resize", "reject"]
+log = logging.getLogger(__name__)
 
 
 class UnreadableImageError(SpaeInputError):
   """An image file or record could not be decoded (corrupt, truncated, or not an image)."""
 
 
-def decode_image(data: bytes | str | os.PathLike, what: str = "image") -> np.ndarray:
+# Decoded pixels allowed per image unless the caller says otherwise (an 8000x8000 image). Pillow itself refuses
+# images over 2 * Image.MAX_IMAGE_PIXELS (~179 Mpx) before anything is decoded.
+DEFAULT_MAX_PIXELS = 64_000_000
+# Images are decoded reduced (JPEG DCT scaling, then integer box reduction) while their shorter side stays at
+# least this many times the size the caller needs; Pillow's resize uses the same gap (3 is "indistinguishable").
+_REDUCING_GAP = 3
+# Pillow raises many exception types for corrupt data (struct.error and EOFError from headers, ...).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                  ZeroDivisionError, OverflowError)
+# Modes Image.reduce handles without alpha (premultiplying) or bit-depth subtleties; others go through to_rgb first.
+_REDUCE_MODES = ("L", "RGB", "I", "F", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def decode_image(data: bytes | str | os.PathLike, what: str = "image", *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 min_size: int | None = None) -> np.ndarray:
   """Decodes encoded bytes or an image file to uint8 RGB [H, W, 3] (see `to_rgb`).
 
-  Raises UnreadableImageError (a SpaeInputError) naming `what` if Pillow cannot decode it.
+  Args:
+    data: encoded bytes or a file path.
+    what: how errors name the input.
+    max_pixels: refuse (SpaeInputError) images with more decoded pixels; checked on the header, before decoding.
+    min_size: the caller needs only this many pixels on the shorter side: larger images are decoded reduced
+      (JPEG draft mode, then an integer box reduction), keeping the shorter side >= 3 * min_size.
+  Raises UnreadableImageError (a SpaeInputError) naming `what` if Pillow cannot decode it. An animated image
+  (GIF, APNG, multi-page TIFF) gives its first frame, with one warning.
   """
-  from PIL import Image, ImageOps
+  from PIL import Image
 
+  src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else os.fspath(data)
   try:
-    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else os.fspath(data)
-    with Image.open(src) as im:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below says it better
+      im = Image.open(src)
+    with im:
+      _check_pixels(im, what, max_pixels, min_size)
+      frames = getattr(im, "n_frames", 1)
       im.load()  # decode now, inside the try, so truncated files fail here and not later
-      # Camera JPEGs store their rotation in EXIF; apply it so images are upright.
-      return to_rgb(ImageOps.exif_transpose(im))
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+      if frames > 1:
+        log.warning("%s has %d frames; using the first.", what, frames)
+      # Camera JPEGs store their rotation in EXIF: make images upright, after the reduction (exif_transpose
+      # would copy the full-size image even when there is nothing to do).
+      orientation = im.getexif().get(_ORIENTATION, 1)
+      out = _reduce(im, min_size)
+      method = _TRANSPOSE.get(orientation)
+      return out if method is None else np.ascontiguousarray(np.asarray(Image.fromarray(out).transpose(Image.Transpose[method])))
+  except SpaeInputError:
+    raise
+  except Image.DecompressionBombError as e:
+    raise UnreadableImageError(f"{what} is too large to decode safely ({e}); shrink it first.") from None
+  except _DECODE_ERRORS as e:
     # PIL raises UnidentifiedImageError (an OSError) for non-images and OSError/SyntaxError for corrupt ones.
     raise UnreadableImageError(f"cannot decode {what}: {type(e).__name__}: {e}") from e
+
+
+def _check_pixels(im: Any, what: str, max_pixels: int, min_size: int | None) -> None:
+  """Applies JPEG draft decoding for `min_size`, then refuses images whose decoded size is over `max_pixels`."""
+  if min_size and im.format == "JPEG":
+    need = _REDUCING_GAP * min_size
+    im.draft(None, (need, need))  # DCT scaling by 1/2, 1/4 or 1/8 while both sides stay >= need
+  w, h = im.size
+  if w * h > max_pixels:
+    raise SpaeInputError(f"{what} is {w}x{h} = {w * h / 1e6:.1f} Mpx, over the limit of {max_pixels / 1e6:g} Mpx; "
+                         "shrink it, or raise the limit (max_pixels, --max-pixels) if you have the memory.")
+
+
+_ORIENTATION = 0x0112  # the EXIF tag; values 2..8 map to these transposes (as in ImageOps.exif_transpose)
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+              7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _reduce(im: Any, min_size: int | None) -> np.ndarray:
+  """A decoded PIL image -> uint8 RGB, box-reduced by an integer factor while min side >= gap * min_size."""
+  from PIL import Image
+
+  factor = min(im.size) // (_REDUCING_GAP * min_size) if min_size else 1
+  if factor < 2:
+    return to_rgb(im)
+  if im.mode in _REDUCE_MODES:
+    return to_rgb(im.reduce(factor))
+  return np.asarray(Image.fromarray(to_rgb(im)).reduce(factor), np.uint8)
+
+
+def check_image_file(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     min_size: int | None = None) -> None:
+  """Cheap check of an image file before any work: it is a regular file, Pillow knows the format, and its
+  (draft) size is within `max_pixels`. Reads the header only; `load_image` may still find corrupt pixel data."""
+  from PIL import Image
+
+  path = _check_regular(path)
+  what = f"image {str(path)!r}"
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      im = Image.open(path)
+    with im:
+      _check_pixels(im, what, max_pixels, min_size)
+  except SpaeInputError:
+    raise
+  except Image.DecompressionBombError as e:
+    raise UnreadableImageError(f"{what} is too large to decode safely ({e}); shrink it first.") from None
+  except _DECODE_ERRORS as e:
+    raise UnreadableImageError(f"cannot read {what}: {type(e).__name__}: {e}. Pass a valid PNG/JPEG/... file.") from e
+
+
+def _check_regular(path: str | os.PathLike) -> Path:
+  """Raises SpaeInputError saying what `path` is unless it is a regular file (a FIFO would block reads)."""
+  path = Path(path)
+  try:
+    mode = path.stat().st_mode
+  except FileNotFoundError:
+    raise SpaeInputError(f"image {str(path)!r} does not exist.") from None
+  except OSError as e:
+    raise SpaeInputError(f"cannot read image {str(path)!r} ({e.strerror}).") from None
+  if stat.S_ISDIR(mode):
+    raise SpaeInputError(f"image {str(path)!r} is a folder, not an image file; pass the image files in it.")
+  if not stat.S_ISREG(mode):
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    raise SpaeInputError(f"image {str(path)!r} is {kind}, not an image file; save the image to a file first.")
+  return path
 
 
 def to_rgb(im: Any) -> np.ndarray:
@@ -87,14 +196,19 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(a)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as uint8 RGB [H, W, 3] (conversions as in `to_rgb`; EXIF rotation applied)."""
-  path = Path(path)
-  if not path.is_file():
-    raise SpaeInputError(f"image {str(path)!r} does not exist.")
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               min_size: int | None = None) -> np.ndarray:
+  """Reads an image file as uint8 RGB [H, W, 3] (conversions as in `to_rgb`; EXIF rotation applied).
+
+  `max_pixels` and `min_size` as in `decode_image`: big images are refused, or decoded reduced when the
+  caller needs only `min_size` pixels (a tokenizer needs its `image_size`).
+  """
+  path = _check_regular(path)
   try:
-    return decode_image(path, f"image {str(path)!r}")
+    return decode_image(path, f"image {str(path)!r}", max_pixels=max_pixels, min_size=min_size)
   except UnreadableImageError as e:
+    if e.__cause__ is None:
+      raise
     raise UnreadableImageError(f"cannot read image {str(path)!r}: {e.__cause__}. Pass a valid PNG/JPEG/... file.") from e
 
 

@@ -188,7 +188,11 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
   z = jnp.asarray(z, jnp.float32)
   if z.ndim != 4:
     raise SpaeInputError(f"latents must be [B, H, W, d], got shape {z.shape}.")
-  codebook = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  # The search sees no gradients; the reconstructions are differentiable in the codes, so a trainable code
+  # map (spae._codebook 'projected' / 'learned') learns through the codebook loss. A frozen table passed
+  # in directly gets no gradient from anything the trainer differentiates.
+  codebook = jnp.asarray(codebook, jnp.float32)
+  search_codes = jax.lax.stop_gradient(codebook)
   if z.shape[-1] != codebook.shape[-1]:
     raise SpaeInputError(f"latent dim {z.shape[-1]} != codebook dim {codebook.shape[-1]}.")
   b_, h, w, d = z.shape
@@ -200,7 +204,7 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
     zc = subsample(zs, s, spec.subsample)
     prev = subsample(running, s, spec.subsample)
     target = (layer * zc if mode == "saq" else zc) - prev
-    ids = nearest_tokens(target.reshape(-1, d), codebook, vocab_chunk=vocab_chunk).reshape(b_, s, s)
+    ids = nearest_tokens(target.reshape(-1, d), search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
     running = running + upsample(codebook[ids], h, w)
     ids_out.append(ids)
     recon_out.append(running / layer if mode == "saq" else running)

@@ -13,17 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spae import _images
+from spae import _bundle, _images, _strict
+from spae._bundle import TOKENIZER_FORMAT, VOCAB_REF, is_tokenizer_bundle
 from spae._codebook import CodebookConfig
-from spae._io import SpaeInputError, atomic_path
+from spae._io import SpaeInputError, atomic_dir, atomic_path
 from spae._nets import Autoencoder, AutoencoderConfig
 from spae._pyramid import PyramidSpec, reconstruct_from_ids, saq_quantize
+from spae._token_json import TOKENS_FORMAT, parse_entry
 from spae._vocab import Vocabulary
-
-TOKENIZER_FORMAT = 1
-_FILES = ("config.json", "params")
-# A bundle may name a shipped vocabulary instead of carrying a copy (the default tokenizer does, to stay small).
-VOCAB_REF = "vocab.ref.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,14 +68,9 @@ class TokenizerConfig:
     return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape))
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "TokenizerConfig":
-    d = dict(d)
-    ae = d.pop("autoencoder", {})
-    py = d.pop("pyramid", {})
-    cb = CodebookConfig(**d.pop("codebook", {}))
-    ae = AutoencoderConfig(**{**ae, "channel_multipliers": tuple(ae.get("channel_multipliers", (1, 2, 2, 4)))})
-    py = PyramidSpec(**{**py, "grids": tuple(py.get("grids", PyramidSpec().grids))})
-    return cls(autoencoder=ae, pyramid=py, codebook=cb, **d)
+  def from_dict(cls, d: dict[str, Any], where: str = "tokenizer config") -> "TokenizerConfig":
+    """From `to_dict()` output (e.g. JSON); unknown keys and wrong types are SpaeInputErrors naming `where`."""
+    return _strict.from_dict(cls, d, where, minimums={"num_res_blocks": 0})
 
 
 @dataclasses.dataclass
@@ -95,7 +87,10 @@ class TokenPyramid:
   vocabulary: Vocabulary | None = None
 
   def __post_init__(self):
-    self.ids = [np.asarray(a, dtype=np.int32) for a in self.ids]
+    try:
+      self.ids = [np.asarray(a, dtype=np.int32) for a in self.ids]
+    except (TypeError, ValueError, OverflowError) as e:
+      raise SpaeInputError(f"token ids must be int32 arrays [B, s, s] per layer ({type(e).__name__}: {e}).") from None
     if not self.ids:
       raise SpaeInputError("a TokenPyramid needs at least one layer.")
     b = self.ids[0].shape[0]
@@ -153,7 +148,7 @@ class TokenPyramid:
     return rows if image is None else rows[image]
 
   def to_json(self) -> dict[str, Any]:
-    out: dict[str, Any] = {"format": TOKENIZER_FORMAT, "grids": list(self.grids),
+    out: dict[str, Any] = {"format": TOKENS_FORMAT, "grids": list(self.grids),
                            "ids": [a.tolist() for a in self.ids]}
     if self.vocabulary is not None:
       out["vocabulary"] = self.vocabulary.fingerprint()
@@ -162,19 +157,14 @@ class TokenPyramid:
 
   @classmethod
   def from_json(cls, obj: dict[str, Any] | str, vocabulary: Vocabulary | None = None) -> "TokenPyramid":
+    """One entry as written by `to_json`, fully validated (see `spae._token_json.parse_entry`)."""
     if isinstance(obj, str):
-      obj = json.loads(obj)
-    if not isinstance(obj, dict) or "ids" not in obj:
-      raise SpaeInputError("token JSON must be an object with an 'ids' list (as written by `spae encode --json`).")
-    if obj.get("format", TOKENIZER_FORMAT) != TOKENIZER_FORMAT:
-      raise SpaeInputError(f"token JSON format {obj.get('format')} is not supported (expected {TOKENIZER_FORMAT}).")
-    if vocabulary is not None and obj.get("vocabulary") not in (None, vocabulary.fingerprint()):
-      raise SpaeInputError("these tokens were made with a different vocabulary than the given tokenizer's "
-                           f"({obj.get('vocabulary')} vs {vocabulary.fingerprint()}).")
-    try:
-      ids = [np.asarray(a, dtype=np.int32) for a in obj["ids"]]
-    except (TypeError, ValueError) as e:
-      raise SpaeInputError(f"token JSON 'ids' is malformed: {e}") from e
+      try:
+        obj = json.loads(obj)
+      except (ValueError, RecursionError) as e:
+        raise SpaeInputError(f"token JSON is not valid JSON ({str(e)[:120]}).") from None
+    ids, _ = parse_entry(obj, vocab_size=None if vocabulary is None else len(vocabulary),
+                         fingerprint=None if vocabulary is None else vocabulary.fingerprint())
     return cls(ids, vocabulary)
 
 
@@ -261,11 +251,15 @@ class Tokenizer:
 
   # ------------------------------------------------------------------ persistence
   def save(self, directory: str | os.PathLike) -> Path:
-    """Writes config.json, params/ (orbax) and vocab/ atomically: a crash leaves no half bundle."""
+    """Writes config.json, params/ (orbax) and vocab/ atomically: a crash leaves no half bundle.
+
+    `directory` must be new, empty, or an existing tokenizer bundle (which is replaced); any other
+    non-empty folder is refused with a SpaeInputError, so no user file is ever removed.
+    """
     import orbax.checkpoint as ocp
 
     directory = Path(directory)
-    with atomic_path(directory) as tmp:
+    with atomic_dir(directory, is_tokenizer_bundle, "spae tokenizer bundle") as tmp:
       tmp.mkdir()
       params = nnx.state(self.model, nnx.Param).to_pure_dict()
       ckptr = ocp.StandardCheckpointer()
@@ -279,52 +273,31 @@ class Tokenizer:
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "Tokenizer":
-    import orbax.checkpoint as ocp
-
+    """Reads a bundle written by `save`; any damaged or foreign file is a one-line SpaeInputError naming it."""
     directory = Path(directory)
-    if not directory.is_dir():
-      raise SpaeInputError(f"tokenizer directory {str(directory)!r} does not exist.")
-    for name in _FILES + (("vocab",) if not (directory / VOCAB_REF).is_file() else ()):
-      if not (directory / name).exists():
-        raise SpaeInputError(f"tokenizer directory {directory} is missing {name!r}; "
-                             "it is incomplete or not a spae tokenizer (save one with Tokenizer.save).")
+    _bundle.check_files(directory)
+    meta = _bundle.read_meta(directory)
+    where = f"{directory / 'config.json'}: config"
+    config = TokenizerConfig.from_dict(meta.get("config"), where)
+    vocab = _bundle.load_vocab(directory)
     try:
-      meta = json.loads((directory / "config.json").read_text())
-    except json.JSONDecodeError as e:
-      raise SpaeInputError(f"{directory}/config.json is not valid JSON: {e}") from e
-    if meta.get("kind") != "spae-tokenizer" or meta.get("format") != TOKENIZER_FORMAT:
-      raise SpaeInputError(f"{directory} holds tokenizer format {meta.get('format')!r} "
-                           f"(kind {meta.get('kind')!r}); this spae reads format {TOKENIZER_FORMAT}. "
-                           "Re-export it with a matching spae version.")
-    config = TokenizerConfig.from_dict(meta["config"])
-    vocab = _load_vocab(directory)
-    if meta.get("vocabulary") != vocab.fingerprint():
-      raise SpaeInputError(f"{directory}: vocab/ does not match the vocabulary recorded in config.json.")
-    abstract = nnx.eval_shape(lambda: config.make_autoencoder(vocab.embeddings.shape, nnx.Rngs(0)))
+      config.validate(vocab.dim)
+    except SpaeInputError as e:
+      raise SpaeInputError(f"{where}: {e} Re-export the tokenizer.") from None
+    if meta["vocabulary"] != vocab.fingerprint():
+      raise SpaeInputError(f"{directory}: its vocabulary does not match the one recorded in config.json; "
+                           "re-export the tokenizer.")
+    try:
+      abstract = nnx.eval_shape(lambda: config.make_autoencoder(vocab.embeddings.shape, nnx.Rngs(0)))
+    except Exception as e:  # shape errors from the layer constructors; their types vary
+      raise SpaeInputError(f"{where} describes networks that cannot be built ({type(e).__name__}: "
+                           f"{str(e)[:100]}); re-export the tokenizer.") from None
     graphdef, state = nnx.split(abstract)
     target = nnx.state(abstract, nnx.Param).to_pure_dict()
-    try:
-      restored = ocp.StandardCheckpointer().restore((directory / "params").absolute(), target)
-    except Exception as e:  # orbax raises many types for shape/structure mismatches
-      raise SpaeInputError(f"{directory}/params does not match config.json ({type(e).__name__}: {e}).") from e
+    restored = _bundle.restore_params(directory / "params", target)
     nnx.replace_by_pure_dict(state, restored)
     model = nnx.merge(graphdef, state)
     return cls(config, vocab, model)
-
-
-def _load_vocab(directory: Path) -> Vocabulary:
-  if (directory / "vocab").is_dir():
-    return Vocabulary.load(directory / "vocab")
-  ref = json.loads((directory / VOCAB_REF).read_text())
-  if ref.get("builtin") != "default":
-    raise SpaeInputError(f"{directory}/{VOCAB_REF} names an unknown vocabulary {ref.get('builtin')!r}.")
-  from spae import assets
-
-  vocab = assets.default_vocabulary()
-  if vocab.fingerprint() != ref.get("fingerprint"):
-    raise SpaeInputError(f"{directory} was trained on a default vocabulary with fingerprint {ref.get('fingerprint')}, "
-                         f"but this spae ships {vocab.fingerprint()}; use the matching spae version.")
-  return vocab
 
 
 def share_default_vocabulary(directory: str | os.PathLike) -> bool:

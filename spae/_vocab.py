@@ -13,10 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from spae._io import SpaeInputError, atomic_path
-from spae._tensors import load_tensor
+from spae._tensors import load_tensor, open_tensors
 
 # sentencepiece marks a leading space with U+2581; WordPiece marks continuations with '##'.
 _SP_SPACE = "\u2581"
+# byte-level BPE (GPT-2, SmolLM2, LLaMA 3) writes the space byte as U+0120 'Ġ'.
+_BPE_SPACE = "\u0120"
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 _UNUSED_PIECE = re.compile(r"^(<unused\d+>|\[unused\d+\]|<pad>|<mask>|\[PAD\]|\[MASK\]|\[CLS\]|\[SEP\]|\[UNK\])$")
 
@@ -126,6 +128,33 @@ class Vocabulary:
     meta = {"source": "wordpiece", **(metadata or {})}
     return cls(lines, table, np.arange(len(lines)), kinds, meta)
 
+  @classmethod
+  def from_gguf(cls, path: str | os.PathLike, *, scale: float = 1.0) -> "Vocabulary":
+    """A GGUF model file's whole vocabulary with its `token_embd` rows (dequantized; [V, d] float32).
+
+    Args:
+      path: a .gguf file (llama.cpp, Ollama, LM Studio), or `gemma3-270m` / `smollm2-135m` (the `models` extra).
+      scale: multiply rows by this. The default keeps the raw rows, which are what the output head uses;
+        Gemma multiplies a row by sqrt(d) when it embeds a token (sqrt(640) for Gemma 3 270M), LLaMA does not.
+    Pieces are as stored ('▁cat' in SentencePiece-style vocabularies, 'Ġcat' in byte-level BPE ones) and their
+    kinds are the file's token types as llama.cpp reads them, so `filter` works as for other sources.
+    """
+    from spae.lm._gguf import resolve_gguf
+    from spae.lm._gguf_tokenizer import GGUFTokenizer  # one definition of GGUF piece kinds
+
+    file = resolve_gguf(str(path))
+    tensors = open_tensors(file, format="gguf")
+    tok = GGUFTokenizer(tensors.metadata, name=str(file))
+    n = int(tok.vocab_size)
+    rows = tensors.shape("token_embd.weight")[0]
+    if rows < n:
+      raise SpaeInputError(f"{file}: {n} pieces but token_embd has {rows} rows; the file is inconsistent.")
+    table = tensors.get("token_embd.weight", dtype=np.float32)[:n]  # rows past the pieces are padding
+    meta = {"source": "gguf", "file": file.name, "architecture": tensors.metadata.get("general.architecture"),
+            "tokenizer": tok.model, "row_scale": scale}
+    return cls(list(tok.pieces), table if scale == 1.0 else table * np.float32(scale), np.arange(n),
+               list(tok.kinds()), meta)
+
   # ---------------------------------------------------------------- properties
   def __len__(self) -> int:
     return len(self.pieces)
@@ -206,25 +235,75 @@ class Vocabulary:
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "Vocabulary":
+    """Reads `save`'s folder; a missing, damaged or foreign file is a one-line SpaeInputError naming it."""
     directory = Path(directory)
+    if not directory.is_dir():
+      raise SpaeInputError(f"vocabulary folder {str(directory)!r} "
+                           f"{'is not a folder' if directory.exists() else 'does not exist'}; pass a folder "
+                           "written by Vocabulary.save.")
     for name in ("vocab.json", "vocab.npz"):
       if not (directory / name).is_file():
         raise SpaeInputError(f"{directory} has no {name}; it is not a saved spae Vocabulary.")
-    meta = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
-    if meta.get("format") != VOCAB_FORMAT:
-      raise SpaeInputError(f"{directory}/vocab.json has format {meta.get('format')}, expected {VOCAB_FORMAT}.")
-    with np.load(directory / "vocab.npz", allow_pickle=False) as f:
-      vocab = cls(meta["pieces"], f["embeddings"], f["llm_ids"], meta.get("kinds"), meta.get("metadata") or {})
+    meta = _read_vocab_json(directory / "vocab.json")
+    emb, ids = _read_vocab_npz(directory / "vocab.npz")
+    try:
+      vocab = cls(meta["pieces"], emb, ids, meta.get("kinds"), meta.get("metadata") or {})
+    except SpaeInputError as e:
+      raise SpaeInputError(f"{directory}: {str(e).rstrip('.')}; {_RESAVE}") from None
     if meta.get("fingerprint") and meta["fingerprint"] != vocab.fingerprint():
-      raise SpaeInputError(f"{directory}: vocabulary files do not match their recorded fingerprint (corrupt?).")
+      raise SpaeInputError(f"{directory}: vocabulary files do not match their recorded fingerprint (corrupt?); "
+                           f"{_RESAVE}")
     return vocab
 
 
+_RESAVE = "re-save the vocabulary (Vocabulary.save) or re-export the tokenizer."
+
+
+def _read_vocab_json(path: Path) -> dict[str, Any]:
+  from spae._io import read_json
+
+  meta = read_json(path, "vocabulary file", _RESAVE)
+  if not isinstance(meta, dict):
+    raise SpaeInputError(f"{path} must be a JSON object as written by Vocabulary.save; {_RESAVE}")
+  if meta.get("format") != VOCAB_FORMAT:
+    raise SpaeInputError(f"{path} has format {str(meta.get('format'))[:20]}, expected {VOCAB_FORMAT}; {_RESAVE}")
+  pieces, kinds = meta.get("pieces"), meta.get("kinds")
+  if not isinstance(pieces, list) or not all(isinstance(p, str) for p in pieces):
+    raise SpaeInputError(f"{path}: 'pieces' must be a list of strings; {_RESAVE}")
+  if kinds is not None and (not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds)):
+    raise SpaeInputError(f"{path}: 'kinds' must be a list of strings or null; {_RESAVE}")
+  if not isinstance(meta.get("metadata") or {}, dict) or not isinstance(meta.get("fingerprint") or "", str):
+    raise SpaeInputError(f"{path}: 'metadata' must be an object and 'fingerprint' a string; {_RESAVE}")
+  return meta
+
+
+def _read_vocab_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+  """(embeddings, llm_ids) from vocab.npz; checks it is a zip before numpy could guess at other formats."""
+  import zipfile
+  import zlib
+
+  with open(path, "rb") as f:
+    head = f.read(4)
+  if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # numpy would call any non-zip, non-.npy file "pickled data"
+    raise SpaeInputError(f"{path} is not an .npz archive (it starts with {head!r}); {_RESAVE}")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      emb, ids = f["embeddings"], f["llm_ids"]
+  except KeyError as e:
+    raise SpaeInputError(f"{path} lacks the array {e}; it is not a spae vocabulary archive; {_RESAVE}") from None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
+          zlib.error) as e:
+    raise SpaeInputError(f"{path} is damaged ({type(e).__name__}: {str(e)[:100]}); {_RESAVE}") from None
+  if not np.issubdtype(ids.dtype, np.integer):
+    raise SpaeInputError(f"{path}: llm_ids must be integers, got {ids.dtype}; {_RESAVE}")
+  return emb, ids
+
+
 def display_piece(piece: str) -> str:
-  """'▁cat' -> 'cat', '##ing' -> 'ing'."""
+  """'▁cat' -> 'cat', 'Ġcat' -> 'cat' (byte-level BPE), '##ing' -> 'ing'."""
   if piece.startswith("##") and len(piece) > 2:
     return piece[2:]
-  return piece.replace(_SP_SPACE, " ").strip()
+  return piece.replace(_SP_SPACE, " ").replace(_BPE_SPACE, " ").strip()
 
 
 def _guess_kind(piece: str) -> str:

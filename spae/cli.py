@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from spae._io import SpaeInputError, write_json_atomic
+from spae._io import SpaeInputError, check_can_create, check_output_dir, check_output_file, write_json_atomic
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -23,53 +23,91 @@ def register(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPar
 
 # ------------------------------------------------------------------------------------ init
 def _init_args(p: argparse.ArgumentParser) -> None:
-  p.add_argument("directory", help="where to write the tokenizer bundle")
+  p.add_argument("directory", help="where to write the tokenizer bundle (a new or empty folder)")
   p.add_argument("--vocab", default="tiny",
                  help="'tiny' (built-in ~200-word list) or a saved spae Vocabulary directory")
   p.add_argument("--image-size", type=int, default=32)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--force", action="store_true",
+                 help="replace DIRECTORY if it holds a spae tokenizer bundle (other folders are never replaced)")
 
 
 def _init(args: argparse.Namespace) -> int:
   import spae
+  from spae._bundle import is_tokenizer_bundle
 
-  if args.vocab == "tiny":
-    vocab = spae.tiny_vocabulary()
-  else:
-    vocab = spae.Vocabulary.load(args.vocab)
+  d = Path(args.directory)
+  if d.is_dir() and any(d.iterdir()) and not args.force:
+    raise SpaeInputError(f"{str(d)!r} is not empty; choose a new folder, or pass --force to replace the spae "
+                         "tokenizer bundle in it.")
+  check_output_dir(d, is_tokenizer_bundle, "spae tokenizer bundle")  # before the networks are built
+  _positive(args.image_size, "--image-size")
+  vocab = spae.tiny_vocabulary() if args.vocab == "tiny" else spae.Vocabulary.load(args.vocab)
   cfg = spae.tiny_config(vocab.dim, args.image_size)
+  cfg.validate(vocab.dim)
   tok = spae.Tokenizer(cfg, vocab, seed=args.seed)
-  tok.save(args.directory)
+  tok.save(d)
   print(f"wrote an untrained tokenizer ({len(vocab)} words, {cfg.image_size}px, "
-        f"pyramid {cfg.pyramid.grids}) to {args.directory}")
+        f"pyramid {cfg.pyramid.grids}) to {d}")
   return 0
 
 
 register("init", "write an untrained tokenizer bundle (tiny built-in vocabulary by default)", _init_args, _init)
 
 
+def _positive(value: int, flag: str) -> None:
+  if value < 1:
+    raise SpaeInputError(f"{flag} must be at least 1, got {value}.")
+
+
 # ------------------------------------------------------------------------------------ encode
 def _encode_args(p: argparse.ArgumentParser) -> None:
+  from spae._images import DEFAULT_MAX_PIXELS
+
   p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; grayscale/RGBA/16-bit are converted)")
   p.add_argument("--tokenizer", required=True, help="tokenizer directory (from `spae init`, `spae train`)")
-  p.add_argument("--layers", type=int, default=None, help="print only the first K layers")
+  p.add_argument("--layers", type=int, default=None, help="print only the first K layers (K >= 1)")
   p.add_argument("--json", action="store_true", help="print the tokens as JSON (input for `spae decode`)")
   p.add_argument("-o", "--output", default=None, help="also write the JSON tokens to this file")
+  p.add_argument("--batch-size", type=int, default=8,
+                 help="images decoded and encoded at a time: memory is bounded by this many images (default 8)")
+  p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                 help=f"refuse images with more decoded pixels (default {DEFAULT_MAX_PIXELS:,}; big JPEGs are "
+                 "decoded at reduced size first)")
 
 
 def _encode(args: argparse.Namespace) -> int:
-  import spae
+  import numpy as np
 
+  import spae
+  from spae import _images
+
+  if args.layers is not None:
+    _positive(args.layers, "--layers")
+  _positive(args.batch_size, "--batch-size")
+  _positive(args.max_pixels, "--max-pixels")
+  if args.output:
+    check_output_file(args.output)
   tok = spae.Tokenizer.load(args.tokenizer)
-  images = [spae.load_image(p) for p in args.images]  # every file is checked before any work
-  k = args.layers or tok.config.pyramid.num_layers
-  if not 1 <= k <= tok.config.pyramid.num_layers:
-    raise SpaeInputError(f"--layers must be in 1..{tok.config.pyramid.num_layers}, got {k}.")
+  num_layers = tok.config.pyramid.num_layers
+  k = num_layers if args.layers is None else args.layers
+  if k > num_layers:
+    raise SpaeInputError(f"--layers must be in 1..{num_layers} for this tokenizer, got {k}.")
+  size = tok.config.image_size
+  read = dict(max_pixels=args.max_pixels, min_size=size)
+  for p in args.images:  # every file's header is checked before any work
+    _images.check_image_file(p, **read)
+  # Files stream through in batches; only the (small) token grids of finished batches are kept.
+  bs = min(args.batch_size, len(args.images))
   results = []
-  for path, img in zip(args.images, images):
-    pyr = tok.encode(img)
-    pyr = spae.TokenPyramid(pyr.ids[:k], pyr.vocabulary)
-    results.append((path, pyr))
+  for start in range(0, len(args.images), bs):
+    paths = args.images[start:start + bs]
+    x = np.stack([tok.preprocess(_images.load_image(p, **read))[0][0] for p in paths])
+    if len(paths) < bs:  # pad the last batch: one compiled shape for the whole run
+      x = np.concatenate([x, np.zeros((bs - len(paths),) + x.shape[1:], x.dtype)])
+    pyr = tok.encode(x)
+    results += [(p, spae.TokenPyramid([a[i:i + 1] for a in pyr.ids[:k]], tok.vocabulary))
+                for i, p in enumerate(paths)]
   if args.json or args.output:
     doc = {"tokenizer": str(args.tokenizer), "images": [dict(path=str(p), **pyr.to_json()) for p, pyr in results]}
     if args.output:
@@ -100,26 +138,32 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
 
 def _decode(args: argparse.Namespace) -> int:
   import spae
+  from spae import _token_json
 
+  if args.layers is not None:
+    _positive(args.layers, "--layers")
+  check_output_file(args.output)
+  doc = _token_json.read_document(args.tokens)
   tok = spae.Tokenizer.load(args.tokenizer)
-  try:
-    doc = json.loads(Path(args.tokens).read_text())
-  except FileNotFoundError:
-    raise SpaeInputError(f"token file {args.tokens!r} does not exist.") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise SpaeInputError(f"token file {args.tokens!r} is not valid JSON ({e}).") from None
-  entries = doc["images"] if isinstance(doc, dict) and "images" in doc else [doc]
+  # The whole document is validated (types, ranges, grids, vocabulary) before anything is decoded or written.
+  entries = _token_json.parse_document(doc, vocab_size=len(tok.vocabulary), fingerprint=tok.vocabulary.fingerprint(),
+                                       grids=tok.config.pyramid.grids, where=f"token file {args.tokens!r}")
+  images = [(e, b) for e, ids in enumerate(entries) for b in range(ids[0].shape[0])]  # every image of every entry
   if args.image is not None:
-    if not 0 <= args.image < len(entries):
-      raise SpaeInputError(f"--image {args.image} out of range; the file has {len(entries)} images.")
-    entries = [entries[args.image]]
-  pyrs = [spae.TokenPyramid.from_json(e, tok.vocabulary) for e in entries]
+    if not 0 <= args.image < len(images):
+      raise SpaeInputError(f"--image {args.image} out of range; the file has {len(images)} images.")
+    images = [images[args.image]]
+  fewest = min(len(entries[e]) for e, _ in images)
+  if args.layers is not None and args.layers > fewest:
+    raise SpaeInputError(f"--layers {args.layers} but the tokens hold only {fewest} layers; pass --layers 1..{fewest}.")
   out = Path(args.output)
-  imgs = [tok.decode(p, layers=args.layers)[0] for p in pyrs]
-  paths = [out] if len(imgs) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}")
-                                        for i in range(len(imgs))]
-  for path, img in zip(paths, imgs):
-    spae.save_image(path, img)
+  paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}")
+                                          for i in range(len(images))]
+  for path in paths:
+    check_output_file(path)
+  for path, (e, b) in zip(paths, images):  # one image in memory at a time
+    pyr = spae.TokenPyramid([a[b:b + 1] for a in entries[e]], tok.vocabulary)
+    spae.save_image(path, tok.decode(pyr, layers=args.layers)[0])
     print(f"wrote {path}")
   return 0
 
@@ -141,6 +185,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def _data(args: argparse.Namespace) -> int:
   from spae import data
 
+  d = Path(args.data_dir)
+  if os.path.lexists(d) and not d.is_dir():
+    raise SpaeInputError(f"data directory {str(d)!r} exists and is not a folder; choose a folder.")
+  check_can_create(d / "shapes")  # a tfds data_dir holds several datasets: it may exist, but must be writable
+  _positive(args.image_size, "--image-size")
+  for flag in ("num_train", "num_validation", "num_test"):
+    if getattr(args, flag) < 0:
+      raise SpaeInputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}.")
   path = data.build_shapes(args.data_dir, image_size=args.image_size, num_train=args.num_train,
                            num_validation=args.num_validation, num_test=args.num_test, seed=args.seed)
   print(path)
@@ -194,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SpaeInputError as e:
     if args.verbose:
       raise
-    print(f"spae {args.command}: error: {e}", file=sys.stderr)
+    # One line, whatever the message holds (some wrap library errors).
+    print(f"spae {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)

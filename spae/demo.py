@@ -1,7 +1,8 @@
 """`spae demo`: images -> words of a real language model's vocabulary -> images, offline, on the shipped default.
 
-Writes OUT/report.html (each image, its words per layer and its reconstruction after every prefix of
-layers), OUT/grid.png, OUT/tokens.json, and runs a few-shot episode on held-out synthetic classes with the
+Writes OUT/report.html (per image: its reconstruction after every prefix of layers next to the thumbnail of the
+same budget, both with PSNR, and each layer's words laid as a grid over the image region each word encodes),
+OUT/images/, OUT/grid.png, OUT/tokens.json, and runs a few-shot episode on held-out synthetic classes with the
 LLM-free probe, printing the exact prompt an LLM would get.
 """
 
@@ -18,27 +19,29 @@ import numpy as np
 from spae._images import image_grid, load_image, save_image
 from spae._io import SpaeInputError, atomic_path, write_json_atomic
 
-# Real photographs shipped inside scikit-image's wheel (no download); used when scikit-image is installed.
-_SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+TOP_WORD_LAYERS = 2  # "top words": layers 1-2 (1 + 4 tokens with the default pyramid)
+VIEW_PX = 192  # on-page size of the input, reconstructions and thumbnails (64 px images, pixelated)
 
 
-def bundled_images(image_size: int, num_synthetic: int = 4, seed: int = 7) -> list[tuple[str, np.ndarray, str]]:
-  """(name, uint8 image, caption) for a few held-out synthetic scenes plus the real photos available."""
+def bundled_images(image_size: int, num_scenes: int = 3, num_shapes: int = 2,
+                   seed: int = 7) -> list[tuple[str, np.ndarray, str]]:
+  """(name, uint8 image, caption): held-out `scenes`, held-out `shapes` scenes, and held-out photos if available.
+
+  Scenes come from the test split of spae.data's `scenes` renderer, shapes from the test split of `shapes`; the
+  photos are scikit-image photographs that spae.data keeps out of training (whole, centre-cropped).
+  """
   from spae import data
 
   out = []
-  src = data.render_shapes_source(num_synthetic, image_size, seed=seed, split="test")
-  for i in range(num_synthetic):
-    out.append((f"shapes-{i}", src.load(i), src.caption(i)))
-  try:
-    from skimage import data as skdata
-  except ImportError:
-    return out
-  for name in _SKIMAGE_PHOTOS:
+  scenes = data.SceneSource(num_scenes, image_size, seed=seed, split="test")
+  out += [(f"scenes-{i}", scenes.load(i), scenes.caption(i)) for i in range(num_scenes)]
+  shapes = data.render_shapes_source(num_shapes, image_size, seed=seed, split="test")
+  out += [(f"shapes-{i}", shapes.load(i), shapes.caption(i)) for i in range(num_shapes)]
+  for name in data.HELDOUT_PHOTOS[:3]:
     try:
-      out.append((name, np.asarray(getattr(skdata, name)())[..., :3], ""))
-    except Exception:  # an image that needs a download (pooch) in this scikit-image version is skipped
-      continue
+      out.append((name, data.load_photo(name), data.PHOTOS[name]))
+    except SpaeInputError:  # scikit-image is not installed
+      break
   return out
 
 
@@ -46,6 +49,11 @@ def _layer_words(pyr, layer: int, image: int, limit: int = 64) -> str:
   words = pyr.words(layer, image)
   text = " ".join(words[:limit])
   return text + (f" … (+{len(words) - limit})" if len(words) > limit else "")
+
+
+def top_words(pyr, image: int, layers: int = TOP_WORD_LAYERS) -> list[list[str]]:
+  """The words of layers 1..`layers` of one image (row-major per layer)."""
+  return [pyr.words(l, image) for l in range(1, min(layers, pyr.num_layers) + 1)]
 
 
 def run_demo(tokenizer: Any, images: list[tuple[str, np.ndarray, str]], out: Path, *, episode: bool = True,
@@ -60,34 +68,50 @@ def run_demo(tokenizer: Any, images: list[tuple[str, np.ndarray, str]], out: Pat
   n_layers = pyr.num_layers
   recons = [tokenizer.decode(pyr, layers=k) for k in range(1, n_layers + 1)]
   counts = tokenizer.config.pyramid.cumulative_tokens()
+  # The anchor of each prefix's budget: the thumbnail whose side is the prefix's deepest grid.
+  sides = [int(max(pyr.grids[:k])) for k in range(1, n_layers + 1)]
+  thumbs = {s: metrics.thumbnail(batch, s) for s in set(sides)}
   psnr = np.stack([np.asarray(metrics.psnr(r, batch)) for r in recons], axis=1)  # [B, L]
+  thumb_psnr = np.stack([np.asarray(metrics.psnr(thumbs[s], batch)) for s in sides], axis=1)  # [B, L]
   entries = []
   for i, (name, _, caption) in enumerate(images):
     printer(f"\n{name}" + (f"  ({caption})" if caption else ""))
+    printer(f"  top words (layers 1-{min(TOP_WORD_LAYERS, n_layers)}): "
+            + " | ".join(" ".join(ws) for ws in top_words(pyr, i)))
     for l in range(1, n_layers + 1):
       s = pyr.grids[l - 1]
       printer(f"  layer {l} ({s}x{s}): {_layer_words(pyr, l, i, 32)}")
-    entries.append({"name": name, "caption": caption, "psnr_per_prefix": [float(v) for v in psnr[i]]})
+    printer("  PSNR spae / same-budget thumbnail: " + ", ".join(
+        f"{counts[k]} tok {psnr[i, k]:.1f}/{thumb_psnr[i, k]:.1f} ({sides[k]}x{sides[k]})" for k in range(n_layers))
+            + " dB")
+    entries.append({"name": name, "caption": caption, "psnr_per_prefix": [float(v) for v in psnr[i]],
+                    "thumbnail_psnr_per_prefix": [float(v) for v in thumb_psnr[i]]})
   img_dir = out / "images"
   img_dir.mkdir(exist_ok=True)
   for i, (name, _, _) in enumerate(images):
     save_image(img_dir / f"{name}-input.png", batch[i])
     for l in range(1, n_layers + 1):
       save_image(img_dir / f"{name}-layers{l}.png", recons[l - 1][i])
+      save_image(img_dir / f"{name}-thumb{l}.png", thumbs[sides[l - 1]][i])
   save_image(out / "grid.png", image_grid([[batch[i]] + [r[i] for r in recons] for i in range(len(images))]))
   doc = {"tokenizer_vocabulary": tokenizer.vocabulary.metadata, "grids": list(pyr.grids),
-         "tokens_per_prefix": counts, **pyr.to_json(), "images": [e["name"] for e in entries],
-         "psnr_per_prefix": {e["name"]: e["psnr_per_prefix"] for e in entries}}
+         "tokens_per_prefix": counts, "thumbnail_side_per_prefix": sides, **pyr.to_json(),
+         "images": [e["name"] for e in entries],
+         "psnr_per_prefix": {e["name"]: e["psnr_per_prefix"] for e in entries},
+         "thumbnail_psnr_per_prefix": {e["name"]: e["thumbnail_psnr_per_prefix"] for e in entries}}
   write_json_atomic(out / "tokens.json", doc)
   fewshot = None
   if episode:
     fewshot = _episode(tokenizer, ways, shots, layers, seed, printer)
     write_json_atomic(out / "fewshot.json", fewshot)
-  _write_report(out, images, pyr, psnr, counts, fewshot)
+  write_report(out, images, pyr, psnr, thumb_psnr, counts, sides, fewshot)
   printer(f"\nmean PSNR by prefix ({' / '.join(str(c) for c in counts)} tokens): "
-          + " / ".join(f"{v:.1f}" for v in psnr.mean(0)) + " dB")
+          + " / ".join(f"{v:.1f}" for v in psnr.mean(0)) + " dB; same-budget thumbnails ("
+          + " / ".join(f"{s}x{s}" for s in sides) + "): " + " / ".join(f"{v:.1f}" for v in thumb_psnr.mean(0))
+          + " dB")
   printer(f"wrote {out / 'report.html'}, {out / 'grid.png'}, {out / 'tokens.json'}")
-  return {"psnr_per_prefix": psnr.mean(0).tolist(), "fewshot": fewshot, "out": str(out)}
+  return {"psnr_per_prefix": psnr.mean(0).tolist(), "thumbnail_psnr_per_prefix": thumb_psnr.mean(0).tolist(),
+          "fewshot": fewshot, "out": str(out)}
 
 
 def _episode(tokenizer, ways, shots, layers, seed, printer) -> dict[str, Any]:
@@ -111,28 +135,90 @@ def _episode(tokenizer, ways, shots, layers, seed, printer) -> dict[str, Any]:
   return {"classes": res["rows"][0]["classes"], **q}
 
 
-def _write_report(out: Path, images, pyr, psnr, counts, fewshot) -> None:
-  e = html.escape
-  parts = ["<!doctype html><meta charset='utf-8'><title>spae demo</title>",
-           "<style>body{font-family:sans-serif;margin:2em}img{width:96px;height:96px;image-rendering:pixelated}"
-           "td{vertical-align:top;padding:4px}.w{font-family:monospace;font-size:12px;max-width:60em}</style>",
+# ------------------------------------------------------------------------------------ HTML report
+_CSS = f"""
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}
+h2{{margin:28px 0 4px}} .cap{{margin:2px 0;color:#555}} .top{{margin:6px 0 10px;font-size:15px}}
+img.px{{width:{VIEW_PX}px;height:{VIEW_PX}px;image-rendering:pixelated;display:block}}
+.strip,.layers{{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}}
+figure{{margin:0;font-size:12px;text-align:center}} figcaption{{margin:3px 0 8px}}
+.win{{color:#070;font-weight:bold}} .lose{{color:#b00;font-weight:bold}} .anchor{{color:#444;font-weight:bold}}
+.layers{{margin-top:8px}} .board{{position:relative}}
+.board img{{position:absolute;inset:0;width:100%;height:100%;image-rendering:pixelated}}
+.cells{{position:absolute;inset:0;display:grid}}
+.cells span{{box-sizing:border-box;border:1px solid rgba(255,255,255,.3);background:rgba(0,0,0,.3);color:#fff;
+ overflow:hidden;display:flex;align-items:center;justify-content:center;text-align:center;line-height:1;
+ text-shadow:0 0 3px #000;white-space:nowrap;cursor:default}}
+.cells span:hover{{background:transparent;outline:3px solid #ff0;outline-offset:-3px;z-index:1}}
+.hov{{display:block;min-height:1.3em;font-family:monospace;font-size:13px}}
+"""
+# Hovering a word cell names it (with its grid position) under its layer; CSS outlines its image region.
+_JS = """
+document.querySelectorAll('.cells').forEach(function (g) {
+  var out = g.closest('figure').querySelector('.hov');
+  g.addEventListener('mouseover', function (e) {
+    var t = e.target.closest('span');
+    if (t) out.textContent = 'row ' + t.dataset.r + ', col ' + t.dataset.c + ': ' + t.title;
+  });
+  g.addEventListener('mouseleave', function () { out.textContent = ''; });
+});
+"""
+
+
+def _board_px(side: int) -> int:
+  return max(256, 24 * side)  # words stay legible: cells of at least 24 px
+
+
+def _word_grid(e, src: str, words: list[str], layer: int, side: int) -> str:
+  px = _board_px(side)
+  cell = px / side
+  spans = []
+  for k, w in enumerate(words):
+    fs = int(max(7, min(18, (cell - 3) / (0.6 * max(2, len(w))))))  # fit the cell; hover shows it whole
+    spans.append(f"<span class='c' data-r='{k // side}' data-c='{k % side}' title='{e(w)}' "
+                 f"style='font-size:{fs}px'>{e(w)}</span>")
+  return (f"<figure class='wg'><div class='board' style='width:{px}px;height:{px}px'><img src='{src}' alt=''>"
+          f"<div class='cells' data-layer='{layer}' data-side='{side}' style='grid-template-columns:"
+          f"repeat({side},1fr);grid-template-rows:repeat({side},1fr)'>{''.join(spans)}</div></div>"
+          f"<figcaption>layer {layer}: {side}×{side} word{'s' if side > 1 else ''}, each over the region it "
+          "encodes"
+          f"<span class='hov'></span></figcaption></figure>")
+
+
+def write_report(out: Path, images, pyr, psnr, thumb_psnr, counts, sides, fewshot) -> None:
+  """OUT/report.html: plain HTML + inline CSS/JS, no network; images referenced under OUT/images/."""
+  e = lambda s: html.escape(str(s), quote=True)
+  parts = ["<!doctype html><html lang='en'><meta charset='utf-8'><title>spae demo</title>",
+           f"<style>{_CSS}</style>",
            "<h1>spae demo</h1><p>Each image is encoded into a pyramid of words from a frozen language model's "
-           "vocabulary; each column decodes the first <i>k</i> layers back to pixels.</p>"]
+           "vocabulary. Each column decodes the first <i>k</i> layers back to pixels (top) next to the thumbnail of "
+           "the same budget (bottom): the s×s box average, s the side of the prefix's deepest layer, scaled back "
+           "up. Below, each layer's words lie over the image region they encode; hover a word.</p>"]
   for i, (name, _, caption) in enumerate(images):
-    parts.append(f"<h2>{e(name)}</h2>" + (f"<p>caption: {e(caption)}</p>" if caption else ""))
-    parts.append("<table><tr><td>input<br><img src='images/" + e(name) + "-input.png'></td>")
+    n = e(name)
+    parts.append(f"<section><h2>{n}</h2>" + (f"<p class='cap'>{e(caption)}</p>" if caption else ""))
+    tops = [" ".join(ws) for ws in top_words(pyr, i)]
+    parts.append("<p class='top'>top words: " + " | ".join(f"<b>{e(t)}</b>" for t in tops) + "</p>")
+    parts.append(f"<div class='strip'><figure><img class='px' src='images/{n}-input.png' alt='input'>"
+                 "<figcaption>input</figcaption></figure>")
     for l in range(1, pyr.num_layers + 1):
-      parts.append(f"<td>{l} layer{'s' if l > 1 else ''} ({counts[l - 1]} tokens)<br>"
-                   f"<img src='images/{e(name)}-layers{l}.png'><br>PSNR {psnr[i, l - 1]:.1f} dB</td>")
-    parts.append("</tr></table><table>")
+      p, t, s = psnr[i, l - 1], thumb_psnr[i, l - 1], sides[l - 1]
+      parts.append(
+          f"<figure><img class='px' src='images/{n}-layers{l}.png' alt='{l} layers'>"
+          f"<figcaption>{l} layer{'s' if l > 1 else ''}, {counts[l - 1]} word{'s' if counts[l - 1] > 1 else ''}<br>"
+          f"spae <span class='{'win' if p > t else 'lose'}' data-psnr='spae'>{p:.1f} dB</span></figcaption>"
+          f"<img class='px' src='images/{n}-thumb{l}.png' alt='thumbnail {s}x{s}'>"
+          f"<figcaption>thumbnail {s}×{s} ({s * s} colour{'s' if s > 1 else ''})<br>"
+          f"<span class='anchor' data-psnr='thumbnail'>{t:.1f} dB</span></figcaption></figure>")
+    parts.append("</div><div class='layers'>")
     for l in range(1, pyr.num_layers + 1):
-      s = pyr.grids[l - 1]
-      parts.append(f"<tr><td>layer {l} ({s}×{s})</td><td class='w'>{e(' '.join(pyr.words(l, i)))}</td></tr>")
-    parts.append("</table>")
+      parts.append(_word_grid(e, f"images/{n}-input.png", pyr.words(l, i), l, pyr.grids[l - 1]))
+    parts.append("</div></section>")
   if fewshot:
     parts.append("<h2>Few-shot episode (held-out synthetic classes)</h2><pre>" + e(fewshot["prompt"]) + "</pre>"
                  f"<p>truth: {e(fewshot['truth'])}; Jaccard probe: {e(fewshot['jaccard'])}; "
                  f"ridge probe: {e(fewshot['ridge'])}</p>")
+  parts.append(f"<script>{_JS}</script></html>")
   with atomic_path(out / "report.html") as tmp:
     tmp.write_text("\n".join(parts), encoding="utf-8")
 

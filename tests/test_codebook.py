@@ -70,3 +70,18 @@ def test_bad_configs_are_one_line_errors():
   with pytest.raises(spae.SpaeInputError, match="latent_dim"):
     cfg = spae.tiny_config(dim=32)
     spae.Tokenizer(dataclasses.replace(cfg, codebook=CodebookConfig("projected", 8)), spae.tiny_vocabulary(dim=32))
+
+
+def test_saq_reconstruction_is_differentiable_in_the_codes_only():
+  """The codebook loss trains a code map through r_l; the search itself passes no gradient to z."""
+  codes = jax.random.normal(jax.random.key(2), (30, 4))
+  z = jax.random.normal(jax.random.key(3), (1, 4, 4, 4))
+  spec = spae.PyramidSpec((1, 2, 4))
+  f = lambda c, z: jnp.sum(spae.saq_quantize(z, c, spec)[1][-1] ** 2)
+  g_codes, g_z = jax.grad(f, argnums=(0, 1))(codes, z)
+  ids = spae.saq_quantize(z, codes, spec)[0]
+  used = np.unique(np.concatenate([np.asarray(a).ravel() for a in ids]))
+  assert np.all(np.abs(np.asarray(g_codes))[used].sum(axis=1) > 0)
+  unused = np.setdiff1d(np.arange(30), used)
+  assert np.all(np.asarray(g_codes)[unused] == 0)
+  assert float(jnp.abs(g_z).sum()) == 0.0

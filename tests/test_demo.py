@@ -1,5 +1,7 @@
 """`spae demo` on the shipped default tokenizer: real words, a consistent report, better images with more layers."""
 
+import html
+import json
 import re
 
 import numpy as np
@@ -26,13 +28,46 @@ def test_demo_on_one_image(default_tok, tmp_path, capsys):
   for _, side, words in printed[:3]:  # the short layers are printed in full
     ws = words.split()
     assert len(ws) == int(side) ** 2 and all(w in vocab_words for w in ws)
-  report = (tmp_path / "demo" / "report.html").read_text()
-  refs = re.findall(r"src='([^']+)'", report)
-  assert len(refs) == 1 + 6
-  for ref in refs:
-    assert (tmp_path / "demo" / ref).is_file(), ref
-  assert (tmp_path / "demo" / "grid.png").is_file() and (tmp_path / "demo" / "tokens.json").is_file()
+  top = re.search(r"top words \(layers 1-2\): (.*)", out).group(1).replace("|", " ").split()
+  assert top == printed[0][2].split() + printed[1][2].split()
+  assert re.search(r"PSNR spae / same-budget thumbnail: 1 tok [\d.]+/[\d.]+ \(1x1\)", out)
   assert "Input:" in out and "Jaccard probe" in out  # the few-shot episode and its prompt
+
+  root = tmp_path / "demo"
+  report = (root / "report.html").read_text()
+  assert (root / "grid.png").is_file() and (root / "tokens.json").is_file()
+  refs = re.findall(r"src='([^']+)'", report)
+  assert refs and all((root / ref).is_file() for ref in refs), refs
+  assert "http" not in report.replace("http-equiv", "")  # no network: inline CSS / JS only
+  doc = json.loads((root / "tokens.json").read_text())
+  grids, n = doc["grids"], len(doc["grids"])
+  # Each prefix: its reconstruction and the thumbnail of the same budget, with both PSNRs.
+  assert {f"images/scene-layers{l}.png" for l in range(1, n + 1)} <= set(refs)
+  assert {f"images/scene-thumb{l}.png" for l in range(1, n + 1)} <= set(refs)
+  spae_db = re.findall(r"data-psnr='spae'>([\d.]+) dB", report)
+  thumb_db = re.findall(r"data-psnr='thumbnail'>([\d.]+) dB", report)
+  assert len(spae_db) == len(thumb_db) == n
+  np.testing.assert_allclose([float(v) for v in spae_db], doc["psnr_per_prefix"]["scene"], atol=0.051)
+  np.testing.assert_allclose([float(v) for v in thumb_db], doc["thumbnail_psnr_per_prefix"]["scene"], atol=0.051)
+  assert doc["thumbnail_side_per_prefix"] == [max(grids[:k]) for k in range(1, n + 1)]
+  # Each layer's words laid as a side×side grid over the input: one cell per token.
+  boards = re.findall(r"<div class='cells' data-layer='(\d+)' data-side='(\d+)'[^>]*>(.*?)</div>", report)
+  assert [(int(l), int(s)) for l, s, _ in boards] == [(l, grids[l - 1]) for l in range(1, n + 1)]
+  for l, s, cells in boards:
+    words = re.findall(r"<span class='c' data-r='(\d+)' data-c='(\d+)' title='([^']*)'", cells)
+    assert len(words) == int(s) ** 2 == len(np.asarray(doc["ids"][int(l) - 1]).reshape(-1))
+    assert {(int(r), int(c)) for r, c, _ in words} == {(r, c) for r in range(int(s)) for c in range(int(s))}
+    assert all(html.unescape(w) in vocab_words for _, _, w in words)
+
+
+def test_bundled_images_are_held_out():
+  from spae.demo import bundled_images
+
+  images = bundled_images(64)
+  names = [n for n, _, _ in images]
+  assert names[:5] == ["scenes-0", "scenes-1", "scenes-2", "shapes-0", "shapes-1"]
+  assert set(names[5:]) <= set(spae.data.HELDOUT_PHOTOS)  # photos the training crops never see
+  assert all(im.dtype == np.uint8 and im.ndim == 3 and cap for _, im, cap in images)
 
 
 def test_shipped_tokenizer_reconstructs_better_with_more_layers(default_tok):

@@ -86,11 +86,12 @@ def test_logits_batch_and_1d():
 def test_score_text_uses_the_tokenizer():
   lm = parity("gemma2", "hf")
   tok = lm.tokenizer
-  got = lm.score_text("Input: cat dog", ["red", "blue tree"])
+  got = lm.score_text("Input: cat dog", [" red", " blue tree"])
   prefix = tok.encode("Input: cat dog", add_bos=True)
-  want = lm.score(prefix, [tok.encode("red"), tok.encode("blue tree")])
-  np.testing.assert_allclose(got, want, rtol=1e-6)
-  assert prefix[0] == tok.bos_id == 2
+  # each continuation is scored with the ids it has in the joint text
+  conts = [tok.encode("Input: cat dog" + c, add_bos=True)[len(prefix):] for c in (" red", " blue tree")]
+  np.testing.assert_allclose(got, lm.score(prefix, conts), rtol=1e-6)
+  assert prefix[0] == tok.bos_id == 2 and all(len(c) for c in conts)
 
 
 # ------------------------------------------------------------------------------------------------ generation
@@ -151,8 +152,8 @@ def test_candidates_with_shared_prefix_end_at_stop():
 
 def test_generate_text_with_candidates_and_stop():
   lm = parity("gemma3", "hf")
-  text = lm.generate_text("Input: cat", 6, candidates=["red", "blue tree", "green"])
-  assert text in ("red", "blue tree", "green")
+  text = lm.generate_text("Input: cat", 6, candidates=[" red", " blue tree", " green"])
+  assert text.strip() in ("red", "blue tree", "green")
   free = lm.generate_text("Input: cat", 12, stop=["a"])
   assert "a" not in free
 

@@ -30,7 +30,7 @@ def server(local):
 def remote(server, monkeypatch):
   monkeypatch.setenv("SPAE_TEST_KEY", KEY)
   server.faults.clear()
-  return L.load(f"openai:{server.url}/v1#tiny", api_key_env="SPAE_TEST_KEY", retries=2, backoff=0.01,
+  return L.load(f"openai:{server.url}/v1#tiny", api_key_env="SPAE_TEST_KEY", attempts=3, backoff=0.01,
                 timeout=60)
 
 
@@ -42,8 +42,8 @@ def _prompt(local):
 def test_score_matches_the_local_model(local, remote):
   prefix, conts = _prompt(local)
   np.testing.assert_allclose(remote.score(prefix, conts), local.score(prefix, conts), rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(remote.score_text("Input: cat dog red", ["cat", "a"]),
-                             local.score_text("Input: cat dog red", ["cat", "a"]), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(remote.score_text("Input: cat dog red", [" cat", " a"]),
+                             local.score_text("Input: cat dog red", [" cat", " a"]), rtol=1e-4, atol=1e-4)
   assert remote.max_length == local.max_length  # read from /v1/models
   assert remote.tokenizer.bos_id == 2  # probed through /tokenize
 
@@ -63,7 +63,7 @@ def test_generate_free_and_constrained(local, remote):
   assert remote.generate(prefix, 5, candidates=conts) == local.generate(prefix, 5, candidates=conts)
   out = remote.generate(prefix, 3, allowed_ids=[40, 41], temperature=1.0, seed=1)
   assert len(out) == 3 and set(out) <= {40, 41}
-  assert remote.generate_text("Input: cat", 6, candidates=["red", "blue tree"]) in ("red", "blue tree")
+  assert remote.generate_text("Input: cat", 6, candidates=[" red", " blue tree"]).strip() in ("red", "blue tree")
   # a server gives log-probs of chosen ids, not distributions: a LanguageModel without the logits capability
   assert isinstance(remote, L.LanguageModel) and not isinstance(remote, L.LogitsModel)
   np.testing.assert_allclose(remote.next_logprobs(prefix, np.asarray([40, 41]))[[40, 41]],
@@ -95,7 +95,7 @@ def test_http_500_is_retried_then_clear_error(local, server, remote):
   np.testing.assert_allclose(remote.score(prefix, conts[:1]), local.score(prefix, conts[:1]), rtol=1e-4)
   server.faults += ["http500"] * 3
   before = server.requests
-  with pytest.raises(L.LMServerError, match=r"failed after 3 attempts; last error: HTTP 500"):
+  with pytest.raises(L.LMServerError, match=r"failed after 3 attempt\(s\) of up to 60 s; last error: HTTP 500"):
     remote.score(prefix, conts[:1])
   assert server.requests - before == 3
 
@@ -111,10 +111,10 @@ def test_malformed_json_is_retried_then_clear_error(local, server, remote):
 
 def test_timeout_is_retried_then_clear_error(local, server, monkeypatch):
   monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-  slow = L.OpenAICompatibleLM(server.url, "tiny", timeout=0.2, retries=1, backoff=0.01, max_length=256)
+  slow = L.OpenAICompatibleLM(server.url, "tiny", timeout=0.2, attempts=2, backoff=0.01, max_length=256)
   server.faults.clear()
   server.faults += [("sleep", 0.6), ("sleep", 0.6)]
-  with pytest.raises(L.LMServerError, match=r"failed after 2 attempts; last error: timed out"):
+  with pytest.raises(L.LMServerError, match=r"failed after 2 attempt\(s\) of up to 0.2 s; last error: timed out"):
     slow.tokenizer.encode("cat")
 
 
@@ -122,9 +122,9 @@ def test_unreachable_server_errors_after_retries():
   with socket.socket() as s:  # a free loopback port with nothing listening
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  dead = L.OpenAICompatibleLM(f"http://127.0.0.1:{port}", "m", retries=2, backoff=0.01, timeout=1, max_length=64)
-  with pytest.raises(L.LMServerError, match=r"127\.0\.0\.1:\d+/tokenize failed after 3 attempts; last error: "
-                                            r"unreachable.*server is running"):
+  dead = L.OpenAICompatibleLM(f"http://127.0.0.1:{port}", "m", attempts=3, backoff=0.01, timeout=1, max_length=64)
+  with pytest.raises(L.LMServerError, match=r"127\.0\.0\.1:\d+/tokenize failed after 3 attempt\(s\) of up "
+                                            r"to 1 s; last error: unreachable.*server is running"):
     dead.tokenizer.encode("hello")
 
 
@@ -152,3 +152,63 @@ def test_unsafe_ids_are_reported(local, remote):
 def test_bad_urls():
   with pytest.raises(spae.SpaeInputError, match="must start with http"):
     L.OpenAICompatibleLM("127.0.0.1:8000", "m")
+
+
+class SilentServer:
+  """Accepts TCP connections on loopback and never answers (counts them)."""
+
+  def __enter__(self):
+    import threading
+
+    self.sock = socket.socket()
+    self.sock.bind(("127.0.0.1", 0))
+    self.sock.listen(8)
+    self.port, self.conns, self.stop = self.sock.getsockname()[1], [], threading.Event()
+
+    def serve():
+      self.sock.settimeout(0.05)
+      while not self.stop.is_set():
+        try:
+          self.conns.append(self.sock.accept()[0])
+        except OSError:
+          pass
+
+    self.thread = threading.Thread(target=serve, daemon=True)
+    self.thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self.stop.set()
+    self.thread.join()
+    for c in self.conns:
+      c.close()
+    self.sock.close()
+
+
+def test_a_server_that_never_answers_fails_after_the_chosen_timeout_and_attempts():
+  import time
+
+  with SilentServer() as srv:
+    lm = L.load(f"openai:http://127.0.0.1:{srv.port}?timeout=0.3&attempts=2&backoff=0#m", max_length=64)
+    t = time.monotonic()
+    with pytest.raises(L.LMServerError, match=r"after 2 attempt\(s\) of up to 0.3 s; last error: timed out"):
+      lm.tokenizer.encode("hello")
+    waited = time.monotonic() - t
+  assert len(srv.conns) == 2  # one connection per attempt
+  assert 0.6 <= waited < 10  # it waited each attempt's timeout, and not the default 30 s x 3
+
+
+def test_server_options_from_the_url_and_keywords():
+  lm = L.load("openai:http://127.0.0.1:1/v1?timeout=2.5&attempts=4#m")
+  assert (lm._http.timeout, lm._http.attempts, lm._http.backoff) == (2.5, 4, 0.5)
+  assert lm._http.base_url == "http://127.0.0.1:1"  # options and /v1 are not part of the requests' URL
+  lm = L.load("openai:http://127.0.0.1:1?timeout=2.5#m", timeout=7, attempts=1)  # keywords win
+  assert (lm._http.timeout, lm._http.attempts) == (7.0, 1)
+  assert L.OpenAICompatibleLM("http://127.0.0.1:1", "m")._http.timeout == 30.0
+  with pytest.raises(spae.SpaeInputError, match="unknown option 'retries'.*timeout, attempts, backoff"):
+    L.load("openai:http://127.0.0.1:1?retries=2#m")
+  with pytest.raises(spae.SpaeInputError, match="attempts >= 1"):
+    L.load("openai:http://127.0.0.1:1#m", attempts=0)
+  with pytest.raises(spae.SpaeInputError, match="must be numbers"):
+    L.load("openai:http://127.0.0.1:1?timeout=abc#m")
+  assert issubclass(L.LMServerError, spae.SpaeInputError)  # the CLI reports it in one line

@@ -63,6 +63,31 @@ def test_ssim_constant_images_closed_form():
 
 
 # ------------------------------------------------------------------------------------ codebook health
+def test_thumbnail_is_the_box_average_scaled_back_up():
+  from spae._images import resize
+
+  rng = np.random.default_rng(0)
+  x = rng.random((2, 64, 64, 3)).astype(np.float32)
+  one = M.thumbnail(x, 1)
+  assert one.shape == x.shape and one.dtype == np.float32
+  # 1×1: every pixel is the image's mean colour, rounded to 8 bits.
+  mean = np.round(x.mean((1, 2), keepdims=True) * 255) / 255
+  np.testing.assert_allclose(one, np.broadcast_to(mean, x.shape), atol=1e-6)
+  # s dividing the side: block means, rounded to 8 bits, then the one bicubic resize back up.
+  cells = np.round(x.reshape(2, 4, 16, 4, 16, 3).mean((2, 4)) * 255).astype(np.uint8)
+  np.testing.assert_allclose(M.thumbnail(x, 4), resize(cells, 64), atol=1e-6)
+  # Any size: area weights when the cells do not divide the side; a constant image stays constant.
+  flat = np.full((30, 45, 3), 200, np.uint8)
+  np.testing.assert_allclose(M.thumbnail(flat, 7), 200 / 255, atol=1e-6)
+  # Finer thumbnails are closer to the image: PSNR rises with the side.
+  smooth = resize(rng.random((8, 8, 3)).astype(np.float32), 64)[None]
+  p = [float(M.psnr(M.thumbnail(smooth, s), smooth)[0]) for s in (1, 2, 4, 8, 16)]
+  assert all(b > a for a, b in zip(p, p[1:])), p
+  for bad in (0, 65, 2.5):
+    with pytest.raises(spae.SpaeInputError, match="thumbnail side"):
+      M.thumbnail(x, bad)
+
+
 def test_usage_counts_unique_ids_of_3d_tensor_without_overcounting():
   win = M.UsageWindow(num_layers=2, vocab_size=100, window=1000)
   ids0 = (np.arange(2 * 4 * 4) % 5).reshape(2, 4, 4)  # [B, s, s] with 5 distinct tokens

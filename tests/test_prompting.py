@@ -11,7 +11,6 @@ from spae.prompting import (Episode, FewShotConfig, PromptTemplate, TokenMap, co
                             jaccard, jaccard_probe, read_episodes, ridge_probe, sample_episodes, write_episodes)
 from spae.prompting import fewshot
 from spae.prompting import _cli
-from spae.prompting._render import encode_label
 from spae.prompting.testing import FunctionLM, WordTokenizer, copy_label_model, prefer_model
 
 
@@ -137,9 +136,9 @@ def test_prompt_ids_splice_llm_ids_and_templates(tiny_tok, src, wtok):
   assert tmap.mode == "ids"
   ep = sample_episodes(src, 2, 1, 1, seed=0)[0]
   cache = fewshot.TokenCache(tiny_tok, src)
-  cfg = FewShotConfig(induction=True, template=PromptTemplate(example="Input: {tokens} | {label}\n",
-                                                              query="Input: {tokens} |"))
-  segs = fewshot.build_prompt(ep, ep.support, ep.query[0][1], cache.episode(ep, 2), cfg)
+  cfg = FewShotConfig(induction=True, template=PromptTemplate(example="Input: {tokens} | {label}\n"))
+  labels = fewshot.LabelIds.of(tmap, ep.labels, cfg.template)
+  segs = fewshot.build_prompt(ep, ep.support, ep.query[0][1], cache.episode(ep, 2), labels, cfg)
   ids, text = spae.prompting.render(segs, tmap).ids, spae.prompting.render(segs, tmap).text
   assert text.startswith(f"For each of the following input output pairs, output is one of [{', '.join(ep.labels)}].")
   assert text.count("Input:") == 3 and text.endswith("|")
@@ -150,8 +149,8 @@ def test_prompt_ids_splice_llm_ids_and_templates(tiny_tok, src, wtok):
   bar = wtok.index["|"]
   assert ids[-len(llm) - 1:] == llm + [bar]
   assert ids[0] == wtok.bos_id
-  with pytest.raises(spae.SpaeInputError, match="label"):
-    PromptTemplate(query="Input: {tokens} {label}").validate()
+  with pytest.raises(spae.SpaeInputError, match="before"):
+    PromptTemplate(example="{label}: {tokens}\n").validate()
 
 
 def test_text_token_mode_when_vocabularies_differ(tiny_tok, src):
@@ -168,8 +167,8 @@ def test_text_token_mode_when_vocabularies_differ(tiny_tok, src):
 @pytest.mark.parametrize("wanted", ["zebra", "zebrafish", "red circle"])
 def test_score_and_generate_agree_when_lm_prefers_a_label(tiny_tok, src, wtok, wanted):
   """Labels the tokenizer splits into characters, one a token-prefix of another, still decide correctly."""
-  assert len(encode_label(wtok, "zebrafish")) == 9  # not a word of the LM: split into characters
-  lm = FunctionLM(wtok, prefer_model(wtok.vocab_size, encode_label(wtok, wanted) + [wtok.newline_id]))
+  assert len(wtok.encode("zebrafish")) == 9  # not a word of the LM: split into characters
+  lm = FunctionLM(wtok, prefer_model(wtok.vocab_size, wtok.encode(wanted) + [wtok.newline_id]))
   ep = Episode("e", ("zebra", "zebrafish", "red circle"), ("zebra", "zebrafish", "red circle"),
                ((0, "zebra/0"), (1, "zebrafish/0"), (2, "red circle/0")), ((1, "zebrafish/1"),))
   preds = {}

@@ -131,7 +131,7 @@ def test_cli_generate(tiny_tok, wtok, image, tmp_path, monkeypatch, capsys):
 
   lm = FunctionLM(wtok, majority_model(wtok))
   monkeypatch.setattr(_cli, "load_tokenizer", lambda spec: tiny_tok)
-  monkeypatch.setattr(_cli, "load_lm", lambda spec: lm)
+  monkeypatch.setattr(_cli, "load_lm", lambda spec, **kw: lm)
   spae.save_image(tmp_path / "in.png", image)
   p = argparse.ArgumentParser()
   gen.add_generate_args(p)

@@ -174,9 +174,10 @@ def choose_next(logits: np.ndarray, allowed: np.ndarray | None, temperature: flo
 class LanguageModelBase(abc.ABC):
   """The decoding loop, scoring and the text-level API, over a backend's `next_logprobs`.
 
-  Text rules: the prefix / prompt is encoded with BOS (when the tokenizer has one); each continuation or
-  candidate is encoded on its own, without BOS. Sentencepiece adds a leading-space marker to a text's first
-  word, so " cat" and "cat" both encode as '▁cat': write label continuations as whole words.
+  Text rules: the prefix / prompt is encoded with BOS (when the tokenizer has one); a continuation or candidate
+  gets the ids it has right after the prompt (those it adds to the prompt's encoding), as in one encoded text.
+  So write the space: after "Output:", " cat" is '▁cat' (SentencePiece, with or without a dummy prefix) or
+  'Ġcat' (byte-level BPE), while "cat" is glued to the colon.
   """
 
   tokenizer: TextTokenizer
@@ -238,24 +239,33 @@ class LanguageModelBase(abc.ABC):
   def _encode_prompt(self, text: str) -> list[int]:
     return list(self.tokenizer.encode(text, add_bos=self.tokenizer.bos_id is not None))
 
+  def _encode_after(self, prompt: str, prompt_ids: list[int], text: str) -> list[int]:
+    """The ids `text` adds after `prompt` (encoded in one piece); on its own if the tokenizer merges across."""
+    joint = self._encode_prompt(prompt + text)
+    if joint[:len(prompt_ids)] == prompt_ids:
+      return joint[len(prompt_ids):]
+    return list(self.tokenizer.encode(text))
+
   def score_text(self, prefix: str, continuations: Sequence[str]) -> np.ndarray:
     """[C] log p(continuation | prefix) for text continuations (see the class docstring for the rules)."""
     if isinstance(continuations, str):
       raise SpaeInputError("continuations must be a list of strings, not one string.")
-    conts = [list(self.tokenizer.encode(c)) for c in continuations]
+    prompt = self._encode_prompt(prefix)
+    conts = [self._encode_after(prefix, prompt, c) for c in continuations]
     for c, ids in zip(continuations, conts):
       if not ids:
         raise SpaeInputError(f"continuation {c!r} encodes to no tokens; use a non-empty string.")
-    return self.score(self._encode_prompt(prefix), conts)
+    return self.score(prompt, conts)
 
   def generate_text(self, prompt: str, max_new: int, *, candidates: Sequence[str] | None = None,
                     stop: Sequence[str] | None = None, temperature: float = 0.0, seed: int = 0) -> str:
     """Generated text (without the prompt). `stop` strings end the output, which is cut before them."""
+    ids = self._encode_prompt(prompt)
     cand_ids = None
     if candidates is not None:
       if isinstance(candidates, str):
         raise SpaeInputError("candidates must be a list of strings, not one string.")
-      cand_ids = [list(self.tokenizer.encode(c)) for c in candidates]
+      cand_ids = [self._encode_after(prompt, ids, c) for c in candidates]
     stop_ids: list[int] = []
     for s in stop or ():
       ids = self.tokenizer.encode(s)
@@ -263,7 +273,7 @@ class LanguageModelBase(abc.ABC):
         stop_ids.append(int(ids[0]))
     if self.tokenizer.eos_id is not None:
       stop_ids.append(int(self.tokenizer.eos_id))
-    new = self.generate(self._encode_prompt(prompt), max_new, candidates=cand_ids, stop=stop_ids or None,
+    new = self.generate(ids, max_new, candidates=cand_ids, stop=stop_ids or None,
                         temperature=temperature, seed=seed)
     text = self.tokenizer.decode(new)
     cut = min((text.find(s) for s in (stop or ()) if s and text.find(s) >= 0), default=-1)

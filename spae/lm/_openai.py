@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Iterable, Sequence
 
@@ -29,15 +30,46 @@ from spae.lm._base import Constraint, LanguageModelBase
 log = logging.getLogger("spae.lm")
 
 
-class LMServerError(RuntimeError):
-  """A language-model server could not answer (after retries); the message says what failed and where."""
+DEFAULTS = {"timeout": 30.0, "attempts": 3, "backoff": 0.5}  # seconds silent per attempt, attempts, first backoff
+
+
+class LMServerError(SpaeInputError):
+  """A language-model server could not answer (after its attempts); the message says what failed, where and what
+  to do. A `SpaeInputError`, so the command line reports it in one line, like any unusable input."""
+
+
+def server_options(base_url: str, **given: Any) -> tuple[str, dict[str, Any]]:
+  """Splits `?timeout=S&attempts=N&backoff=S` off a server URL; keyword values that are not None win.
+
+  Returns the URL without those options and the resolved {timeout, attempts, backoff}.
+  """
+  parts = urllib.parse.urlsplit(base_url)
+  opts = dict(DEFAULTS)
+  for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+    if k not in DEFAULTS:
+      raise SpaeInputError(f"unknown option {k!r} in the server URL {base_url!r}; the options are "
+                           f"{', '.join(DEFAULTS)} (e.g. http://127.0.0.1:8000?timeout=10&attempts=2).")
+    opts[k] = v
+  opts.update({k: v for k, v in given.items() if v is not None})
+  try:
+    out = {"timeout": float(opts["timeout"]), "attempts": int(opts["attempts"]), "backoff": float(opts["backoff"])}
+  except ValueError:
+    raise SpaeInputError(f"server options {opts} must be numbers (timeout and backoff in seconds, attempts an "
+                         "integer).") from None
+  if not (out["timeout"] > 0 and out["attempts"] >= 1 and out["backoff"] >= 0):
+    raise SpaeInputError(f"server options need timeout > 0, attempts >= 1 and backoff >= 0; got {out}.")
+  return urllib.parse.urlunsplit(parts._replace(query="")), out
 
 
 class _Http:
-  """JSON POST/GET with timeouts and retries (exponential backoff) on connection errors, timeouts, 429/5xx and
-  malformed JSON. Other HTTP errors (4xx) fail at once."""
+  """JSON POST/GET with a timeout and several attempts (exponential backoff) on connection errors, timeouts,
+  429/5xx and malformed JSON. Other HTTP errors (4xx) fail at once.
 
-  def __init__(self, base_url: str, *, api_key_env: str | None, timeout: float, retries: int, backoff: float):
+  `timeout` bounds how long the server may stay silent (to connect, or between bytes of its answer), so a
+  server that accepts and never answers fails after about timeout x attempts (+ the backoff sleeps).
+  """
+
+  def __init__(self, base_url: str, *, api_key_env: str | None, timeout: float, attempts: int, backoff: float):
     url = base_url.rstrip("/")
     if url.endswith("/v1"):
       url = url[:-3]
@@ -46,7 +78,7 @@ class _Http:
     self.base_url = url
     self.api_key_env = api_key_env
     self.timeout = float(timeout)
-    self.retries = int(retries)
+    self.attempts = int(attempts)
     self.backoff = float(backoff)
 
   def _key(self) -> str | None:
@@ -60,7 +92,7 @@ class _Http:
     url = self.base_url + path
     data = None if payload is None else json.dumps(payload).encode()
     last = ""
-    for attempt in range(self.retries + 1):
+    for attempt in range(self.attempts):
       if attempt:
         time.sleep(self.backoff * 2 ** (attempt - 1))
       req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
@@ -68,7 +100,7 @@ class _Http:
       key = self._key()
       if key:
         req.add_header("Authorization", f"Bearer {key}")
-      log.debug("request %s (attempt %d/%d)", url, attempt + 1, self.retries + 1)
+      log.debug("request %s (attempt %d/%d)", url, attempt + 1, self.attempts)
       try:
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
           body = resp.read()
@@ -91,8 +123,10 @@ class _Http:
         last = f"malformed JSON in the answer ({e.msg if hasattr(e, 'msg') else e})"
         log.debug("retryable failure from %s: malformed JSON", url)
         continue
-    raise LMServerError(f"{url} failed after {self.retries + 1} attempts; last error: {last}. Check that the "
-                        "server is running at that address and serves this model.")
+    raise LMServerError(f"{url} failed after {self.attempts} attempt(s) of up to {self.timeout:g} s; last error: "
+                        f"{last}. Check that the server is running at that address and serves this model, or give "
+                        "it longer (timeout / attempts: URL options, keywords, or spae --lm-timeout / "
+                        "--lm-attempts).")
 
 
 class ServerTokenizer:
@@ -151,8 +185,9 @@ class OpenAICompatibleLM(LanguageModelBase):
     base_url: e.g. 'http://127.0.0.1:8000' (a trailing '/v1' is accepted).
     model: the served model name.
     api_key_env: environment variable holding the API key (None: no key).
-    timeout, retries, backoff: per-request timeout in seconds, retries after the first attempt, and the first
-      backoff delay (doubled each retry).
+    timeout, attempts, backoff: seconds the server may stay silent per attempt (30), attempts per request (3),
+      and the first backoff sleep between attempts (0.5 s, doubled each time). Also accepted as URL options
+      ('http://127.0.0.1:8000?timeout=10&attempts=2'); keywords win.
     batch_size: prompts per completions request when scoring.
     tokenizer_api: 'vllm' or 'llamacpp' (shape of the /tokenize and /detokenize calls); or pass `tokenizer`.
     max_length: context length (default: the server's `max_model_len` from /v1/models, else 4096).
@@ -164,11 +199,13 @@ class OpenAICompatibleLM(LanguageModelBase):
   """
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
-               timeout: float = 30.0, retries: int = 3, backoff: float = 0.5, batch_size: int = 16,
+               timeout: float | None = None, attempts: int | None = None, backoff: float | None = None,
+               batch_size: int = 16,
                tokenizer_api: str = "vllm", tokenizer: Any = None, vocab_size: int | None = None,
                bos_id: int | None = None, eos_id: int | None = None, max_length: int | None = None,
                verify_round_trip: bool = True):
-    self._http = _Http(base_url, api_key_env=api_key_env, timeout=timeout, retries=retries, backoff=backoff)
+    url, opts = server_options(base_url, timeout=timeout, attempts=attempts, backoff=backoff)
+    self._http = _Http(url, api_key_env=api_key_env, **opts)
     self.model = model
     self.batch_size = int(batch_size)
     self.verify_round_trip = verify_round_trip

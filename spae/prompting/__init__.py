@@ -9,7 +9,7 @@ from spae.prompting._episodes import (NONSENSE_NAMES, Episode, FileImages, check
                                       read_episodes, repeated_support, sample_episodes, write_episodes)
 from spae.prompting._probes import bag_of_tokens, jaccard, jaccard_probe, ridge_probe
 from spae.prompting._prompt import PromptTemplate
-from spae.prompting._render import Label, Rendered, Segment, Text, Tokens, fill, readable, render
+from spae.prompting._render import Answer, Rendered, Segment, Text, Tokens, fill, readable, render
 from spae.prompting._stats import confidence_interval, format_table, summarize
 from spae.prompting._tokenmap import TokenMap, shares_vocabulary
 from spae.prompting.fewshot import (FewShotConfig, add_fewshot_args, evaluate_fewshot, run_fewshot,
@@ -19,7 +19,7 @@ from spae.prompting.generate import (GenerateConfig, GenerationResult, add_gener
 
 __all__ = ["NONSENSE_NAMES", "Episode", "FileImages", "check_source", "normalize_label", "read_episodes",
            "repeated_support", "sample_episodes", "write_episodes", "bag_of_tokens", "jaccard", "jaccard_probe",
-           "ridge_probe", "PromptTemplate", "Label", "Rendered", "Segment", "Text", "Tokens", "fill", "readable",
+           "ridge_probe", "PromptTemplate", "Answer", "Rendered", "Segment", "Text", "Tokens", "fill", "readable",
            "render", "confidence_interval", "format_table", "summarize", "TokenMap", "shares_vocabulary",
            "FewShotConfig", "add_fewshot_args", "evaluate_fewshot", "run_fewshot", "score_candidates",
            "GenerateConfig", "GenerationResult", "add_generate_args", "add_token_noise", "corrupt",

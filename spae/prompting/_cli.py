@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Sequence
 
+from spae._io import SpaeInputError
 from spae._tokenizer import Tokenizer
 from spae.data import LabelledSource
 from spae.lm import LanguageModel
@@ -18,13 +20,28 @@ def load_tokenizer(spec: str) -> Tokenizer:
   return spae.Tokenizer.load(spec)
 
 
-def load_lm(spec: str | None) -> LanguageModel | None:
-  """'none' (or empty) -> None; otherwise `spae.lm.load(spec)` (gemma:PATH, hf:PATH, openai:URL#model)."""
+def add_lm_server_args(p: argparse.ArgumentParser) -> None:
+  """--lm-timeout / --lm-attempts: how long an openai: server may keep spae waiting."""
+  p.add_argument("--lm-timeout", type=float, default=None, metavar="SECONDS",
+                 help="openai: servers: seconds the server may stay silent per attempt (default 30)")
+  p.add_argument("--lm-attempts", type=int, default=None, metavar="N",
+                 help="openai: servers: attempts per request before giving up (default 3)")
+
+
+def load_lm(spec: str | None, *, timeout: float | None = None, attempts: int | None = None
+            ) -> LanguageModel | None:
+  """'none' (or empty) -> None; otherwise `spae.lm.load(spec)` (gemma:PATH, hf:PATH, openai:URL#model).
+
+  `timeout` / `attempts` apply to openai: servers (they override the URL's own ?timeout=&attempts=).
+  """
   if spec in (None, "", "none"):
     return None
   from spae import lm
 
-  return lm.load(spec)
+  server = {k: v for k, v in (("timeout", timeout), ("attempts", attempts)) if v is not None}
+  if server and not spec.startswith("openai:"):
+    raise SpaeInputError(f"--lm-timeout / --lm-attempts apply to openai: servers, not to {spec!r}; drop them.")
+  return lm.load(spec, **server)
 
 
 def load_source(spec: str | None, classes: Sequence[str] | None = None) -> LabelledSource | None:

@@ -8,15 +8,20 @@ import numpy as np
 
 from spae._io import SpaeInputError
 from spae._vocab import Vocabulary, display_piece
-from spae.lm import TextTokenizer
+from spae.lm import LMServerError, TextTokenizer
+
+
+_SPACE_MARKERS = ("\u2581", "\u0120")  # SentencePiece '▁' and byte-level BPE 'Ġ' start a word after a space
+_CONTEXT_CHARS = 16  # enough preceding text to decide how the next piece of text splits into tokens
 
 
 class TokenMap:
   """Maps codebook entries to LM ids and back.
 
   mode 'ids': entry k <-> LM id `vocabulary.llm_ids[k]` (the codebook is a subset of the LM's vocabulary).
-  mode 'text': entry k is its word, encoded by the LM tokenizer on its own. For generation, an entry can be
-  produced only if its word is a single LM token (`allowed_lm_ids`); other entries can still appear in prompts.
+  mode 'text': entry k is its word as it reads after a space (" cat": '▁cat' for SentencePiece with or without a
+  dummy prefix, 'Ġcat' for byte-level BPE). For generation, an entry can be produced only if that is a single LM
+  token (`allowed_lm_ids`); other entries can still appear in prompts.
   A run of entries is the concatenation of the entries' ids, so generated positions line up with entries.
   """
 
@@ -36,8 +41,10 @@ class TokenMap:
                              f"LM has only {lm_tokenizer.vocab_size} ids: they do not share a vocabulary; "
                              "use token mode 'text'.")
       self._entry_ids = [[int(i)] for i in vocabulary.llm_ids]
+      self._spaced = [p.startswith(_SPACE_MARKERS) for p in vocabulary.pieces]
     else:
-      self._entry_ids = [self.encode_text(w) if w else [] for w in self.words]
+      self._entry_ids = [self.encode_text(" " + w) if w else [] for w in self.words]
+      self._spaced = [True] * len(self.words)
     inverse: dict[int, int] = {}
     for k, ids in enumerate(self._entry_ids):
       if len(ids) == 1:
@@ -56,6 +63,25 @@ class TokenMap:
         self._encoded.clear()
       ids = self._encoded[text] = [int(i) for i in self.tokenizer.encode(text)]
     return list(ids)
+
+  def encode_after(self, context: str, text: str) -> list[int]:
+    """The ids `text` gets when it follows `context` in one encoded text (`context` '' = start of a text).
+
+    Encodes the end of the context with and without `text` and keeps what `text` adds, so a tokenizer's
+    start-of-text rule (SentencePiece's dummy prefix) does not apply in the middle of a prompt. If the
+    tokenizer merges across the boundary, `text` is encoded on its own.
+    """
+    if not context:
+      return self.encode_text(text)
+    tail = context[-_CONTEXT_CHARS:]
+    before, joint = self.encode_text(tail), self.encode_text(tail + text)
+    if joint[:len(before)] == before:
+      return joint[len(before):]
+    return self.encode_text(text)
+
+  def carries_space(self, entry: int) -> bool:
+    """Whether an entry's ids include the space before its word (a '▁' / 'Ġ' piece, or any entry in 'text' mode)."""
+    return self._spaced[int(entry)]
 
   def encode_tokens(self, codebook_ids: Sequence[int]) -> list[int]:
     """LM ids of a run of image tokens: each entry's ids, concatenated."""
@@ -84,6 +110,8 @@ def shares_vocabulary(vocabulary: Vocabulary, lm_tokenizer: TextTokenizer, sampl
   for k in picks:
     try:
       piece = lm_tokenizer.id_to_piece(int(ids[k]))
+    except LMServerError:
+      raise  # the server did not answer: that says nothing about the vocabulary
     except (KeyError, IndexError, ValueError):
       return False  # the LM has no such id: nothing proves a shared vocabulary
     if display_piece(piece) != display_piece(vocabulary.pieces[k]):

@@ -42,7 +42,7 @@ from spae.prompting._episodes import (Episode, FileImages, load_image_from, norm
 from spae.prompting._jsonl import JsonlLog
 from spae.prompting._probes import jaccard_probe, ridge_probe
 from spae.prompting._prompt import PromptTemplate
-from spae.prompting._render import Segment, encode_label, readable, render
+from spae.prompting._render import Answer, Segment, readable, render
 from spae.prompting._stats import confidence_interval, format_table, summarize
 from spae.prompting._tokenmap import TokenMap
 
@@ -164,44 +164,76 @@ def score_candidates(lm: LanguageModel, prefix: Sequence[int], candidates: Seque
 
 @dataclasses.dataclass(frozen=True)
 class LabelIds:
-  """An episode's labels as LM ids: `candidates[k]` is label k as written after "Output:", `end` the ids that
-  follow a label in a support example (e.g. the line break)."""
+  """An episode's labels as LM ids, each exactly as it reads after the query and inside the support examples.
+
+  `answers[k]`: the answer for label k (" dax\n": the label and the text that ends it) with the ids it has
+  between the query's text and the next example's (a tokenizer may split trailing whitespace by what follows);
+  support examples splice these ids and score mode ranks them. `candidates[k]`: its first ids, up to the end of
+  the label (generate mode writes these, then a `stop` id).
+  """
 
   labels: tuple[str, ...]
+  answers: tuple[Answer, ...]
   candidates: tuple[tuple[int, ...], ...]
-  end: tuple[int, ...]
+  stop: tuple[int, ...]
 
   @classmethod
   def of(cls, tmap: TokenMap, labels: Sequence[str], template: PromptTemplate) -> "LabelIds":
-    cands = tuple(tuple(encode_label(tmap.tokenizer, l)) for l in labels)
-    if len(set(cands)) != len(cands):
+    context = template.query_tail or "x"  # what precedes every answer ("x" stands for an image token)
+    follow = template.example_start or "x"  # what follows it
+    answers, cands, stop = [], [], set()
+    for label in labels:
+      text = template.answer(label)
+      joint, after = tmap.encode_after(context, text + follow), tmap.encode_after(context + text, follow)
+      if after and len(joint) > len(after) and joint[len(joint) - len(after):] == after:
+        full = tuple(joint[:len(joint) - len(after)])
+      else:
+        full = tuple(tmap.encode_after(context, text))
+      head = tuple(tmap.encode_after(context, template.label_text(label)))
+      if not head:
+        raise SpaeInputError(f"label {label!r} encodes to no tokens with this LM tokenizer; use a non-empty name.")
+      if full[:len(head)] != head:  # the label merges with what ends it: the whole answer is the candidate
+        head = full
+      answers.append(Answer(text, full))
+      cands.append(head)
+      if len(full) > len(head):
+        stop.add(full[len(head)])
+    if len({a.ids for a in answers}) != len(answers):
       raise SpaeInputError(f"labels {list(labels)} encode to identical LM token sequences; use distinct names.")
-    after = template.after_label()
-    return cls(tuple(labels), cands, tuple(tmap.encode_text(after)) if after else ())
+    eos = tmap.tokenizer.eos_id
+    return cls(tuple(labels), tuple(answers), tuple(cands), tuple(sorted(stop | ({int(eos)} if eos is not None
+                                                                                   else set()))))
+
+  @classmethod
+  def text_only(cls, labels: Sequence[str], template: PromptTemplate) -> "LabelIds":
+    """Answers without ids, for the readable prompt of an LLM-free (probes only) run."""
+    return cls(tuple(labels), tuple(Answer(template.answer(l), ()) for l in labels), (), ())
 
   @property
   def longest(self) -> int:
-    """Tokens of the longest scored continuation (label + end)."""
-    return max(len(c) for c in self.candidates) + len(self.end)
+    """Tokens of the longest scored answer."""
+    return max(len(a.ids) for a in self.answers)
 
 
 def classify_query(lm: LanguageModel, prefix: Sequence[int], label_ids: LabelIds, config: FewShotConfig
                    ) -> tuple[int | None, str, list[float] | None]:
   """Asks the LM for the query's label. -> (label index or None, raw prediction text, scores or None).
 
-  Score mode ranks log p(label + end | prompt); generate mode decodes greedily (constrained to the labels, or
-  free) until the end ids or EOS, and matches the text after `normalize_label`.
+  Score mode ranks log p(answer | prompt); generate mode decodes greedily (constrained to the labels, or free)
+  until a stop id (what ends a label, or EOS), and matches the text after `normalize_label`.
   """
-  cands, end, labels = [list(c) for c in label_ids.candidates], list(label_ids.end), label_ids.labels
+  labels = label_ids.labels
   if config.mode == "score":
-    scores = score_candidates(lm, prefix, [c + end for c in cands], prefix_cache=config.prefix_cache)
+    scored = [list(a.ids) for a in label_ids.answers]
+    scores = score_candidates(lm, prefix, scored, prefix_cache=config.prefix_cache)
     if config.length_norm:
-      scores = scores / np.asarray([len(c) + len(end) for c in cands], np.float64)
+      scores = scores / np.asarray([len(c) for c in scored], np.float64)
     k = int(np.argmax(scores))
     return k, labels[k], [float(s) for s in scores]
-  stop = ([] if lm.tokenizer.eos_id is None else [int(lm.tokenizer.eos_id)]) + end[:1]
+  cands = [list(c) for c in label_ids.candidates]
   max_new = max(len(c) for c in cands) + (0 if config.constrained else 8)
-  new = lm.generate(list(prefix), max_new, candidates=cands if config.constrained else None, stop=stop or None)
+  new = lm.generate(list(prefix), max_new, candidates=cands if config.constrained else None,
+                    stop=list(label_ids.stop) or None)
   new = [int(t) for t in new]
   for k, c in enumerate(cands):
     if new == c:
@@ -215,12 +247,14 @@ def classify_query(lm: LanguageModel, prefix: Sequence[int], label_ids: LabelIds
 
 
 def build_prompt(episode: Episode, support: Sequence[tuple[int, Hashable]], query_key: Hashable,
-                 image_tokens: Mapping[Hashable, Sequence[int]], config: FewShotConfig) -> list[Segment]:
-  """Prompt segments: [induction] support examples, then the query. `image_tokens`: codebook ids per image key."""
+                 image_tokens: Mapping[Hashable, Sequence[int]], label_ids: LabelIds, config: FewShotConfig
+                 ) -> list[Segment]:
+  """Prompt segments: [induction] support examples, then the query. `image_tokens`: codebook ids per image key;
+  `label_ids`: the episode's answers, spliced into the support examples."""
   t = config.template
   segs: list[Segment] = t.instruction_segments(episode.labels) if config.induction else []
   for c, key in support:
-    segs += t.example_segments(image_tokens[key], episode.labels[c])
+    segs += t.example_segments(image_tokens[key], label_ids.answers[c])
   segs += t.query_segments(image_tokens[query_key])
   return segs
 
@@ -304,10 +338,11 @@ def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: 
   s_classes = [c for c, _ in ep.support]
   ridge = (ridge_probe(s_tokens, s_classes, [image_tokens[k] for _, k in ep.query], ep.ways, config.ridge_l2)
            if config.probes else None)
-  label_ids = LabelIds.of(tmap, ep.labels, config.template) if lm is not None else None
+  label_ids = (LabelIds.of(tmap, ep.labels, config.template) if lm is not None else
+               LabelIds.text_only(ep.labels, config.template))
   queries = []
   for qi, (qc, qkey) in enumerate(ep.query):
-    segs = build_prompt(ep, support, qkey, image_tokens, config)
+    segs = build_prompt(ep, support, qkey, image_tokens, label_ids, config)
     q: dict[str, Any] = {"truth": ep.labels[qc], "truth_class": ep.classes[qc]}
     if config.probes:
       j = jaccard_probe(s_tokens, s_classes, image_tokens[qkey])
@@ -337,6 +372,7 @@ def add_fewshot_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
   p.add_argument("--lm", default="none",
                  help="gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free probes only)")
+  _cli.add_lm_server_args(p)
   p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
                  "name, or 'shapes...' (see spae.data.make_source)")
   p.add_argument("--classes", default=None,
@@ -355,8 +391,9 @@ def add_fewshot_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--free", action="store_true", help="generate mode: do not constrain the output to the labels")
   p.add_argument("--induction", action="store_true", help="prepend a task-induction line naming the labels")
   p.add_argument("--names", choices=("real", "nonsense"), default="real")
-  p.add_argument("--template-example", default=PromptTemplate.example, help="with {tokens} and {label}")
-  p.add_argument("--template-query", default=PromptTemplate.query, help="with {tokens}")
+  p.add_argument("--template-example", default=PromptTemplate.example,
+                 help="one support example, {tokens} then {label} (\\n for a line break); the query is this cut "
+                      "before the label")
   p.add_argument("--template-instruction", default=PromptTemplate.instruction, help="with {labels}")
   p.add_argument("--token-mode", choices=("auto", "ids", "text"), default="auto")
   p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
@@ -373,8 +410,7 @@ def _unescape(s: str) -> str:
 
 def run_fewshot(args: argparse.Namespace) -> int:
   """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
-  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example),
-                            query=_unescape(args.template_query))
+  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example))
   config = FewShotConfig(ways=tuple(args.ways), shots=tuple(args.shots), layers=tuple(args.layers),
                          repeats=tuple(args.repeats), episodes=args.episodes, queries=args.queries, seed=args.seed,
                          mode=args.mode, constrained=not args.free, induction=args.induction, names=args.names,
@@ -390,7 +426,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
     episodes = read_episodes(args.episodes_file)
     if source is None:
       source = FileImages(Path(args.episodes_file).parent)
-  lm = _cli.load_lm(args.lm)
+  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None and config.probes is False:
     raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
   if args.save_episodes and episodes is None:

@@ -339,6 +339,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                  help="image-to-image: denoise, inpaint, outpaint, deblur, shift; text-conditioned: class")
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
   p.add_argument("--lm", required=True, help="gemma:PATH, hf:PATH or openai:URL#model")
+  _cli.add_lm_server_args(p)
   p.add_argument("--image", default=None, help="input image (image-to-image tasks)")
   p.add_argument("--corrupted", action="store_true",
                  help="the input is already corrupted: use it as the condition (no target, no metrics)")
@@ -373,7 +374,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.text or not args.data:
       raise SpaeInputError("--task class needs --text (what to generate) and --data (reference images).")
   tokenizer = _cli.load_tokenizer(args.tokenizer)
-  lm = _cli.load_lm(args.lm)
+  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None:
     raise SpaeInputError("generation needs a language model; --lm none is only for `spae fewshot`.")
   if args.task in IMAGE_TASKS:
