@@ -38,14 +38,15 @@ def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opt
 class Models:
   """Graph definitions of the generator (autoencoder) and discriminator; parameters live in the state."""
 
-  def __init__(self, cfg: TrainConfig, vocab_dim: int):
+  def __init__(self, cfg: TrainConfig, vocab_shape: tuple[int, int]):
     tcfg = cfg.tokenizer
-    if tcfg.autoencoder.latent_dim != vocab_dim:
-      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=vocab_dim))
-    tcfg.validate(vocab_dim)
+    latent_dim = tcfg.codebook.latent_dim(vocab_shape[1])  # the codes' dimension, set from the vocabulary
+    if tcfg.autoencoder.latent_dim != latent_dim:
+      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=latent_dim))
+    tcfg.validate(vocab_shape[1])
     self.tokenizer_config = tcfg
     rngs = nnx.Rngs(cfg.seed)
-    ae = Autoencoder(tcfg.autoencoder, rngs=rngs)
+    ae = tcfg.make_autoencoder(tuple(vocab_shape), rngs)
     disc = Discriminator(cfg.gan.discriminator, tcfg.image_size, rngs=rngs)
     self.g_def, g_state = nnx.split(ae)
     self.d_def, d_state = nnx.split(disc)
@@ -91,8 +92,11 @@ def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ..
 
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
                     semantic: bool = False) -> Callable:
-  """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
+  """Returns step(state, images, table, extras) -> (state, metrics, ids); pure and jittable.
 
+  table: the frozen vocabulary table [V, D]. The codes the quantizer searches and the semantic loss scores are
+  `Autoencoder.codes(table)`, computed inside the differentiated generator function, so a trainable code map
+  (spae._codebook) is trained by the same step.
   extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on).
   """
   g_tx, d_tx = make_optimizers(cfg)
@@ -100,8 +104,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   chunk = models.tokenizer_config.vocab_chunk
   n_sem = min(cfg.semantic.layers, spec.num_layers)
 
-  def forward(g_params, d_params, state, images, codebook, extras, rng):
+  def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
+    codebook = ae.codes(table)  # [V, d]
     x = images * 2.0 - 1.0
     b = x.shape[0]
     z = ae.encoder(x)
@@ -164,9 +169,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
     return (g_loss, d_loss), aux
 
-  def step(state, images, codebook, extras):
+  def step(state, images, table, extras):
     rng, sub = jax.random.split(jax.random.wrap_key_data(state["rng"]))
-    f = lambda g, d: forward(g, d, state, images, codebook, extras, sub)
+    f = lambda g, d: forward(g, d, state, images, table, extras, sub)
     (g_loss, d_loss), vjp, aux = jax.vjp(f, state["g_params"], state["d_params"], has_aux=True)
     one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
     g_grads, _ = vjp((one, zero))

@@ -49,14 +49,14 @@ class Trainer:
     self.workdir = Path(workdir).expanduser()
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.vocab = vocabulary if vocabulary is not None else build_vocabulary(cfg.vocab)
-    self.models = Models(cfg, self.vocab.dim)
+    self.models = Models(cfg, self.vocab.embeddings.shape)
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     n_dev, n_proc = jax.device_count(), jax.process_count()
     if cfg.batch_size % n_dev:
       raise SpaeInputError(f"batch_size {cfg.batch_size} must be divisible by the {n_dev} devices.")
-    self.codebook = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)
+    self.table = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)  # frozen [V, D]
     # Data
     from spae import data as D
 
@@ -117,7 +117,7 @@ class Trainer:
     step = int(self.state["step"])
     x = self.global_batch(np.asarray(images, np.float32))
     use_gan = bool(self.cfg.gan.adversarial_weight) and step >= self.cfg.gan.disc_start
-    self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.codebook, self.extras_for(x))
+    self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.table, self.extras_for(x))
     self._last_ids = ids
     return {k: float(v) for k, v in metrics.items()}
 
