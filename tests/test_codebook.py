@@ -96,8 +96,11 @@ def test_trainer_learns_the_projection_and_exports_it(tmp_path):
 
   cfg = T.load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
   tok_cfg = dataclasses.replace(cfg.tokenizer, codebook=CodebookConfig("projected", 8))
-  cfg = dataclasses.replace(cfg, tokenizer=tok_cfg, steps=2, disc_start=10**9, semantic_weight=0.0,
-                            image_every=0, checkpoint_every=1000, log_every=1)
+  cfg = dataclasses.replace(cfg, tokenizer=tok_cfg, steps=2,
+                            gan=dataclasses.replace(cfg.gan, disc_start=10**9),
+                            semantic=dataclasses.replace(cfg.semantic, weight=0.0),
+                            logging=dataclasses.replace(cfg.logging, every=1, image_every=0),
+                            checkpoints=dataclasses.replace(cfg.checkpoints, every=1000))
   tr = T.Trainer(cfg, tmp_path)
   w0 = np.asarray(tr.state["g_params"]["codebook"]["weight"])
   table0 = np.asarray(tr.vocab.embeddings).copy()
