@@ -73,13 +73,13 @@ def main(argv=None) -> int:
     x = tr.global_batch(batch)
     for use_gan in (False, True):
       fn = tr.step_fn(use_gan)
-      compiled = fn.lower(tr.state, x, tr.table, tr.extras_for(x)).compile()
+      compiled = fn.lower(tr.state, x, tr.codebook, tr.extras_for(x)).compile()
       cost = compiled.cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
       flops = float(cost.get("flops", 0.0)) if cost else 0.0
 
       def run():
-        tr.state, m, _ = fn(tr.state, x, tr.table, tr.extras_for(x))
+        tr.state, m, _ = fn(tr.state, x, tr.codebook, tr.extras_for(x))
         jax.block_until_ready(m)
 
       t = _common.time_fn(run, warmup=1, repeats=a.steps)

@@ -40,13 +40,13 @@ class Models:
 
   def __init__(self, cfg: TrainConfig, vocab_shape: tuple[int, int]):
     tcfg = cfg.tokenizer
-    latent_dim = tcfg.codebook.latent_dim(vocab_shape[1])  # the codes' dimension, set from the vocabulary
-    if tcfg.autoencoder.latent_dim != latent_dim:
-      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=latent_dim))
+    code_dim = tcfg.codebook.latent_dim(vocab_shape[1])
+    if tcfg.autoencoder.latent_dim != code_dim:
+      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=code_dim))
     tcfg.validate(vocab_shape[1])
     self.tokenizer_config = tcfg
     rngs = nnx.Rngs(cfg.seed)
-    ae = tcfg.make_autoencoder(tuple(vocab_shape), rngs)
+    ae = tcfg.make_autoencoder(vocab_shape, rngs)
     disc = Discriminator(cfg.gan.discriminator, tcfg.image_size, rngs=rngs)
     self.g_def, g_state = nnx.split(ae)
     self.d_def, d_state = nnx.split(disc)
@@ -92,11 +92,8 @@ def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ..
 
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
                     semantic: bool = False) -> Callable:
-  """Returns step(state, images, table, extras) -> (state, metrics, ids); pure and jittable.
+  """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
 
-  table: the frozen vocabulary table [V, D]. The codes the quantizer searches and the semantic loss scores are
-  `Autoencoder.codes(table)`, computed inside the differentiated generator function, so a trainable code map
-  (spae._codebook) is trained by the same step.
   extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on).
   """
   g_tx, d_tx = make_optimizers(cfg)
@@ -106,10 +103,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
 
   def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
-    codebook = ae.codes(table)  # [V, d]
     x = images * 2.0 - 1.0
     b = x.shape[0]
     z = ae.encoder(x)
+    # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
+    codebook = ae.codes(table)
     ids, recons = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
     terms: dict[str, jax.Array] = {}
     if cfg.loss.progressive:
@@ -135,6 +133,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       add("perceptual", cfg.loss.perceptual_weight,
           perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
     add("commitment", cfg.loss.commitment_weight, L.commitment_loss(z, recons))
+    if models.tokenizer_config.codebook.trainable:
+      # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
+      add("codebook", 1.0, L.codebook_loss(z, recons))
     if semantic:
       w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic.weight, cfg.semantic.decay,
                                    schedule=cfg.semantic.schedule, warmup_steps=cfg.semantic.warmup,
@@ -169,9 +170,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
     return (g_loss, d_loss), aux
 
-  def step(state, images, table, extras):
+  def step(state, images, codebook, extras):
     rng, sub = jax.random.split(jax.random.wrap_key_data(state["rng"]))
-    f = lambda g, d: forward(g, d, state, images, table, extras, sub)
+    f = lambda g, d: forward(g, d, state, images, codebook, extras, sub)
     (g_loss, d_loss), vjp, aux = jax.vjp(f, state["g_params"], state["d_params"], has_aux=True)
     one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
     g_grads, _ = vjp((one, zero))

@@ -56,7 +56,7 @@ class Trainer:
     n_dev, n_proc = jax.device_count(), jax.process_count()
     if cfg.batch_size % n_dev:
       raise SpaeInputError(f"batch_size {cfg.batch_size} must be divisible by the {n_dev} devices.")
-    self.table = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)  # frozen [V, D]
+    self.codebook = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)
     # Data
     from spae import data as D
 
@@ -117,7 +117,7 @@ class Trainer:
     step = int(self.state["step"])
     x = self.global_batch(np.asarray(images, np.float32))
     use_gan = bool(self.cfg.gan.adversarial_weight) and step >= self.cfg.gan.disc_start
-    self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.table, self.extras_for(x))
+    self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.codebook, self.extras_for(x))
     self._last_ids = ids
     return {k: float(v) for k, v in metrics.items()}
 
