@@ -13,10 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from spae._io import SpaeInputError, atomic_path
-from spae._tensors import load_tensor
+from spae._tensors import load_tensor, open_tensors
 
 # sentencepiece marks a leading space with U+2581; WordPiece marks continuations with '##'.
 _SP_SPACE = "\u2581"
+# byte-level BPE (GPT-2, SmolLM2, LLaMA 3) writes the space byte as U+0120 'Ġ'.
+_BPE_SPACE = "\u0120"
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 _UNUSED_PIECE = re.compile(r"^(<unused\d+>|\[unused\d+\]|<pad>|<mask>|\[PAD\]|\[MASK\]|\[CLS\]|\[SEP\]|\[UNK\])$")
 
@@ -125,6 +127,33 @@ class Vocabulary:
     kinds = ["unused" if _UNUSED_PIECE.match(p) else "normal" for p in lines]
     meta = {"source": "wordpiece", **(metadata or {})}
     return cls(lines, table, np.arange(len(lines)), kinds, meta)
+
+  @classmethod
+  def from_gguf(cls, path: str | os.PathLike, *, scale: float = 1.0) -> "Vocabulary":
+    """A GGUF model file's whole vocabulary with its `token_embd` rows (dequantized; [V, d] float32).
+
+    Args:
+      path: a .gguf file (llama.cpp, Ollama, LM Studio), or `gemma3-270m` / `smollm2-135m` (the `models` extra).
+      scale: multiply rows by this. The default keeps the raw rows, which are what the output head uses;
+        Gemma multiplies a row by sqrt(d) when it embeds a token (sqrt(640) for Gemma 3 270M), LLaMA does not.
+    Pieces are as stored ('▁cat' in SentencePiece-style vocabularies, 'Ġcat' in byte-level BPE ones) and their
+    kinds are the file's token types as llama.cpp reads them, so `filter` works as for other sources.
+    """
+    from spae.lm._gguf import resolve_gguf
+    from spae.lm._gguf_tokenizer import GGUFTokenizer  # one definition of GGUF piece kinds
+
+    file = resolve_gguf(str(path))
+    tensors = open_tensors(file, format="gguf")
+    tok = GGUFTokenizer(tensors.metadata, name=str(file))
+    n = int(tok.vocab_size)
+    rows = tensors.shape("token_embd.weight")[0]
+    if rows < n:
+      raise SpaeInputError(f"{file}: {n} pieces but token_embd has {rows} rows; the file is inconsistent.")
+    table = tensors.get("token_embd.weight", dtype=np.float32)[:n]  # rows past the pieces are padding
+    meta = {"source": "gguf", "file": file.name, "architecture": tensors.metadata.get("general.architecture"),
+            "tokenizer": tok.model, "row_scale": scale}
+    return cls(list(tok.pieces), table if scale == 1.0 else table * np.float32(scale), np.arange(n),
+               list(tok.kinds()), meta)
 
   # ---------------------------------------------------------------- properties
   def __len__(self) -> int:
@@ -271,10 +300,10 @@ def _read_vocab_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def display_piece(piece: str) -> str:
-  """'▁cat' -> 'cat', '##ing' -> 'ing'."""
+  """'▁cat' -> 'cat', 'Ġcat' -> 'cat' (byte-level BPE), '##ing' -> 'ing'."""
   if piece.startswith("##") and len(piece) > 2:
     return piece[2:]
-  return piece.replace(_SP_SPACE, " ").strip()
+  return piece.replace(_SP_SPACE, " ").replace(_BPE_SPACE, " ").strip()
 
 
 def _guess_kind(piece: str) -> str:

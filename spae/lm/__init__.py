@@ -4,7 +4,8 @@
   (local models: also full logits); `LanguageModelBase` holds the one decoding loop, `Constraint` what it may emit.
 - `GemmaLM` / `GemmaConfig`: Gemma 2, Gemma 3 (text) and LLaMA-style decoders in JAX, with a KV cache.
 - `OpenAICompatibleLM`: a `/v1/completions` server (vLLM, llama.cpp, Ollama).
-- `load(spec)`: 'hf:PATH', 'gemma:PATH' or 'openai:URL[?timeout=S&attempts=N]#MODEL'.
+- `load(spec)`: 'hf:PATH', 'gemma:PATH', 'gguf:PATH' (or 'gguf:gemma3-270m', 'gguf:smollm2-135m') or
+  'openai:URL[?timeout=S&attempts=N]#MODEL'.
 - `gguf_tokenizer(path)`: a GGUF file's tokenizer (SentencePiece-style or byte-level BPE), ids as llama.cpp's.
 - `round_trip_safe(vocabulary, tokenizer)`: the vocabulary entries that survive ids -> text -> ids.
 - `testing`: tiny on-the-fly models, tokenizers and a fake completions server for hermetic tests.

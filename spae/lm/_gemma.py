@@ -14,7 +14,8 @@ One forward covers the three families; the config switches the differences:
 | sliding window | alternate layers | 5 local : 1 global | none |
 | RoPE base | 10k | local 10k, global 1M (+ scaling) | rope_theta (+ llama3 scaling) |
 
-Parameters are a plain pytree of float32 arrays with the layers stacked on a leading axis, so the forward is a
+Parameters are a plain pytree of arrays (matrices float32, or bfloat16 with `dtype='bfloat16'`; computation is
+float32) with the layers stacked on a leading axis, so the forward is a
 `lax.scan` and its compile time does not grow with depth. Norm weights are stored as effective scales (the
 "1 +" of Gemma is applied at load time).
 
@@ -39,6 +40,8 @@ from spae.lm._base import LanguageModelBase, TextTokenizer
 Params = dict[str, Any]
 
 FAMILIES = ("gemma2", "gemma3", "llama")
+# Storage dtypes of the weight matrices (GemmaLM computes in float32).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +118,8 @@ class GemmaConfig:
     if self.activation not in ("gelu_tanh", "silu"):
       raise SpaeInputError(f"activation must be 'gelu_tanh' or 'silu', got {self.activation!r}.")
     for s in (self.rope_global_scaling, self.rope_local_scaling):
-      if s is not None and dict(s).get("rope_type") not in ("linear", "llama3", "default"):
-        raise SpaeInputError(f"unsupported RoPE scaling {dict(s)}; supported: 'linear', 'llama3'.")
+      if s is not None and dict(s).get("rope_type") not in ("linear", "llama3", "freq_factors", "default"):
+        raise SpaeInputError(f"unsupported RoPE scaling {dict(s)}; supported: 'linear', 'llama3', 'freq_factors'.")
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -139,12 +142,14 @@ class GemmaConfig:
 
 # ------------------------------------------------------------------------------------------------ math
 def _inv_freq(head_dim: int, base: float, scaling: Any) -> np.ndarray:
-  """RoPE inverse frequencies [head_dim/2], with linear or llama3 scaling folded in."""
+  """RoPE inverse frequencies [head_dim/2], with linear, llama3 or per-frequency scaling folded in."""
   inv = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
   s = dict(scaling) if scaling is not None else {}
   kind = s.get("rope_type", "default")
   if kind == "linear":
     inv = inv / float(s["factor"])
+  elif kind == "freq_factors":  # llama.cpp's rope_freqs tensor (llama 3.x GGUF files): theta_i / factor_i
+    inv = inv / np.asarray(s["factors"], np.float64)
   elif kind == "llama3":
     factor, lo, hi = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
     old = float(s["original_max_position_embeddings"])
@@ -190,7 +195,7 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
   """
   n_kv, group, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
   b, t = ids.shape
-  x = params["embed"][ids]
+  x = params["embed"][ids].astype(jnp.float32)
   if cfg.embed_scale:
     x = x * params["embed_scale"]
   scaling = (cfg.query_pre_attn_scalar or hd) ** -0.5
@@ -210,6 +215,7 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
 
   def layer(x, xs):
     lp, sliding, inv_freq, pk, pv = xs
+    lp = {key: val.astype(jnp.float32) for key, val in lp.items()}  # bfloat16 storage: widen one layer at a time
     h = _rms(x, lp["pre_attn_norm"], cfg.norm_eps)
     q = jnp.einsum("btd,dnh->btnh", h, lp["wq"])
     k = jnp.einsum("btd,dkh->btkh", h, lp["wk"])
@@ -267,7 +273,7 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
 
 def _head(cfg: GemmaConfig, params: Params, x: jax.Array) -> jax.Array:
   w = params["embed"] if cfg.tied_embeddings else params["lm_head"]
-  return _softcap(x @ w.T, cfg.final_softcap)
+  return _softcap(x @ w.astype(jnp.float32).T, cfg.final_softcap)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -331,12 +337,17 @@ class GemmaLM(LanguageModelBase):
   """
 
   def __init__(self, config: GemmaConfig, params: Params, tokenizer: TextTokenizer, *,
-               max_length: int | None = None, source: str = ""):
+               max_length: int | None = None, source: str = "", dtype: str = "float32"):
+    """dtype: storage of the weight matrices, 'float32' or 'bfloat16' (half the memory; computation stays
+    float32, the weights are widened layer by layer)."""
+    if dtype not in DTYPES:
+      raise SpaeInputError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
     self.config = config
     self.tokenizer = tokenizer
     self.max_length = int(max_length or config.max_length)
     self.source = source
-    self.params = _prepare_params(config, params)
+    self.dtype = dtype
+    self.params = _prepare_params(config, params, DTYPES[dtype])
     self._cache: tuple[list[int], jax.Array, jax.Array] | None = None
 
   # ------------------------------------------------------------------ id-level API
@@ -474,7 +485,7 @@ def param_shapes(cfg: GemmaConfig) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def _prepare_params(cfg: GemmaConfig, params: Params) -> Params:
+def _prepare_params(cfg: GemmaConfig, params: Params, dtype: Any = jnp.float32) -> Params:
   """Validates canonical params against the config and adds the derived constants (RoPE, sliding flags)."""
   shapes = param_shapes(cfg)
   flat = {"embed": params.get("embed"), "final_norm": params.get("final_norm"), "lm_head": params.get("lm_head")}
@@ -487,11 +498,13 @@ def _prepare_params(cfg: GemmaConfig, params: Params) -> Params:
     if got != shape:
       raise SpaeInputError(f"tensor {name!r} has shape {got} but the config needs {shape}; the checkpoint does "
                            "not match its config.")
-  out: Params = {"embed": jnp.asarray(flat["embed"], jnp.float32),
-                 "final_norm": jnp.asarray(flat["final_norm"], jnp.float32),
-                 "layers": {k[7:]: jnp.asarray(flat[k], jnp.float32) for k in shapes if k.startswith("layers/")}}
+  def put(k: str) -> jax.Array:  # matrices in `dtype`, norm scales in float32
+    return jnp.asarray(flat[k], dtype if np.ndim(flat[k]) >= 2 + k.startswith("layers/") else jnp.float32)
+
+  out: Params = {"embed": put("embed"), "final_norm": put("final_norm"),
+                 "layers": {k[7:]: put(k) for k in shapes if k.startswith("layers/")}}
   if not cfg.tied_embeddings:
-    out["lm_head"] = jnp.asarray(flat["lm_head"], jnp.float32)
+    out["lm_head"] = put("lm_head")
   # The references cast sqrt(d) to the dtype they compute in (gemma: `.astype(x.dtype)`; transformers: the
   # hidden-state / weight dtype at run time). GemmaLM computes in float32, so the factor is float32 too.
   out["embed_scale"] = jnp.asarray(np.sqrt(cfg.embed_dim), jnp.float32)

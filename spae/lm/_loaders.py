@@ -200,10 +200,11 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: GemmaConfig, *, where
 
 
 def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int | None = None,
-            allow_extra_rows: bool = False) -> GemmaLM:
+            allow_extra_rows: bool = False, dtype: str = "float32") -> GemmaLM:
   """An HF-format folder (config.json + *.safetensors + tokenizer.model) as a `GemmaLM`.
 
-  The tokenizer is `tokenizer` (a path or TextTokenizer), else `tokenizer.model` in the folder or its parent."""
+  The tokenizer is `tokenizer` (a path or TextTokenizer), else `tokenizer.model` in the folder or its parent.
+  dtype: weight storage, 'float32', 'bfloat16', or 'auto' (bfloat16 when the checkpoint stores bfloat16)."""
   folder = Path(path)
   if not folder.is_dir():
     raise SpaeInputError(f"HF checkpoint folder {str(folder)!r} does not exist.")
@@ -214,10 +215,11 @@ def load_hf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int |
   except json.JSONDecodeError as e:
     raise SpaeInputError(f"{folder}/config.json is not valid JSON ({e}).") from e
   cfg = config_from_hf(hf, where=str(folder / "config.json"))
-  params = params_from_hf(open_tensors(folder, format="safetensors"), cfg)
+  tensors = open_tensors(folder, format="safetensors")
+  params = params_from_hf(tensors, cfg)
   tok = _tokenizer(tokenizer, [folder / "tokenizer.model", folder.parent / "tokenizer.model"], folder)
   _check_vocab(tok, cfg, allow_extra_rows, str(folder))
-  return GemmaLM(cfg, params, tok, max_length=max_length, source=f"hf:{folder}")
+  return GemmaLM(cfg, params, tok, max_length=max_length, source=f"hf:{folder}", dtype=_dtype(dtype, tensors))
 
 
 # ------------------------------------------------------------------------------------------------ orbax
@@ -334,12 +336,12 @@ def params_from_orbax(flat: Tensors, cfg: GemmaConfig, *, where: str = "") -> di
 
 def load_gemma(path: str | os.PathLike, *, tokenizer: Any = None, config: dict[str, Any] | None = None,
                variant: str | None = None, max_length: int | None = None,
-               allow_extra_rows: bool = False) -> GemmaLM:
+               allow_extra_rows: bool = False, dtype: str = "float32") -> GemmaLM:
   """An official Gemma 2/3 orbax checkpoint directory with its sentencepiece tokenizer.model.
 
   The tokenizer is `tokenizer` (a path or TextTokenizer), else `tokenizer.model` in the checkpoint directory or
   its parent. Non-shape hyperparameters: `config` overrides, then `spae_lm.json` in the directory, then
-  `variant` / the released size matched (see `PRESETS`).
+  `variant` / the released size matched (see `PRESETS`). dtype: as for `load_hf`.
   """
   folder = Path(path)
   if not folder.is_dir():
@@ -354,10 +356,18 @@ def load_gemma(path: str | os.PathLike, *, tokenizer: Any = None, config: dict[s
   params = params_from_orbax(flat, cfg, where=str(folder))
   tok = _tokenizer(tokenizer, [folder / "tokenizer.model", folder.parent / "tokenizer.model"], folder)
   _check_vocab(tok, cfg, allow_extra_rows, str(folder))
-  return GemmaLM(cfg, params, tok, max_length=max_length, source=f"gemma:{folder}")
+  return GemmaLM(cfg, params, tok, max_length=max_length, source=f"gemma:{folder}", dtype=_dtype(dtype, flat))
 
 
 # ------------------------------------------------------------------------------------------------ shared
+def _dtype(dtype: str, tensors: Tensors) -> str:
+  """'auto' -> 'bfloat16' when the checkpoint's embedding table is stored as bfloat16, else 'float32'."""
+  if dtype != "auto":
+    return dtype
+  emb = [k for k in tensors if k.endswith(("embed_tokens.weight", "embedder/input_embedding"))]
+  return "bfloat16" if emb and tensors.stored_dtype(emb[0]) == "bfloat16" else "float32"
+
+
 def _tokenizer(tokenizer: Any, candidates: list[Path], folder: Path) -> Any:
   if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
     return tokenizer

@@ -17,6 +17,7 @@ import numpy as np
 from spae._io import SpaeInputError, atomic_dir
 from spae.lm._base import LogitsModel
 from spae.lm._gemma import GemmaConfig
+from spae.lm._gguf_write import WRITABLE_TYPES, write_gguf  # noqa: F401  (re-exported for tests)
 from spae.lm._loaders import family_defaults, gemma_layer_types
 
 KINDS = ("gemma2", "gemma3", "llama")
@@ -208,22 +209,29 @@ def write_orbax(folder: str | os.PathLike, cfg: GemmaConfig, tensors: dict[str, 
 
 
 def make_tiny_lm(directory: str | os.PathLike, kind: str = "gemma2", layout: str = "hf", *,
-                 vocab_size: int = 320, seed: int = 0, **config_overrides: Any) -> str:
+                 vocab_size: int = 320, seed: int = 0, qtype: str = "F32", **config_overrides: Any) -> str:
   """Builds a tiny random `kind` model with its tokenizer under `directory`; returns its `spae.lm.load` spec.
 
   layout 'hf' -> 'hf:DIR' (config.json + model.safetensors + tokenizer.model); 'orbax' -> 'gemma:DIR'
-  (the Gemma orbax tree + spae_lm.json + tokenizer.model). Same seed, same weights and tokenizer.
+  (the Gemma orbax tree + spae_lm.json + tokenizer.model); 'gguf' -> 'gguf:DIR/model.gguf' (weights in
+  `qtype`, the tokenizer in its metadata; Gemma 3 then follows llama.cpp's fixed 5 sliding : 1 global pattern).
+  Same seed, same weights and tokenizer.
   """
-  if layout not in ("hf", "orbax"):
-    raise SpaeInputError(f"layout must be 'hf' or 'orbax', got {layout!r}.")
+  if layout not in ("hf", "orbax", "gguf"):
+    raise SpaeInputError(f"layout must be 'hf', 'orbax' or 'gguf', got {layout!r}.")
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   cfg = tiny_config(kind, vocab_size, **config_overrides)
   tensors = random_hf_tensors(cfg, seed)
+  if layout == "gguf":
+    # llama.cpp's "llama" vocabulary runs score-ordered BPE merges: a sentencepiece BPE model is what a GGUF
+    # file can carry faithfully (a unigram model would tokenize differently).
+    model = train_sentencepiece(directory, vocab_size, seed=seed, model_type="bpe")
+    return f"gguf:{write_gguf(directory / 'model.gguf', cfg, tensors, qtype=qtype, tokenizer_model=model)}"
   if layout == "hf":
     write_hf(directory, cfg, tensors)
   else:
-    write_orbax(directory, cfg, tensors)
+    write_orbax(directory, cfg, tensors)  # replaces the folder: the tokenizer comes after
   train_sentencepiece(directory, vocab_size, seed=seed)
   return f"{'hf' if layout == 'hf' else 'gemma'}:{directory}"
 

@@ -50,6 +50,11 @@ class PromptTemplate:
     return self.example[:self._cut]
 
   @property
+  def example_start(self) -> str:
+    """The example text before the image tokens (e.g. "Input:"): what follows every answer in a prompt."""
+    return self.query.split("{tokens}", 1)[0].rstrip(" ")
+
+  @property
   def query_tail(self) -> str:
     """The query text after the image tokens (e.g. " Output:"): what precedes every answer."""
     return self.query.split("{tokens}", 1)[1]

@@ -166,9 +166,10 @@ def score_candidates(lm: LanguageModel, prefix: Sequence[int], candidates: Seque
 class LabelIds:
   """An episode's labels as LM ids, each exactly as it reads after the query and inside the support examples.
 
-  `scored[k]`: the answer for label k (" dax\n": the label and the text that ends it), encoded after the query's
-  text; support examples splice these same ids, and score mode ranks them. `candidates[k]`: its first ids, up to
-  the end of the label (generate mode writes these, then a `stop` id).
+  `answers[k]`: the answer for label k (" dax\n": the label and the text that ends it) with the ids it has
+  between the query's text and the next example's (a tokenizer may split trailing whitespace by what follows);
+  support examples splice these ids and score mode ranks them. `candidates[k]`: its first ids, up to the end of
+  the label (generate mode writes these, then a `stop` id).
   """
 
   labels: tuple[str, ...]
@@ -179,15 +180,21 @@ class LabelIds:
   @classmethod
   def of(cls, tmap: TokenMap, labels: Sequence[str], template: PromptTemplate) -> "LabelIds":
     context = template.query_tail or "x"  # what precedes every answer ("x" stands for an image token)
+    follow = template.example_start or "x"  # what follows it
     answers, cands, stop = [], [], set()
     for label in labels:
-      full = tuple(tmap.encode_after(context, template.answer(label)))
+      text = template.answer(label)
+      joint, after = tmap.encode_after(context, text + follow), tmap.encode_after(context + text, follow)
+      if after and len(joint) > len(after) and joint[len(joint) - len(after):] == after:
+        full = tuple(joint[:len(joint) - len(after)])
+      else:
+        full = tuple(tmap.encode_after(context, text))
       head = tuple(tmap.encode_after(context, template.label_text(label)))
       if not head:
         raise SpaeInputError(f"label {label!r} encodes to no tokens with this LM tokenizer; use a non-empty name.")
       if full[:len(head)] != head:  # the label merges with what ends it: the whole answer is the candidate
         head = full
-      answers.append(Answer(template.answer(label), full))
+      answers.append(Answer(text, full))
       cands.append(head)
       if len(full) > len(head):
         stop.add(full[len(head)])
