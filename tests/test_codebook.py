@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import spae
-from spae._codebook import Codebook, CodebookConfig, unit_rows
+from spae._codebook import Codebook, CodebookConfig, unit_rows  # noqa: F401
 
 
 def _tok(mode: str, dim: int = 8) -> spae.Tokenizer:
