@@ -62,8 +62,10 @@ def main(argv=None) -> int:
   cfg = T.load_config(a.config)
   vocab = _vocabulary(a.vocab, 32 if a.smoke else 384, 256 if a.smoke else 8192, smoke=a.smoke)
   size = cfg.tokenizer.image_size
-  cfg = dataclasses.replace(cfg, data=f"shapes-memory:{max(cfg.batch_size * 2, 32)}@{size}", semantic_weight=0.0,
-                            image_every=0, checkpoint_every=10**9, num_data_threads=0)
+  cfg = dataclasses.replace(cfg, data=f"shapes-memory:{max(cfg.batch_size * 2, 32)}@{size}", num_data_threads=0,
+                            semantic=dataclasses.replace(cfg.semantic, weight=0.0),
+                            logging=dataclasses.replace(cfg.logging, image_every=0),
+                            checkpoints=dataclasses.replace(cfg.checkpoints, every=10**9))
   rows = []
   with tempfile.TemporaryDirectory() as wd:
     tr = T.Trainer(cfg, wd, vocabulary=vocab)

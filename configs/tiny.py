@@ -4,7 +4,8 @@
 """
 
 from spae import AutoencoderConfig, PyramidSpec, TokenizerConfig
-from spae.train import DiscriminatorConfig, TrainConfig
+from spae.train import (CheckpointConfig, DiscriminatorConfig, GANConfig, LoggingConfig, LossConfig, OptimConfig,
+                        SemanticConfig, TrainConfig)
 
 
 def get_config() -> TrainConfig:
@@ -18,18 +19,12 @@ def get_config() -> TrainConfig:
       data="shapes-memory:64@32",
       batch_size=8,
       steps=6,
-      lr=1e-3,
-      d_lr=1e-3,
-      warmup_steps=2,
-      perceptual_weight=0.0,
-      disc_start=3,
-      discriminator=DiscriminatorConfig(channels=8, channel_multipliers=(2, 2), blur=True),
-      lecam_weight=0.1,
-      semantic_layers=2,
-      semantic_schedule="constant",
-      log_every=1,
-      image_every=3,
-      checkpoint_every=2,
-      keep_checkpoints=2,
       num_data_threads=0,
+      optim=OptimConfig(lr=1e-3, d_lr=1e-3, warmup_steps=2),
+      loss=LossConfig(perceptual_weight=0.0),
+      gan=GANConfig(disc_start=3, lecam_weight=0.1,
+                    discriminator=DiscriminatorConfig(channels=8, channel_multipliers=(2, 2), blur=True)),
+      semantic=SemanticConfig(layers=2, schedule="constant"),
+      logging=LoggingConfig(every=1, image_every=3),
+      checkpoints=CheckpointConfig(every=2, keep=2),
   )

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import dataclasses, sys, jax, numpy as np
 from spae import train as T
-cfg = T.load_config(sys.argv[1], ["steps=2", "disc_start=0", "crop=\"center\"", "flip=false", "image_every=0",
-                                  "checkpoint_every=1000", "num_data_threads=0"])
+cfg = T.load_config(sys.argv[1], ["steps=2", "gan.disc_start=0", "crop=\"center\"", "flip=false",
+                                  "logging.image_every=0", "checkpoints.every=1000", "num_data_threads=0"])
 tr = T.Trainer(cfg, sys.argv[2])
 assert jax.device_count() == int(sys.argv[4]), jax.device_count()
 for _ in range(2):

@@ -19,7 +19,7 @@ def test_default_tokenizer_tool_is_bit_for_bit_reproducible(tmp_path):
   digests = []
   for run in ("a", "b"):
     assert tool.main(["--smoke", "--workdir", str(tmp_path / f"w{run}"), "--out", str(tmp_path / f"t{run}"),
-                      "--set", "image_every=0", "--set", "semantic_weight=0", "--set", "disc_start=100",
+                      "--set", "logging.image_every=0", "--set", "semantic.weight=0", "--set", "gan.disc_start=100",
                       "--set", "steps=3"]) == 0
     rec = json.loads((tmp_path / f"t{run}" / "training.json").read_text())
     digests.append(rec["params_sha256"])

@@ -1,6 +1,5 @@
 """The trainer: really trains the tiny config, resumes exactly, guards NaNs, survives SIGKILL."""
 
-import dataclasses
 import json
 import os
 import signal
@@ -89,8 +88,9 @@ def test_resume_equals_uninterrupted(trained, tiny_cfg, tmp_path):
 
 
 def test_loss_decreases(tiny_cfg, tmp_path):
-  cfg = dataclasses.replace(tiny_cfg, steps=40, disc_start=10**9, lecam_weight=0.0, semantic_weight=0.0,
-                            image_every=0, checkpoint_every=1000, log_every=1, lr=3e-3, warmup_steps=1)
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", [
+      "steps=40", "gan.disc_start=1000000000", "gan.lecam_weight=0", "semantic.weight=0", "logging.image_every=0",
+      "checkpoints.every=1000", "logging.every=1", "optim.lr=3e-3", "optim.warmup_steps=1"])
   tr = T.Trainer(cfg, tmp_path)
   tr.run(progress=False)
   l2 = [json.loads(l)["l2"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -98,7 +98,8 @@ def test_loss_decreases(tiny_cfg, tmp_path):
 
 
 def test_nan_guard_skips_update_and_stops(tiny_cfg, tmp_path):
-  cfg = dataclasses.replace(tiny_cfg, max_consecutive_nan=2, semantic_weight=0.0, disc_start=10**9, image_every=0)
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["max_consecutive_nan=2", "semantic.weight=0",
+                                                      "gan.disc_start=1000000000", "logging.image_every=0"])
   tr = T.Trainer(cfg, tmp_path)
   before = jax.device_get(tr.state["g_params"])
   bad = np.full((8, 32, 32, 3), np.nan, np.float32)
@@ -135,9 +136,9 @@ def test_half_written_checkpoint_is_ignored(trained, tiny_cfg, tmp_path):
 def test_sigkill_mid_training_resumes(tmp_path):
   wd = tmp_path / "wd"
   cmd = [sys.executable, "-m", "spae.cli", "train", "--config", str(ROOT / "configs" / "tiny.py"),
-         "--workdir", str(wd), "--no-progress", "--set", "steps=400", "--set", "checkpoint_every=2",
-         "--set", "image_every=0", "--set", "disc_start=100000", "--set", "semantic_weight=0",
-         "--set", "async_checkpoints=false"]
+         "--workdir", str(wd), "--no-progress", "--set", "steps=400", "--set", "checkpoints.every=2",
+         "--set", "logging.image_every=0", "--set", "gan.disc_start=100000", "--set", "semantic.weight=0",
+         "--set", "checkpoints.async_save=false"]
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
   try:
     deadline = time.time() + 240
@@ -152,21 +153,23 @@ def test_sigkill_mid_training_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
   logged = [json.loads(l)["step"] for l in (wd / "metrics.jsonl").read_text().splitlines() if l.strip()]
-  cfg = dataclasses.replace(T.load_config(ROOT / "configs" / "tiny.py"), steps=400, checkpoint_every=2,
-                            disc_start=100000, semantic_weight=0.0, async_checkpoints=False)
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["steps=400", "checkpoints.every=2", "gan.disc_start=100000",
+                                                      "semantic.weight=0", "checkpoints.async_save=false"])
   tr = T.Trainer(cfg, wd)
   resumed = tr.restore_latest()
-  assert resumed is not None and max(logged) - resumed <= cfg.checkpoint_every  # lost at most one interval
+  assert resumed is not None and max(logged) - resumed <= cfg.checkpoints.every  # lost at most one interval
   assert int(tr.state["step"]) == resumed
   m = tr.train_step(next(tr.data)["image"])
   assert np.isfinite(m["g_loss"])
 
 
 def test_config_overrides_and_errors(tmp_path):
-  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["steps=3", "tokenizer.image_size=64", "lr=1"])
-  assert cfg.steps == 3 and cfg.tokenizer.image_size == 64 and cfg.lr == 1.0
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["steps=3", "tokenizer.image_size=64", "optim.lr=1"])
+  assert cfg.steps == 3 and cfg.tokenizer.image_size == 64 and cfg.optim.lr == 1.0
   with pytest.raises(spae.SpaeInputError, match="unknown config field 'nope'"):
     T.load_config(ROOT / "configs" / "tiny.py", ["nope=1"])
+  with pytest.raises(spae.SpaeInputError, match="it is now 'optim.lr'"):  # the flat names before the groups
+    T.load_config(ROOT / "configs" / "tiny.py", ["lr=1"])
   with pytest.raises(spae.SpaeInputError, match="does not exist"):
     T.load_config(tmp_path / "missing.py")
   with pytest.raises(spae.SpaeInputError, match="needs a vocabulary"):

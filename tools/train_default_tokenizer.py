@@ -61,7 +61,7 @@ def main(argv=None) -> int:
   record = {"config": Path(config).name, "overrides": a.overrides, "seed": cfg.seed, "steps": cfg.steps,
             "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
             "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
-            "teacher": cfg.teacher, "vocabulary_shared_with_assets": shared}
+            "teacher": cfg.semantic.teacher, "vocabulary_shared_with_assets": shared}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": digest}))
   return 0

@@ -12,13 +12,15 @@ ablation quantizer) are exported here rather than from `spae`.
 from spae._nets import Discriminator, DiscriminatorConfig
 from spae._pyramid import rq_quantize
 from spae.train._cli import add_args, run_cli
-from spae.train._config import TrainConfig, apply_override, load_config
+from spae.train._config import (CheckpointConfig, GANConfig, LoggingConfig, LossConfig, OptimConfig, SemanticConfig,
+                                TrainConfig, apply_override, load_config)
 from spae.train._inputs import build_vocabulary, open_data
 from spae.train._step import Models, init_state, make_optimizers, make_train_step, semantic_targets
 from spae.train._trainer import NonFiniteLossError, Trainer, train
 
 __all__ = [
-    "Discriminator", "DiscriminatorConfig", "Models", "NonFiniteLossError", "TrainConfig", "Trainer", "add_args",
+    "CheckpointConfig", "Discriminator", "DiscriminatorConfig", "GANConfig", "LoggingConfig", "LossConfig", "Models",
+    "NonFiniteLossError", "OptimConfig", "SemanticConfig", "TrainConfig", "Trainer", "add_args",
     "apply_override", "build_vocabulary", "init_state", "load_config", "make_optimizers", "make_train_step",
     "open_data", "rq_quantize", "run_cli", "semantic_targets", "train",
 ]

@@ -23,15 +23,16 @@ from spae.train._config import TrainConfig
 
 
 def _schedule(cfg: TrainConfig, lr: float) -> optax.Schedule:
-  warm = max(1, min(cfg.warmup_steps, cfg.steps))
-  return optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(cfg.steps, warm + 1), lr * cfg.final_lr_ratio)
+  warm = max(1, min(cfg.optim.warmup_steps, cfg.steps))
+  return optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(cfg.steps, warm + 1), lr * cfg.optim.final_lr_ratio)
 
 
 def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
   def tx(lr):
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                       optax.adamw(_schedule(cfg, lr), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
-  return tx(cfg.lr), tx(cfg.d_lr)
+    o = cfg.optim
+    return optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                       optax.adamw(_schedule(cfg, lr), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  return tx(cfg.optim.lr), tx(cfg.optim.d_lr)
 
 
 class Models:
@@ -45,7 +46,7 @@ class Models:
     self.tokenizer_config = tcfg
     rngs = nnx.Rngs(cfg.seed)
     ae = Autoencoder(tcfg.autoencoder, rngs=rngs)
-    disc = Discriminator(cfg.discriminator, tcfg.image_size, rngs=rngs)
+    disc = Discriminator(cfg.gan.discriminator, tcfg.image_size, rngs=rngs)
     self.g_def, g_state = nnx.split(ae)
     self.d_def, d_state = nnx.split(disc)
     self.g_init = g_state.to_pure_dict()
@@ -97,7 +98,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   g_tx, d_tx = make_optimizers(cfg)
   spec = models.tokenizer_config.pyramid
   chunk = models.tokenizer_config.vocab_chunk
-  n_sem = min(cfg.semantic_layers, spec.num_layers)
+  n_sem = min(cfg.semantic.layers, spec.num_layers)
 
   def forward(g_params, d_params, state, images, codebook, extras, rng):
     ae = models.autoencoder(g_params)
@@ -106,7 +107,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     z = ae.encoder(x)
     ids, recons = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
     terms: dict[str, jax.Array] = {}
-    if cfg.progressive:
+    if cfg.loss.progressive:
       r_pre, prefix = L.pick_prefix_recon(rng, recons)
       zq = straight_through(jnp.concatenate([z, z]), jnp.concatenate([recons[-1], r_pre]))
       target = jnp.concatenate([x, x])
@@ -122,21 +123,21 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       if weight:
         g_loss = g_loss + weight * value
 
-    add("l2", cfg.l2_weight, L.l2_loss(y, target))
-    if cfg.l1_weight:
-      add("l1", cfg.l1_weight, L.l1_loss(y, target))
-    if perceptual is not None and cfg.perceptual_weight:
-      add("perceptual", cfg.perceptual_weight,
+    add("l2", cfg.loss.l2_weight, L.l2_loss(y, target))
+    if cfg.loss.l1_weight:
+      add("l1", cfg.loss.l1_weight, L.l1_loss(y, target))
+    if perceptual is not None and cfg.loss.perceptual_weight:
+      add("perceptual", cfg.loss.perceptual_weight,
           perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
-    add("commitment", cfg.commitment_weight, L.commitment_loss(z, recons))
+    add("commitment", cfg.loss.commitment_weight, L.commitment_loss(z, recons))
     if semantic:
-      w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic_weight, cfg.semantic_decay,
-                                   schedule=cfg.semantic_schedule, warmup_steps=cfg.semantic_warmup,
-                                   total_steps=max(cfg.steps, cfg.semantic_warmup + 1),
-                                   final_ratio=cfg.semantic_final_ratio)
+      w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic.weight, cfg.semantic.decay,
+                                   schedule=cfg.semantic.schedule, warmup_steps=cfg.semantic.warmup,
+                                   total_steps=max(cfg.steps, cfg.semantic.warmup + 1),
+                                   final_ratio=cfg.semantic.final_ratio)
       sem = jnp.zeros((), jnp.float32)
       for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample), start=1):
-        v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic_tau,
+        v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk)
         terms[f"semantic_l{l}"] = v
         sem = sem + w[l - 1] * v
@@ -148,16 +149,16 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       disc = models.discriminator(d_params)
       fake_logits = disc(y[:b])
       r1, real_logits = L.r1_penalty(lambda im: models.discriminator(d_params)(im), x)
-      add("g_adversarial", cfg.adversarial_weight, L.g_loss_nonsaturating(fake_logits))
+      add("g_adversarial", cfg.gan.adversarial_weight, L.g_loss_nonsaturating(fake_logits))
       d_adv = L.d_loss_nonsaturating(real_logits, fake_logits)
-      d_loss = d_adv + cfg.r1_gamma * r1
+      d_loss = d_adv + cfg.gan.r1_gamma * r1
       terms.update(d_adversarial=d_adv, r1=r1, logits_real=jnp.mean(real_logits), logits_fake=jnp.mean(fake_logits))
-      if cfg.lecam_weight:
+      if cfg.gan.lecam_weight:
         lc = L.lecam_loss(real_logits, fake_logits, state["lecam"]["real"], state["lecam"]["fake"])
         terms["lecam"] = lc
-        d_loss = d_loss + cfg.lecam_weight * lc
-        lecam_new = {"real": L.update_lecam_ema(state["lecam"]["real"], real_logits, cfg.lecam_decay),
-                     "fake": L.update_lecam_ema(state["lecam"]["fake"], fake_logits, cfg.lecam_decay)}
+        d_loss = d_loss + cfg.gan.lecam_weight * lc
+        lecam_new = {"real": L.update_lecam_ema(state["lecam"]["real"], real_logits, cfg.gan.lecam_decay),
+                     "fake": L.update_lecam_ema(state["lecam"]["fake"], fake_logits, cfg.gan.lecam_decay)}
       terms["d_loss"] = d_loss
     terms["g_loss"] = g_loss
     aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
@@ -179,7 +180,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       d_params = optax.apply_updates(state["d_params"], d_updates)
     else:
       d_params, d_opt = state["d_params"], state["d_opt"]
-    ema = jax.tree.map(lambda e, p: cfg.ema_decay * e + (1.0 - cfg.ema_decay) * p, state["ema_params"], g_params)
+    decay = cfg.optim.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
     # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
     keep = lambda new_v, old_v: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_v, old_v)
     new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),

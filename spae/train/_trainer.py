@@ -68,15 +68,15 @@ class Trainer:
     # Optional terms
     from spae.perceptual import make_perceptual_loss
 
-    self.perceptual = make_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight else None
+    self.perceptual = make_perceptual_loss(cfg.loss.perceptual_weights) if cfg.loss.perceptual_weight else None
     self.teacher_fn = None
-    if teacher is None and cfg.teacher and cfg.semantic_weight:
+    if teacher is None and cfg.semantic.teacher and cfg.semantic.weight:
       from spae import teachers
 
-      teacher = teachers.load("lit:default" if cfg.teacher == "default" else cfg.teacher)
-    if teacher is not None and cfg.semantic_weight:
-      k = min(cfg.teacher_top_k, len(self.vocab))
-      dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.teacher_temperature)
+      teacher = teachers.load("lit:default" if cfg.semantic.teacher == "default" else cfg.semantic.teacher)
+    if teacher is not None and cfg.semantic.weight:
+      k = min(cfg.semantic.teacher_top_k, len(self.vocab))
+      dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.semantic.teacher_temperature)
       if hasattr(teacher, "relevance_fn"):
         # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
         self.teacher_fn = teacher.relevance_fn(self.vocab)
@@ -84,12 +84,12 @@ class Trainer:
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
         self.teacher_fn = teacher
         self._teacher_jit = jax.jit(lambda fn, im: dist(teacher, im), static_argnums=0)
-    elif cfg.semantic_weight:
+    elif cfg.semantic.weight:
       log.warning("no teacher given: the semantic loss is off.")
     self._steps: dict[bool, Callable] = {}
     self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
-    self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.keep_checkpoints,
-                                   async_save=cfg.async_checkpoints)
+    self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.checkpoints.keep,
+                                   async_save=cfg.checkpoints.async_save)
     self._preview: Tokenizer | None = None
 
   # ---------------------------------------------------------------- pieces
@@ -116,7 +116,7 @@ class Trainer:
     """One optimisation step on a host-local batch; returns the metrics as floats."""
     step = int(self.state["step"])
     x = self.global_batch(np.asarray(images, np.float32))
-    use_gan = bool(self.cfg.adversarial_weight) and step >= self.cfg.disc_start
+    use_gan = bool(self.cfg.gan.adversarial_weight) and step >= self.cfg.gan.disc_start
     self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.codebook, self.extras_for(x))
     self._last_ids = ids
     return {k: float(v) for k, v in metrics.items()}
@@ -145,7 +145,7 @@ class Trainer:
   def export(self, directory: str | os.PathLike | None = None) -> Path:
     directory = Path(directory) if directory else self.workdir / "tokenizer"
     if jax.process_index() == 0:
-      self.tokenizer(ema=self.cfg.ema_decay > 0).save(directory)
+      self.tokenizer(ema=self.cfg.optim.ema_decay > 0).save(directory)
     return directory
 
   # ---------------------------------------------------------------- loop
@@ -168,7 +168,7 @@ class Trainer:
 
       writer = SummaryWriter(str(self.workdir / "tb"))
       write_json_atomic(self.workdir / "config.json", cfg.to_dict())
-    usage = M.UsageWindow(self.models.tokenizer_config.pyramid.num_layers, len(self.vocab), cfg.usage_window)
+    usage = M.UsageWindow(self.models.tokenizer_config.pyramid.num_layers, len(self.vocab), cfg.logging.usage_window)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True)
     last: dict[str, float] = {}
     t0, n_imgs, ran = time.perf_counter(), 0, 0
@@ -186,10 +186,10 @@ class Trainer:
               f"{int(nan['consecutive'])} consecutive non-finite losses ending at step {int(self.state['step'])} "
               f"({int(nan['total'])} in total); updates were skipped. Lower the learning rate or check the data.")
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if done % cfg.logging.every == 0 or done == cfg.steps:
           dt = time.perf_counter() - t0
           last = {"step": done, **metrics, "images_per_s": n_imgs / max(dt, 1e-9),
-                  "nan_total": int(nan["total"]), "lr": float(_schedule(cfg, cfg.lr)(done)),
+                  "nan_total": int(nan["total"]), "lr": float(_schedule(cfg, cfg.optim.lr)(done)),
                   **dict(usage.metrics(prefix="")), "data_skipped": self.data.num_skipped}
           t0, n_imgs = time.perf_counter(), 0
           if is_main:
@@ -199,9 +199,9 @@ class Trainer:
               if isinstance(v, (int, float)) and k != "step":
                 writer.add_scalar(k, v, done)
           bar.set_postfix({k: f"{last[k]:.3g}" for k in ("g_loss", "l2", "images_per_s") if k in last})
-        if is_main and cfg.image_every and (done % cfg.image_every == 0 or done == cfg.steps):
+        if is_main and cfg.logging.image_every and (done % cfg.logging.image_every == 0 or done == cfg.steps):
           self.write_image_grid(batch["image"][:4], done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if done % cfg.checkpoints.every == 0 or done == cfg.steps:
           self.save_checkpoint()
         bar.update(1)
         if stop_after is not None and ran >= stop_after:
