@@ -232,3 +232,9 @@ def straight_through(z: Array, recon: Array) -> Array:
 def commitment_loss(z: Array, recons: Sequence[Array]) -> Array:
   """mean_l mean ||z − sg(r_l)||²: pulls the encoder output toward its own quantized averages."""
   return jnp.mean(jnp.stack([jnp.mean(jnp.square(z - jax.lax.stop_gradient(r))) for r in recons]))
+
+
+def codebook_loss(z: Array, recons: Sequence[Array]) -> Array:
+  """mean_l mean ||sg(z) − r_l||²: VQ-VAE's codebook term, pulling trainable codes toward the encoder output."""
+  z = jax.lax.stop_gradient(z)
+  return jnp.mean(jnp.stack([jnp.mean(jnp.square(z - r)) for r in recons]))

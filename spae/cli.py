@@ -220,6 +220,10 @@ register("fewshot", "N-way K-shot classification by prompting a frozen LLM with 
 register("generate", "progressive in-context image generation with a frozen LLM "
          "(denoise/inpaint/outpaint/deblur/shift/class)", *_lazy("spae.prompting.generate", "add_generate_args",
                                                                   "run_generate"))
+register("caption", "in-context captioning of held-out scenes by a frozen LLM, against the oracle and a baseline",
+         *_lazy("spae.prompting.caption", "add_caption_args", "run_caption"))
+register("vqa", "in-context questions about held-out scenes (colour, shape, size, count, position) for a frozen LLM",
+         *_lazy("spae.prompting.vqa", "add_vqa_args", "run_vqa"))
 
 
 # ------------------------------------------------------------------------------------ main

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from spae._io import SpaeInputError
-from spae._pyramid import commitment_loss, neg_dist_logsumexp, straight_through
+from spae._pyramid import codebook_loss, commitment_loss, neg_dist_logsumexp, straight_through
 
 Array = jax.Array
 
@@ -25,7 +25,7 @@ __all__ = [
     "l2_loss", "l1_loss",
     "d_loss_nonsaturating", "g_loss_nonsaturating", "r1_penalty", "lecam_loss", "update_lecam_ema",
     "teacher_distribution", "semantic_loss", "semantic_loss_dense", "semantic_layer_weights",
-    "commitment_loss", "straight_through",
+    "codebook_loss", "commitment_loss", "straight_through",
     "sample_prefix", "pick_prefix_recon",
 ]
 

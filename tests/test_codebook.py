@@ -1,6 +1,7 @@
 """Codebook scoring: the frozen table stays frozen and the ids stay words, whatever the codes are."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import pytest
 from flax import nnx
 
 import spae
-from spae._codebook import Codebook, CodebookConfig, unit_rows
+from spae._codebook import Codebook, CodebookConfig, unit_rows  # noqa: F401
 
 
 def _tok(mode: str, dim: int = 8) -> spae.Tokenizer:
@@ -85,3 +86,37 @@ def test_saq_reconstruction_is_differentiable_in_the_codes_only():
   unused = np.setdiff1d(np.arange(30), used)
   assert np.all(np.asarray(g_codes)[unused] == 0)
   assert float(jnp.abs(g_z).sum()) == 0.0
+
+
+def test_trainer_learns_the_projection_and_exports_it(tmp_path):
+  """Two real steps of the tiny config with projected codes: W moves, the table does not, the bundle round-trips."""
+  from pathlib import Path
+
+  from spae import train as T
+
+  cfg = T.load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+  tok_cfg = dataclasses.replace(cfg.tokenizer, codebook=CodebookConfig("projected", 8))
+  cfg = dataclasses.replace(cfg, tokenizer=tok_cfg, steps=2,
+                            gan=dataclasses.replace(cfg.gan, disc_start=10**9),
+                            semantic=dataclasses.replace(cfg.semantic, weight=0.0),
+                            logging=dataclasses.replace(cfg.logging, every=1, image_every=0),
+                            checkpoints=dataclasses.replace(cfg.checkpoints, every=1000))
+  tr = T.Trainer(cfg, tmp_path)
+  w0 = np.asarray(tr.state["g_params"]["codebook"]["weight"])
+  table0 = np.asarray(tr.vocab.embeddings).copy()
+  tr.run(progress=False)
+  assert not np.allclose(np.asarray(tr.state["g_params"]["codebook"]["weight"]), w0)
+  np.testing.assert_array_equal(np.asarray(tr.vocab.embeddings), table0)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert all("codebook" in r and np.isfinite(r["codebook"]) for r in rows)
+  tok = spae.Tokenizer.load(tr.export())
+  assert tok.config.codebook.mode == "projected" and tok.codebook.shape == (len(tok.vocabulary), 8)
+
+
+def test_filter_word_initial_lowercase_and_max_size_keeps_table_order():
+  pieces = ["<pad>", "▁the", "ing", "▁Paris", "▁cat", "Ġdog", "▁a", "▁über", "▁red", "▁blue"]
+  v = spae.Vocabulary.from_arrays(pieces, np.eye(len(pieces), dtype=np.float32))
+  out = v.filter(word_initial=True, lowercase_only=True, alphabetic_only=True, ascii_only=True, min_length=3)
+  assert out.pieces == ["▁the", "▁cat", "Ġdog", "▁red", "▁blue"]
+  assert list(out.llm_ids) == [1, 4, 5, 8, 9]
+  assert v.filter(word_initial=True, lowercase_only=True, min_length=3, max_size=2).pieces == ["▁the", "▁cat"]

@@ -38,14 +38,15 @@ def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opt
 class Models:
   """Graph definitions of the generator (autoencoder) and discriminator; parameters live in the state."""
 
-  def __init__(self, cfg: TrainConfig, vocab_dim: int):
+  def __init__(self, cfg: TrainConfig, vocab_shape: tuple[int, int]):
     tcfg = cfg.tokenizer
-    if tcfg.autoencoder.latent_dim != vocab_dim:
-      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=vocab_dim))
-    tcfg.validate(vocab_dim)
+    code_dim = tcfg.codebook.latent_dim(vocab_shape[1])
+    if tcfg.autoencoder.latent_dim != code_dim:
+      tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=code_dim))
+    tcfg.validate(vocab_shape[1])
     self.tokenizer_config = tcfg
     rngs = nnx.Rngs(cfg.seed)
-    ae = Autoencoder(tcfg.autoencoder, rngs=rngs)
+    ae = tcfg.make_autoencoder(vocab_shape, rngs)
     disc = Discriminator(cfg.gan.discriminator, tcfg.image_size, rngs=rngs)
     self.g_def, g_state = nnx.split(ae)
     self.d_def, d_state = nnx.split(disc)
@@ -100,11 +101,13 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   chunk = models.tokenizer_config.vocab_chunk
   n_sem = min(cfg.semantic.layers, spec.num_layers)
 
-  def forward(g_params, d_params, state, images, codebook, extras, rng):
+  def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
     x = images * 2.0 - 1.0
     b = x.shape[0]
     z = ae.encoder(x)
+    # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
+    codebook = ae.codes(table)
     ids, recons = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
     terms: dict[str, jax.Array] = {}
     if cfg.loss.progressive:
@@ -130,6 +133,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       add("perceptual", cfg.loss.perceptual_weight,
           perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
     add("commitment", cfg.loss.commitment_weight, L.commitment_loss(z, recons))
+    if models.tokenizer_config.codebook.trainable:
+      # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
+      add("codebook", 1.0, L.codebook_loss(z, recons))
     if semantic:
       w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic.weight, cfg.semantic.decay,
                                    schedule=cfg.semantic.schedule, warmup_steps=cfg.semantic.warmup,

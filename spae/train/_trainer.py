@@ -49,7 +49,7 @@ class Trainer:
     self.workdir = Path(workdir).expanduser()
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.vocab = vocabulary if vocabulary is not None else build_vocabulary(cfg.vocab)
-    self.models = Models(cfg, self.vocab.dim)
+    self.models = Models(cfg, self.vocab.embeddings.shape)
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
