@@ -5,6 +5,7 @@ Quantization), `Tokenizer` / `TokenPyramid`. Subpackages: `spae.data`, `spae.los
 `spae.perceptual`, `spae.train`, `spae.lm`, `spae.teachers`, `spae.prompting`, `spae.assets`.
 """
 
+from spae._codebook import CodebookConfig
 from spae._images import load_image, save_image
 from spae._io import SpaeInputError
 from spae._nets import AutoencoderConfig, Decoder, Encoder

@@ -67,15 +67,16 @@ def load_vocab(directory: Path) -> Vocabulary:
   ref = read_json(path, "vocabulary reference", _FIX)
   if not isinstance(ref, dict) or not isinstance(ref.get("fingerprint"), str):
     raise SpaeInputError(f"{path} must be an object {{'builtin': 'default', 'fingerprint': ...}}; {_FIX}")
-  if ref.get("builtin") != "default":
-    raise SpaeInputError(f"{path} names an unknown vocabulary {str(ref.get('builtin'))[:40]!r}; "
-                         "only the shipped 'default' one can be referenced.")
   from spae import assets
 
-  vocab = assets.default_vocabulary()
+  name = ref.get("builtin")
+  if not isinstance(name, str) or name not in assets._BUILTIN:
+    raise SpaeInputError(f"{path} names an unknown vocabulary {str(name)[:40]!r}; "
+                         f"a bundle can reference only {', '.join(assets._BUILTIN)}.")
+  vocab = assets.builtin_vocabulary(name)
   if vocab.fingerprint() != ref["fingerprint"]:
-    raise SpaeInputError(f"{directory} was trained on a default vocabulary with fingerprint {ref['fingerprint'][:20]}, "
-                         f"but this spae ships {vocab.fingerprint()}; use the matching spae version.")
+    raise SpaeInputError(f"{directory} was trained on the {name!r} vocabulary with fingerprint {ref['fingerprint'][:20]}, "
+                         f"but this installation gives {vocab.fingerprint()}; use the matching spae version.")
   return vocab
 
 

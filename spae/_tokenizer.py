@@ -300,16 +300,17 @@ class Tokenizer:
     return cls(config, vocab, model)
 
 
-def share_default_vocabulary(directory: str | os.PathLike) -> bool:
-  """Replaces a bundle's vocab/ copy by a reference to the shipped default vocabulary, if it is that one."""
+def share_default_vocabulary(directory: str | os.PathLike, builtin: str = "default") -> bool:
+  """Replaces a bundle's vocab/ copy by a reference to a built-in vocabulary ('default', shipped, or
+  'gemma3-270m', read from its package), if it is that one. Returns whether it did."""
   from spae import assets
 
   directory = Path(directory)
   vocab = Vocabulary.load(directory / "vocab")
-  if vocab.fingerprint() != assets.default_vocabulary().fingerprint():
+  if vocab.fingerprint() != assets.builtin_vocabulary(builtin).fingerprint():
     return False
   with atomic_path(directory / VOCAB_REF) as tmp:
-    tmp.write_text(json.dumps({"builtin": "default", "fingerprint": vocab.fingerprint()}))
+    tmp.write_text(json.dumps({"builtin": builtin, "fingerprint": vocab.fingerprint()}))
   import shutil
 
   shutil.rmtree(directory / "vocab")

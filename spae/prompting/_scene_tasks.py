@@ -311,19 +311,29 @@ def run_jobs(jobs: Sequence[Job], cache: Any, out: str | os.PathLike | None, *, 
   return rows, resumed
 
 
-def shares(rows: Iterable[dict[str, Any]], group: Sequence[str], scores: Sequence[str] | None = None
-           ) -> list[dict[str, Any]]:
+def shares(rows: Iterable[dict[str, Any]], group: Sequence[str], scores: Sequence[str] | None = None,
+           methods: Sequence[str] = ()) -> list[dict[str, Any]]:
   """Share correct with a Wilson 95% interval per method and `group` fields.
 
   Each row holds {"results": {method: {"correct": 0/1 or {score: 0/1}}}}; `scores` names the entries of a
-  dict-valued "correct" (None: it is one 0/1 value, reported as "accuracy").
+  dict-valued "correct" (None: it is one 0/1 value, reported as "accuracy"). Order: group values as they first
+  appear in `rows` (layers ascending, the layer-free reference rows last), then `methods` in the order given.
   """
   groups: dict[tuple, list[Any]] = {}
+  seen: dict[str, dict[Any, int]] = {g: {} for g in group}
   for r in rows:
+    for g in group:
+      seen[g].setdefault(r.get(g), len(seen[g]))
     for method, res in r["results"].items():
       groups.setdefault((method, *(r.get(g) for g in group)), []).append(res["correct"])
+  rank = {m: i for i, m in enumerate(methods)}
+
+  def order(k: tuple) -> tuple:
+    fields = [(v is None, v or 0) if g == "layers" else (seen[g][v],) for g, v in zip(group, k[1:])]
+    return (*fields, rank.get(k[0], len(rank)), k[0])
+
   out = []
-  for k in sorted(groups, key=lambda k: tuple((v is not None, v) for v in k)):
+  for k in sorted(groups, key=order):
     vals = groups[k]
     s: dict[str, Any] = {"method": k[0], **dict(zip(group, k[1:])), "n": len(vals)}
     for name in scores or ("accuracy",):

@@ -171,7 +171,7 @@ def evaluate_caption(config: CaptionConfig, tokenizer: Any, lm: LanguageModel | 
                for layers in config.layers]
   rows, resumed = st.run_jobs(jobs, prep.cache, out, setup=setup, desc="caption episodes", progress=progress)
   return {"setup": setup, "token_mode": prep.token_mode, "lm": prep.lm_name, "resumed": resumed,
-          "summary": st.shares(rows, ("shots", "layers"), SCORES), "rows": rows}
+          "summary": st.shares(rows, ("shots", "layers"), SCORES, ("lm", "nearest", "oracle")), "rows": rows}
 
 
 # ------------------------------------------------------------------------------------ CLI

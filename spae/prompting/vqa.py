@@ -53,6 +53,7 @@ QUESTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 QUESTION_TYPES = tuple(QUESTIONS)
 ANSWER_MODES = ("constrained", "free")
+METHODS = ("lm/constrained", "lm/free", "nearest", "oracle/constrained", "oracle/free", "majority")  # table order
 
 
 def answer_truth(question: str, attrs: dict[str, Any]) -> str:
@@ -191,7 +192,7 @@ def evaluate_vqa(config: VQAConfig, tokenizer: Any, lm: LanguageModel | None, po
                    for layers in config.layers]
   rows, resumed = st.run_jobs(jobs, prep.cache, out, setup=setup, desc="vqa episodes", progress=progress)
   return {"setup": setup, "token_mode": prep.token_mode, "lm": prep.lm_name, "resumed": resumed,
-          "summary": st.shares(rows, ("question", "shots", "layers")), "rows": rows}
+          "summary": st.shares(rows, ("question", "shots", "layers"), methods=METHODS), "rows": rows}
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -15,10 +15,10 @@ def build_vocabulary(spec: str) -> Vocabulary:
   if spec.startswith("REQUIRED"):
     raise SpaeInputError(f"this config needs a vocabulary: {spec.split(':', 1)[-1].strip()} "
                          "(a directory written by spae.Vocabulary.save).")
-  if spec == "default":
-    from spae import assets
+  from spae import assets
 
-    return assets.default_vocabulary()
+  if spec in assets._BUILTIN:  # 'default' (shipped) or 'gemma3-270m' (from its package)
+    return assets.builtin_vocabulary(spec)
   if spec == "tiny":
     return tiny_vocabulary()
   if spec.startswith("tiny:"):
