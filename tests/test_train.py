@@ -88,6 +88,23 @@ def test_resume_equals_uninterrupted(trained, tiny_cfg, tmp_path):
   assert b.data.get_state() == tr_full.data.get_state()
 
 
+def test_search_chunk_balances_the_vocabulary():
+  from spae._pyramid import nearest_tokens
+  from spae.train._step import search_chunk
+
+  # 8,195 words in chunks of 8,192 would be padded to 16,384 rows; two equal chunks pad 13.
+  assert search_chunk(8195, 8192) == 4104 and search_chunk(8192, 8192) == 8192 and search_chunk(256, 8192) == 256
+  for v, cap in ((8195, 8192), (262145, 8192), (100, 7), (5, 8192)):
+    c = search_chunk(v, cap)
+    n = -(-v // c)
+    assert c <= max(cap, 8) and n == -(-v // min(cap, v)) and n * c - v < 8 * n
+  rng = np.random.default_rng(0)
+  table = jnp.asarray(rng.standard_normal((1000, 8)), jnp.float32)
+  q = jnp.asarray(rng.standard_normal((64, 8)), jnp.float32)
+  assert np.array_equal(nearest_tokens(q, table, vocab_chunk=search_chunk(1000, 512)),
+                        nearest_tokens(q, table, vocab_chunk=512))
+
+
 def test_loss_decreases(tiny_cfg, tmp_path):
   cfg = T.load_config(ROOT / "configs" / "tiny.py", [
       "steps=40", "gan.disc_start=1000000000", "gan.lecam_weight=0", "semantic.weight=0", "logging.image_every=0",
