@@ -105,6 +105,24 @@ def test_search_chunk_balances_the_vocabulary():
                         nearest_tokens(q, table, vocab_chunk=512))
 
 
+@pytest.mark.parametrize("mode", ["dilation", "pool"])
+def test_semantic_targets_are_the_quantizers_targets(mode):
+  from spae._pyramid import nearest_tokens, saq_quantize
+
+  rng = np.random.default_rng(1)
+  table = jnp.asarray(rng.standard_normal((300, 8)), jnp.float32)
+  z = jnp.asarray(rng.standard_normal((2, 8, 8, 8)), jnp.float32)
+  spec = spae.PyramidSpec((1, 2, 4, 8), subsample=mode)
+  ids, recons = saq_quantize(z, table, spec)
+  targets = T.semantic_targets(z, recons, spec.grids, 3, mode)
+  for l, t in enumerate(targets):
+    assert t.shape == (2, spec.grids[l] ** 2, 8)
+    assert np.array_equal(nearest_tokens(t.reshape(-1, 8), table).reshape(ids[l].shape), ids[l])
+  # t_l = l·z(c) − ...: its gradient to z sums to l per sampled position and channel.
+  g = jax.grad(lambda z: sum(jnp.sum(t) for t in T.semantic_targets(z, recons, spec.grids, 3, mode)))(z)
+  assert float(jnp.sum(g)) == pytest.approx(sum(l * 2 * spec.grids[l - 1] ** 2 * 8 for l in (1, 2, 3)))
+
+
 def test_loss_decreases(tiny_cfg, tmp_path):
   cfg = T.load_config(ROOT / "configs" / "tiny.py", [
       "steps=40", "gan.disc_start=1000000000", "gan.lecam_weight=0", "semantic.weight=0", "logging.image_every=0",

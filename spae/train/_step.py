@@ -19,7 +19,7 @@ from flax import nnx
 
 from spae import losses as L
 from spae._nets import Autoencoder, Discriminator
-from spae._pyramid import saq_quantize, straight_through, subsample
+from spae._pyramid import saq_quantize, saq_target, straight_through
 from spae.train._config import TrainConfig
 
 
@@ -94,17 +94,15 @@ def search_chunk(vocab_size: int, max_chunk: int) -> int:
 
 def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
                      mode: str) -> list[jax.Array]:
-  """SAQ targets t_l = l·z(c) − (l−1)·sg(r_{l−1})(c) of the top `num_layers` layers, each [B, s_l², d].
+  """The quantizer's SAQ targets of the top `num_layers` layers (`spae._pyramid.saq_target`), each [B, s_l², d].
 
-  (l−1)·r_{l−1} = Σ_{i<l} q_i, so this is the quantizer's target; gradients reach z only.
+  Σ_{i<l} q_i = (l−1)·r_{l−1} enters stopped, so gradients reach z only, exactly where the quantizer looks.
   """
   out = []
   for l in range(1, num_layers + 1):
-    s = grids[l - 1]
-    t = l * subsample(z, s, mode)
-    if l > 1:
-      t = t - (l - 1) * subsample(jax.lax.stop_gradient(recons[l - 2]), s, mode)
-    out.append(t.reshape(z.shape[0], s * s, z.shape[-1]))
+    previous = None if l == 1 else (l - 1) * jax.lax.stop_gradient(recons[l - 2])
+    t = saq_target(z, previous, l, grids[l - 1], mode)
+    out.append(t.reshape(z.shape[0], grids[l - 1] ** 2, z.shape[-1]))
   return out
 
 
