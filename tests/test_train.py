@@ -241,6 +241,23 @@ def test_config_overrides_and_errors(tmp_path):
     T.load_config(ROOT / "configs" / "tiny.py", ["lr=1"])
   with pytest.raises(spae.SpaeInputError, match="does not exist"):
     T.load_config(tmp_path / "missing.py")
+  # Values are checked against the field types, and the whole config is validated before any work.
+  bad = {"optim.lr=abc": "'abc' is not a finite number", "tokenizer=5": "'tokenizer' is a group",
+         "steps=-5": "steps = -5 is invalid: it must be a positive integer", "flip=1": "not true or false",
+         "steps=2.5": "not an integer", "tokenizer.pyramid.grids=[1,\"a\"]": "not a list of integers",
+         "tokenizer.pyramid.subsample=max": "not one of 'dilation', 'pool'", "semantic.tau=0": "semantic.tau",
+         "logging.every=0": "logging.every", "crop=diag": "'random' or 'center'"}
+  for item, message in bad.items():
+    with pytest.raises(spae.SpaeInputError, match=message):
+      T.load_config(ROOT / "configs" / "tiny.py", [item])
+  ok = T.load_config(ROOT / "configs" / "tiny.py", ["steps=1e3", "semantic.teacher=null", "optim.d_lr=2",
+                                                     "tokenizer.pyramid.grids=[1, 2]", "data=shapes:/d"])
+  assert (ok.steps, ok.semantic.teacher, ok.optim.d_lr, ok.tokenizer.pyramid.grids, ok.data) == (
+      1000, None, 2.0, (1, 2), "shapes:/d")
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config():\n  return 1 / 0\n")
+  with pytest.raises(spae.SpaeInputError, match="broken.py.*ZeroDivisionError"):
+    T.load_config(broken)
   with pytest.raises(spae.SpaeInputError, match="needs a vocabulary"):
     T.build_vocabulary(T.load_config(ROOT / "configs" / "imagenet128.py").vocab)
 

@@ -86,9 +86,12 @@ class Trainer:
 
   def __init__(self, cfg: TrainConfig, workdir: str | os.PathLike, *, source: Any = None,
                vocabulary: Vocabulary | None = None, teacher: Any = None):
+    cfg.validate()
     self.cfg = cfg
+    # Created by the first write (run()), so a run that fails to start leaves no directory behind.
     self.workdir = Path(workdir).expanduser()
-    self.workdir.mkdir(parents=True, exist_ok=True)
+    if self.workdir.exists() and not self.workdir.is_dir():
+      raise SpaeInputError(f"workdir {str(self.workdir)!r} exists and is not a directory.")
     self.vocab = vocabulary if vocabulary is not None else build_vocabulary(cfg.vocab)
     self.models = Models(cfg, self.vocab.embeddings.shape)
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -214,6 +217,7 @@ class Trainer:
     restored = self.restore_latest()
     start = restored if restored is not None else int(jax.device_get(self.state["step"]))
     is_main = jax.process_index() == 0
+    self.workdir.mkdir(parents=True, exist_ok=True)
     book = MetricsLog(self.workdir, enabled=is_main)
     if is_main:
       write_json_atomic(self.workdir / "config.json", cfg.to_dict())
