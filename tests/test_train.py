@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -200,6 +201,34 @@ def test_half_written_checkpoint_is_ignored(trained, tiny_cfg, tmp_path):
   (tmp_path / "checkpoints" / "8.orbax-checkpoint-tmp-123").mkdir()
   tr = T.Trainer(tiny_cfg, tmp_path)
   assert tr.restore_latest() == tiny_cfg.steps
+
+
+def _damage(checkpoint: Path) -> None:
+  """Truncates the largest file of a checkpoint (issue 9's reproduction)."""
+  big = max((p for p in checkpoint.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  big.write_bytes(big.read_bytes()[:100])
+
+
+def test_unreadable_checkpoint_falls_back_then_fails_cleanly(trained, tiny_cfg, tmp_path, caplog):
+  import shutil
+
+  _, wd = trained
+  ck = tmp_path / "checkpoints"
+  shutil.copytree(wd / "checkpoints", ck)  # steps 4 and 6
+  _damage(ck / "6")
+  tr = T.Trainer(tiny_cfg, tmp_path)
+  with caplog.at_level(logging.WARNING, logger="spae.train"):
+    assert tr.restore_latest() == 4
+  assert "checkpoint at step 6" in caplog.text and "unreadable" in caplog.text
+  assert (tmp_path / "checkpoints.unreadable" / "6").is_dir() and not (ck / "6").exists()  # moved, not deleted
+  tr.save_checkpoint(step=6, wait=True)  # the step can be saved again
+  assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [4, 6]
+  for step in (4, 6):
+    _damage(ck / str(step))
+  listing = sorted(str(p) for p in tmp_path.rglob("*"))
+  with pytest.raises(spae.SpaeInputError, match=r"no intact checkpoint in .*step\(s\) 6, 4 cannot be read"):
+    T.Trainer(tiny_cfg, tmp_path).restore_latest()
+  assert sorted(str(p) for p in tmp_path.rglob("*")) == listing  # nothing moved when nothing can be resumed
 
 
 def test_sigkill_mid_training_resumes(tmp_path):
