@@ -81,12 +81,18 @@ def test_resume_equals_uninterrupted(trained, tiny_cfg, tmp_path):
   a = T.Trainer(tiny_cfg, tmp_path, teacher=teacher)
   a.run(progress=False, stop_after=4)  # crosses disc_start, stops with a checkpoint at step 4
   assert int(a.state["step"]) == 4
+  # What a run killed after its step-4 checkpoint leaves: rows past it, the last one half-written.
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 5, "g_loss": 1.0}) + "\n" + '{"step": 6, "g_lo')
   b = T.Trainer(tiny_cfg, tmp_path, teacher=teacher)
   b.run(progress=False)
   assert int(b.state["step"]) == tiny_cfg.steps
   for key in ("g_params", "d_params", "ema_params", "g_opt", "d_opt", "lecam", "rng"):
     assert _tree_equal(b.state[key], tr_full.state[key]), key
   assert b.data.get_state() == tr_full.data.get_state()
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, tiny_cfg.steps + 1))  # each step logged once
+  assert rows[4]["g_loss"] != 1.0
 
 
 def test_search_chunk_balances_the_vocabulary():
