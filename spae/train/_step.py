@@ -69,7 +69,10 @@ def init_state(cfg: TrainConfig, models: Models) -> dict[str, Any]:
       "g_opt": g_tx.init(g), "d_opt": d_tx.init(d),
       "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
       "rng": jax.random.key_data(jax.random.key(cfg.seed)),
-      "nan": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32)},
+      # Non-finite-loss counters, kept on device so the loop reads them only at log steps. `tripped`: the step
+      # at which `max_consecutive_nan` non-finite losses in a row were first reached (0 = never).
+      "nan": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32),
+              "tripped": jnp.zeros((), jnp.int32)},
   }
 
 
@@ -193,8 +196,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),
                d_params=keep(d_params, state["d_params"]), d_opt=keep(d_opt, state["d_opt"]),
                ema_params=keep(ema, state["ema_params"]), lecam=keep(aux["lecam"], state["lecam"]))
-    new["nan"] = {"total": state["nan"]["total"] + (~finite).astype(jnp.int32),
-                  "consecutive": jnp.where(finite, 0, state["nan"]["consecutive"] + 1)}
+    nan = state["nan"]
+    consecutive = jnp.where(finite, 0, nan["consecutive"] + 1)
+    trips = (nan["tripped"] == 0) & (consecutive >= cfg.max_consecutive_nan)
+    new["nan"] = {"total": nan["total"] + (~finite).astype(jnp.int32), "consecutive": consecutive,
+                  "tripped": jnp.where(trips, state["step"] + 1, nan["tripped"])}
     new["step"] = state["step"] + 1
     new["rng"] = jax.random.key_data(rng)
     metrics = dict(aux["terms"], finite=finite.astype(jnp.float32))
