@@ -184,6 +184,14 @@ def rq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
   return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk)
 
 
+def pyramid_quantize(z: Array, codebook: Array, spec: PyramidSpec, quantizer: str = "saq", *,
+                     vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
+  """`saq_quantize` (quantizer='saq') or `rq_quantize` (quantizer='rq')."""
+  if quantizer not in ("saq", "rq"):
+    raise SpaeInputError(f"quantizer must be 'saq' or 'rq', got {quantizer!r}.")
+  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk)
+
+
 def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
   z = jnp.asarray(z, jnp.float32)
   if z.ndim != 4:

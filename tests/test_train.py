@@ -1,5 +1,6 @@
 """The trainer: really trains the tiny config, resumes exactly, guards NaNs, survives SIGKILL."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -118,8 +119,41 @@ def test_nan_guard_skips_update_and_stops(tiny_cfg, tmp_path):
       return {}
 
   tr.data = NaNData()
-  with pytest.raises(T.NonFiniteLossError, match="consecutive non-finite losses ending at step 2"):
+  # The guard's counters live on device: it trips at step 2 and the loop sees it at the next log step, 4.
+  tr.cfg = dataclasses.replace(cfg, logging=dataclasses.replace(cfg.logging, every=4))
+  with pytest.raises(T.NonFiniteLossError, match="consecutive non-finite losses ending at step 2 .*by step 4"):
     tr.run(progress=False)
+  assert int(tr.state["step"]) == 4
+
+
+def test_loop_reads_the_device_only_at_log_steps(tmp_path, monkeypatch):
+  from jax._src.array import ArrayImpl
+
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["semantic.weight=0", "gan.disc_start=1000000000",
+                                                      "logging.every=3", "logging.image_every=0",
+                                                      "checkpoints.every=1000"])
+  tr = T.Trainer(cfg, tmp_path)
+  reads = []  # every host read of a device array goes through ArrayImpl._value or __array__
+  value, array = ArrayImpl._value, ArrayImpl.__array__
+  monkeypatch.setattr(ArrayImpl, "_value", property(lambda self: (reads.append(1), value.fget(self))[1]))
+  monkeypatch.setattr(ArrayImpl, "__array__", lambda self, *a, **k: (reads.append(1), array(self, *a, **k))[1])
+  seen = []
+
+  class CountingData:  # records how many reads happened before each batch is drawn
+    def __init__(self, inner):
+      self.inner = inner
+
+    def __next__(self):
+      seen.append(len(reads))
+      return next(self.inner)
+
+    def __getattr__(self, name):
+      return getattr(self.inner, name)
+
+  tr.data = CountingData(tr.data)
+  tr.run(progress=False)
+  per_step = np.diff(seen)  # reads while steps 1..5 ran (step 6 is the last: checkpoint and export)
+  assert list(per_step == 0) == [True, True, False, True, True], per_step
 
 
 def test_half_written_checkpoint_is_ignored(trained, tiny_cfg, tmp_path):

@@ -18,7 +18,7 @@ from flax import nnx
 
 from spae import losses as L
 from spae._nets import Autoencoder, Discriminator
-from spae._pyramid import saq_quantize, straight_through, subsample
+from spae._pyramid import pyramid_quantize, straight_through, subsample
 from spae.train._config import TrainConfig
 
 
@@ -69,23 +69,28 @@ def init_state(cfg: TrainConfig, models: Models) -> dict[str, Any]:
       "g_opt": g_tx.init(g), "d_opt": d_tx.init(d),
       "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
       "rng": jax.random.key_data(jax.random.key(cfg.seed)),
-      "nan": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32)},
+      # Non-finite-loss counters, kept on device so the loop reads them only at log steps. `tripped`: the step
+      # at which `max_consecutive_nan` non-finite losses in a row were first reached (0 = never).
+      "nan": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32),
+              "tripped": jnp.zeros((), jnp.int32)},
   }
 
 
 # ------------------------------------------------------------------------------------------- step
 def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
-                     mode: str) -> list[jax.Array]:
-  """SAQ targets t_l = l·z(c) − (l−1)·sg(r_{l−1})(c) of the top `num_layers` layers, each [B, s_l², d].
+                     mode: str, quantizer: str = "saq") -> list[jax.Array]:
+  """SAQ targets t_l = l·z(c) − (l−1)·sg(r_{l−1})(c) of the top `num_layers` layers, each [B, s_l², d]
+  (RQ: t_l = z(c) − sg(r_{l−1})(c)).
 
-  (l−1)·r_{l−1} = Σ_{i<l} q_i, so this is the quantizer's target; gradients reach z only.
+  (l−1)·r_{l−1} = Σ_{i<l} q_i (RQ: r_{l−1} = Σ_{i<l} q_i), so this is the quantizer's target; gradients reach z only.
   """
+  saq = quantizer == "saq"
   out = []
   for l in range(1, num_layers + 1):
     s = grids[l - 1]
-    t = l * subsample(z, s, mode)
+    t = (l if saq else 1) * subsample(z, s, mode)
     if l > 1:
-      t = t - (l - 1) * subsample(jax.lax.stop_gradient(recons[l - 2]), s, mode)
+      t = t - (l - 1 if saq else 1) * subsample(jax.lax.stop_gradient(recons[l - 2]), s, mode)
     out.append(t.reshape(z.shape[0], s * s, z.shape[-1]))
   return out
 
@@ -99,6 +104,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   g_tx, d_tx = make_optimizers(cfg)
   spec = models.tokenizer_config.pyramid
   chunk = models.tokenizer_config.vocab_chunk
+  quantizer = models.tokenizer_config.quantizer
   n_sem = min(cfg.semantic.layers, spec.num_layers)
 
   def forward(g_params, d_params, state, images, table, extras, rng):
@@ -108,8 +114,10 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     z = ae.encoder(x)
     # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
     codebook = ae.codes(table)
-    ids, recons = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
+    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk)
     terms: dict[str, jax.Array] = {}
+    if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
+      recons = [z] * len(recons)
     if cfg.loss.progressive:
       r_pre, prefix = L.pick_prefix_recon(rng, recons)
       zq = straight_through(jnp.concatenate([z, z]), jnp.concatenate([recons[-1], r_pre]))
@@ -132,8 +140,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     if perceptual is not None and cfg.loss.perceptual_weight:
       add("perceptual", cfg.loss.perceptual_weight,
           perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
-    add("commitment", cfg.loss.commitment_weight, L.commitment_loss(z, recons))
-    if models.tokenizer_config.codebook.trainable:
+    add("commitment", cfg.loss.commitment_weight if cfg.loss.quantize else 0.0, L.commitment_loss(z, recons))
+    if models.tokenizer_config.codebook.trainable and cfg.loss.quantize:
       # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
       add("codebook", 1.0, L.codebook_loss(z, recons))
     if semantic:
@@ -142,7 +150,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
                                    total_steps=max(cfg.steps, cfg.semantic.warmup + 1),
                                    final_ratio=cfg.semantic.final_ratio)
       sem = jnp.zeros((), jnp.float32)
-      for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample), start=1):
+      for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample, quantizer), start=1):
         v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk)
         terms[f"semantic_l{l}"] = v
@@ -193,8 +201,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),
                d_params=keep(d_params, state["d_params"]), d_opt=keep(d_opt, state["d_opt"]),
                ema_params=keep(ema, state["ema_params"]), lecam=keep(aux["lecam"], state["lecam"]))
-    new["nan"] = {"total": state["nan"]["total"] + (~finite).astype(jnp.int32),
-                  "consecutive": jnp.where(finite, 0, state["nan"]["consecutive"] + 1)}
+    nan = state["nan"]
+    consecutive = jnp.where(finite, 0, nan["consecutive"] + 1)
+    trips = (nan["tripped"] == 0) & (consecutive >= cfg.max_consecutive_nan)
+    new["nan"] = {"total": nan["total"] + (~finite).astype(jnp.int32), "consecutive": consecutive,
+                  "tripped": jnp.where(trips, state["step"] + 1, nan["tripped"])}
     new["step"] = state["step"] + 1
     new["rng"] = jax.random.key_data(rng)
     metrics = dict(aux["terms"], finite=finite.astype(jnp.float32))

@@ -35,6 +35,47 @@ class NonFiniteLossError(RuntimeError):
   pass
 
 
+class _Throughput:
+  """Images per second between two log steps (the time includes the device work, which the log step waits for)."""
+
+  def __init__(self):
+    self.t0, self.images = time.perf_counter(), 0
+
+  def add(self, images: int) -> None:
+    self.images += images
+
+  def rate(self) -> float:
+    now = time.perf_counter()
+    r = self.images / max(now - self.t0, 1e-9)
+    self.t0, self.images = now, 0
+    return r
+
+
+class MetricsLog:
+  """WORKDIR/metrics.jsonl (one JSON row per log step) and TensorBoard scalars under WORKDIR/tb."""
+
+  def __init__(self, workdir: Path, *, enabled: bool = True):
+    self.path = workdir / "metrics.jsonl"
+    self.writer = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+
+      self.writer = SummaryWriter(str(workdir / "tb"))
+
+  def write(self, row: dict[str, Any]) -> None:
+    if self.writer is None:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if isinstance(v, (int, float)) and k != "step":
+        self.writer.add_scalar(k, v, row["step"])
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+
+
 class Trainer:
   """Builds data, models, optimisers and checkpoints from a TrainConfig and runs the loop.
 
@@ -112,18 +153,27 @@ class Trainer:
   def global_batch(self, local: np.ndarray) -> jax.Array:
     return jax.make_array_from_process_local_data(self.batch_sharding, local)
 
-  def train_step(self, images: np.ndarray) -> dict[str, float]:
-    """One optimisation step on a host-local batch; returns the metrics as floats."""
-    step = int(self.state["step"])
+  def dispatch_step(self, images: np.ndarray, step: int) -> tuple[dict[str, jax.Array], list[jax.Array]]:
+    """Queues one optimisation step on a host-local batch without waiting for it: (metrics, ids) on device.
+
+    step: the number of steps done before this one (the loop counts on the host; reading state['step'] back
+    would wait for the previous step to finish).
+    """
     x = self.global_batch(np.asarray(images, np.float32))
     use_gan = bool(self.cfg.gan.adversarial_weight) and step >= self.cfg.gan.disc_start
     self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.codebook, self.extras_for(x))
-    self._last_ids = ids
-    return {k: float(v) for k, v in metrics.items()}
+    return metrics, ids
+
+  def train_step(self, images: np.ndarray) -> dict[str, float]:
+    """One optimisation step on a host-local batch, waited for; returns the metrics as floats."""
+    metrics, _ = self.dispatch_step(images, int(self.state["step"]))
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
   # ---------------------------------------------------------------- checkpoints
-  def save_checkpoint(self, *, wait: bool = False) -> None:
-    self.checkpoints.save(int(self.state["step"]), self.state, self.data.get_state(), wait=wait)
+  def save_checkpoint(self, *, step: int | None = None, wait: bool = False) -> None:
+    """step: the state's step when the caller knows it (saves reading it back from the device)."""
+    step = int(self.state["step"]) if step is None else step
+    self.checkpoints.save(step, self.state, self.data.get_state(), wait=wait)
 
   def restore_latest(self) -> int | None:
     """Restores the newest complete checkpoint, if any; returns its step."""
@@ -152,6 +202,8 @@ class Trainer:
   def run(self, *, progress: bool = True, stop_after: int | None = None) -> dict[str, float]:
     """Trains to cfg.steps (resuming from the latest checkpoint); returns the last logged metrics.
 
+    The host never waits for a step except every `logging.every` steps (metrics, ids, NaN counters are fetched
+    then), at image grids and at checkpoints, so steps are queued ahead on accelerators.
     stop_after: stop (with a checkpoint) once this many steps ran in this call — for tests and preemption.
     """
     from tqdm.auto import tqdm
@@ -160,61 +212,59 @@ class Trainer:
 
     cfg = self.cfg
     restored = self.restore_latest()
-    start = restored if restored is not None else int(self.state["step"])
+    start = restored if restored is not None else int(jax.device_get(self.state["step"]))
     is_main = jax.process_index() == 0
-    writer = None
+    book = MetricsLog(self.workdir, enabled=is_main)
     if is_main:
-      from tensorboardX import SummaryWriter
-
-      writer = SummaryWriter(str(self.workdir / "tb"))
       write_json_atomic(self.workdir / "config.json", cfg.to_dict())
     usage = M.UsageWindow(self.models.tokenizer_config.pyramid.num_layers, len(self.vocab), cfg.logging.usage_window)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True)
     last: dict[str, float] = {}
-    t0, n_imgs, ran = time.perf_counter(), 0, 0
+    clock = _Throughput()
+    done = start
     try:
       for step in range(start, cfg.steps):
         batch = next(self.data)
-        metrics = self.train_step(batch["image"])
-        ran += 1
-        n_imgs += cfg.batch_size
-        usage.update([np.asarray(a) for a in jax.device_get(self._last_ids)])
-        nan = jax.device_get(self.state["nan"])
-        if int(nan["consecutive"]) >= cfg.max_consecutive_nan:
-          self.save_checkpoint(wait=True)
-          raise NonFiniteLossError(
-              f"{int(nan['consecutive'])} consecutive non-finite losses ending at step {int(self.state['step'])} "
-              f"({int(nan['total'])} in total); updates were skipped. Lower the learning rate or check the data.")
+        metrics, ids = self.dispatch_step(batch["image"], step)
         done = step + 1
-        if done % cfg.logging.every == 0 or done == cfg.steps:
-          dt = time.perf_counter() - t0
-          last = {"step": done, **metrics, "images_per_s": n_imgs / max(dt, 1e-9),
-                  "nan_total": int(nan["total"]), "lr": float(_schedule(cfg, cfg.optim.lr)(done)),
-                  **dict(usage.metrics(prefix="")), "data_skipped": self.data.num_skipped}
-          t0, n_imgs = time.perf_counter(), 0
-          if is_main:
-            with open(self.workdir / "metrics.jsonl", "a") as f:
-              f.write(json.dumps(last) + "\n")
-            for k, v in last.items():
-              if isinstance(v, (int, float)) and k != "step":
-                writer.add_scalar(k, v, done)
+        clock.add(cfg.batch_size)
+        stopping = stop_after is not None and done - start >= stop_after
+        if done % cfg.logging.every == 0 or done == cfg.steps or stopping:
+          # The only wait for the device between checkpoints: everything below is one transfer.
+          fetched = jax.device_get({"metrics": metrics, "ids": ids, "nan": self.state["nan"]})
+          # Codebook usage is a sample: the ids of one step per logging interval enter the window.
+          usage.update([np.asarray(a) for a in fetched["ids"]])
+          self._stop_if_diverged(fetched["nan"], done)
+          last = {"step": done, **{k: float(v) for k, v in fetched["metrics"].items()},
+                  "images_per_s": clock.rate(), "nan_total": int(fetched["nan"]["total"]),
+                  "lr": float(jax.device_get(_schedule(cfg, cfg.optim.lr)(done))), **dict(usage.metrics(prefix="")),
+                  "data_skipped": self.data.num_skipped}
+          book.write(last)
           bar.set_postfix({k: f"{last[k]:.3g}" for k in ("g_loss", "l2", "images_per_s") if k in last})
         if is_main and cfg.logging.image_every and (done % cfg.logging.image_every == 0 or done == cfg.steps):
           self.write_image_grid(batch["image"][:4], done)
-        if done % cfg.checkpoints.every == 0 or done == cfg.steps:
-          self.save_checkpoint()
+        if done % cfg.checkpoints.every == 0 or done == cfg.steps or stopping:
+          self.save_checkpoint(step=done)
         bar.update(1)
-        if stop_after is not None and ran >= stop_after:
-          self.save_checkpoint()
+        if stopping:
           break
     finally:
       bar.close()
       self.checkpoints.wait()
-      if writer is not None:
-        writer.close()
-    if int(self.state["step"]) >= cfg.steps:
+      book.close()
+    if done >= cfg.steps:
       self.export()
     return last
+
+  def _stop_if_diverged(self, nan: dict[str, Any], done: int) -> None:
+    """Raises NonFiniteLossError (after a checkpoint) once the device-side guard has tripped."""
+    tripped = int(nan["tripped"])
+    if tripped:
+      self.save_checkpoint(step=done, wait=True)
+      raise NonFiniteLossError(
+          f"{self.cfg.max_consecutive_nan} consecutive non-finite losses ending at step {tripped} "
+          f"({int(nan['total'])} in total by step {done}); updates were skipped. "
+          "Lower the learning rate or check the data.")
 
   def write_image_grid(self, images: np.ndarray, step: int) -> Path:
     """PNG: one row per image, the original then the reconstruction from each prefix of layers."""
