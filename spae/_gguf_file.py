@@ -2,7 +2,7 @@
 
 Parsed with `struct` over a memory map. `gguf.GGUFReader` builds a numpy view per metadata string, which takes
 ~25 s for Gemma 3's 262,144-piece vocabulary on a 2-core machine; this walk takes well under a second. Tensor data
-is not read here (`spae._tensors` maps and dequantizes it).
+is mapped by `spae._tensors`; `dequantize` turns quantized blocks into floats (gguf-py's dequantizers).
 
 Layout (GGUF v2/v3, little- or big-endian): magic "GGUF", u32 version, u64 tensor count, u64 metadata count;
 metadata as (string key, u32 type, value); tensor infos as (string name, u32 n_dims, u64 dims[n_dims] innermost
@@ -22,7 +22,7 @@ import numpy as np
 
 from spae._io import SpaeInputError
 
-__all__ = ["GGUFFile", "GGUFTensorInfo", "read_gguf", "GGML_TYPE_NAMES"]
+__all__ = ["GGUFFile", "GGUFTensorInfo", "read_gguf", "dequantize", "GGML_TYPE_NAMES", "GGML_BLOCKS"]
 
 # ggml type id -> name (ggml.h); ids 4 and 5 were removed from ggml.
 GGML_TYPE_NAMES = {
@@ -177,3 +177,30 @@ def _parse(mm: mmap.mmap, path: Path) -> GGUFFile:
                              f"the file has {size}; download it again.")
     tensors.append(GGUFTensorInfo(name, shape, kind, data + rel, nbytes))
   return GGUFFile(path, int(version), bo, metadata, tensors, size)
+
+
+def dequantize(raw: np.ndarray, kind: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+  """Quantized blocks (raw uint8) -> `dtype` [*shape], through gguf.quants.dequantize in row chunks (the
+  float32 temporaries stay ~64 MB whatever the tensor's size)."""
+  try:
+    import gguf
+  except ImportError as e:
+    raise SpaeInputError(f"dequantizing {kind} tensors needs the gguf package (pip install 'spae[models]').") from e
+  qtype = gguf.GGMLQuantizationType[kind]
+  cols = shape[-1] if shape else 1
+  rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+  blocks = raw.view(np.ndarray).reshape(rows, -1)  # a plain view: memmap slicing is slow in gguf's row loops
+  out = np.empty((rows, cols), dtype)
+  step = max(1, (16 << 20) // max(cols, 1))
+  for i in range(0, rows, step):
+    chunk = blocks[i:i + step]
+    out[i:i + step] = _dequantize_q8_0(chunk) if kind == "Q8_0" else gguf.quants.dequantize(chunk, qtype)
+  return out.reshape(shape)
+
+
+def _dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
+  """Q8_0 (both released models' embedding tables) without gguf-py's generic row grouping: ~4x faster, and
+  bit-identical to gguf.quants.dequantize (tested). A block is an fp16 scale d and 32 int8 values q: d * q."""
+  b = blocks.reshape(blocks.shape[0], -1, 34)
+  d = np.ascontiguousarray(b[..., :2]).view(np.float16).astype(np.float32)
+  return (b[..., 2:].view(np.int8) * d).reshape(blocks.shape[0], -1)

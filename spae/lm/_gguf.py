@@ -30,6 +30,8 @@ from spae._tensors import GGUF_TYPES, MODELS_HINT, SMOLLM2_HINT, Tensors, open_t
 from spae.lm._gemma import GemmaConfig, GemmaLM
 from spae.lm._loaders import PRESETS, family_defaults, gemma_layer_types
 
+__all__ = ["load_gguf", "resolve_gguf", "config_from_gguf", "params_from_gguf", "ARCHITECTURES", "SHORTHANDS"]
+
 ARCHITECTURES = ("gemma2", "gemma3", "llama")
 
 # `gguf:NAME` shorthands: registry packages that carry a GGUF file.
