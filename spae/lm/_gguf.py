@@ -199,14 +199,17 @@ def load_gguf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int
       ids as llama.cpp's).
     max_length: context limit (default: the file's context_length).
     dtype: 'float32' or 'bfloat16' storage of the weight matrices (computation is float32 either way;
-      bfloat16 halves the memory and rounds the dequantized weights once more).
+      bfloat16 halves the memory and rounds the dequantized weights once more), or 'auto' (bfloat16 only for a
+      file that stores BF16 weights).
   """
   from spae.lm._gemma import DTYPES
 
-  if dtype not in DTYPES:
-    raise SpaeInputError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
+  if dtype not in (*DTYPES, "auto"):
+    raise SpaeInputError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
   file = resolve_gguf(str(path))
   t = open_tensors(file, format="gguf")
+  if dtype == "auto":
+    dtype = "bfloat16" if t.stored_dtype("token_embd.weight") == "bfloat16" else "float32"
   cfg = config_from_gguf(t)
   params = params_from_gguf(t, cfg, dtype=DTYPES[dtype])
   tok = tokenizer if tokenizer is not None else _file_tokenizer(t)
