@@ -156,3 +156,24 @@ def test_training_without_the_quantizer_and_with_rq(tmp_path):
       assert row["commitment"] == 0.0 and row["g_loss"] == pytest.approx(row["l2"], rel=1e-5)
     else:
       assert row["commitment"] > 0 and spae.Tokenizer.load(tr.export()).config.quantizer == "rq"
+
+
+def test_every_ablation_row_changes_one_thing_and_builds():
+  import sys
+  from pathlib import Path
+
+  from spae import train as T
+
+  root = Path(__file__).resolve().parents[1]
+  sys.path.insert(0, str(root / "benchmarks"))
+  import tokenizer_ablation as A
+
+  base = T.load_config(root / "configs" / "tiny.py")
+  vocab = spae.tiny_vocabulary()
+  seen = set()
+  for row in A.ROWS:
+    cfg = A.row_config(base, row, vocab.dim)
+    tc = cfg.tokenizer
+    seen.add((tc.codebook.mode, tc.quantizer, tc.pyramid.subsample, cfg.loss.quantize))
+    T.Models(cfg, vocab.embeddings.shape)  # validates latent dims against the codes
+  assert len(seen) == len(A.ROWS)  # no two rows are the same experiment
