@@ -140,7 +140,7 @@ class Vocabulary:
     Pieces are as stored ('▁cat' in SentencePiece-style vocabularies, 'Ġcat' in byte-level BPE ones) and their
     kinds are the file's token types as llama.cpp reads them, so `filter` works as for other sources.
     """
-    from spae.lm._gguf import resolve_gguf
+    from spae._gguf_file import resolve_gguf
     from spae.lm._gguf_tokenizer import GGUFTokenizer  # one definition of GGUF piece kinds
 
     file = resolve_gguf(str(path))
