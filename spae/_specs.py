@@ -110,8 +110,9 @@ def register_scheme(kind: str, scheme: str, form: str, takes: str = "") -> Calla
 
 def register_name(kind: str, name: str, resolver: Callable[..., Any], form: str | None = None,
                   builtin: bool = False) -> None:
-  """`resolver(spec, **kwargs)` opens the spec that is exactly `name`. A `builtin` name is one a saved artifact may
-  refer to instead of carrying a copy (a tokenizer bundle's vocab.ref.json); see `builtin_names`."""
+  """`resolver(spec, **kwargs)` opens the spec that is exactly `name`. A `builtin` name is an asset spae ships
+  (`spae.assets`): other specs and saved artifacts may refer to it instead of carrying a copy (a tokenizer
+  bundle's vocab.ref.json, 'lit:default'); see `builtin_names` and `resolve_builtin`."""
   _NAMES[_kind(kind)][name] = _Entry(resolver, form or name, builtin=builtin)
 
 

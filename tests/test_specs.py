@@ -61,6 +61,7 @@ def test_bad_specs_are_one_line_errors_naming_the_spec(kind, text):
 def test_every_kind_lists_its_forms():
   assert _specs.forms("lm").startswith("hf:PATH, gemma:PATH, gguf:")
   assert "siglip:FILE.npz[#tokenizer=FILE.model]" in spae.teachers.SPEC_HELP
+  assert _specs.builtin_names("teacher") == ["default"]  # 'lit:default' asks spae.assets for it through the registry
   assert _specs.forms("data").endswith("an image folder's PATH")
   assert _specs.forms("vocab") == "tiny[:DIM], default, gemma3-270m, a folder written by Vocabulary.save"
   assert len(spae.data.make_source("shapes-memory:3@16")) == 3  # the trainer's in-memory shapes, in every data spec

@@ -79,6 +79,10 @@ def default_teacher(**kwargs: Any):
   return LiTTeacher.load(_require("teacher", "tools/train_default_teacher.py"), **kwargs)
 
 
+# The teacher spec 'default' (and 'lit:default', which asks for this name): the shipped LiT teacher.
+_specs.register_name("teacher", "default", lambda spec, **kwargs: default_teacher(**kwargs), builtin=True)
+
+
 def default_tokenizer():
   """The shipped default SPAE tokenizer (`spae.Tokenizer`), built on the default vocabulary and teacher."""
   path = asset_dir() / "tokenizer"

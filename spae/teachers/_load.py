@@ -20,8 +20,8 @@ def load(spec: str, **kwargs: Any) -> Teacher:
   - `clip:FOLDER`: an HF-format CLIP folder (config.json, model.safetensors, vocab.json + merges.txt).
   - `siglip:FILE.npz[#tokenizer=TOKENIZER.model]`: a big_vision checkpoint; without the option, its sentencepiece
     model is looked for beside it (FILE.model, tokenizer.model, spiece.model).
-  - `lit:default` or `lit:FOLDER[#text_tower=MINILM_FOLDER]`: the shipped LiT teacher, or one saved by
-    `LiTTeacher.save`.
+  - `lit:default` (or `default`) or `lit:FOLDER[#text_tower=MINILM_FOLDER]`: the shipped LiT teacher, or one
+    saved by `LiTTeacher.save`.
   """
   return _specs.resolve("teacher", spec, **kwargs)
 
@@ -50,10 +50,8 @@ def _siglip(spec: _specs.Spec, **kwargs: Any) -> Teacher:
 def _lit(spec: _specs.Spec, **kwargs: Any) -> Teacher:
   options = spec.options(("text_tower",))
   path = _path(spec)
-  if path == "default":
-    from spae import assets  # assets builds on teachers, so the shipped one is looked up only when asked for
-
-    return assets.default_teacher(text_tower=options.get("text_tower"), **kwargs)
+  if path == "default":  # the shipped teacher, registered by spae.assets
+    return _specs.resolve_builtin("teacher", "default", text_tower=options.get("text_tower"), **kwargs)
   return LiTTeacher.load(path, text_tower=options.get("text_tower"), **kwargs)
 
 
