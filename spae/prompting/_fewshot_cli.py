@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -106,7 +107,7 @@ def _inputs(args: argparse.Namespace, config: FewShotConfig) -> tuple[Any, list[
   if frozen:
     if args.episodes_file or args.classes:
       raise SpaeInputError("frozen: data fixes its own episodes and classes; drop --episodes-file / --classes.")
-    root = args.data[len(FROZEN_PREFIX):]
+    root = os.path.expanduser(args.data[len(FROZEN_PREFIX):])
     return FileImages(root), read_frozen(root, config.ways, config.shots, args.episodes)
   source = _cli.load_source(args.data, _cli.parse_classes(args.classes))
   if not args.episodes_file:
