@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 from spae._io import SpaeInputError, check_can_create, check_output_dir, check_output_file, write_json_atomic
 
+__all__ = ["build_parser", "main", "register"]
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
