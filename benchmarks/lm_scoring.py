@@ -11,11 +11,18 @@ checks that all three give the same scores, prints machine info, and writes JSON
 
   .venv/bin/python benchmarks/lm_scoring.py --out /tmp/lm_scoring.json
   .venv/bin/python benchmarks/lm_scoring.py --smoke
+
+Real models (`--model gguf:...`, see benchmarks/_lm_real.py): spae's prompt throughput against llama.cpp's on the
+same token ids, the few-shot episode cost with the prefix cache, and float32 vs bfloat16 weight memory:
+
+  .venv/bin/python benchmarks/lm_scoring.py --model gguf:gemma3-270m --model gguf:smollm2-135m \
+      --llama-python /path/to/venv-with-llama-cpp-python/bin/python --out lm_real.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -26,9 +33,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 
+import _lm_real  # noqa: E402
+from _common import machine_info  # noqa: E402
 from spae import lm as L  # noqa: E402
 from spae._io import write_json_atomic  # noqa: E402
 
@@ -78,7 +88,20 @@ def main(argv=None) -> int:
   ap.add_argument("--queries", type=int, default=8)
   ap.add_argument("--smoke", action="store_true", help="CI size: 2 queries, 2 shots")
   ap.add_argument("--out", type=Path)
+  real = ap.add_argument_group("real GGUF models")
+  real.add_argument("--model", action="append", default=[], help="gguf:PATH or gguf:NAME (repeatable)")
+  real.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+  real.add_argument("--lengths", nargs="+", type=int, default=[128, 512], help="prompt lengths for throughput")
+  real.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="llama.cpp thread counts")
+  real.add_argument("--llama-python", help="a Python with llama-cpp-python, if this one lacks it")
+  real.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  real.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  if args.worker:
+    print(json.dumps(_lm_real.worker(args.model[0], args.dtype, args.lengths, args.queries)))
+    return 0
+  if args.model:
+    return run_real(args)
   if args.smoke:
     args.queries, args.shots = 2, 2
   rng = np.random.default_rng(0)
@@ -141,6 +164,22 @@ def main(argv=None) -> int:
         f"full prompt ({res['cached_cost_in_query_forwards']:.1f} forwards of the query alone, which has no "
         "context to attend to and no per-call overhead)")
   print(f"  max |score - uncached| = {max_diff:.2e}")
+  if args.out:
+    write_json_atomic(args.out, res)
+    print(f"wrote {args.out}")
+  return 0
+
+
+def run_real(args) -> int:
+  load = os.getloadavg()
+  res = _lm_real.run(args, Path(__file__).resolve())
+  res.update(benchmark="lm_scoring_real", machine=machine_info(), load_avg_before=load, load_avg_after=os.getloadavg())
+  m = res["machine"]
+  print(f"{m.get('cpu', '?')}, {m['cpu_count']} CPUs, jax {m['jax']}; load average {load[0]:.1f} before, "
+        f"{res['load_avg_after'][0]:.1f} after")
+  _lm_real.print_rows(res["rows"])
+  for n in res["notes"]:
+    print("note:", n)
   if args.out:
     write_json_atomic(args.out, res)
     print(f"wrote {args.out}")

@@ -148,17 +148,18 @@ def make_eval_fn(tok: Any):
   import jax.numpy as jnp
   from flax import nnx
 
-  from spae import saq_quantize
+  from spae._pyramid import pyramid_quantize
   from spae.train import rq_quantize
 
   graphdef, _ = nnx.split(tok.model)
-  spec, chunk = tok.config.pyramid, tok.config.vocab_chunk
+  spec, chunk, quantizer = tok.config.pyramid, tok.config.vocab_chunk, tok.config.quantizer
 
   @jax.jit
   def fn(state, codebook, x):
     model = nnx.merge(graphdef, state)
     z = model.encoder(x * 2.0 - 1.0)
-    ids, saq = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
+    # The tokenizer's own quantizer (SAQ unless it was trained with 'rq'), then the RQ ablation on the same z.
+    ids, saq = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk)
     _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk)
     r = jnp.stack(saq + rq)  # [2L, B, h, w, d]
     mse = jnp.mean(jnp.square(r - z[None]), axis=(2, 3, 4))

@@ -38,7 +38,7 @@ def get_config() -> TrainConfig:
       gan=GANConfig(adversarial_weight=0.0, disc_start=10**9,
                     discriminator=DiscriminatorConfig(channels=16, channel_multipliers=(2, 4, 4), blur=False)),
       semantic=SemanticConfig(teacher="default", layers=2, weight=0.02, decay=0.5, schedule="cosine",
-                              final_ratio=0.2, tau=0.05, teacher_top_k=10, teacher_temperature=0.05),
+                              final_ratio=0.2, tau=1.0, teacher_top_k=10, teacher_temperature=0.05),
       logging=LoggingConfig(every=50, image_every=500),
       checkpoints=CheckpointConfig(every=100),
   )

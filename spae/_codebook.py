@@ -71,9 +71,11 @@ class Codebook(nnx.Module):
     self.mode = config.mode
     d = config.latent_dim(vocab_dim)
     if config.mode == "projected":
-      # Orthonormal columns: the codes start as an orthogonal projection of the unit rows (length about
-      # sqrt(d/D)), keeping the table's geometry while the encoder's fresh outputs are of similar size.
-      init = nnx.initializers.orthogonal(scale=1.0)
+      # Orthonormal columns times sqrt(D): the codes start as a scaled orthogonal projection of the unit rows,
+      # about unit spread per dimension like the encoder's fresh outputs. Codes much smaller than the encoder's
+      # outputs put every SAQ target l·z − Σq far outside their hull, where only its few vertices ever win
+      # (measured: layer-6 perplexity fell from 414 to 11 in 30 steps at scale 1).
+      init = nnx.initializers.orthogonal(scale=float(vocab_dim) ** 0.5)
       self.weight = nnx.Param(init(rngs.params(), (vocab_dim, d)))
     elif config.mode == "learned":
       self.weight = nnx.Param(jax.random.uniform(rngs.params(), (vocab_size, d), minval=-1.0, maxval=1.0)

@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spae import _bundle, _images, _strict
+from spae import _bundle, _images, _specs, _strict
 from spae._bundle import TOKENIZER_FORMAT, VOCAB_REF, is_tokenizer_bundle
 from spae._codebook import CodebookConfig
 from spae._io import SpaeInputError, atomic_dir, atomic_path
 from spae._nets import Autoencoder, AutoencoderConfig
-from spae._pyramid import PyramidSpec, reconstruct_from_ids, saq_quantize
+from spae._pyramid import PyramidSpec, pyramid_quantize, reconstruct_from_ids
 from spae._token_json import TOKENS_FORMAT, parse_entry
 from spae._vocab import Vocabulary
 
@@ -32,6 +32,7 @@ class TokenizerConfig:
     autoencoder: encoder/decoder shape; `latent_dim` must equal the code dimension (the vocabulary's
       dimension for 'raw'/'normalized' codebook scoring, `codebook.dim` otherwise).
     codebook: how the frozen table is scored against the encoder's output (spae._codebook).
+    quantizer: 'saq' (Streaming Average Quantization, the paper's) or 'rq' (residual sums; an ablation).
     pyramid: token layers; every grid must divide the latent side image_size / downsample_factor.
     fit: how other image sizes are handled: 'center_crop' (default), 'resize' or 'reject'.
     vocab_chunk: vocabulary rows per step of the exact nearest-token search (memory bound).
@@ -43,12 +44,15 @@ class TokenizerConfig:
   fit: str = "center_crop"
   vocab_chunk: int = 8192
   codebook: CodebookConfig = CodebookConfig()
+  quantizer: str = "saq"
 
   @property
   def latent_size(self) -> int:
     return self.image_size // self.autoencoder.downsample_factor
 
   def validate(self, vocab_dim: int | None = None) -> None:
+    if self.quantizer not in ("saq", "rq"):
+      raise SpaeInputError(f"quantizer must be 'saq' or 'rq', got {self.quantizer!r}.")
     f = self.autoencoder.downsample_factor
     if self.image_size % f:
       raise SpaeInputError(f"image_size {self.image_size} is not divisible by the downsample factor {f}.")
@@ -203,13 +207,13 @@ class Tokenizer:
   def encode(self, images: Any) -> TokenPyramid:
     x, _ = self.preprocess(images)
     if self._encode_fn is None:
-      spec, chunk = self.config.pyramid, self.config.vocab_chunk
+      spec, chunk, quantizer = self.config.pyramid, self.config.vocab_chunk, self.config.quantizer
 
       @jax.jit
       def fn(state, codebook, x):
         model = nnx.merge(self._graphdef, state)
         z = model.encoder(x * 2.0 - 1.0)
-        ids, _ = saq_quantize(z, codebook, spec, vocab_chunk=chunk)
+        ids, _ = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk)
         return ids
 
       self._encode_fn = fn
@@ -236,7 +240,7 @@ class Tokenizer:
       @jax.jit
       def fn(state, codebook, ids):
         model = nnx.merge(self._graphdef, state)
-        r = reconstruct_from_ids(ids, codebook, hw)[-1]
+        r = reconstruct_from_ids(ids, codebook, hw, mode=self.config.quantizer)[-1]
         return jnp.clip((model.decoder(r) + 1.0) / 2.0, 0.0, 1.0)
 
       self._decode_fns[k] = fn
@@ -303,11 +307,9 @@ class Tokenizer:
 def share_default_vocabulary(directory: str | os.PathLike, builtin: str = "default") -> bool:
   """Replaces a bundle's vocab/ copy by a reference to a built-in vocabulary ('default', shipped, or
   'gemma3-270m', read from its package), if it is that one. Returns whether it did."""
-  from spae import assets
-
   directory = Path(directory)
   vocab = Vocabulary.load(directory / "vocab")
-  if vocab.fingerprint() != assets.builtin_vocabulary(builtin).fingerprint():
+  if vocab.fingerprint() != _specs.resolve_builtin("vocab", builtin).fingerprint():
     return False
   with atomic_path(directory / VOCAB_REF) as tmp:
     tmp.write_text(json.dumps({"builtin": builtin, "fingerprint": vocab.fingerprint()}))

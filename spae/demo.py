@@ -19,6 +19,8 @@ import numpy as np
 from spae._images import image_grid, load_image, save_image
 from spae._io import SpaeInputError, atomic_path, write_json_atomic
 
+__all__ = ["TOP_WORD_LAYERS", "add_args", "bundled_images", "run_cli", "run_demo", "top_words"]
+
 TOP_WORD_LAYERS = 2  # "top words": layers 1-2 (1 + 4 tokens with the default pyramid)
 VIEW_PX = 192  # on-page size of the input, reconstructions and thumbnails (64 px images, pixelated)
 

@@ -31,6 +31,9 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
     "speed": ("speed.py", [], {"benchmark", "machine", "load_avg", "rows", "parity", "notes", "matmul_gflops"}),
     "speed_no_torch": ("speed.py", ["--no-torch"], {"benchmark", "rows", "parity", "notes"}),
+    # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
+    "tokenizer_ablation": ("tokenizer_ablation.py", ["--rows", "no-quantizer,projected-rq"],
+                           {"benchmark", "machine", "args", "results"}),
 }
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_VQ = HAS_TORCH and importlib.util.find_spec("vector_quantize_pytorch") is not None

@@ -120,3 +120,60 @@ def test_filter_word_initial_lowercase_and_max_size_keeps_table_order():
   assert out.pieces == ["▁the", "▁cat", "Ġdog", "▁red", "▁blue"]
   assert list(out.llm_ids) == [1, 4, 5, 8, 9]
   assert v.filter(word_initial=True, lowercase_only=True, min_length=3, max_size=2).pieces == ["▁the", "▁cat"]
+
+
+def test_rq_quantizer_tokenizer_decodes_residual_sums(sample_images):
+  tok = _tok("projected")
+  rq = spae.Tokenizer(dataclasses.replace(tok.config, quantizer="rq"), tok.vocabulary, tok.model)
+  pyr = rq.encode(sample_images)
+  z = rq.encode_latents(sample_images)
+  ids, recon = spae.train.rq_quantize(z, rq.codebook, rq.config.pyramid)
+  for a, b in zip(pyr.ids, ids):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  # Decoding goes through the residual sum r_L = Σ q_l, not the SAQ average.
+  want = np.clip((np.asarray(rq.model.decoder(recon[-1])) + 1) / 2, 0, 1)
+  np.testing.assert_allclose(rq.decode(pyr), want, atol=1e-5)
+  with pytest.raises(spae.SpaeInputError, match="quantizer"):
+    spae.Tokenizer(dataclasses.replace(tok.config, quantizer="vq"), tok.vocabulary)
+
+
+def test_training_without_the_quantizer_and_with_rq(tmp_path):
+  from pathlib import Path
+
+  from spae import train as T
+
+  base = T.load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+  for name, tok_cfg, loss in (("noq", base.tokenizer, dataclasses.replace(base.loss, quantize=False)),
+                              ("rq", dataclasses.replace(base.tokenizer, quantizer="rq"), base.loss)):
+    cfg = dataclasses.replace(base, tokenizer=tok_cfg, loss=loss, steps=2,
+                              gan=dataclasses.replace(base.gan, disc_start=10**9),
+                              logging=dataclasses.replace(base.logging, every=1, image_every=0),
+                              checkpoints=dataclasses.replace(base.checkpoints, every=1000))
+    tr = T.Trainer(cfg, tmp_path / name)
+    tr.run(progress=False)
+    row = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])
+    if name == "noq":  # no commitment in the loss: g_loss is the reconstruction alone
+      assert row["commitment"] == 0.0 and row["g_loss"] == pytest.approx(row["l2"], rel=1e-5)
+    else:
+      assert row["commitment"] > 0 and spae.Tokenizer.load(tr.export()).config.quantizer == "rq"
+
+
+def test_every_ablation_row_changes_one_thing_and_builds():
+  import sys
+  from pathlib import Path
+
+  from spae import train as T
+
+  root = Path(__file__).resolve().parents[1]
+  sys.path.insert(0, str(root / "benchmarks"))
+  import tokenizer_ablation as A
+
+  base = T.load_config(root / "configs" / "tiny.py")
+  vocab = spae.tiny_vocabulary()
+  seen = set()
+  for row in A.ROWS:
+    cfg = A.row_config(base, row, vocab.dim)
+    tc = cfg.tokenizer
+    seen.add((tc.codebook.mode, tc.quantizer, tc.pyramid.subsample, cfg.loss.quantize))
+    T.Models(cfg, vocab.embeddings.shape)  # validates latent dims against the codes
+  assert len(seen) == len(A.ROWS)  # no two rows are the same experiment

@@ -70,6 +70,11 @@ def test_bfloat16_storage(pairs):
   assert g.params["embed"].dtype == np.dtype("bfloat16") and g.params["final_norm"].dtype == np.float32
   kl = _kl(p["hf"].logits(IDS), g.logits(IDS))
   assert 0 < kl < 1e-2, kl
+  bf16 = T.write_gguf(p["files"]["F32"].with_name("bf16.gguf"), p["cfg"], T.random_hf_tensors(p["cfg"], seed=1),
+                      qtype="BF16")
+  auto = L.load(f"gguf:{bf16}", tokenizer=p["sp"], dtype="auto")  # a BF16 file keeps bfloat16 weights
+  assert auto.params["layers"]["wq"].dtype == np.dtype("bfloat16")
+  np.testing.assert_allclose(auto.logits(IDS), g.logits(IDS), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_gguf_input_gets_one_line(pairs, tmp_path, monkeypatch):

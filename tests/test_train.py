@@ -112,22 +112,23 @@ def test_search_chunk_balances_the_vocabulary():
                         nearest_tokens(q, table, vocab_chunk=512))
 
 
-@pytest.mark.parametrize("mode", ["dilation", "pool"])
-def test_semantic_targets_are_the_quantizers_targets(mode):
-  from spae._pyramid import nearest_tokens, saq_quantize
+@pytest.mark.parametrize("mode,quantizer", [("dilation", "saq"), ("pool", "saq"), ("dilation", "rq")])
+def test_semantic_targets_are_the_quantizers_targets(mode, quantizer):
+  from spae._pyramid import nearest_tokens, pyramid_quantize
 
   rng = np.random.default_rng(1)
   table = jnp.asarray(rng.standard_normal((300, 8)), jnp.float32)
   z = jnp.asarray(rng.standard_normal((2, 8, 8, 8)), jnp.float32)
   spec = spae.PyramidSpec((1, 2, 4, 8), subsample=mode)
-  ids, recons = saq_quantize(z, table, spec)
-  targets = T.semantic_targets(z, recons, spec.grids, 3, mode)
+  ids, recons = pyramid_quantize(z, table, spec, quantizer)
+  targets = T.semantic_targets(z, recons, spec.grids, 3, mode, quantizer)
   for l, t in enumerate(targets):
     assert t.shape == (2, spec.grids[l] ** 2, 8)
     assert np.array_equal(nearest_tokens(t.reshape(-1, 8), table).reshape(ids[l].shape), ids[l])
-  # t_l = l·z(c) − ...: its gradient to z sums to l per sampled position and channel.
-  g = jax.grad(lambda z: sum(jnp.sum(t) for t in T.semantic_targets(z, recons, spec.grids, 3, mode)))(z)
-  assert float(jnp.sum(g)) == pytest.approx(sum(l * 2 * spec.grids[l - 1] ** 2 * 8 for l in (1, 2, 3)))
+  # t_l = l·z(c) − ... (RQ: z(c) − ...): its gradient to z sums to l (RQ: 1) per sampled position and channel.
+  g = jax.grad(lambda z: sum(jnp.sum(t) for t in T.semantic_targets(z, recons, spec.grids, 3, mode, quantizer)))(z)
+  scale = (lambda l: l) if quantizer == "saq" else (lambda l: 1)
+  assert float(jnp.sum(g)) == pytest.approx(sum(scale(l) * 2 * spec.grids[l - 1] ** 2 * 8 for l in (1, 2, 3)))
 
 
 def test_loss_decreases(tiny_cfg, tmp_path):
@@ -297,16 +298,18 @@ def test_config_overrides_and_errors(tmp_path):
     T.build_vocabulary(T.load_config(ROOT / "configs" / "imagenet128.py").vocab)
 
 
-def test_data_specs_expand_home(monkeypatch):
-  import os
+def test_data_specs_expand_home(monkeypatch, tmp_path):
+  from PIL import Image
 
-  from spae import data as D
+  from spae import _specs
 
-  seen = []
-  monkeypatch.setattr(D, "make_source", lambda spec: seen.append(spec))
-  for spec in ("shapes:~/d", "tfds:imagenet2012@~/tfds", "~/imgs"):
-    T.open_data(spec)
-  home = os.path.expanduser("~")
-  assert seen == [f"shapes:{home}/d", f"tfds:imagenet2012@{home}/tfds", f"{home}/imgs"]
+  monkeypatch.setenv("HOME", str(tmp_path))
+  (tmp_path / "imgs" / "cat").mkdir(parents=True)
+  Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "cat" / "a.png")
+  src = T.open_data("~/imgs")
+  assert src.root == tmp_path / "imgs" and src.classes == ["cat"]
+  with pytest.raises(spae.SpaeInputError, match=f"tfds imagenet2012:train@{tmp_path}/tfds"):
+    T.open_data("tfds:imagenet2012@~/tfds")
+  assert _specs.parse("data", "shapes:~/d").body == f"{tmp_path}/d"
   with pytest.raises(spae.SpaeInputError, match="shapes-memory:N"):
     T.open_data("shapes-memory:x")

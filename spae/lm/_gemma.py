@@ -387,6 +387,8 @@ class GemmaLM(LanguageModelBase):
     conts = self._check_continuations(prefix, continuations)
     longest = max(len(c) for c in conts)
     last_logp = self._prefill(prefix)
+    if longest == 1:  # one-token continuations ("cat", "dog"): the prefix's next-token distribution is all it takes
+      return np.asarray(last_logp, np.float32)[[c[0] for c in conts]]
     _, buf_k, buf_v = self._cache
     # Few, coarse buckets: a label set of up to 8 candidates of up to 8 tokens always hits one compiled shape.
     tb = _bucket(longest, self.max_length, smallest=8)

@@ -41,6 +41,9 @@ class LossConfig:
   perceptual_weights: str | None = None  # VGG16/LPIPS file; None = perceptual loss off (warned)
   commitment_weight: float = 0.25
   progressive: bool = True          # also reconstruct from a random prefix of layers each step
+  # False trains the plain autoencoder (the decoder reads z): the network's own ceiling, for ablations only;
+  # the exported bundle still quantizes when it encodes.
+  quantize: bool = True
 
 
 @dataclasses.dataclass

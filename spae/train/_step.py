@@ -19,7 +19,7 @@ from flax import nnx
 
 from spae import losses as L
 from spae._nets import Autoencoder, Discriminator
-from spae._pyramid import saq_quantize, saq_target, straight_through
+from spae._pyramid import layer_target, pyramid_quantize, straight_through
 from spae.train._config import TrainConfig
 
 
@@ -93,15 +93,19 @@ def search_chunk(vocab_size: int, max_chunk: int) -> int:
 
 
 def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
-                     mode: str) -> list[jax.Array]:
-  """The quantizer's SAQ targets of the top `num_layers` layers (`spae._pyramid.saq_target`), each [B, s_l², d].
+                     mode: str, quantizer: str = "saq") -> list[jax.Array]:
+  """The quantizer's targets of the top `num_layers` layers (`spae._pyramid.layer_target`), each [B, s_l², d].
 
-  Σ_{i<l} q_i = (l−1)·r_{l−1} enters stopped, so gradients reach z only, exactly where the quantizer looks.
+  Σ_{i<l} q_i (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}) enters stopped, so gradients reach z only, exactly where the
+  quantizer looks.
   """
   out = []
   for l in range(1, num_layers + 1):
-    previous = None if l == 1 else (l - 1) * jax.lax.stop_gradient(recons[l - 2])
-    t = saq_target(z, previous, l, grids[l - 1], mode)
+    previous = None
+    if l > 1:
+      previous = jax.lax.stop_gradient(recons[l - 2])
+      previous = (l - 1) * previous if quantizer == "saq" else previous
+    t = layer_target(z, previous, l, grids[l - 1], mode, quantizer)
     out.append(t.reshape(z.shape[0], grids[l - 1] ** 2, z.shape[-1]))
   return out
 
@@ -118,6 +122,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   # (and change what a given recipe trains to); the search's ids do not depend on the split.
   chunk = models.tokenizer_config.vocab_chunk
   search = search_chunk(models.vocab_size, chunk)
+  quantizer = models.tokenizer_config.quantizer
   n_sem = min(cfg.semantic.layers, spec.num_layers)
 
   def forward(g_params, d_params, state, images, table, extras, rng):
@@ -127,8 +132,10 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     z = ae.encoder(x)
     # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
     codebook = ae.codes(table)
-    ids, recons = saq_quantize(z, codebook, spec, vocab_chunk=search)
+    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search)
     terms: dict[str, jax.Array] = {}
+    if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
+      recons = [z] * len(recons)
     if cfg.loss.progressive:
       r_pre, prefix = L.pick_prefix_recon(rng, recons)
       zq = straight_through(jnp.concatenate([z, z]), jnp.concatenate([recons[-1], r_pre]))
@@ -151,8 +158,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     if perceptual is not None and cfg.loss.perceptual_weight:
       add("perceptual", cfg.loss.perceptual_weight,
           perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
-    add("commitment", cfg.loss.commitment_weight, L.commitment_loss(z, recons))
-    if models.tokenizer_config.codebook.trainable:
+    add("commitment", cfg.loss.commitment_weight if cfg.loss.quantize else 0.0, L.commitment_loss(z, recons))
+    if models.tokenizer_config.codebook.trainable and cfg.loss.quantize:
       # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
       add("codebook", 1.0, L.codebook_loss(z, recons))
     if semantic:
@@ -161,7 +168,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
                                    total_steps=max(cfg.steps, cfg.semantic.warmup + 1),
                                    final_ratio=cfg.semantic.final_ratio)
       sem = jnp.zeros((), jnp.float32)
-      for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample), start=1):
+      for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample, quantizer), start=1):
         v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk)
         terms[f"semantic_l{l}"] = v
