@@ -32,7 +32,7 @@ log = logging.getLogger("spae.train")
 
 
 class NonFiniteLossError(RuntimeError):
-  pass
+  """`max_consecutive_nan` non-finite losses in a row: the run stopped (after a checkpoint)."""
 
 
 class _Throughput:
