@@ -153,7 +153,7 @@ def run_worker_process(script: Path, spec: str, dtype: str, lengths: list[int], 
 
 
 def run(args, script: Path) -> dict[str, Any]:
-  from spae.lm._gguf import resolve_gguf
+  from spae._gguf_file import resolve_gguf
 
   llama_py = _llama_python(args.llama_python)
   notes = []

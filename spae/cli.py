@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 from spae._io import SpaeInputError, check_can_create, check_output_dir, check_output_file, write_json_atomic
 
+__all__ = ["build_parser", "main", "register"]
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
@@ -25,7 +27,8 @@ def register(name: str, help_text: str, add_args: Callable[[argparse.ArgumentPar
 def _init_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("directory", help="where to write the tokenizer bundle (a new or empty folder)")
   p.add_argument("--vocab", default="tiny",
-                 help="'tiny' (built-in ~200-word list) or a saved spae Vocabulary directory")
+                 help="a vocabulary spec: 'tiny[:DIM]' (built-in ~200-word list), 'default' (shipped), "
+                 "'gemma3-270m' (the `models` extra) or a saved spae Vocabulary directory")
   p.add_argument("--image-size", type=int, default=32)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--force", action="store_true",
@@ -34,6 +37,7 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 
 def _init(args: argparse.Namespace) -> int:
   import spae
+  from spae import _specs
   from spae._bundle import is_tokenizer_bundle
 
   d = Path(args.directory)
@@ -42,7 +46,7 @@ def _init(args: argparse.Namespace) -> int:
                          "tokenizer bundle in it.")
   check_output_dir(d, is_tokenizer_bundle, "spae tokenizer bundle")  # before the networks are built
   _positive(args.image_size, "--image-size")
-  vocab = spae.tiny_vocabulary() if args.vocab == "tiny" else spae.Vocabulary.load(args.vocab)
+  vocab = _specs.resolve("vocab", args.vocab)
   cfg = spae.tiny_config(vocab.dim, args.image_size)
   cfg.validate(vocab.dim)
   tok = spae.Tokenizer(cfg, vocab, seed=args.seed)

@@ -3,7 +3,9 @@
 Writes OUT/report.html (per image: its reconstruction after every prefix of layers next to the thumbnail of the
 same budget, both with PSNR, and each layer's words laid as a grid over the image region each word encodes),
 OUT/images/, OUT/grid.png, OUT/tokens.json, and runs a few-shot episode on held-out synthetic classes with the
-LLM-free probe, printing the exact prompt an LLM would get.
+LLM-free probe, printing the exact prompt an LLM would get. With a real LLM (`gguf:gemma3-270m` when the models
+extra is installed, or --lm SPEC) it also runs one classification, caption and question episode on held-out
+scenes (`spae._demo_llm`), prints each prompt, answer and truth, and adds them to the report and OUT/llm.json.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from spae import _demo_llm
 from spae._images import image_grid, load_image, save_image
 from spae._io import SpaeInputError, atomic_path, write_json_atomic
+
+__all__ = ["TOP_WORD_LAYERS", "add_args", "bundled_images", "run_cli", "run_demo", "top_words"]
 
 TOP_WORD_LAYERS = 2  # "top words": layers 1-2 (1 + 4 tokens with the default pyramid)
 VIEW_PX = 192  # on-page size of the input, reconstructions and thumbnails (64 px images, pixelated)
@@ -57,8 +62,12 @@ def top_words(pyr, image: int, layers: int = TOP_WORD_LAYERS) -> list[list[str]]
 
 
 def run_demo(tokenizer: Any, images: list[tuple[str, np.ndarray, str]], out: Path, *, episode: bool = True,
-             ways: int = 2, shots: int = 1, layers: int = 2, seed: int = 0, printer=print) -> dict[str, Any]:
-  """Encodes, prints and decodes `images`; writes the report. Returns a summary dict (also in tokens.json)."""
+             ways: int = 2, shots: int = 1, layers: int = 2, seed: int = 0, printer=print, lm: Any = None,
+             lm_name: str = "", lm_note: str = "") -> dict[str, Any]:
+  """Encodes, prints and decodes `images`; writes the report. Returns a summary dict (also in tokens.json).
+
+  `lm`: a language model for one real-LLM episode of each kind (None: `lm_note` says why there are none).
+  """
   from spae import metrics
 
   out.mkdir(parents=True, exist_ok=True)
@@ -102,19 +111,26 @@ def run_demo(tokenizer: Any, images: list[tuple[str, np.ndarray, str]], out: Pat
   write_json_atomic(out / "tokens.json", doc)
   fewshot = None
   if episode:
-    fewshot = _episode(tokenizer, ways, shots, layers, seed, printer)
+    fewshot = _episode(tokenizer, ways, shots, layers, seed, printer, lm is not None)
     write_json_atomic(out / "fewshot.json", fewshot)
-  write_report(out, images, pyr, psnr, thumb_psnr, counts, sides, fewshot)
+  llm: list[dict[str, Any]] = []
+  if lm is not None:
+    llm = _demo_llm.run_episodes(tokenizer, lm, lm_name, image_size=tokenizer.config.image_size, seed=seed,
+                                 printer=printer)
+    write_json_atomic(out / "llm.json", {"lm": lm_name, "episodes": llm})
+  elif lm_note:
+    printer(f"\n{lm_note}")
+  write_report(out, images, pyr, psnr, thumb_psnr, counts, sides, fewshot, llm, lm_name, lm_note)
   printer(f"\nmean PSNR by prefix ({' / '.join(str(c) for c in counts)} tokens): "
           + " / ".join(f"{v:.1f}" for v in psnr.mean(0)) + " dB; same-budget thumbnails ("
           + " / ".join(f"{s}x{s}" for s in sides) + "): " + " / ".join(f"{v:.1f}" for v in thumb_psnr.mean(0))
           + " dB")
   printer(f"wrote {out / 'report.html'}, {out / 'grid.png'}, {out / 'tokens.json'}")
   return {"psnr_per_prefix": psnr.mean(0).tolist(), "thumbnail_psnr_per_prefix": thumb_psnr.mean(0).tolist(),
-          "fewshot": fewshot, "out": str(out)}
+          "fewshot": fewshot, "llm": llm, "out": str(out)}
 
 
-def _episode(tokenizer, ways, shots, layers, seed, printer) -> dict[str, Any]:
+def _episode(tokenizer, ways, shots, layers, seed, printer, with_lm: bool = False) -> dict[str, Any]:
   """One N-way K-shot episode on held-out synthetic classes, scored by the LLM-free Jaccard probe."""
   from spae import data
   from spae.prompting import FewShotConfig, evaluate_fewshot
@@ -130,8 +146,9 @@ def _episode(tokenizer, ways, shots, layers, seed, printer) -> dict[str, Any]:
   printer(f"\nfew-shot ({ways}-way {shots}-shot, top {layers} layers, held-out synthetic classes):")
   printer("  prompt an LLM would get:\n" + "\n".join("    " + line for line in q["prompt"].splitlines()))
   printer(f"  truth: {q['truth']}   LLM-free Jaccard probe: {q['jaccard']}   ridge probe: {q['ridge']}")
-  printer("  to ask a real LLM: spae demo --lm hf:PATH (HF Gemma/LLaMA folder), gemma:PATH (orbax) or "
-          "openai:URL#model; or spae fewshot --tokenizer DIR --lm SPEC ...")
+  if not with_lm:
+    printer("  to ask a real LLM: install the models extra (spae demo then uses gguf:gemma3-270m) or pass --lm "
+            "gguf:PATH, hf:PATH, gemma:PATH or openai:URL#model; or spae fewshot --tokenizer DIR --lm SPEC ...")
   return {"classes": res["rows"][0]["classes"], **q}
 
 
@@ -185,7 +202,8 @@ def _word_grid(e, src: str, words: list[str], layer: int, side: int) -> str:
           f"<span class='hov'></span></figcaption></figure>")
 
 
-def write_report(out: Path, images, pyr, psnr, thumb_psnr, counts, sides, fewshot) -> None:
+def write_report(out: Path, images, pyr, psnr, thumb_psnr, counts, sides, fewshot, llm=(), lm_name="",
+                 lm_note="") -> None:
   """OUT/report.html: plain HTML + inline CSS/JS, no network; images referenced under OUT/images/."""
   e = lambda s: html.escape(str(s), quote=True)
   parts = ["<!doctype html><html lang='en'><meta charset='utf-8'><title>spae demo</title>",
@@ -218,6 +236,7 @@ def write_report(out: Path, images, pyr, psnr, thumb_psnr, counts, sides, fewsho
     parts.append("<h2>Few-shot episode (held-out synthetic classes)</h2><pre>" + e(fewshot["prompt"]) + "</pre>"
                  f"<p>truth: {e(fewshot['truth'])}; Jaccard probe: {e(fewshot['jaccard'])}; "
                  f"ridge probe: {e(fewshot['ridge'])}</p>")
+  parts.append(_demo_llm.report_html(list(llm), lm_name, lm_note))
   parts.append(f"<script>{_JS}</script></html>")
   with atomic_path(out / "report.html") as tmp:
     tmp.write_text("\n".join(parts), encoding="utf-8")
@@ -228,8 +247,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("images", nargs="*", help="your own images (default: bundled synthetic scenes and photos)")
   p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the shipped default)")
   p.add_argument("-o", "--out", default="demo", help="output folder (default ./demo)")
-  p.add_argument("--lm", default=None, help="also score the few-shot episode with an LLM: hf:PATH, gemma:PATH, "
-                                           "openai:URL#model")
+  p.add_argument("--lm", default=None,
+                 help="the LLM of the classification / caption / question episodes: gguf:gemma3-270m (the default "
+                      "when the models extra is installed), gguf:PATH, hf:PATH, gemma:PATH, openai:URL#model, or "
+                      "'none' to skip them")
   p.add_argument("--no-fewshot", action="store_true")
 
 
@@ -250,16 +271,15 @@ def run_cli(args: argparse.Namespace) -> int:
   print(f"tokenizer: {tok.config.image_size}px, pyramid {tok.config.pyramid.grids} "
         f"({tok.config.pyramid.cumulative_tokens()[-1]} tokens), vocabulary of {len(tok.vocabulary)} words "
         f"({tok.vocabulary.metadata.get('model', tok.vocabulary.metadata.get('source', '?'))})")
-  run_demo(tok, images, Path(args.out), episode=not args.no_fewshot)
-  if args.lm:
-    from spae import data, lm, prompting
-    from spae.prompting import FewShotConfig, evaluate_fewshot
+  spec, note = (args.lm, "") if args.lm else _demo_llm.default_lm()
+  model = None
+  if spec == "none":
+    note = "real-LLM episodes skipped (--lm none)"
+  elif spec:
+    from spae import lm
 
-    model = lm.load(args.lm)
-    src = data.render_shapes_source(200, tok.config.image_size, seed=1, split="test")
-    src = src.subset([c for c in data.SHAPES_HELDOUT_CLASSES if len(src.images_of(c)) >= 2])
-    res = evaluate_fewshot(FewShotConfig(ways=(2,), shots=(1,), layers=(2,), episodes=20), tok, model, source=src,
-                           lm_name=args.lm, progress=True)
-    print(prompting.format_table(res["summary"]))
+    print(f"loading {spec} for the real-LLM episodes ...")
+    model = lm.load(spec)
+  run_demo(tok, images, Path(args.out), episode=not args.no_fewshot, lm=model, lm_name=spec or "", lm_note=note)
   print(f"done in {time.perf_counter() - t0:.1f} s")
   return 0

@@ -28,6 +28,9 @@ from flax import nnx
 from spae._io import SpaeInputError
 from spae._tensors import open_tensors
 
+__all__ = ["LPIPS_CHANNELS", "PerceptualLoss", "PerceptualNet", "PerceptualWeight", "VGG16_CHANNELS", "VGG16_SLICES",
+           "make_perceptual_loss"]
+
 Array = jax.Array
 log = logging.getLogger("spae")
 

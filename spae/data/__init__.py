@@ -1,6 +1,6 @@
 """Datasets for spae: image sources, preprocessing, a resumable batch iterator and generated training data.
 
-  src = spae.data.make_source("mix:scenes=0.7,photos=0.3")  # or "scenes:N", "photos:N", "shapes:/data",
+  src = spae.data.make_source("mix:scenes=0.7,photos=0.3")  # or "scenes:N", "photos:N", "shapes:~/data",
                                                           # "tfds:imagenet2012@/data", "folder:/imgs", "/imgs"
   it = spae.data.BatchIterator(src, 16, spae.data.Preprocess(64, crop="random", flip=True), seed=0)
   batch = next(it)                                      # {'image': float32 [16, 64, 64, 3] in [0, 1], ...}
@@ -20,8 +20,9 @@ from spae.data._shapes import BACKGROUND_NAMES, CLASSES as SHAPES_CLASSES, COLOU
 from spae.data._shapes import HELDOUT_CLASSES as SHAPES_HELDOUT_CLASSES, SHAPES, SIZES, TEXTURES
 from spae.data._shapes import TRAIN_CLASSES as SHAPES_TRAIN_CLASSES
 from spae.data._shapes import ShapesSpec, build_shapes, caption_for, render_scene, scene_rng
+from spae.data._open import make_source
 from spae.data._sources import (ArraySource, ClassSubset, FolderSource, ImageSource, LabelledSource, TfdsSource,
-                                make_source, render_shapes_source, shapes_source)
+                                render_shapes_source, shapes_source)
 
 __all__ = [
     "ArraySource", "BACKGROUND_NAMES", "BatchIterator", "COLOURS", "COLOUR_NAMES", "ClassSubset", "ConcatSource",

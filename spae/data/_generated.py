@@ -1,4 +1,4 @@
-"""Generated image sources: `scenes`, scikit-image photo crops, their mixture, and the specs that open them.
+"""Generated image sources: `scenes`, scikit-image photo crops and their mixture (`make_source` opens them by spec).
 
 Every image is a pure function of (seed, index), made when asked for (nothing is stored), so a source of 100k
 images costs nothing to open and any index can be read in any order, on any host.
@@ -9,7 +9,7 @@ images costs nothing to open and any index can be read in any order, on any host
   'photos:test[@SIZE]'         the fixed evaluation crops of the held-out photos (8 per photo)
   'mix:[N:]NAME=W,...[@SIZE]'  N images (default 100000), a share W of each of NAME = scenes, photos (train sets),
                                e.g. 'mix:scenes=0.7,photos=0.3'
-SIZE defaults to 64; the seed is 0 (pass `seed=` to the classes for others).
+SIZE defaults to 64; the seed is 0 (pass `seed=` to the classes for others). The specs are read in `_open.py`.
 """
 
 from __future__ import annotations
@@ -189,35 +189,3 @@ def mixed_source(num: int, weights: dict[str, float], image_size: int = 64, seed
   parts = [make[k](int(n)) for k, n in zip(weights, counts) if n > 0]
   spec = ",".join(f"{k}={v:g}" for k, v in weights.items())
   return ConcatSource(parts, name=f"mix:{num}:{spec}@{image_size}")
-
-
-GENERATED_KINDS = ("scenes", "photos", "mix")
-SPEC_HELP = ("'scenes:N[@SIZE]', 'scenes:validation|test:N[@SIZE]', 'photos:N[@SIZE]', 'photos:test[@SIZE]', "
-             "'mix:[N:]scenes=W,photos=W[@SIZE]'")
-
-
-def open_generated(spec: str) -> ImageSource:
-  """Opens a 'scenes:', 'photos:' or 'mix:' spec (see the module docstring)."""
-  kind, _, rest = spec.partition(":")
-  body, at, size_text = rest.rpartition("@") if "@" in rest else (rest, "", "64")
-  try:
-    size = int(size_text)
-    if kind == "scenes":
-      split, _, num = body.rpartition(":")
-      return SceneSource(int(num), size, split=split or "train")
-    if kind == "photos":
-      return heldout_photo_crops(size) if body == "test" else PhotoCropSource(int(body), size)
-    if kind == "mix":
-      num, _, parts = body.rpartition(":")
-      weights = {}
-      for item in parts.split(","):
-        name, eq, value = item.partition("=")
-        if not eq or name in weights:
-          raise ValueError(item)
-        weights[name.strip()] = float(value)
-      return mixed_source(int(num) if num else DEFAULT_MIX_SIZE, weights, size)
-  except SpaeInputError:
-    raise
-  except ValueError:  # int() / float() of a malformed part
-    pass
-  raise SpaeInputError(f"data spec {spec!r} is malformed; generated data specs are {SPEC_HELP}.")

@@ -1,4 +1,4 @@
-"""Random-access image sources (folders, tfds array_record datasets, arrays) and `make_source`."""
+"""Random-access image sources: folders, tfds array_record datasets, arrays (`make_source` opens them by spec)."""
 
 from __future__ import annotations
 
@@ -431,73 +431,3 @@ def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool
   src = TfdsSource(None, split, builder_dir=path)
   src.name = f"shapes:{split}@{data_dir}"
   return src
-
-
-_SPEC_HELP = ("a data spec is one of: 'shapes:DATA_DIR', 'shapes:SPLIT@DATA_DIR', 'tfds:NAME[:SPLIT][@DATA_DIR]', "
-              "'folder:PATH', the path of an existing image folder, or generated data: 'scenes:N[@SIZE]', "
-              "'scenes:test:N', 'photos:N[@SIZE]', 'photos:test', 'mix:[N:]scenes=W,photos=W[@SIZE]'")
-
-
-def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str] | None = None,
-                require_labels: bool = False, check: CheckMode = "header",
-                shapes_spec: _shapes.ShapesSpec | None = None) -> ImageSource:
-  """Opens an image source from a spec string.
-
-  Specs:
-    'shapes:DATA_DIR'           the train split of the synthetic `shapes` dataset under DATA_DIR: the one built
-                                there, else `shapes_spec` (default: 64 px, 10k/1k/1k examples), built now.
-    'shapes:SPLIT@DATA_DIR'     another split: train / validation / test (tfds slicing allowed).
-    'tfds:NAME[:SPLIT][@DATA_DIR]'  a prepared array_record tfds dataset, e.g. 'tfds:imagenet2012:validation@/data'
-                                (SPLIT defaults to 'train'; DATA_DIR to tfds' default).
-    'folder:PATH' or 'PATH'     a folder of images, searched recursively; first-level subfolders are the classes.
-    'scenes:[SPLIT:]N[@SIZE]'   N generated scenes over the whole colour range (train split unless SPLIT is
-                                validation / test), rendered on demand (spae.data._scenes).
-    'photos:N[@SIZE]'           N random crops of scikit-image's training photographs; 'photos:test[@SIZE]' is the
-                                fixed evaluation set of crops of the held-out photographs (spae.data._photos).
-    'mix:[N:]scenes=W,photos=W[@SIZE]'  N training images (default 100000), a share W of each.
-    An ImageSource is returned as is (after `classes` / `require_labels`).
-
-  Args:
-    classes: keep only these classes (relabelled in this order), e.g. spae.data.SHAPES_TRAIN_CLASSES.
-    require_labels: raise SpaeInputError unless the source has class labels (few-shot episodes need them).
-    check: how folders are checked for unreadable files at open time (see FolderSource).
-    shapes_spec: which shapes configuration 'shapes:' specs open (and build if missing).
-  """
-  if isinstance(spec, ImageSource):
-    src = spec
-  else:
-    src = _open_spec(os.fspath(spec), check, shapes_spec)
-  if classes is not None:
-    src = src.subset(classes)
-  if require_labels and not src.classes:
-    raise SpaeInputError(f"{src.name} has no class labels; a labelled source is needed here (use a folder with one "
-                         "subfolder per class, a tfds dataset with a 'label' ClassLabel feature, or shapes).")
-  return src
-
-
-def _open_spec(spec: str, check: CheckMode, shapes_spec: _shapes.ShapesSpec | None) -> ImageSource:
-  if not spec:
-    raise SpaeInputError(f"empty data spec; {_SPEC_HELP}.")
-  kind, sep, rest = spec.partition(":")
-  if sep and kind in ("scenes", "photos", "mix"):
-    from spae.data import _generated  # imports this module
-
-    return _generated.open_generated(spec)
-  if sep and kind == "shapes":
-    split, at, data_dir = rest.rpartition("@")
-    if not data_dir:
-      raise SpaeInputError(f"data spec {spec!r} names no DATA_DIR; {_SPEC_HELP}.")
-    return shapes_source(data_dir, split if at else "train", spec=shapes_spec)
-  if sep and kind == "tfds":
-    body, at, data_dir = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    name, _, split = body.partition(":")
-    if not name:
-      raise SpaeInputError(f"data spec {spec!r} names no dataset; {_SPEC_HELP}.")
-    return TfdsSource(name, split or "train", data_dir or None)
-  if sep and kind == "folder":
-    return FolderSource(rest, check=check)
-  if Path(spec).is_dir():
-    return FolderSource(spec, check=check)
-  if sep and len(kind) > 1 and not Path(spec).exists():
-    raise SpaeInputError(f"unknown data source kind {kind!r} in {spec!r}; {_SPEC_HELP}.")
-  raise SpaeInputError(f"data spec {spec!r} is not an existing folder; {_SPEC_HELP}.")

@@ -15,6 +15,7 @@ from spae.lm import testing
 from spae.lm._base import (Constraint, LanguageModel, LanguageModelBase, LogitsModel, TextTokenizer, Trie,
                            choose_next)
 from spae.lm._gemma import GemmaConfig, GemmaLM
+from spae.lm._gguf import load_gguf
 from spae.lm._gguf_tokenizer import GGUFTokenizer, gguf_tokenizer
 from spae.lm._load import load
 from spae.lm._loaders import PRESETS, config_from_hf, load_gemma, load_hf
@@ -22,6 +23,6 @@ from spae.lm._openai import LMServerError, OpenAICompatibleLM, ServerTokenizer, 
 from spae.lm._sp import SentencePieceTokenizer
 
 __all__ = ["Constraint", "LanguageModel", "LanguageModelBase", "LogitsModel", "TextTokenizer", "Trie", "choose_next",
-           "GemmaConfig", "GemmaLM", "load", "PRESETS", "config_from_hf", "load_gemma", "load_hf", "LMServerError",
-           "OpenAICompatibleLM", "ServerTokenizer", "round_trip_safe", "SentencePieceTokenizer", "GGUFTokenizer",
-           "gguf_tokenizer", "testing"]
+           "GemmaConfig", "GemmaLM", "load", "PRESETS", "config_from_hf", "load_gemma", "load_hf", "load_gguf",
+           "LMServerError", "OpenAICompatibleLM", "ServerTokenizer", "round_trip_safe", "SentencePieceTokenizer",
+           "GGUFTokenizer", "gguf_tokenizer", "testing"]

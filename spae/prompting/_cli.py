@@ -54,11 +54,14 @@ def load_source(spec: str | None, classes: Sequence[str] | None = None) -> Label
 
 
 def parse_classes(spec: str | None) -> list[str] | None:
-  """'a,b,c' -> names; 'shapes-heldout' / 'shapes-train' -> the shapes held-out / training classes."""
+  """'a,b,c' -> names; 'shapes-heldout' / 'shapes-train' / 'scenes-heldout' / 'scenes-train' -> those held-out /
+  training classes."""
   if not spec:
     return None
-  if spec in ("shapes-heldout", "shapes-train"):
-    from spae import data
+  from spae import data
 
-    return list(data.SHAPES_HELDOUT_CLASSES if spec == "shapes-heldout" else data.SHAPES_TRAIN_CLASSES)
+  named = {"shapes-heldout": data.SHAPES_HELDOUT_CLASSES, "shapes-train": data.SHAPES_TRAIN_CLASSES,
+           "scenes-heldout": data.SCENE_HELDOUT_CLASSES, "scenes-train": data.SCENE_TRAIN_CLASSES}
+  if spec in named:
+    return list(named[spec])
   return [c.strip() for c in spec.split(",") if c.strip()]

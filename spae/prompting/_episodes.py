@@ -5,12 +5,19 @@ Episode file format (JSONL, one episode per line; `write_episodes` writes it, `r
   {"id": "5w1s-0", "classes": ["red circle", "blue star", ...],
    "labels": ["dax", "blicket", ...],                # optional; default = classes (the names the LLM sees)
    "support": [["red circle", 17], ["blue star", 4], ...],  # [class, image] in prompt order
-   "query": [["blue star", 29]]}                      # one or more [class, image]
+   "query": [["blue star", 29]],                      # one or more [class, image]
+   "captions": ["This is a dax.", ...],               # optional: a text after each support image (see below)
+   "question": "Q: What is this? A: This is a"}       # optional, with captions: the text after the query image
 
 `image` is whatever the labelled source (a `spae.data.LabelledSource`) loads (an int index, or a key string),
 or, when no source is given, a path to an image file (relative paths are relative to the episode file). A CSV form is also read:
 a header `episode,role,class,image` (role = support | query), one row per image, rows in prompt order;
 `labels` then default to the class names.
+
+Episodes with captions (Frozen's published mini-ImageNet files, `spae.prompting.read_frozen`) carry their own
+texts: each support image is followed by its caption verbatim and the query image by the question, instead of the
+`PromptTemplate`'s. A caption must read "<this is a|an|the> <label><ending>" (`split_caption`), its label one of
+the episode's labels, the ending ("." or nothing) the same for every caption of the episode.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -43,6 +51,8 @@ class Episode:
     labels: the N names shown to the LLM (`classes` or nonsense names), aligned with `classes`.
     support: (class index, image key) pairs in prompt order.
     query: (class index, image key) pairs; each is classified separately with the same support.
+    captions: () or one text per support image, shown verbatim after it (Frozen's layout).
+    question: with captions, the text after the query image (it ends where the LLM writes the label).
   """
 
   id: str
@@ -50,6 +60,8 @@ class Episode:
   labels: tuple[str, ...]
   support: tuple[tuple[int, Any], ...]
   query: tuple[tuple[int, Any], ...]
+  captions: tuple[str, ...] = ()
+  question: str = ""
 
   @property
   def ways(self) -> int:
@@ -62,10 +74,22 @@ class Episode:
   def image_keys(self) -> list[Any]:
     return [k for _, k in self.support] + [k for _, k in self.query]
 
+  @property
+  def ending(self) -> str:
+    """What follows the label in every caption ("." or ""); "" without captions."""
+    return split_caption(self.captions[0])[2] if self.captions else ""
+
+  def caption_prefixes(self) -> dict[Any, str]:
+    """Support image key -> its caption's text before the label (e.g. "This is a"); {} without captions."""
+    return {k: split_caption(c)[0] for (_, k), c in zip(self.support, self.captions)}
+
   def to_json(self) -> dict[str, Any]:
-    return {"id": self.id, "classes": list(self.classes), "labels": list(self.labels),
-            "support": [[self.classes[c], k] for c, k in self.support],
-            "query": [[self.classes[c], k] for c, k in self.query]}
+    out = {"id": self.id, "classes": list(self.classes), "labels": list(self.labels),
+           "support": [[self.classes[c], k] for c, k in self.support],
+           "query": [[self.classes[c], k] for c, k in self.query]}
+    if self.captions:
+      out.update(captions=list(self.captions), question=self.question)
+    return out
 
   @classmethod
   def from_json(cls, obj: dict[str, Any], where: str = "episode") -> "Episode":
@@ -76,12 +100,14 @@ class Episode:
       support = tuple((index[str(c)], _key(k)) for c, k in obj["support"])
       query = tuple((index[str(c)], _key(k)) for c, k in obj["query"])
       eid = str(obj["id"])
+      captions = tuple(str(c) for c in obj.get("captions") or ())
+      question = str(obj.get("question") or "")
     except KeyError as e:
       raise SpaeInputError(f"{where}: missing field or unknown class {e} (fields: id, classes, support, query; "
                            "every support/query class must be listed in 'classes').") from None
     except (TypeError, ValueError) as e:
       raise SpaeInputError(f"{where}: malformed episode ({e}); support/query are lists of [class, image].") from None
-    return make_episode(eid, classes, labels, support, query, where)
+    return make_episode(eid, classes, labels, support, query, where, captions, question)
 
 
 def _key(k: Any) -> Any:
@@ -89,8 +115,10 @@ def _key(k: Any) -> Any:
 
 
 def make_episode(eid: str, classes: Sequence[str], labels: Sequence[str], support: Sequence[tuple[int, Any]],
-                 query: Sequence[tuple[int, Any]], where: str = "episode") -> Episode:
-  """Validates and builds an Episode (distinct classes and labels, non-empty support/query)."""
+                 query: Sequence[tuple[int, Any]], where: str = "episode", captions: Sequence[str] = (),
+                 question: str = "") -> Episode:
+  """Validates and builds an Episode (distinct classes and labels, non-empty support/query, captions that name
+  their image's label)."""
   if len(set(classes)) != len(classes):
     raise SpaeInputError(f"{where}: classes repeat ({list(classes)}).")
   if len(labels) != len(classes):
@@ -99,7 +127,43 @@ def make_episode(eid: str, classes: Sequence[str], labels: Sequence[str], suppor
     raise SpaeInputError(f"{where}: labels {list(labels)} are not distinct after normalisation.")
   if not support or not query:
     raise SpaeInputError(f"{where}: needs at least one support and one query image.")
-  return Episode(eid, tuple(classes), tuple(labels), tuple(support), tuple(query))
+  if captions or question:
+    _check_captions(captions, question, labels, support, where)
+  return Episode(eid, tuple(classes), tuple(labels), tuple(support), tuple(query), tuple(captions),
+                 question.rstrip())
+
+
+_CAPTION = re.compile(r"^\s*(this is (?:an?|the))\s+(\S.*?)\s*([.!]?)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def split_caption(caption: str) -> tuple[str, str, str]:
+  """"This is a dax." -> ("This is a", "dax", "."): the text before the label, the label, its ending.
+
+  The rule: the caption starts with "this is a", "this is an" or "this is the" (any case); the label is the rest
+  up to an optional final "." or "!". Raises SpaeInputError for a caption that does not read so.
+  """
+  m = _CAPTION.match(caption)
+  if not m:
+    raise SpaeInputError(f"caption {caption!r} does not read 'This is a <label>.'")
+  return m.group(1), m.group(2), m.group(3)
+
+
+def _check_captions(captions: Sequence[str], question: str, labels: Sequence[str],
+                    support: Sequence[tuple[int, Any]], where: str) -> None:
+  if len(captions) != len(support) or not question.strip():
+    raise SpaeInputError(f"{where}: captions need one text per support image ({len(captions)} for "
+                         f"{len(support)}) and a non-empty question.")
+  endings = set()
+  for (c, _), caption in zip(support, captions):
+    try:
+      _, label, ending = split_caption(caption)
+    except SpaeInputError as e:
+      raise SpaeInputError(f"{where}: {e}") from None
+    if normalize_label(label) != normalize_label(labels[c]):
+      raise SpaeInputError(f"{where}: caption {caption!r} names {label!r} but its image is labelled {labels[c]!r}.")
+    endings.add(ending)
+  if len(endings) > 1:
+    raise SpaeInputError(f"{where}: captions end differently ({sorted(endings)}); one ending per episode.")
 
 
 def normalize_label(text: str) -> str:
@@ -263,3 +327,14 @@ def load_image_from(source: LabelledSource, key: Any) -> Any:
   elif isinstance(item, tuple):
     item = item[0]
   return item
+
+
+def scene_attributes(source: Any, key: Any) -> dict[str, Any] | None:
+  """The generated-scene attributes of image `key` (`SceneSource.attributes`, through class subsets), or None
+  when the source does not know them."""
+  while not callable(getattr(source, "attributes", None)):
+    base, indices = getattr(source, "base", None), getattr(source, "indices", None)
+    if base is None or indices is None:
+      return None
+    source, key = base, int(indices[int(key)])
+  return source.attributes(int(key))

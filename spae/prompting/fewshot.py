@@ -26,30 +26,31 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from spae._io import SpaeInputError, write_json_atomic
+from spae._io import SpaeInputError
 from spae._tokenizer import Tokenizer, TokenPyramid
 from spae.data import LabelledSource
 from spae.lm import LanguageModel, LogitsModel
-from spae.prompting import _cli
-from spae.prompting._episodes import (Episode, FileImages, load_image_from, normalize_label, read_episodes,
-                                      repeated_support, sample_episodes, write_episodes)
+from spae.prompting._episodes import (Episode, load_image_from, normalize_label, repeated_support, sample_episodes,
+                                      scene_attributes)
+from spae.prompting._frozen import frozen_induction
 from spae.prompting._jsonl import JsonlLog
 from spae.prompting._probes import jaccard_probe, ridge_probe
 from spae.prompting._prompt import PromptTemplate
-from spae.prompting._render import Answer, Segment, readable, render
+from spae.prompting._render import Answer, Segment, Text, fill, readable, render
+from spae.prompting._scene_tasks import describe, oracle_words
 from spae.prompting._stats import confidence_interval, format_table, summarize
 from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "classify_query",
-           "confidence_interval", "evaluate_fewshot", "format_table", "run_fewshot", "score_candidates", "summarize"]
+           "confidence_interval", "episode_template", "evaluate_fewshot", "format_table", "run_fewshot",
+           "score_candidates", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,7 @@ class FewShotConfig:
       sequence with `LanguageModel.logits` (a check on backends; same numbers).
     probes: also run the LLM-free probes.
     ridge_l2: ridge probe regularisation.
+    oracle: also run the LM on the images' true attribute words in place of their tokens (generated scenes).
   """
 
   ways: tuple[int, ...] = (5,)
@@ -93,6 +95,7 @@ class FewShotConfig:
   prefix_cache: bool = True
   probes: bool = True
   ridge_l2: float = 0.1
+  oracle: bool = False
 
   def validate(self) -> None:
     if self.mode not in ("score", "generate"):
@@ -131,6 +134,12 @@ class TokenCache:
     if key not in self._pyr:
       self.prefetch([key])
     return [int(t) for t in self._pyr[key].codebook_ids(layers)[0]]
+
+  def all_ids(self, key: Hashable) -> list[int]:
+    """Codebook ids of every layer of one image."""
+    self.prefetch([key])
+    pyr = self._pyr[key]
+    return [int(t) for t in pyr.codebook_ids(pyr.num_layers)[0]]
 
   def episode(self, episode: Episode, layers: int) -> dict[Hashable, list[int]]:
     """Codebook ids of every image of an episode (support and queries), computed once for all its prompts."""
@@ -246,43 +255,67 @@ def classify_query(lm: LanguageModel, prefix: Sequence[int], label_ids: LabelIds
   return None, text, None
 
 
+def episode_template(episode: Episode, config: FewShotConfig) -> PromptTemplate:
+  """The layout an episode is prompted with: the config's template, or, for an episode with captions (Frozen's
+  files), the published Frozen text: induction "Answer with dax or blicket.", each support image followed by its
+  caption, the query image by the question; the label is scored as " <label><ending>\n"."""
+  if not episode.captions:
+    return config.template
+  return PromptTemplate(instruction=frozen_induction(episode.labels),
+                        example=f"{{tokens}} {episode.question} {{label}}{episode.ending}\n")
+
+
 def build_prompt(episode: Episode, support: Sequence[tuple[int, Hashable]], query_key: Hashable,
-                 image_tokens: Mapping[Hashable, Sequence[int]], label_ids: LabelIds, config: FewShotConfig
+                 images: Mapping[Hashable, Sequence[int] | str], label_ids: LabelIds, config: FewShotConfig
                  ) -> list[Segment]:
-  """Prompt segments: [induction] support examples, then the query. `image_tokens`: codebook ids per image key;
-  `label_ids`: the episode's answers, spliced into the support examples."""
-  t = config.template
+  """Prompt segments: [induction] support examples, then the query (`episode_template`).
+
+  `images`: per image key, its codebook ids, or a text (the oracle's words) shown in their place; `label_ids`:
+  the episode's answers, spliced into the support examples.
+  """
+  t = episode_template(episode, config)
   segs: list[Segment] = t.instruction_segments(episode.labels) if config.induction else []
+  prefixes = episode.caption_prefixes()
   for c, key in support:
-    segs += t.example_segments(image_tokens[key], label_ids.answers[c])
-  segs += t.query_segments(image_tokens[query_key])
-  return segs
+    if prefixes:  # "<image> This is a" + the answer " dax.\n": the caption verbatim, the label as it is scored
+      segs += [describe(images[key]), Text(" " + prefixes[key]), label_ids.answers[c]]
+    else:
+      segs += fill(t.query, {"{tokens}": describe(images[key])}) + [label_ids.answers[c]]
+  return segs + fill(t.query, {"{tokens}": describe(images[query_key])})
 
 
 # ------------------------------------------------------------------------------------ the evaluation
-def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Tokenizer, token_mode: str) -> str:
-  """Hash of everything that changes an episode's outcome besides (episode, layers, repeats)."""
+def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Tokenizer, token_mode: str, probe: list[int]) -> str:
+  """Hash of everything that changes an episode's outcome besides (episode, layers, repeats). `probe`: the
+  tokens of one image (the vocabulary's fingerprint does not change when a tokenizer is retrained)."""
   d = {"mode": config.mode if lm_name != "none" else "none", "constrained": config.constrained,
        "induction": config.induction, "names": config.names, "template": dataclasses.asdict(config.template),
        "token_mode": token_mode, "length_norm": config.length_norm, "lm": lm_name,
-       "vocab": tokenizer.vocabulary.fingerprint(), "probes": config.probes, "ridge_l2": config.ridge_l2}
+       "vocab": tokenizer.vocabulary.fingerprint(), "probes": config.probes, "ridge_l2": config.ridge_l2,
+       "probe": probe}
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def evaluate_fewshot(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageModel | None, *,
                      source: LabelledSource | None = None, episodes: Sequence[Episode] | None = None,
                      out: str | os.PathLike | None = None, lm_name: str | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, cache: TokenCache | None = None) -> dict[str, Any]:
   """Runs the few-shot evaluation; returns {"summary": [...], "rows": [...], "setup": id, ...}.
+
+  Every (ways, shots) x layers x repeats cell runs on the same episodes; each image is encoded once for the whole
+  run, and with `config.oracle` the LM also reads the images' true attribute words (one row per episode and
+  repeats, `layers` None).
 
   Args:
     config: what to evaluate.
     tokenizer: the `spae.Tokenizer` (its vocabulary must match the LM for token mode 'ids').
     lm: the language model, or None for the probes only.
     source: labelled images; required (for episode files with image paths use `FileImages(folder)`).
-    episodes: fixed episodes (e.g. `read_episodes(file)`); otherwise they are sampled from `source`.
+    episodes: fixed episodes (e.g. `read_episodes(file)`, `read_frozen(folder, ...)`); otherwise they are
+      sampled from `source`.
     out: per-episode JSONL; rows already there for the same setup are skipped (resume).
     lm_name: identifies the LM in the setup hash (default: its class name).
+    cache: a `TokenCache` of this tokenizer and source to share across calls (each image is encoded once).
   """
   config.validate()
   if source is None:
@@ -290,10 +323,11 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageMo
                          "(for episode files with image paths use FileImages(folder)).")
   if lm is None and not config.probes:
     raise SpaeInputError("nothing to evaluate: no LM and probes disabled.")
+  if lm is None and config.oracle:
+    raise SpaeInputError("the oracle row asks an LM to read the images' attribute words; pass --lm.")
   lm_name = lm_name or ("none" if lm is None else type(lm).__name__)
   tmap = TokenMap(tokenizer.vocabulary, lm.tokenizer, config.token_mode) if lm is not None else None
   token_mode = tmap.mode if tmap else "none"
-  setup = _setup_id(config, lm_name, tokenizer, token_mode)
   max_layers = tokenizer.config.pyramid.num_layers
   if max(config.layers) > max_layers:
     raise SpaeInputError(f"layers {max(config.layers)} exceeds this tokenizer's {max_layers} pyramid layers.")
@@ -303,31 +337,75 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageMo
   else:
     episode_sets = [sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
                                     names=config.names) for w in config.ways for s in config.shots]
-  plan = [(eps, layers, rep) for eps in episode_sets for layers in config.layers for rep in config.repeats]
-  total = sum(len(eps) for eps, _, _ in plan)
+  if not any(episode_sets):
+    raise SpaeInputError("no episodes to evaluate.")
+  oracle = _oracle_words(source, episode_sets[0][0]) if config.oracle else None
+  cache = cache or TokenCache(tokenizer, source)
+  setup = _setup_id(config, lm_name, tokenizer, token_mode, cache.all_ids(episode_sets[0][0].query[0][1]))
+  jobs = [(f"{setup}/L{layers}/R{rep}/{ep.id}", ep, layers, rep)
+          for eps in episode_sets for layers in config.layers for rep in config.repeats for ep in eps]
+  if oracle is not None:
+    jobs += [(f"{setup}/oracle/R{rep}/{ep.id}", ep, None, rep) for eps in episode_sets for rep in config.repeats
+             for ep in eps]
   results = JsonlLog(out) if out is not None else None
-  cache = TokenCache(tokenizer, source)
+  done = {r.get("key"): r for r in results.rows} if results is not None else {}
+  # Encode every image the remaining token rows read, once for the whole sweep, in full batches.
+  keys = list(dict.fromkeys(k for key, ep, layers, _ in jobs if key not in done and layers is not None
+                            for k in ep.image_keys()))
+  with tqdm(total=len(keys), desc="encoding images", unit="img", disable=not progress or not keys) as bar:
+    for i in range(0, len(keys), 4 * cache.batch_size):
+      cache.prefetch(keys[i:i + 4 * cache.batch_size])
+      bar.update(len(keys[i:i + 4 * cache.batch_size]))
   words = tokenizer.vocabulary.words(np.arange(len(tokenizer.vocabulary)))
   rows: list[dict[str, Any]] = []
-  done = 0
-  with tqdm(total=total, desc="few-shot episodes", unit="ep", disable=not progress) as bar:
-    for eps, layers, rep in plan:
-      for ep in eps:
-        key = f"{setup}/L{layers}/R{rep}/{ep.id}"
-        if results is not None and key in results.keys:
-          rows.append(next(r for r in results.rows if r.get("key") == key))
-          done += 1
+  resumed = sum(1 for key, *_ in jobs if key in done)
+  with tqdm(total=len(jobs), initial=resumed, desc="few-shot episodes", unit="ep", disable=not progress) as bar:
+    for key, ep, layers, rep in jobs:
+      row = done.get(key)
+      if row is None:
+        if layers is None:
+          row = _run_oracle(ep, rep, config, lm, tmap, {k: oracle(k) for k in ep.image_keys()})
         else:
           row = _run_episode(ep, layers, rep, config, lm, tmap, cache.episode(ep, layers), words)
-          row.update(key=key, setup=setup, lm=lm_name)
-          if results is not None:
-            results.append(row)
-          rows.append(row)
+        row.update(key=key, setup=setup, lm=lm_name)
+        if results is not None:
+          results.append(row)
         bar.update(1)
-  if done:
-    log.info("resumed: %d of %d episode settings were already in %s", done, total, out)
-  return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": done, "summary": summarize(rows),
+      rows.append(row)
+  if resumed:
+    log.info("resumed: %d of %d episode settings were already in %s", resumed, len(jobs), out)
+  return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": resumed, "summary": summarize(rows),
           "rows": rows}
+
+
+def _oracle_words(source: LabelledSource, probe: Episode):
+  """key -> the image's true attribute words (`oracle_words`); a one-line error if the source has none."""
+  if scene_attributes(source, probe.image_keys()[0]) is None:
+    raise SpaeInputError(f"the oracle needs images whose attributes are known (generated scenes, e.g. --data "
+                         f"scenes:test:4000 --classes scenes-heldout); {getattr(source, 'name', source)!r} has none.")
+  return lambda key: oracle_words(scene_attributes(source, key))
+
+
+def _ask(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable,
+         images: Mapping[Hashable, Sequence[int] | str], label_ids: LabelIds, config: FewShotConfig,
+         lm: LanguageModel, tmap: TokenMap) -> dict[str, Any]:
+  """The LM labels one query: {"prompt", "prediction", "label" (index or None), "prompt_tokens"[, "scores"]}."""
+  prompt = render(build_prompt(ep, support, qkey, images, label_ids, config), tmap)
+  if len(prompt.ids) + label_ids.longest > lm.max_length:
+    raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prompt.ids)} LM tokens, over the LM's "
+                         f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
+  k, text, scores = classify_query(lm, prompt.ids, label_ids, config)
+  out = {"prompt": prompt.text, "prediction": text, "label": k, "prompt_tokens": len(prompt.ids)}
+  if scores is not None:
+    out["scores"] = scores
+  return out
+
+
+def _row(ep: Episode, layers: int | None, rep: int, config: FewShotConfig, lm: LanguageModel | None,
+         queries: list[dict[str, Any]]) -> dict[str, Any]:
+  return {"episode": ep.id, "ways": ep.ways, "shots": ep.shots, "repeats": rep, "layers": layers,
+          "induction": config.induction, "mode": config.mode if lm is not None else "none",
+          "classes": list(ep.classes), "labels": list(ep.labels), "queries": queries}
 
 
 def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: LanguageModel | None,
@@ -338,110 +416,47 @@ def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: 
   s_classes = [c for c, _ in ep.support]
   ridge = (ridge_probe(s_tokens, s_classes, [image_tokens[k] for _, k in ep.query], ep.ways, config.ridge_l2)
            if config.probes else None)
-  label_ids = (LabelIds.of(tmap, ep.labels, config.template) if lm is not None else
-               LabelIds.text_only(ep.labels, config.template))
+  template = episode_template(ep, config)
+  label_ids = LabelIds.of(tmap, ep.labels, template) if lm is not None else LabelIds.text_only(ep.labels, template)
   queries = []
   for qi, (qc, qkey) in enumerate(ep.query):
-    segs = build_prompt(ep, support, qkey, image_tokens, label_ids, config)
     q: dict[str, Any] = {"truth": ep.labels[qc], "truth_class": ep.classes[qc]}
     if config.probes:
       j = jaccard_probe(s_tokens, s_classes, image_tokens[qkey])
       q.update(jaccard=ep.labels[j], jaccard_correct=int(j == qc), ridge=ep.labels[int(ridge[qi])],
                ridge_correct=int(ridge[qi] == qc))
     if lm is None:
-      q["prompt"] = readable(segs, words)
+      q["prompt"] = readable(build_prompt(ep, support, qkey, image_tokens, label_ids, config), words)
     else:
-      prompt = render(segs, tmap)
-      q["prompt"] = prompt.text
-      if len(prompt.ids) + label_ids.longest > lm.max_length:
-        raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prompt.ids)} LM tokens, over the LM's "
-                             f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
-      k, text, scores = classify_query(lm, prompt.ids, label_ids, config)
-      q.update(prediction=text, lm_correct=int(k == qc), prompt_tokens=len(prompt.ids))
-      if scores is not None:
-        q["scores"] = scores
+      a = _ask(ep, support, qkey, image_tokens, label_ids, config, lm, tmap)
+      q.update(lm_correct=int(a.pop("label") == qc), **a)
     queries.append(q)
-  return {"episode": ep.id, "ways": ep.ways, "shots": ep.shots, "repeats": rep, "layers": layers,
-          "mode": config.mode if lm is not None else "none", "classes": list(ep.classes), "labels": list(ep.labels),
-          "queries": queries}
+  return _row(ep, layers, rep, config, lm, queries)
+
+
+def _run_oracle(ep: Episode, rep: int, config: FewShotConfig, lm: LanguageModel, tmap: TokenMap,
+                descriptions: Mapping[Hashable, str]) -> dict[str, Any]:
+  """The oracle row: the same LM, episode and template with each image's attribute words for its tokens."""
+  support = repeated_support(ep, rep, config.seed)
+  label_ids = LabelIds.of(tmap, ep.labels, episode_template(ep, config))
+  queries = []
+  for qc, qkey in ep.query:
+    a = _ask(ep, support, qkey, descriptions, label_ids, config, lm, tmap)
+    queries.append({"truth": ep.labels[qc], "truth_class": ep.classes[qc], "oracle_correct": int(a.pop("label") == qc),
+                    **a})
+  return _row(ep, None, rep, config, lm, queries)
 
 
 # ------------------------------------------------------------------------------------ CLI
 def add_fewshot_args(p: argparse.ArgumentParser) -> None:
-  """Arguments of `spae fewshot`."""
-  p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
-  p.add_argument("--lm", default="none",
-                 help="gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free probes only)")
-  _cli.add_lm_server_args(p)
-  p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
-                 "name, or 'shapes...' (see spae.data.make_source)")
-  p.add_argument("--classes", default=None,
-                 help="comma-separated class names to keep, or 'shapes-heldout' / 'shapes-train' for the shapes split")
-  p.add_argument("--episodes-file", default=None,
-                 help="replay episodes from this JSONL/CSV file (format: spae.prompting.read_episodes)")
-  p.add_argument("--save-episodes", default=None, help="also write the sampled episodes to this JSONL file")
-  p.add_argument("--ways", type=int, nargs="+", default=[5])
-  p.add_argument("--shots", type=int, nargs="+", default=[1])
-  p.add_argument("--layers", type=int, nargs="+", default=[2], help="top pyramid layers per image (2 = 1+4 tokens)")
-  p.add_argument("--repeats", type=int, nargs="+", default=[1], help="inner-shot repeats of the support set")
-  p.add_argument("--episodes", type=int, default=100)
-  p.add_argument("--queries", type=int, default=1, help="query images per episode")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--mode", choices=("score", "generate"), default="score")
-  p.add_argument("--free", action="store_true", help="generate mode: do not constrain the output to the labels")
-  p.add_argument("--induction", action="store_true", help="prepend a task-induction line naming the labels")
-  p.add_argument("--names", choices=("real", "nonsense"), default="real")
-  p.add_argument("--template-example", default=PromptTemplate.example,
-                 help="one support example, {tokens} then {label} (\\n for a line break); the query is this cut "
-                      "before the label")
-  p.add_argument("--template-instruction", default=PromptTemplate.instruction, help="with {labels}")
-  p.add_argument("--token-mode", choices=("auto", "ids", "text"), default="auto")
-  p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
-  p.add_argument("--no-prefix-cache", action="store_true", help="score every candidate from scratch")
-  p.add_argument("--no-probes", action="store_true")
-  p.add_argument("--out", required=True, help="per-episode JSONL (resumed if it exists)")
-  p.add_argument("--summary", default=None, help="summary JSON (default: OUT with .summary.json)")
-  p.add_argument("--no-progress", action="store_true")
+  """Arguments of `spae fewshot` (`spae.prompting._fewshot_cli`)."""
+  from spae.prompting import _fewshot_cli
 
-
-def _unescape(s: str) -> str:
-  return s.replace("\\n", "\n").replace("\\t", "\t")
+  _fewshot_cli.add_args(p)
 
 
 def run_fewshot(args: argparse.Namespace) -> int:
   """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
-  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example))
-  config = FewShotConfig(ways=tuple(args.ways), shots=tuple(args.shots), layers=tuple(args.layers),
-                         repeats=tuple(args.repeats), episodes=args.episodes, queries=args.queries, seed=args.seed,
-                         mode=args.mode, constrained=not args.free, induction=args.induction, names=args.names,
-                         template=template, token_mode=args.token_mode, length_norm=args.length_norm,
-                         prefix_cache=not args.no_prefix_cache, probes=not args.no_probes)
-  config.validate()
-  if args.data is None and args.episodes_file is None:
-    raise SpaeInputError("pass --data (labelled images) or --episodes-file.")
-  tokenizer = _cli.load_tokenizer(args.tokenizer)
-  source = _cli.load_source(args.data, _cli.parse_classes(args.classes))
-  episodes = None
-  if args.episodes_file:
-    episodes = read_episodes(args.episodes_file)
-    if source is None:
-      source = FileImages(Path(args.episodes_file).parent)
-  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
-  if lm is None and config.probes is False:
-    raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
-  if args.save_episodes and episodes is None:
-    eps = [e for w in config.ways for s in config.shots
-           for e in sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
-                                    names=config.names)]
-    write_episodes(args.save_episodes, eps)
-  res = evaluate_fewshot(config, tokenizer, lm, source=source, episodes=episodes, out=args.out, lm_name=args.lm,
-                         progress=not args.no_progress)
-  summary_path = args.summary or str(Path(args.out).with_suffix("")) + ".summary.json"
-  write_json_atomic(summary_path, {k: v for k, v in res.items() if k != "rows"} | {
-      "config": {**dataclasses.asdict(config), "lm": args.lm, "data": args.data, "tokenizer": args.tokenizer,
-                 "episodes_file": args.episodes_file}})
-  if res["resumed"]:
-    print(f"resumed: {res['resumed']} episode(s) were already in {args.out}")
-  print(format_table(res["summary"]))
-  print(f"per-episode results: {args.out}\nsummary: {summary_path}")
-  return 0
+  from spae.prompting import _fewshot_cli
+
+  return _fewshot_cli.run(args)

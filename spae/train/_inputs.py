@@ -1,44 +1,23 @@
-"""Resolves a TrainConfig's vocabulary and data specs into objects."""
+"""Resolves a TrainConfig's vocabulary and data specs into objects (the grammars live in `spae._specs`)."""
 
 from __future__ import annotations
 
-import os
-import re
-
+from spae import _specs, data
 from spae._io import SpaeInputError
 from spae._vocab import Vocabulary
 
+__all__ = ["build_vocabulary", "open_data"]
+
 
 def build_vocabulary(spec: str) -> Vocabulary:
-  from spae._tiny import tiny_vocabulary
-
+  """A vocabulary spec: 'default' (shipped), 'gemma3-270m' (from its package), 'tiny', 'tiny:DIM' or a folder
+  written by `Vocabulary.save`. A config's 'REQUIRED: how' placeholder says how to set it."""
   if spec.startswith("REQUIRED"):
     raise SpaeInputError(f"this config needs a vocabulary: {spec.split(':', 1)[-1].strip()} "
                          "(a directory written by spae.Vocabulary.save).")
-  from spae import assets
-
-  if spec in assets._BUILTIN:  # 'default' (shipped) or 'gemma3-270m' (from its package)
-    return assets.builtin_vocabulary(spec)
-  if spec == "tiny":
-    return tiny_vocabulary()
-  if spec.startswith("tiny:"):
-    return tiny_vocabulary(dim=int(spec.split(":", 1)[1]))
-  return Vocabulary.load(spec)
+  return _specs.resolve("vocab", spec)
 
 
 def open_data(spec: str):
-  """spae.data.make_source specs, plus 'shapes-memory:N[@SIZE]': N shapes scenes rendered in memory (no build)."""
-  from spae import data as D
-
-  if spec.startswith("shapes-memory:"):
-    body = spec.split(":", 1)[1]
-    num, _, size = body.partition("@")
-    try:
-      return D.render_shapes_source(int(num), int(size or 64))
-    except ValueError:
-      raise SpaeInputError(f"data spec {spec!r} must look like shapes-memory:N or shapes-memory:N@SIZE.") from None
-  # Expand a home-relative path inside the spec ('shapes:~/data', 'tfds:name@~/tfds', '~/images').
-  home = os.path.expanduser("~")
-  spec = "".join(home + part[1:] if part.startswith("~/") else part for part in re.split(r"(?<=[:@])", spec))
-  return D.make_source(spec)
-
+  """An image source: any `spae.data.make_source` spec ('shapes-memory:N[@SIZE]', 'scenes:N', '~/images', ...)."""
+  return data.make_source(spec)

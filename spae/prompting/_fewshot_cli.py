@@ -1,0 +1,174 @@
+"""`spae fewshot` on the command line: arguments, data (sampled, episode files, Frozen's files), the Frozen table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from spae._io import SpaeInputError, check_output_file, write_json_atomic
+from spae.prompting import _cli
+from spae.prompting._episodes import Episode, FileImages, read_episodes, sample_episodes, write_episodes
+from spae.prompting._frozen import FROZEN_TABLE, read_frozen
+from spae.prompting._prompt import PromptTemplate
+from spae.prompting._stats import format_table, summarize
+from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot
+
+FROZEN_PREFIX = "frozen:"
+
+
+def _episode_count(text: str) -> int | None:
+  if text == "all":
+    return None
+  try:
+    n = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number of episodes or 'all', got {text!r}") from None
+  if n < 1:
+    raise argparse.ArgumentTypeError(f"--episodes must be >= 1, got {n}")
+  return n
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+  """Arguments of `spae fewshot`."""
+  p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
+  p.add_argument("--lm", default="none",
+                 help="gguf:gemma3-270m, gguf:PATH, gemma:PATH, hf:PATH, openai:URL#model, or 'none' (LLM-free "
+                      "probes only)")
+  _cli.add_lm_server_args(p)
+  p.add_argument("--data", default=None, help="labelled images: an image folder with class subfolders, a tfds "
+                 "name, 'scenes:...' / 'shapes...' (see spae.data.make_source), or frozen:PATH, the open_ended_mi "
+                 "or real_name_mi folder of Frozen's mini-ImageNet (its questions are the episodes)")
+  p.add_argument("--classes", default=None,
+                 help="comma-separated class names to keep, or shapes-heldout / shapes-train / scenes-heldout / "
+                      "scenes-train for those splits' classes")
+  p.add_argument("--episodes-file", default=None,
+                 help="replay episodes from this JSONL/CSV file (format: spae.prompting.read_episodes)")
+  p.add_argument("--save-episodes", default=None, help="also write the episodes to this JSONL file")
+  p.add_argument("--ways", type=int, nargs="+", default=[5])
+  p.add_argument("--shots", type=int, nargs="+", default=[1], help="support images per class (Frozen: inner shots)")
+  p.add_argument("--layers", type=int, nargs="+", default=[2], help="top pyramid layers per image (2 = 1+4 tokens)")
+  p.add_argument("--repeats", type=int, nargs="+", default=[1],
+                 help="times the support set is shown (1 = once; Frozen's 'repeats r' is r+1)")
+  p.add_argument("--episodes", type=_episode_count, default=100,
+                 help="episodes per (ways, shots); with frozen: data the first N questions of each file, or 'all'")
+  p.add_argument("--queries", type=int, default=1, help="query images per episode")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--mode", choices=("score", "generate"), default="score")
+  p.add_argument("--free", action="store_true", help="generate mode: do not constrain the output to the labels")
+  p.add_argument("--induction", action="store_true", help="prepend a task-induction line naming the labels")
+  p.add_argument("--names", choices=("real", "nonsense"), default="real",
+                 help="label names of sampled episodes (frozen: data and episode files fix their own)")
+  p.add_argument("--oracle", action="store_true",
+                 help="also run the LM on the images' true attribute words in place of their tokens (scenes data)")
+  p.add_argument("--frozen-table", action="store_true",
+                 help="run the seven columns of the Frozen / LQAE / SPAE mini-ImageNet table per --ways (induction "
+                      "off/on, inner shots 1 3 5, repeats 0 1 3 5) instead of --shots x --repeats x --induction")
+  p.add_argument("--template-example", default=PromptTemplate.example,
+                 help="one support example, {tokens} then {label} (\\n for a line break); the query is this cut "
+                      "before the label (frozen: data uses the files' own captions and questions)")
+  p.add_argument("--template-instruction", default=PromptTemplate.instruction, help="with {labels}")
+  p.add_argument("--token-mode", choices=("auto", "ids", "text"), default="auto")
+  p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
+  p.add_argument("--no-prefix-cache", action="store_true", help="score every candidate from scratch")
+  p.add_argument("--no-probes", action="store_true")
+  p.add_argument("--out", required=True, help="per-episode JSONL (resumed if it exists)")
+  p.add_argument("--summary", default=None, help="summary JSON (default: OUT with .summary.json)")
+  p.add_argument("--no-progress", action="store_true")
+
+
+def _unescape(s: str) -> str:
+  return s.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _config(args: argparse.Namespace) -> FewShotConfig:
+  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example))
+  shots = sorted({s for _, s, _ in FROZEN_TABLE}) if args.frozen_table else args.shots
+  config = FewShotConfig(ways=tuple(args.ways), shots=tuple(shots), layers=tuple(args.layers),
+                         repeats=tuple(args.repeats), episodes=args.episodes or 1, queries=args.queries,
+                         seed=args.seed, mode=args.mode, constrained=not args.free, induction=args.induction,
+                         names=args.names, template=template, token_mode=args.token_mode,
+                         length_norm=args.length_norm, prefix_cache=not args.no_prefix_cache,
+                         probes=not args.no_probes, oracle=args.oracle)
+  config.validate()
+  return config
+
+
+def _inputs(args: argparse.Namespace, config: FewShotConfig) -> tuple[Any, list[Episode] | None]:
+  """(image source, fixed episodes or None to sample) from --data / --episodes-file."""
+  frozen = args.data is not None and args.data.startswith(FROZEN_PREFIX)
+  if args.data is None and args.episodes_file is None:
+    raise SpaeInputError("pass --data (labelled images or frozen:PATH) or --episodes-file.")
+  if args.episodes is None and not (frozen or args.episodes_file):
+    raise SpaeInputError("--episodes all reads every question of frozen: data or an episode file; give sampled "
+                         "episodes a number.")
+  if frozen:
+    if args.episodes_file or args.classes:
+      raise SpaeInputError("frozen: data fixes its own episodes and classes; drop --episodes-file / --classes.")
+    root = os.path.expanduser(args.data[len(FROZEN_PREFIX):])
+    return FileImages(root), read_frozen(root, config.ways, config.shots, args.episodes)
+  source = _cli.load_source(args.data, _cli.parse_classes(args.classes))
+  if not args.episodes_file:
+    return source, None
+  episodes = read_episodes(args.episodes_file)
+  if args.episodes is not None:
+    episodes = episodes[:args.episodes]
+  return source or FileImages(Path(args.episodes_file).parent), episodes
+
+
+def run(args: argparse.Namespace) -> int:
+  """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
+  check_output_file(args.out)
+  config = _config(args)
+  tokenizer = _cli.load_tokenizer(args.tokenizer)
+  source, episodes = _inputs(args, config)
+  lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
+  if lm is None and not config.probes:
+    raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
+  if args.save_episodes:
+    eps = episodes if episodes is not None else [
+        e for w in config.ways for s in config.shots
+        for e in sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
+                                 names=config.names)]
+    write_episodes(args.save_episodes, eps)
+  common = dict(source=source, out=args.out, lm_name=args.lm, progress=not args.no_progress)
+  if args.frozen_table:
+    res = frozen_table(config, tokenizer, lm, episodes, **common)
+  else:
+    res = evaluate_fewshot(config, tokenizer, lm, episodes=episodes, **common)
+  summary_path = args.summary or str(Path(args.out).with_suffix("")) + ".summary.json"
+  write_json_atomic(summary_path, {k: v for k, v in res.items() if k != "rows"} | {
+      "config": {**dataclasses.asdict(config), "lm": args.lm, "data": args.data, "tokenizer": args.tokenizer,
+                 "episodes_file": args.episodes_file, "frozen_table": args.frozen_table}})
+  if res["resumed"]:
+    print(f"resumed: {res['resumed']} episode(s) were already in {args.out}")
+  print(format_table(res["summary"]))
+  if args.frozen_table:
+    from spae.prompting._frozen import format_frozen_table
+
+    print("\n" + format_frozen_table(res["summary"], config.ways))
+  print(f"per-episode results: {args.out}\nsummary: {summary_path}")
+  return 0
+
+
+def frozen_table(config: FewShotConfig, tokenizer: Any, lm: Any, episodes: Sequence[Episode] | None, *,
+                 source: Any, cells: Sequence[tuple[bool, int, int]] = FROZEN_TABLE, **kwargs: Any
+                 ) -> dict[str, Any]:
+  """`evaluate_fewshot` on the table's cells (induction, shots, times shown) for every ways and layers of
+  `config`, sharing one token cache (each image encoded once) and one results file."""
+  cache = TokenCache(tokenizer, source)
+  rows, resumed, setups = [], 0, []
+  groups: dict[tuple[bool, tuple[int, ...]], list[int]] = {}
+  for induction, shots, repeats in cells:  # one call per (induction, repeats set), over the shots it pairs with
+    groups.setdefault((induction, tuple(r for i, s2, r in cells if i == induction and s2 == shots)), []).append(shots)
+  for (induction, repeats), shots in groups.items():
+    cfg = dataclasses.replace(config, induction=induction, shots=tuple(dict.fromkeys(shots)), repeats=repeats)
+    eps = None if episodes is None else [e for e in episodes if e.shots in cfg.shots]
+    res = evaluate_fewshot(cfg, tokenizer, lm, source=source, episodes=eps, cache=cache, **kwargs)
+    rows += res["rows"]
+    resumed += res["resumed"]
+    setups.append(res["setup"])
+  return {"setup": setups, "token_mode": res["token_mode"], "lm": res["lm"], "resumed": resumed,
+          "summary": summarize(rows), "rows": rows}

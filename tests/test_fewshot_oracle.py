@@ -1,0 +1,132 @@
+"""The oracle row of `spae fewshot`: the same LM, episodes and template with the images' attribute words."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+import spae
+from spae.data import SceneSource
+from spae.prompting import FewShotConfig, evaluate_fewshot, fewshot, format_table
+from spae.prompting import _cli
+from spae.prompting._scene_tasks import COUNT_WORDS, REGIONS, oracle_words
+from spae.prompting.testing import FunctionLM, WordTokenizer
+
+CLASSES = ["blue hexagon", "cyan diamond", "pink star", "orange arrow"]  # 8-10 scenes each in the first 600
+
+
+@pytest.fixture(scope="module")
+def scenes():
+  return SceneSource(600, 32, split="test").subset(CLASSES)
+
+
+@pytest.fixture(scope="module")
+def wtok(tiny_tok):
+  extra = [w for c in CLASSES for w in c.split()] + ["small", "medium", "large", "light", "dark", *COUNT_WORDS,
+                                                      *(w for r in REGIONS for w in r.split())]
+  return WordTokenizer(tiny_tok.vocabulary.words(np.arange(len(tiny_tok.vocabulary))), extra)
+
+
+def attribute_reader(tok, labels, bonus=20.0):
+  """Answers with the first label whose words all appear in the query's input (else the first label)."""
+  inp, outp, nl = tok.index["Input:"], tok.index["Output:"], tok.newline_id
+  label_ids = [tok.encode(" " + l) for l in labels]
+
+  def fn(ids):
+    out = np.zeros(tok.vocab_size, np.float32)
+    starts = [i for i, t in enumerate(ids) if t == inp]
+    if not starts:
+      return out
+    query = ids[starts[-1] + 1:]
+    if outp not in query:
+      return out
+    cut = query.index(outp)
+    seen, written = set(query[:cut]), query[cut + 1:]
+    target = next((l for l in label_ids if set(l) <= seen), label_ids[0]) + [nl]
+    out[target[len(written)] if len(written) < len(target) else nl] += bonus
+    return out
+
+  return fn
+
+
+def test_oracle_rows_read_the_attribute_words_of_the_same_episodes(tiny_tok, scenes, wtok, monkeypatch):
+  lm = FunctionLM(wtok, attribute_reader(wtok, CLASSES))
+  loaded = []
+  orig = fewshot.load_image_from
+  monkeypatch.setattr(fewshot, "load_image_from", lambda src, k: loaded.append(k) or orig(src, k))
+  config = FewShotConfig(ways=(2,), shots=(1, 2), layers=(1, 2), repeats=(1, 2), episodes=3, oracle=True)
+  res = evaluate_fewshot(config, tiny_tok, lm, source=scenes, progress=False)
+  token_rows = [r for r in res["rows"] if r["layers"] is not None]
+  oracle_rows = [r for r in res["rows"] if r["layers"] is None]
+  assert len(token_rows) == 2 * 2 * 2 * 3 and len(oracle_rows) == 2 * 2 * 3  # the oracle does not use layers
+  # Every image is encoded once for the whole sweep (layers, shots, repeats), plus the setup's probe image.
+  assert len(loaded) == len(set(loaded))
+  assert set(loaded) == {k for r in token_rows for k in _episode_keys(r, scenes)} | {loaded[0]}
+  for row in oracle_rows:
+    twin = next(r for r in token_rows if r["episode"] == row["episode"] and r["repeats"] == row["repeats"])
+    q, tq = row["queries"][0], twin["queries"][0]
+    assert q["truth"] == tq["truth"] and q["oracle_correct"] == 1
+    # the same template with words in place of tokens: one "Input: <words> Output: <label>" line per example
+    lines = q["prompt"].split("\n")
+    assert len(lines) == len(tq["prompt"].split("\n")) and lines[-1].startswith("Input: ")
+    assert all(l.split(" Output:")[0][len("Input: "):] in _all_oracle_words(scenes) for l in lines if l)
+  summary = {(s["shots"], s["repeats"], s["layers"], s["method"]): s for s in res["summary"]}
+  for shots in (1, 2):
+    for rep in (1, 2):
+      o = summary[(shots, rep, None, "oracle")]
+      assert o["accuracy"] == 1.0 and o["episodes"] == 3
+      for layers in (1, 2):
+        lm_entry = summary[(shots, rep, layers, "lm")]
+        assert lm_entry["vs_oracle"] == pytest.approx(lm_entry["accuracy"])
+  table = format_table(res["summary"])
+  assert " words   oracle  1.000" in table and "/oracle" in table
+
+
+def _episode_keys(row, scenes):
+  """The image keys of a row's episode (sampled again: episode i depends only on the seed and its cell)."""
+  eps = spae.prompting.sample_episodes(scenes, row["ways"], row["shots"], 3, seed=0)
+  return set(next(e for e in eps if e.id == row["episode"]).image_keys())
+
+
+def _all_oracle_words(scenes):
+  return {oracle_words(scenes.base.attributes(int(i))) for i in scenes.indices}
+
+
+def test_resume_reruns_only_new_cells(tiny_tok, scenes, wtok, tmp_path):
+  lm = FunctionLM(wtok, attribute_reader(wtok, CLASSES))
+  out = tmp_path / "o.jsonl"
+  config = FewShotConfig(ways=(2,), shots=(1,), layers=(1,), episodes=2, oracle=True)
+  evaluate_fewshot(config, tiny_tok, lm, source=scenes, out=out, progress=False)
+  assert lm.calls == 4  # 2 token rows and 2 oracle rows
+  lm.calls = 0
+  import dataclasses
+  res = evaluate_fewshot(dataclasses.replace(config, layers=(1, 2)), tiny_tok, lm, source=scenes, out=out,
+                         progress=False)
+  assert lm.calls == 2 and res["resumed"] == 4  # only the new layer's rows
+  assert len(out.read_text().splitlines()) == 6
+
+
+def test_oracle_needs_an_lm_and_scene_attributes(tiny_tok, scenes, wtok, tmp_path):
+  with pytest.raises(spae.SpaeInputError, match="pass --lm"):
+    evaluate_fewshot(FewShotConfig(ways=(2,), oracle=True), tiny_tok, None, source=scenes, progress=False)
+  arrays = spae.data.ArraySource(np.zeros((8, 32, 32, 3), np.uint8), [0, 1] * 4, ["a", "b"], name="arrays")
+  lm = FunctionLM(wtok, attribute_reader(wtok, CLASSES))
+  with pytest.raises(spae.SpaeInputError, match="the oracle needs images whose attributes are known .* 'arrays'"):
+    evaluate_fewshot(FewShotConfig(ways=(2,), oracle=True, episodes=1), tiny_tok, lm, source=arrays, progress=False)
+
+
+def test_cli_oracle_on_scene_classes(tiny_tok, wtok, tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(_cli, "load_tokenizer", lambda spec: tiny_tok)
+  monkeypatch.setattr(_cli, "load_lm", lambda spec, **kw: FunctionLM(wtok, attribute_reader(wtok, CLASSES)))
+  p = argparse.ArgumentParser()
+  fewshot.add_fewshot_args(p)
+  args = p.parse_args(["--tokenizer", "tiny", "--lm", "fake", "--data", "scenes:test:600", "--classes",
+                       ",".join(CLASSES), "--ways", "2", "--episodes", "2", "--oracle", "--no-progress",
+                       "--out", str(tmp_path / "o.jsonl")])
+  assert fewshot.run_fewshot(args) == 0
+  assert " words   oracle  1.000" in capsys.readouterr().out
+  summary = json.loads((tmp_path / "o.summary.json").read_text())
+  assert summary["config"]["oracle"] is True
+  assert {s["method"] for s in summary["summary"]} == {"lm", "oracle", "jaccard", "ridge"}
+  assert _cli.parse_classes("scenes-heldout") == list(spae.data.SCENE_HELDOUT_CLASSES)
