@@ -160,6 +160,25 @@ def upsample(q: Array, h: int, w: int) -> Array:
   return jnp.repeat(jnp.repeat(q, h // s, axis=1), w // q.shape[2], axis=2)
 
 
+def layer_target(z: Array, previous: Array | None, layer: int, grid: int, mode: str = "dilation",
+                 quantizer: str = "saq") -> Array:
+  """Layer l's quantization target at its grid×grid sample positions c:
+
+    SAQ: t_l = l·z(c) − Σ_{i<l} q_i(c)        RQ: t_l = z(c) − Σ_{i<l} q_i(c)
+
+  Args:
+    z: [B, H, W, d] latents.
+    previous: Σ_{i<l} q_i at full resolution, [B, H, W, d] (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}); None for layer 1.
+    layer: l, 1-based. grid: s_l. mode: the pyramid's subsampler ('dilation' or 'pool').
+    quantizer: 'saq' or 'rq'.
+  Returns:
+    [B, grid, grid, d]. Differentiable in both inputs (the quantizer passes stopped values).
+  """
+  t = subsample(z, grid, mode)
+  t = layer * t if quantizer == "saq" else t
+  return t if previous is None else t - subsample(previous, grid, mode)
+
+
 def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
                  vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
   """Streaming Average Quantization of z over the pyramid.
@@ -209,9 +228,7 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
   running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
   ids_out, recon_out = [], []
   for layer, s in enumerate(spec.grids, start=1):
-    zc = subsample(zs, s, spec.subsample)
-    prev = subsample(running, s, spec.subsample)
-    target = (layer * zc if mode == "saq" else zc) - prev
+    target = layer_target(zs, running, layer, s, spec.subsample, mode)
     ids = nearest_tokens(target.reshape(-1, d), search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
     running = running + upsample(codebook[ids], h, w)
     ids_out.append(ids)

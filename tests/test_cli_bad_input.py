@@ -22,6 +22,9 @@ from PIL import Image
 
 from _cli_check import check_fails_cleanly
 
+# `spae train` on the CI config, into a workdir the row must not create.
+_TRAIN = ["train", "--config", Path(__file__).resolve().parents[1] / "configs" / "tiny.py", "--workdir", "w"]
+
 # A row: (make(cwd, tokenizer_dir) -> argv, regex the error line must match).
 Make = Callable[[Path, Path], list]
 
@@ -111,6 +114,16 @@ ROWS: dict[str, tuple[Make, str]] = {
     "data-under-a-file": (lambda d, t: ["data", "build-shapes", "afile/x", "--num-train", "2"], "'afile' is a file"),
     # ---------------------------------------------------------------- train / fewshot / generate / demo
     "train-missing-config": (lambda d, t: ["train", "--config", "nope.py", "--workdir", "w"], "nope.py"),
+    "train-lr-not-a-number": (lambda d, t: [*_TRAIN, "--set", "optim.lr=abc"], "optim.lr=abc.*not a finite number"),
+    "train-flat-name-of-before": (lambda d, t: [*_TRAIN, "--set", "lr=abc"], "unknown config field 'lr'.*optim.lr"),
+    "train-group-given-a-value": (lambda d, t: [*_TRAIN, "--set", "tokenizer=5"], "'tokenizer' is a group"),
+    "train-negative-steps": (lambda d, t: [*_TRAIN, "--set", "steps=-5"], "steps = -5 is invalid"),
+    "train-no-intact-checkpoint": (lambda d, t: [*_TRAIN[:-1], _write(d / "v" / "checkpoints" / "4" /
+                                                                      "_CHECKPOINT_METADATA", "garbage").parents[2],
+                                                 "--set", "semantic.weight=0"],  # (no teacher warning)
+                                   "no intact checkpoint in .*step\\(s\\) 4 cannot be read"),
+    "train-missing-data": (lambda d, t: [*_TRAIN, "--set", "data=/no/such/images"], "/no/such/images"),
+    "train-workdir-is-a-file": (lambda d, t: [*_TRAIN[:-1], "afile"], "workdir 'afile' exists and is not a dir"),
     "fewshot-missing-tokenizer": (lambda d, t: ["fewshot", "--tokenizer", "nodir", "--data", "shapes:x",
                                                 "--out", "o.jsonl"], "nodir.*does not exist"),
     "generate-needs-image": (lambda d, t: ["generate", "--task", "denoise", "--tokenizer", t, "--lm", "hf:nolm",

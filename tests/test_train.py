@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -80,12 +81,54 @@ def test_resume_equals_uninterrupted(trained, tiny_cfg, tmp_path):
   a = T.Trainer(tiny_cfg, tmp_path, teacher=teacher)
   a.run(progress=False, stop_after=4)  # crosses disc_start, stops with a checkpoint at step 4
   assert int(a.state["step"]) == 4
+  # What a run killed after its step-4 checkpoint leaves: rows past it, the last one half-written.
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 5, "g_loss": 1.0}) + "\n" + '{"step": 6, "g_lo')
   b = T.Trainer(tiny_cfg, tmp_path, teacher=teacher)
   b.run(progress=False)
   assert int(b.state["step"]) == tiny_cfg.steps
   for key in ("g_params", "d_params", "ema_params", "g_opt", "d_opt", "lecam", "rng"):
     assert _tree_equal(b.state[key], tr_full.state[key]), key
   assert b.data.get_state() == tr_full.data.get_state()
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, tiny_cfg.steps + 1))  # each step logged once
+  assert rows[4]["g_loss"] != 1.0
+
+
+def test_search_chunk_balances_the_vocabulary():
+  from spae._pyramid import nearest_tokens
+  from spae.train._step import search_chunk
+
+  # 8,195 words in chunks of 8,192 would be padded to 16,384 rows; two equal chunks pad 13.
+  assert search_chunk(8195, 8192) == 4104 and search_chunk(8192, 8192) == 8192 and search_chunk(256, 8192) == 256
+  for v, cap in ((8195, 8192), (262145, 8192), (100, 7), (5, 8192)):
+    c = search_chunk(v, cap)
+    n = -(-v // c)
+    assert c <= max(cap, 8) and n == -(-v // min(cap, v)) and n * c - v < 8 * n
+  rng = np.random.default_rng(0)
+  table = jnp.asarray(rng.standard_normal((1000, 8)), jnp.float32)
+  q = jnp.asarray(rng.standard_normal((64, 8)), jnp.float32)
+  assert np.array_equal(nearest_tokens(q, table, vocab_chunk=search_chunk(1000, 512)),
+                        nearest_tokens(q, table, vocab_chunk=512))
+
+
+@pytest.mark.parametrize("mode,quantizer", [("dilation", "saq"), ("pool", "saq"), ("dilation", "rq")])
+def test_semantic_targets_are_the_quantizers_targets(mode, quantizer):
+  from spae._pyramid import nearest_tokens, pyramid_quantize
+
+  rng = np.random.default_rng(1)
+  table = jnp.asarray(rng.standard_normal((300, 8)), jnp.float32)
+  z = jnp.asarray(rng.standard_normal((2, 8, 8, 8)), jnp.float32)
+  spec = spae.PyramidSpec((1, 2, 4, 8), subsample=mode)
+  ids, recons = pyramid_quantize(z, table, spec, quantizer)
+  targets = T.semantic_targets(z, recons, spec.grids, 3, mode, quantizer)
+  for l, t in enumerate(targets):
+    assert t.shape == (2, spec.grids[l] ** 2, 8)
+    assert np.array_equal(nearest_tokens(t.reshape(-1, 8), table).reshape(ids[l].shape), ids[l])
+  # t_l = l·z(c) − ... (RQ: z(c) − ...): its gradient to z sums to l (RQ: 1) per sampled position and channel.
+  g = jax.grad(lambda z: sum(jnp.sum(t) for t in T.semantic_targets(z, recons, spec.grids, 3, mode, quantizer)))(z)
+  scale = (lambda l: l) if quantizer == "saq" else (lambda l: 1)
+  assert float(jnp.sum(g)) == pytest.approx(sum(scale(l) * 2 * spec.grids[l - 1] ** 2 * 8 for l in (1, 2, 3)))
 
 
 def test_loss_decreases(tiny_cfg, tmp_path):
@@ -167,6 +210,34 @@ def test_half_written_checkpoint_is_ignored(trained, tiny_cfg, tmp_path):
   assert tr.restore_latest() == tiny_cfg.steps
 
 
+def _damage(checkpoint: Path) -> None:
+  """Truncates the largest file of a checkpoint (issue 9's reproduction)."""
+  big = max((p for p in checkpoint.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  big.write_bytes(big.read_bytes()[:100])
+
+
+def test_unreadable_checkpoint_falls_back_then_fails_cleanly(trained, tiny_cfg, tmp_path, caplog):
+  import shutil
+
+  _, wd = trained
+  ck = tmp_path / "checkpoints"
+  shutil.copytree(wd / "checkpoints", ck)  # steps 4 and 6
+  _damage(ck / "6")
+  tr = T.Trainer(tiny_cfg, tmp_path)
+  with caplog.at_level(logging.WARNING, logger="spae.train"):
+    assert tr.restore_latest() == 4
+  assert "checkpoint at step 6" in caplog.text and "unreadable" in caplog.text
+  assert (tmp_path / "checkpoints.unreadable" / "6").is_dir() and not (ck / "6").exists()  # moved, not deleted
+  tr.save_checkpoint(step=6, wait=True)  # the step can be saved again
+  assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [4, 6]
+  for step in (4, 6):
+    _damage(ck / str(step))
+  listing = sorted(str(p) for p in tmp_path.rglob("*"))
+  with pytest.raises(spae.SpaeInputError, match=r"no intact checkpoint in .*step\(s\) 6, 4 cannot be read"):
+    T.Trainer(tiny_cfg, tmp_path).restore_latest()
+  assert sorted(str(p) for p in tmp_path.rglob("*")) == listing  # nothing moved when nothing can be resumed
+
+
 def test_sigkill_mid_training_resumes(tmp_path):
   wd = tmp_path / "wd"
   cmd = [sys.executable, "-m", "spae.cli", "train", "--config", str(ROOT / "configs" / "tiny.py"),
@@ -206,6 +277,23 @@ def test_config_overrides_and_errors(tmp_path):
     T.load_config(ROOT / "configs" / "tiny.py", ["lr=1"])
   with pytest.raises(spae.SpaeInputError, match="does not exist"):
     T.load_config(tmp_path / "missing.py")
+  # Values are checked against the field types, and the whole config is validated before any work.
+  bad = {"optim.lr=abc": "'abc' is not a finite number", "tokenizer=5": "'tokenizer' is a group",
+         "steps=-5": "steps = -5 is invalid: it must be a positive integer", "flip=1": "not true or false",
+         "steps=2.5": "not an integer", "tokenizer.pyramid.grids=[1,\"a\"]": "not a list of integers",
+         "tokenizer.pyramid.subsample=max": "not one of 'dilation', 'pool'", "semantic.tau=0": "semantic.tau",
+         "logging.every=0": "logging.every", "crop=diag": "'random' or 'center'"}
+  for item, message in bad.items():
+    with pytest.raises(spae.SpaeInputError, match=message):
+      T.load_config(ROOT / "configs" / "tiny.py", [item])
+  ok = T.load_config(ROOT / "configs" / "tiny.py", ["steps=1e3", "semantic.teacher=null", "optim.d_lr=2",
+                                                     "tokenizer.pyramid.grids=[1, 2]", "data=shapes:/d"])
+  assert (ok.steps, ok.semantic.teacher, ok.optim.d_lr, ok.tokenizer.pyramid.grids, ok.data) == (
+      1000, None, 2.0, (1, 2), "shapes:/d")
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config():\n  return 1 / 0\n")
+  with pytest.raises(spae.SpaeInputError, match="broken.py.*ZeroDivisionError"):
+    T.load_config(broken)
   with pytest.raises(spae.SpaeInputError, match="needs a vocabulary"):
     T.build_vocabulary(T.load_config(ROOT / "configs" / "imagenet128.py").vocab)
 

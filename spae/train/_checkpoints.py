@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from spae._io import SpaeInputError
+
 log = logging.getLogger("spae.train")
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """orbax logs (through absl) each file it cannot parse; restore_latest reports an unreadable step once itself."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 class Checkpoints:
@@ -43,18 +58,56 @@ class Checkpoints:
       self.wait()
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
-    """(step, state, data_state) of the newest complete checkpoint, or None. Unfinished saves are never listed.
+    """(step, state, data_state) of the newest intact checkpoint, or None when there is none at all.
+
+    Unfinished saves are never listed (orbax renames a finished one into place). A listed checkpoint that cannot be
+    read (truncated or corrupted files, or a state of another shape) is skipped for the previous one; once one is
+    restored, each skipped step gets a warning naming it and is moved to WORKDIR/checkpoints.unreadable/<step>, so
+    a later save of that step does not collide with it. If none can be read: SpaeInputError (one line), nothing
+    moved.
 
     abstract_state: a pytree of jax.ShapeDtypeStruct (with shardings) matching the saved state.
     """
     import orbax.checkpoint as ocp
 
-    step = self.manager.latest_step()
-    if step is None:
+    if not self.directory.is_dir():  # a fresh run: nothing to restore, and no directory made for it yet
       return None
-    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                                  data=ocp.args.JsonRestore()))
-    return step, restored["state"], restored["data"]
+    with _quiet_absl():
+      steps = sorted(self.manager.all_steps(), reverse=True)
+    failed: list[tuple[int, str]] = []
+    for step in steps:
+      try:
+        with _quiet_absl():
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        failed.append((step, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+        continue
+      for bad, why in failed:
+        log.warning("checkpoint at step %d in %s is unreadable (%s); resuming from step %d.", bad, self.directory,
+                    why, step)
+      if failed:
+        self._set_aside([s for s, _ in failed])
+      return step, restored["state"], restored["data"]
+    if failed:
+      raise SpaeInputError(
+          f"no intact checkpoint in {self.directory}: step(s) {', '.join(str(s) for s, _ in failed)} cannot be read "
+          f"(newest: {failed[0][1][:120]}); move that directory away to train from scratch.")
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable checkpoints out of orbax's directory (nothing is deleted), then reopens the manager."""
+    aside = self.directory.parent / (self.directory.name + ".unreadable")
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      src, dst = self.directory / str(step), aside / str(step)
+      n = 1
+      while dst.exists():
+        dst, n = aside / f"{step}.{n}", n + 1
+      os.replace(src, dst)
+      log.warning("moved the unreadable checkpoint of step %d to %s", step, dst)
+    self._mgr.close()
+    self._mgr = None
 
   def wait(self) -> None:
     if self._mgr is not None:

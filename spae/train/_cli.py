@@ -24,13 +24,30 @@ def add_args(p) -> None:
 def run_cli(args) -> int:
   if args.distributed:
     jax.distributed.initialize()
-  cfg = load_config(args.config, args.overrides)
-  trainer = Trainer(cfg, args.workdir)
+  cfg = load_config(args.config, args.overrides)  # validated: bad values fail here, before any work
+  workdir = Path(args.workdir).expanduser()
+  existed = workdir.exists()
   try:
+    trainer = Trainer(cfg, workdir)
     last = trainer.run(progress=not args.no_progress)
   except NonFiniteLossError as e:
     print(f"spae train: stopped: {e}", file=sys.stderr)
     return 1
+  except BaseException:
+    if not existed:
+      _remove_empty_dirs(workdir)
+    raise
   print(json.dumps({k: v for k, v in last.items() if isinstance(v, (int, float))}))
-  print(f"tokenizer written to {Path(args.workdir) / 'tokenizer'}")
+  print(f"tokenizer written to {workdir / 'tokenizer'}")
   return 0
+
+
+def _remove_empty_dirs(root: Path) -> None:
+  """Removes `root` and folders under it that hold no file (what a failed start created); never a file."""
+  if not root.is_dir() or root.is_symlink():
+    return
+  for sub in sorted((p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+    if not any(sub.iterdir()):
+      sub.rmdir()
+  if not any(root.iterdir()):
+    root.rmdir()

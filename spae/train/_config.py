@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,66 @@ class TrainConfig:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+  def validate(self) -> None:
+    """Raises SpaeInputError (one line naming the field) for a value no run can use, before any work."""
+    for name, value, ok, want in _checks(self):
+      if not ok:
+        raise SpaeInputError(f"config field {name} = {value!r} is invalid: it must be {want}.")
+
+
+def _checks(c: TrainConfig):
+  """(field, value, valid?, what a valid value is) for every constrained field."""
+  pos, nonneg = "a positive integer", "an integer >= 0"
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  unit = lambda v: is_num(v) and 0 <= v < 1
+  o, l, g, s, lg, ck = c.optim, c.loss, c.gan, c.semantic, c.logging, c.checkpoints
+  yield from [
+      ("steps", c.steps, is_int(c.steps) and c.steps >= 1, pos),
+      ("batch_size", c.batch_size, is_int(c.batch_size) and c.batch_size >= 1, pos),
+      ("seed", c.seed, is_int(c.seed), "an integer"),
+      ("num_data_threads", c.num_data_threads, is_int(c.num_data_threads) and c.num_data_threads >= 0, nonneg),
+      ("max_consecutive_nan", c.max_consecutive_nan, is_int(c.max_consecutive_nan) and c.max_consecutive_nan >= 1,
+       pos),
+      ("crop", c.crop, c.crop in ("random", "center"), "'random' or 'center'"),
+      ("tokenizer.image_size", c.tokenizer.image_size,
+       is_int(c.tokenizer.image_size) and c.tokenizer.image_size >= 1, pos),
+      ("tokenizer.vocab_chunk", c.tokenizer.vocab_chunk,
+       is_int(c.tokenizer.vocab_chunk) and c.tokenizer.vocab_chunk >= 1, pos),
+  ]
+  for name in ("lr", "d_lr", "weight_decay"):
+    v = getattr(o, name)
+    yield f"optim.{name}", v, is_num(v) and v >= 0, "a number >= 0"
+  yield "optim.warmup_steps", o.warmup_steps, is_int(o.warmup_steps) and o.warmup_steps >= 0, nonneg
+  yield "optim.final_lr_ratio", o.final_lr_ratio, is_num(o.final_lr_ratio) and o.final_lr_ratio >= 0, "a number >= 0"
+  yield "optim.grad_clip", o.grad_clip, is_num(o.grad_clip) and o.grad_clip > 0, "a number > 0"
+  for name in ("b1", "b2", "ema_decay"):
+    yield f"optim.{name}", getattr(o, name), unit(getattr(o, name)), "in [0, 1)"
+  for group, obj, names in (("loss", l, ("l2_weight", "l1_weight", "perceptual_weight", "commitment_weight")),
+                            ("gan", g, ("adversarial_weight", "r1_gamma", "lecam_weight")),
+                            ("semantic", s, ("weight",))):
+    for name in names:
+      v = getattr(obj, name)
+      yield f"{group}.{name}", v, is_num(v) and v >= 0, "a number >= 0"
+  yield "gan.disc_start", g.disc_start, is_int(g.disc_start) and g.disc_start >= 0, nonneg
+  yield "gan.lecam_decay", g.lecam_decay, unit(g.lecam_decay), "in [0, 1)"
+  yield "semantic.layers", s.layers, is_int(s.layers) and s.layers >= 1, pos
+  yield "semantic.decay", s.decay, is_num(s.decay) and s.decay >= 0, "a number >= 0"
+  yield "semantic.schedule", s.schedule, s.schedule in ("constant", "warmup", "cosine"), \
+      "'constant', 'warmup' or 'cosine'"
+  yield "semantic.warmup", s.warmup, is_int(s.warmup) and s.warmup >= 0, nonneg
+  yield "semantic.final_ratio", s.final_ratio, is_num(s.final_ratio) and s.final_ratio >= 0, "a number >= 0"
+  yield "semantic.tau", s.tau, is_num(s.tau) and s.tau > 0, "a number > 0"
+  yield "semantic.teacher_top_k", s.teacher_top_k, is_int(s.teacher_top_k) and s.teacher_top_k >= 1, pos
+  yield "semantic.teacher_temperature", s.teacher_temperature, \
+      is_num(s.teacher_temperature) and s.teacher_temperature > 0, "a number > 0"
+  yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
+  yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
+  yield "logging.usage_window", lg.usage_window, is_int(lg.usage_window) and lg.usage_window >= 1, pos
+  yield "checkpoints.every", ck.every, is_int(ck.every) and ck.every >= 1, pos
+  yield "checkpoints.keep", ck.keep, is_int(ck.keep) and ck.keep >= 1, pos
+  yield "checkpoints.async_save", ck.async_save, isinstance(ck.async_save, bool), "true or false"
+
 
 # Flat names of the configs before the groups, for a one-line hint when an old `--set` is used.
 _MOVED = {
@@ -142,43 +204,102 @@ _MOVED = {
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-  """Runs a Python config file's `get_config()`, then applies `key=value` overrides (dotted for nesting)."""
+  """Runs a Python config file's `get_config()`, applies `key=value` overrides (dotted for nesting), validates."""
   path = Path(path)
   if not path.is_file():
     raise SpaeInputError(f"config file {str(path)!r} does not exist.")
   spec = importlib.util.spec_from_file_location(f"spae_config_{path.stem}", path)
   mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  if not hasattr(mod, "get_config"):
+  try:
+    spec.loader.exec_module(mod)
+    cfg = mod.get_config() if hasattr(mod, "get_config") else None
+  except SpaeInputError:
+    raise
+  except Exception as e:  # a broken config file is bad input, reported on one line
+    raise SpaeInputError(f"config file {str(path)!r} failed: {type(e).__name__}: {_one_line(e)}") from None
+  if cfg is None:
     raise SpaeInputError(f"{path} has no get_config() function.")
-  cfg = mod.get_config()
   if not isinstance(cfg, TrainConfig):
     raise SpaeInputError(f"{path}: get_config() must return spae.train.TrainConfig, got {type(cfg).__name__}.")
   for item in overrides or []:
     cfg = apply_override(cfg, item)
+  cfg.validate()
   return cfg
 
 
 def apply_override(cfg: Any, item: str) -> Any:
+  """`key=value` -> a copy of cfg with that field replaced; the value is checked against the field's type.
+
+  Values are JSON where they parse (`true`, `3e-4`, `[1, 2, 4]`, `null`), else the text itself (`data=shapes:DIR`).
+  """
   if "=" not in item:
     raise SpaeInputError(f"override {item!r} must look like key=value (e.g. steps=100 or tokenizer.image_size=64).")
   key, raw = item.split("=", 1)
-  head, _, rest = key.partition(".")
-  if not dataclasses.is_dataclass(cfg) or head not in {f.name for f in dataclasses.fields(cfg)}:
-    hint = f" (it is now {_MOVED[key]!r})" if isinstance(cfg, TrainConfig) and key in _MOVED else ""
+  return _replace_path(cfg, key.strip().split("."), raw, item)
+
+
+def _replace_path(obj: Any, path: list[str], raw: str, item: str) -> Any:
+  head, rest = path[0], path[1:]
+  fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+  if head not in fields:
+    key = ".".join(path)
+    hint = f" (it is now {_MOVED[key]!r})" if isinstance(obj, TrainConfig) and key in _MOVED else ""
     raise SpaeInputError(f"override {item!r}: unknown config field {head!r}{hint}.")
-  cur = getattr(cfg, head)
+  cur = getattr(obj, head)
   if rest:
-    return dataclasses.replace(cfg, **{head: apply_override(cur, f"{rest}={raw}")})
+    value = _replace_path(cur, rest, raw, item)
+  elif dataclasses.is_dataclass(cur):
+    sub = ", ".join(f.name for f in dataclasses.fields(cur))
+    raise SpaeInputError(f"override {item!r}: {head!r} is a group of fields ({sub}); set one of them, "
+                         f"e.g. {head}.{dataclasses.fields(cur)[0].name}=...")
+  else:
+    value = _parse_value(raw, typing.get_type_hints(type(obj))[head], item)
+  try:
+    return dataclasses.replace(obj, **{head: value})
+  except SpaeInputError as e:  # a nested config's own check (e.g. PyramidSpec) rejected the value
+    raise SpaeInputError(f"override {item!r}: {e}") from None
+
+
+def _parse_value(raw: str, tp: Any, item: str) -> Any:
+  """The override text as a value of type `tp` (int, float, bool, str, X | None, tuple[int, ...], Literal)."""
   try:
     val = json.loads(raw)
   except json.JSONDecodeError:
     val = raw
-  if isinstance(cur, tuple) and isinstance(val, list):
-    val = tuple(val)
-  if isinstance(cur, float) and isinstance(val, int):
-    val = float(val)
-  if raw in ("None", "null"):
-    val = None
-  return dataclasses.replace(cfg, **{head: val})
+  args = typing.get_args(tp)
+  if type(None) in args:  # Optional[X]
+    if raw.strip() in ("None", "null", "none"):
+      return None
+    tp = next(a for a in args if a is not type(None))
+    args = typing.get_args(tp)
+  origin = typing.get_origin(tp)
+  bad = lambda what: SpaeInputError(f"override {item!r}: {raw!r} is not {what}.")
+  if origin is typing.Literal:
+    if val not in args:
+      raise bad("one of " + ", ".join(map(repr, args)))
+    return val
+  if tp is bool:
+    if not isinstance(val, bool):
+      raise bad("true or false")
+    return val
+  if tp is int:
+    if isinstance(val, float) and val.is_integer() and abs(val) < 2**63:
+      val = int(val)  # 1e9
+    if not isinstance(val, int) or isinstance(val, bool):
+      raise bad("an integer")
+    return val
+  if tp is float:
+    if not isinstance(val, (int, float)) or isinstance(val, bool) or not math.isfinite(val):
+      raise bad("a finite number")
+    return float(val)
+  if tp is str:
+    return val if isinstance(val, str) else raw
+  if origin is tuple:
+    if not isinstance(val, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in val):
+      raise bad("a list of integers such as [1, 2, 4]")
+    return tuple(val)
+  return val
 
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split())[:300]

@@ -9,6 +9,7 @@ loss (L2, L1, perceptual, adversarial, commitment, semantic) and the discriminat
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
@@ -18,7 +19,7 @@ from flax import nnx
 
 from spae import losses as L
 from spae._nets import Autoencoder, Discriminator
-from spae._pyramid import pyramid_quantize, straight_through, subsample
+from spae._pyramid import layer_target, pyramid_quantize, straight_through
 from spae.train._config import TrainConfig
 
 
@@ -45,6 +46,7 @@ class Models:
       tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=code_dim))
     tcfg.validate(vocab_shape[1])
     self.tokenizer_config = tcfg
+    self.vocab_size = int(vocab_shape[0])
     rngs = nnx.Rngs(cfg.seed)
     ae = tcfg.make_autoencoder(vocab_shape, rngs)
     disc = Discriminator(cfg.gan.discriminator, tcfg.image_size, rngs=rngs)
@@ -77,21 +79,34 @@ def init_state(cfg: TrainConfig, models: Models) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- step
+def search_chunk(vocab_size: int, max_chunk: int) -> int:
+  """Vocabulary rows per chunk of the training step's nearest-word search: the fewest chunks of at most
+  `max_chunk` rows, of equal size (rounded up to a multiple of 8).
+
+  The chunked search pads the vocabulary to a whole number of chunks: 8,195 words in chunks of 8,192 would be
+  padded to 16,384 rows, doubling its work; two chunks of 4,104 pad 13 rows. The ids do not depend on it.
+  """
+  n_chunks = math.ceil(vocab_size / max(1, min(max_chunk, vocab_size)))
+  rows = math.ceil(vocab_size / n_chunks)
+  rounded = math.ceil(rows / 8) * 8
+  return rounded if rounded <= max_chunk else rows
+
+
 def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
                      mode: str, quantizer: str = "saq") -> list[jax.Array]:
-  """SAQ targets t_l = l·z(c) − (l−1)·sg(r_{l−1})(c) of the top `num_layers` layers, each [B, s_l², d]
-  (RQ: t_l = z(c) − sg(r_{l−1})(c)).
+  """The quantizer's targets of the top `num_layers` layers (`spae._pyramid.layer_target`), each [B, s_l², d].
 
-  (l−1)·r_{l−1} = Σ_{i<l} q_i (RQ: r_{l−1} = Σ_{i<l} q_i), so this is the quantizer's target; gradients reach z only.
+  Σ_{i<l} q_i (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}) enters stopped, so gradients reach z only, exactly where the
+  quantizer looks.
   """
-  saq = quantizer == "saq"
   out = []
   for l in range(1, num_layers + 1):
-    s = grids[l - 1]
-    t = (l if saq else 1) * subsample(z, s, mode)
+    previous = None
     if l > 1:
-      t = t - (l - 1 if saq else 1) * subsample(jax.lax.stop_gradient(recons[l - 2]), s, mode)
-    out.append(t.reshape(z.shape[0], s * s, z.shape[-1]))
+      previous = jax.lax.stop_gradient(recons[l - 2])
+      previous = (l - 1) * previous if quantizer == "saq" else previous
+    t = layer_target(z, previous, l, grids[l - 1], mode, quantizer)
+    out.append(t.reshape(z.shape[0], grids[l - 1] ** 2, z.shape[-1]))
   return out
 
 
@@ -103,7 +118,10 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   """
   g_tx, d_tx = make_optimizers(cfg)
   spec = models.tokenizer_config.pyramid
+  # The semantic logsumexp keeps the tokenizer's chunk: another split of its online sum would round differently
+  # (and change what a given recipe trains to); the search's ids do not depend on the split.
   chunk = models.tokenizer_config.vocab_chunk
+  search = search_chunk(models.vocab_size, chunk)
   quantizer = models.tokenizer_config.quantizer
   n_sem = min(cfg.semantic.layers, spec.num_layers)
 
@@ -114,7 +132,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     z = ae.encoder(x)
     # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
     codebook = ae.codes(table)
-    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk)
+    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search)
     terms: dict[str, jax.Array] = {}
     if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
       recons = [z] * len(recons)

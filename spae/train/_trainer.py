@@ -51,16 +51,41 @@ class _Throughput:
     return r
 
 
-class MetricsLog:
-  """WORKDIR/metrics.jsonl (one JSON row per log step) and TensorBoard scalars under WORKDIR/tb."""
+def _row_step(line: str) -> int | None:
+  """The step of a metrics.jsonl row, or None for a line an interrupted write left incomplete."""
+  try:
+    step = json.loads(line).get("step")
+  except (json.JSONDecodeError, AttributeError):
+    return None
+  return step if isinstance(step, int) else None
 
-  def __init__(self, workdir: Path, *, enabled: bool = True):
+
+class MetricsLog:
+  """WORKDIR/metrics.jsonl (one JSON row per log step) and TensorBoard scalars under WORKDIR/tb.
+
+  A run resumed at step S first drops what an interrupted run logged past S (rows of metrics.jsonl, and TensorBoard
+  events through purge_step), since those steps run again: every step is logged once.
+  """
+
+  def __init__(self, workdir: Path, *, start_step: int = 0, enabled: bool = True):
     self.path = workdir / "metrics.jsonl"
     self.writer = None
     if enabled:
       from tensorboardX import SummaryWriter
 
-      self.writer = SummaryWriter(str(workdir / "tb"))
+      self._truncate(start_step)
+      self.writer = SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1)
+
+  def _truncate(self, step: int) -> None:
+    if not self.path.is_file():
+      return
+    lines = self.path.read_text().splitlines()
+    keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+    if len(keep) != len(lines):
+      log.info("metrics.jsonl: dropped %d row(s) past step %d, which run again", len(lines) - len(keep), step)
+      tmp = self.path.with_name(self.path.name + ".tmp")
+      tmp.write_text("".join(line + "\n" for line in keep))
+      os.replace(tmp, self.path)
 
   def write(self, row: dict[str, Any]) -> None:
     if self.writer is None:
@@ -86,9 +111,12 @@ class Trainer:
 
   def __init__(self, cfg: TrainConfig, workdir: str | os.PathLike, *, source: Any = None,
                vocabulary: Vocabulary | None = None, teacher: Any = None):
+    cfg.validate()
     self.cfg = cfg
+    # Created by the first write (run()), so a run that fails to start leaves no directory behind.
     self.workdir = Path(workdir).expanduser()
-    self.workdir.mkdir(parents=True, exist_ok=True)
+    if self.workdir.exists() and not self.workdir.is_dir():
+      raise SpaeInputError(f"workdir {str(self.workdir)!r} exists and is not a directory.")
     self.vocab = vocabulary if vocabulary is not None else build_vocabulary(cfg.vocab)
     self.models = Models(cfg, self.vocab.embeddings.shape)
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -214,7 +242,8 @@ class Trainer:
     restored = self.restore_latest()
     start = restored if restored is not None else int(jax.device_get(self.state["step"]))
     is_main = jax.process_index() == 0
-    book = MetricsLog(self.workdir, enabled=is_main)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    book = MetricsLog(self.workdir, start_step=start, enabled=is_main)
     if is_main:
       write_json_atomic(self.workdir / "config.json", cfg.to_dict())
     usage = M.UsageWindow(self.models.tokenizer_config.pyramid.num_layers, len(self.vocab), cfg.logging.usage_window)
