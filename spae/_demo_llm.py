@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from spae._io import SpaeInputError
 
+__all__ = ["DEFAULT_LM", "KINDS", "default_lm", "report_html", "run_episodes"]
+
 DEFAULT_LM = "gguf:gemma3-270m"
 KINDS = ("classification", "caption", "question")
 _LAYERS = 2  # 1 + 4 tokens per image

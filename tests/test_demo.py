@@ -80,7 +80,7 @@ def test_bundled_images_are_held_out():
 
 
 def test_shipped_tokenizer_reconstructs_better_with_more_layers(default_tok):
-  src = spae.data.render_shapes_source(16, 64, seed=11, split="test")
+  src = spae.data.SceneSource(16, 64, seed=0, split="test")  # held-out scenes: a split never trained on
   images = np.stack([src.load(i) for i in range(16)])
   pyr = default_tok.encode(images)
   x = images.astype(np.float32) / 255.0
@@ -88,7 +88,7 @@ def test_shipped_tokenizer_reconstructs_better_with_more_layers(default_tok):
   # Non-decreasing in expectation: allow small dips between neighbours, demand a clear overall gain.
   assert all(b > a - 0.5 for a, b in zip(psnr, psnr[1:])), psnr
   assert psnr[-1] > psnr[0] + 3.0, psnr
-  assert psnr[-1] > 21.0, psnr  # measured 23.2 dB for the shipped tokenizer on these 16 scenes
+  assert psnr[-1] > 19.0, psnr  # measured 12.9 -> 20.2 dB for the shipped tokenizer on these 16 scenes
 
 
 # ------------------------------------------------------------------------------------ real-LLM episodes

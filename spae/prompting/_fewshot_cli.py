@@ -16,6 +16,8 @@ from spae.prompting._prompt import PromptTemplate
 from spae.prompting._stats import format_table, summarize
 from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot
 
+__all__ = ["FROZEN_PREFIX", "add_args", "frozen_table", "run"]
+
 FROZEN_PREFIX = "frozen:"
 
 

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 from spae._io import SpaeInputError
 from spae.prompting._episodes import Episode, make_episode, normalize_label, split_caption
 
-__all__ = ["FROZEN_TABLE", "TASKS", "format_frozen_table", "frozen_induction", "questions_file", "read_frozen"]
+__all__ = ["FROZEN_TABLE", "TASKS", "format_frozen_table", "frozen_induction", "questions_file",
+           "read_frozen"]
 
 TASKS = ("open_ended_mi", "real_name_mi")
 # The seven columns of the Frozen / LQAE / SPAE mini-ImageNet table: (task induction, inner shots, times the

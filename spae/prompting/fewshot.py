@@ -130,6 +130,14 @@ class TokenCache:
       for j, k in enumerate(chunk):
         self._pyr[k] = pyr[j]
 
+  def encode_all(self, keys: Iterable[Hashable], progress: bool = True) -> None:
+    """Encodes every key not yet encoded, with a progress bar."""
+    todo = [k for k in dict.fromkeys(keys) if k not in self._pyr]
+    with tqdm(total=len(todo), desc="encoding images", unit="img", disable=not progress or not todo) as bar:
+      for i in range(0, len(todo), 4 * self.batch_size):
+        self.prefetch(todo[i:i + 4 * self.batch_size])
+        bar.update(len(todo[i:i + 4 * self.batch_size]))
+
   def ids(self, key: Hashable, layers: int) -> list[int]:
     if key not in self._pyr:
       self.prefetch([key])
@@ -350,12 +358,8 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageMo
   results = JsonlLog(out) if out is not None else None
   done = {r.get("key"): r for r in results.rows} if results is not None else {}
   # Encode every image the remaining token rows read, once for the whole sweep, in full batches.
-  keys = list(dict.fromkeys(k for key, ep, layers, _ in jobs if key not in done and layers is not None
-                            for k in ep.image_keys()))
-  with tqdm(total=len(keys), desc="encoding images", unit="img", disable=not progress or not keys) as bar:
-    for i in range(0, len(keys), 4 * cache.batch_size):
-      cache.prefetch(keys[i:i + 4 * cache.batch_size])
-      bar.update(len(keys[i:i + 4 * cache.batch_size]))
+  cache.encode_all((k for key, ep, layers, _ in jobs if key not in done and layers is not None
+                    for k in ep.image_keys()), progress)
   words = tokenizer.vocabulary.words(np.arange(len(tokenizer.vocabulary)))
   rows: list[dict[str, Any]] = []
   resumed = sum(1 for key, *_ in jobs if key in done)
