@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spae import _specs
+from spae._ckpt_read import check_array_data, drop_abandoned_reads
 from spae._io import SpaeInputError, read_json
 from spae._vocab import Vocabulary
 
@@ -113,11 +114,13 @@ def restore_params(path: Path, target: dict[str, Any]) -> dict[str, Any]:
       need = "nothing" if b is None else f"shape {tuple(b.shape)}"
       raise SpaeInputError(f"{path} does not match config.json: {key} is {have} in params but config.json needs "
                            f"{need}; use the config.json it was saved with, or {_FIX}")
+  check_array_data(path, _FIX)
   try:
     return ckptr.restore(path.absolute(), target)
   except Exception as e:  # TensorStore reports truncated or corrupt chunks with long multi-line messages
-    raise SpaeInputError(f"{path} is truncated or damaged: its array data cannot be read ({type(e).__name__}); "
-                         f"{_FIX}") from e
+    failure = type(e).__name__
+  drop_abandoned_reads()
+  raise SpaeInputError(f"{path} is truncated or damaged: its array data cannot be read ({failure}); {_FIX}")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spae._ckpt_read import check_array_data, drop_abandoned_reads
 from spae._io import SpaeInputError
 
 log = logging.getLogger("spae.train")
@@ -77,10 +78,13 @@ class Checkpoints:
     failed: list[tuple[int, str]] = []
     for step in steps:
       try:
+        check_array_data(self.directory / str(step) / "state")  # a damaged chunk fails here, synchronously
         with _quiet_absl():
           restored = self.manager.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        if not isinstance(e, SpaeInputError):
+          drop_abandoned_reads()
         failed.append((step, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
         continue
       for bad, why in failed:
