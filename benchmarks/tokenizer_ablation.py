@@ -114,6 +114,18 @@ def run_row(base: Any, row: str, steps: int, workdir: Path, datasets: dict[str, 
   return out
 
 
+def _finished_rows(out: str | None, args: dict[str, Any], rows: list[str]) -> list[dict[str, Any]]:
+  """Rows already measured in `out` by a run with the same settings, so an interrupted ablation resumes."""
+  if not out or not Path(out).is_file():
+    return []
+  try:
+    old = json.loads(Path(out).read_text())
+  except (OSError, ValueError):
+    return []
+  same = {k: v for k, v in old.get("args", {}).items() if k != "rows"} == {k: v for k, v in args.items() if k != "rows"}
+  return [r for r in old.get("results", []) if same and r.get("row") in rows]
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default=str(ROOT / "configs" / "gemma64.py"))
@@ -152,10 +164,14 @@ def main(argv=None) -> int:
     crops = heldout_photo_crops(size)
     datasets["photos-heldout"] = {"images": np.stack([crops.load(i) for i in range(len(crops))])}
   work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="spae-ablation-"))
-  results = []
+  results = _finished_rows(a.out, vars(a), rows)
   for row in rows:
+    if any(r["row"] == row for r in results):
+      print(f"{row}: already in {a.out}, kept", flush=True)
+      continue
     res = run_row(base, row, a.steps, work, datasets, a.batch_size, vocab, teacher)
     results.append(res)
+    results.sort(key=lambda r: rows.index(r["row"]))
     _common.write_json(a.out, {"benchmark": "tokenizer_ablation", "machine": _common.machine_info(),
                                "args": vars(a), "vocab_size": len(vocab), "results": results})
     print(json.dumps({"row": row, "sec_per_step": round(res["sec_per_step"], 2)}), flush=True)

@@ -32,6 +32,7 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "speed": ("speed.py", [], {"benchmark", "machine", "load_avg", "rows", "parity", "notes", "matmul_gflops"}),
     "speed_no_torch": ("speed.py", ["--no-torch"], {"benchmark", "rows", "parity", "notes"}),
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
+    "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
     "tokenizer_ablation": ("tokenizer_ablation.py", ["--rows", "no-quantizer,projected-rq"],
                            {"benchmark", "machine", "args", "results"}),
 }
@@ -107,6 +108,19 @@ def test_recon_reports_every_prefix(smoke_runs):
   assert all(0.0 <= s["precision"] <= 1.0 and s["chance"] > 0.0 for s in sem)
   # Without weight files the perceptual metrics are skipped with a note, never computed from random weights.
   assert any("lpips" in n for n in data["notes"]) and any("rfid" in n for n in data["notes"])
+
+
+def test_generate_reports_both_baselines(smoke_runs):
+  data = _load(smoke_runs, "generate_real")
+  denoise = next(r for r in data["summary"] if r["task"] == "denoise")
+  for name in ("generation", "condition", "cleanest_example"):
+    for key in ("psnr", "ssim", "token_accuracy"):
+      mean, lo, hi = denoise[f"{name}/{key}"]
+      assert math.isfinite(mean) and lo <= mean <= hi
+  # the majority-vote test LM copies the condition back, so it ties that baseline exactly
+  assert denoise["generation/psnr"][0] == pytest.approx(denoise["condition/psnr"][0])
+  cls = next(r for r in data["summary"] if r["task"] == "class")
+  assert 0.0 <= cls["hit"][0] <= 1.0 and cls["chance"] == pytest.approx(1 / 4)
 
 
 def test_speed_baselines_match_or_are_skipped(smoke_runs):

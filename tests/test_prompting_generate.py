@@ -112,6 +112,26 @@ def test_image_task_outputs_and_metrics(tiny_tok, wtok, image, tmp_path):
     assert np.isfinite(r["generation"]["psnr"]) and -1 <= r["generation"]["ssim"] <= 1
   toks = json.loads((tmp_path / "tokens.json").read_text())
   assert toks["generation"]["ids"] == toks["condition"]["ids"]
+  # the baselines: the cleanest example is the condition with noise_end (20%) of its tokens replaced
+  target = tiny_tok.encode(tiny_tok.preprocess(image)[0])
+  last = m["layers"][-1]
+  acc = {name: last[name]["token_accuracy"] for name in ("generation", "condition", "cleanest_example")}
+  assert acc["generation"] == acc["condition"] == pytest.approx(gen.token_accuracy(
+      [np.asarray(toks["condition"]["ids"][l])[0] for l in range(4)], target))
+  cond_ids = [np.asarray(a).reshape(-1) for a in toks["condition"]["ids"]]
+  clean_ids = [np.asarray(a).reshape(-1) for a in toks["cleanest_example"]["ids"]]
+  same = np.mean(np.concatenate([a == b for a, b in zip(cond_ids, clean_ids)]))
+  assert 0.7 <= same < 0.95, same
+  assert (tmp_path / "layers4_cleanest_example.png").is_file()
+
+
+def test_token_accuracy_counts_matching_positions(tiny_tok, image):
+  target = tiny_tok.encode(tiny_tok.preprocess(image)[0])
+  same = [target.ids[l][0] for l in range(3)]
+  assert gen.token_accuracy(same, target) == 1.0
+  changed = [a.copy() for a in same]
+  changed[2][0, :2] = (changed[2][0, :2] + 1) % len(tiny_tok.vocabulary)  # 2 of 1 + 4 + 16 tokens
+  assert gen.token_accuracy(changed, target) == pytest.approx(19 / 21)
 
 
 def test_image_metrics():

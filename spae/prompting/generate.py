@@ -120,12 +120,15 @@ class GenerationResult:
     prompts: the readable prompt of every LM call (tokens as words).
     calls: number of LM generate calls.
     filled: positions the LM left unwritten (stopped early), filled from the condition / noise-free example.
+    cleanest: int [s_l, s_l] per layer: the target of the last (least noisy) in-context example of every prompt,
+      the baseline a generation has to beat (for image tasks: the condition with `noise_end` of it replaced).
   """
 
   layers: list[np.ndarray]
   prompts: list[str]
   calls: int
   filled: int
+  cleanest: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 def _flat(layer: np.ndarray) -> np.ndarray:
@@ -181,6 +184,7 @@ def generate_pyramid(lm: LanguageModel, tokenizer: Tokenizer, *, condition: Toke
     cond = [_flat(condition.ids[l][0]) for l in range(n_layers)]
   refs = [[_flat(p.ids[l][0]) for l in range(n_layers)] for _, p in (examples or [])]
   generated: list[np.ndarray] = []
+  cleanest: list[np.ndarray] = []
   prompts: list[str] = []
   calls = filled = 0
   for l in range(n_layers):
@@ -188,6 +192,7 @@ def generate_pyramid(lm: LanguageModel, tokenizer: Tokenizer, *, condition: Toke
     lo = 0 if config.context_layers is None else max(0, l - config.context_layers)
     g_prev = [generated[j] for j in range(lo, l)]
     out = np.zeros(n, np.int64)
+    clean_ex = np.zeros(n, np.int64)
     starts = [0] if n <= config.chunk else list(range(0, n, config.chunk))
     for s0 in starts:
       pos = np.arange(s0, min(n, s0 + (n if n <= config.chunk else config.chunk)))
@@ -198,6 +203,7 @@ def generate_pyramid(lm: LanguageModel, tokenizer: Tokenizer, *, condition: Toke
         shots = [(examples[i % len(examples)][0],
                   [refs[i % len(refs)][j] for j in range(lo, l)] +
                   [add_token_noise(refs[i % len(refs)][l][pos], r, writable, rng)]) for i, r in enumerate(ratios)]
+      clean_ex[pos] = shots[-1][1][-1]
       segs = _layer_prompt(config, len(pos), shots, c_in if condition is not None else text, g_prev)
       p = render(segs, tmap)
       if len(p.ids) + len(pos) > lm.max_length:
@@ -218,13 +224,22 @@ def generate_pyramid(lm: LanguageModel, tokenizer: Tokenizer, *, condition: Toke
         cb = np.concatenate([cb, fallback[len(cb):]])
       out[pos] = cb
     generated.append(out)
+    cleanest.append(clean_ex)
   layers = [g.reshape(grids[l], grids[l]) for l, g in enumerate(generated)]
-  return GenerationResult(layers, prompts, calls, filled)
+  return GenerationResult(layers, prompts, calls, filled,
+                          [c.reshape(grids[l], grids[l]) for l, c in enumerate(cleanest)])
 
 
 # ------------------------------------------------------------------------------------ tasks and outputs
 def _pyramid(tokenizer: Tokenizer, layers: Sequence[np.ndarray]) -> TokenPyramid:
   return TokenPyramid([np.asarray(a)[None] for a in layers], tokenizer.vocabulary)
+
+
+def token_accuracy(layers: Sequence[np.ndarray], target: TokenPyramid) -> float:
+  """Share of the tokens in `layers` (top first) equal to the target pyramid's (batch 1) at the same positions."""
+  hits = sum(int(np.sum(np.asarray(a).reshape(-1) == np.asarray(target.ids[l][0]).reshape(-1)))
+             for l, a in enumerate(layers))
+  return hits / max(1, sum(np.asarray(a).size for a in layers))
 
 
 def run_image_task(lm: LanguageModel, tokenizer: Tokenizer, image: Any, task: str, out_dir: str | Path, *,
@@ -233,9 +248,10 @@ def run_image_task(lm: LanguageModel, tokenizer: Tokenizer, image: Any, task: st
   """Image-to-image generation: corrupt `image` (unless `corrupted`), generate, write PNGs and metrics.
 
   Writes to out_dir: condition.png (the corrupted input), target.png (the clean image, unless `corrupted`),
-  grid.png (rows: condition / generation / target decoded from the top 1..L layers), layers{k}_{condition,
-  generation,target}.png, tokens.json, prompts.txt and metrics.json (PSNR/SSIM of each layer prefix of the
-  generation and, as the baseline, of the condition, against the clean image). Returns the metrics dict.
+  grid.png (rows: condition / generation / cleanest example / target decoded from the top 1..L layers),
+  layers{k}_{condition,generation,cleanest_example,target}.png, tokens.json, prompts.txt and metrics.json (PSNR/SSIM of each layer prefix of the
+  generation and of its two baselines against the clean image: the condition decoded as it is, and the cleanest
+  in-context example; plus each one's token accuracy against the clean image's own tokens). Returns the metrics.
   """
   from spae._images import image_grid, save_image
 
@@ -247,28 +263,32 @@ def run_image_task(lm: LanguageModel, tokenizer: Tokenizer, image: Any, task: st
   cond = tokenizer.encode(cond_img[None])
   res = generate_pyramid(lm, tokenizer, condition=cond, config=config)
   gen = _pyramid(tokenizer, res.layers)
+  cleanest = _pyramid(tokenizer, res.cleanest)
   target = None if corrupted else tokenizer.encode(clean[None])
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   save_image(out / "condition.png", cond_img)
   if not corrupted:
     save_image(out / "target.png", clean)
-  rows: dict[str, list[np.ndarray]] = {"condition": [], "generation": [], "target": []}
+  rows: dict[str, list[np.ndarray]] = {"condition": [], "generation": [], "cleanest_example": [], "target": []}
   metrics: dict[str, Any] = {"task": task, "layers": [], "calls": res.calls, "filled": res.filled,
                              "config": dataclasses.asdict(config), "strength": strength, "corrupted": corrupted}
   for k in range(1, len(res.layers) + 1):
-    imgs = {"condition": tokenizer.decode(cond, layers=k)[0], "generation": tokenizer.decode(gen, layers=k)[0]}
+    imgs = {"condition": tokenizer.decode(cond, layers=k)[0], "generation": tokenizer.decode(gen, layers=k)[0],
+            "cleanest_example": tokenizer.decode(cleanest, layers=k)[0]}
     if target is not None:
       imgs["target"] = tokenizer.decode(target, layers=k)[0]
     for name, im in imgs.items():
       save_image(out / f"layers{k}_{name}.png", im)
       rows[name].append(im)
     if not corrupted:
-      m = {"layers": k, "generation": image_metrics(imgs["generation"], clean),
-           "condition": image_metrics(imgs["condition"], clean), "target": image_metrics(imgs["target"], clean)}
+      m = {"layers": k, **{name: image_metrics(im, clean) for name, im in imgs.items()}}
+      for name, pyr in (("generation", gen), ("condition", cond), ("cleanest_example", cleanest)):
+        m[name]["token_accuracy"] = token_accuracy([pyr.ids[l][0] for l in range(k)], target)
       metrics["layers"].append(m)
   save_image(out / "grid.png", image_grid([r for r in rows.values() if r]))
   write_json_atomic(out / "tokens.json", {"condition": cond.to_json(), "generation": gen.to_json(),
+                                          "cleanest_example": cleanest.to_json(),
                                           **({"target": target.to_json()} if target is not None else {})})
   write_text_atomic(out / "prompts.txt", "\n\n".join(f"# call {i}\n{p}" for i, p in enumerate(res.prompts)))
   write_json_atomic(out / "metrics.json", _finite(metrics))
@@ -381,9 +401,9 @@ def run_generate(args: argparse.Namespace) -> int:
     m = run_image_task(lm, tokenizer, image, args.task, args.output, config=config, strength=args.strength,
                        corrupted=args.corrupted)
     for row in m["layers"]:
-      g, c = row["generation"], row["condition"]
-      print(f"layers 1..{row['layers']}: generation PSNR {g['psnr']:.2f} SSIM {g['ssim']:.3f} | "
-            f"condition PSNR {c['psnr']:.2f} SSIM {c['ssim']:.3f}")
+      print(f"layers 1..{row['layers']}: " + " | ".join(
+          f"{name} PSNR {row[name]['psnr']:.2f} SSIM {row[name]['ssim']:.3f} tokens {row[name]['token_accuracy']:.0%}"
+          for name in ("generation", "condition", "cleanest_example")))
   else:
     refs = reference_examples(_cli.load_source(args.data), config.examples, config.seed)
     m = run_text_task(lm, tokenizer, args.text, refs, args.output, config=config)
