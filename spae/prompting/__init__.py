@@ -17,7 +17,8 @@ from spae.prompting._tokenmap import TokenMap, shares_vocabulary
 from spae.prompting.fewshot import (FewShotConfig, add_fewshot_args, episode_template, evaluate_fewshot,
                                     run_fewshot, score_candidates)
 from spae.prompting.generate import (GenerateConfig, GenerationResult, add_generate_args, add_token_noise, corrupt,
-                                     generate_pyramid, noise_schedule, run_generate, run_image_task, run_text_task)
+                                     generate_pyramid, noise_schedule, run_generate, run_image_task, run_text_task,
+                                     token_accuracy)
 
 __all__ = ["NONSENSE_NAMES", "Episode", "FileImages", "check_source", "normalize_label", "read_episodes",
            "repeated_support", "sample_episodes", "split_caption", "write_episodes", "FROZEN_TABLE",
@@ -26,4 +27,5 @@ __all__ = ["NONSENSE_NAMES", "Episode", "FileImages", "check_source", "normalize
            "render", "confidence_interval", "format_table", "summarize", "TokenMap", "shares_vocabulary",
            "FewShotConfig", "add_fewshot_args", "episode_template", "evaluate_fewshot", "run_fewshot",
            "score_candidates", "GenerateConfig", "GenerationResult", "add_generate_args", "add_token_noise", "corrupt",
-           "generate_pyramid", "noise_schedule", "run_generate", "run_image_task", "run_text_task"]
+           "generate_pyramid", "noise_schedule", "run_generate", "run_image_task", "run_text_task",
+           "token_accuracy"]

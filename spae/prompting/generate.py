@@ -41,6 +41,10 @@ from spae.prompting._metrics import image_metrics
 from spae.prompting._render import Segment, Text, Tokens, fill, render, tokens
 from spae.prompting._tokenmap import TokenMap
 
+__all__ = ["IMAGE_TASKS", "TASKS", "TEXT_TASKS", "GenerateConfig", "GenerationResult", "add_generate_args",
+           "add_token_noise", "corrupt", "generate_pyramid", "noise_schedule", "reference_examples", "run_generate",
+           "run_image_task", "run_text_task", "token_accuracy"]
+
 log = logging.getLogger(__name__)
 
 TEXT_TASKS = ("class",)
