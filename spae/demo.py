@@ -25,7 +25,8 @@ from spae._io import SpaeInputError, atomic_path, write_json_atomic
 __all__ = ["TOP_WORD_LAYERS", "add_args", "bundled_images", "run_cli", "run_demo", "top_words"]
 
 TOP_WORD_LAYERS = 2  # "top words": layers 1-2 (1 + 4 tokens with the default pyramid)
-VIEW_PX = 192  # on-page size of the input, reconstructions and thumbnails (64 px images, pixelated)
+VIEW_PX = 176  # on-page size of the input, reconstructions and thumbnails (64 px images, pixelated); the
+# input and six prefixes (7 columns, 12 px gaps) fit one row of a 1400 px window (checked in headless Chromium)
 
 
 def bundled_images(image_size: int, num_scenes: int = 3, num_shapes: int = 2,
