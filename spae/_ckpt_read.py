@@ -19,9 +19,9 @@ def check_array_data(path: Path, fix: str = "") -> None:
   """Reads and decodes every stored array once, synchronously, so a truncated or corrupt chunk fails here in one line.
 
   orbax reads all arrays concurrently; when one fails it abandons the rest, and they print long tracebacks later (see
-  `drop_abandoned_reads`). The price is one extra read and decode of the data (orbax's own read then
-  mostly hits the page cache); for a tokenizer bundle's few MB that is milliseconds. Only OCDBT checkpoints (what orbax writes by default) are checked;
-  others go straight to orbax.
+  `drop_abandoned_reads`). The price is one extra read and decode of the data (orbax's own read then mostly hits
+  the page cache); for a tokenizer bundle's few MB that is milliseconds. Only OCDBT checkpoints (what orbax writes
+  by default) are checked; others go straight to orbax.
   """
   if not (path / "manifest.ocdbt").is_file():
     return
