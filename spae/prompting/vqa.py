@@ -39,7 +39,7 @@ from spae.prompting import _scene_tasks as st
 from spae.prompting._episodes import normalize_label
 from spae.prompting._probes import jaccard_probe
 from spae.prompting._render import render
-from spae.prompting.fewshot import LabelIds, score_candidates
+from spae.prompting._scoring import LabelIds, score_candidates
 
 __all__ = ["ANSWER_MODES", "QUESTIONS", "QUESTION_TYPES", "VQAConfig", "add_vqa_args", "answer_truth",
            "evaluate_vqa", "majority_answer", "run_vqa"]
