@@ -20,7 +20,7 @@ import numpy as np
 
 from spae import _demo_llm
 from spae._images import image_grid, load_image, save_image
-from spae._io import SpaeInputError, atomic_path, write_json_atomic
+from spae._io import SpaeInputError, atomic_path, check_can_create, write_json_atomic
 
 __all__ = ["TOP_WORD_LAYERS", "add_args", "bundled_images", "run_cli", "run_demo", "top_words"]
 
@@ -259,6 +259,10 @@ def run_cli(args: argparse.Namespace) -> int:
   import spae
 
   t0 = time.perf_counter()
+  out = Path(args.out)
+  if out.exists() and not out.is_dir():  # the demo adds its files to a folder; it never replaces a file
+    raise SpaeInputError(f"output {args.out!r} exists and is not a folder; choose a folder name with -o.")
+  check_can_create(out)
   if args.tokenizer:
     tok = spae.Tokenizer.load(args.tokenizer)
   else:
@@ -281,6 +285,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
     print(f"loading {spec} for the real-LLM episodes ...")
     model = lm.load(spec)
-  run_demo(tok, images, Path(args.out), episode=not args.no_fewshot, lm=model, lm_name=spec or "", lm_note=note)
+  run_demo(tok, images, out, episode=not args.no_fewshot, lm=model, lm_name=spec or "", lm_note=note)
   print(f"done in {time.perf_counter() - t0:.1f} s")
   return 0

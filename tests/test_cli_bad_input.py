@@ -137,6 +137,7 @@ ROWS: dict[str, tuple[Make, str]] = {
     "generate-needs-image": (lambda d, t: ["generate", "--task", "denoise", "--tokenizer", t, "--lm", "hf:nolm",
                                            "-o", "out"], "--image"),
     "demo-folder-as-image": (lambda d, t: ["demo", "v", "-o", "d"], "'v' is a folder"),
+    "demo-out-is-a-file": (lambda d, t: ["demo", "a.png", "-o", "afile", "--lm", "none"], "exists and is not a folder"),
 }
 
 
