@@ -32,6 +32,7 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "speed": ("speed.py", [], {"benchmark", "machine", "load_avg", "rows", "parity", "notes", "matmul_gflops"}),
     "speed_no_torch": ("speed.py", ["--no-torch"], {"benchmark", "rows", "parity", "notes"}),
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
+    "teacher_words": ("teacher_words.py", [], {"benchmark", "machine", "args", "vocab_size", "rows"}),
     "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
     "tokenizer_ablation": ("tokenizer_ablation.py", ["--rows", "no-quantizer,projected-rq"],
                            {"benchmark", "machine", "args", "results"}),
@@ -121,6 +122,14 @@ def test_generate_reports_both_baselines(smoke_runs):
   assert denoise["generation/psnr"][0] == pytest.approx(denoise["condition/psnr"][0])
   cls = next(r for r in data["summary"] if r["task"] == "class")
   assert 0.0 <= cls["hit"][0] <= 1.0 and cls["chance"] == pytest.approx(1 / 4)
+
+
+def test_teacher_words_reports_shares_and_chance(smoke_runs):
+  data = _load(smoke_runs, "teacher_words")
+  (row,) = data["rows"]
+  assert all(0.0 <= row["image"][k] <= 1.0 for k in ("colour", "shape", "either"))
+  assert row["image"]["either"] >= max(row["image"]["colour"], row["image"]["shape"])
+  assert 0.0 < row["chance_either"] < 0.05 and len(row["example"]["top"]) == data["args"]["top"]
 
 
 def test_speed_baselines_match_or_are_skipped(smoke_runs):

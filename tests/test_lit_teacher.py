@@ -223,3 +223,16 @@ def test_wrong_text_tower_and_corrupt_files_are_named(teacher, bert, tmp_path):
     LiTTeacher.load(tmp_path / "lit")
   with pytest.raises(spae.SpaeInputError, match="divisible"):
     LiTConfig(image_size=30, widths=(8, 8))
+
+
+def test_scene_set_for_the_teacher_keeps_heldout_classes_out_of_training():
+  from spae.data import _scenes
+
+  images, captions, attrs = tdt.render_scene_set(12, split="train", seed=0, size=32)
+  assert images.shape == (12, 32, 32, 3) and len(captions) == len(attrs) == 12
+  lead = [f"{a['objects'][0]['colour']} {a['objects'][0]['shape']}" for a in attrs]
+  assert not set(lead) & set(_scenes.HELDOUT_CLASSES)
+  assert all(c in _scenes.COLOURS for a in attrs for c in [o["colour"] for o in a["objects"]])
+  assert all(f"{a['objects'][0]['colour']}" in cap for a, cap in zip(attrs, captions))  # main object first
+  _, _, held = tdt.render_scene_set(6, split="test", seed=1, size=32, heldout_only=True)
+  assert all(f"{a['objects'][0]['colour']} {a['objects'][0]['shape']}" in _scenes.HELDOUT_CLASSES for a in held)

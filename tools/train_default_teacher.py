@@ -4,6 +4,8 @@
   .venv/bin/python tools/train_default_teacher.py --steps 50 --out /tmp/t   # a quick smoke run
 
 Recipe (seeded; deterministic on CPU):
+  (`--data scenes` trains on spae.data's `scenes` renderer instead: whole colour range, textures, gradients, 13
+  shapes; held-out classes never lead a training scene, and evaluation uses scenes led by them.)
   1. Render `--num-train` shapes scenes (split 'train', 64 px) whose objects are all of SHAPES_TRAIN_CLASSES
      colour/shape pairs, so SHAPES_HELDOUT_CLASSES stay novel combinations for the teacher too.
   2. Embed their captions ONCE with the frozen all-MiniLM-L6-v2 text tower (BertTextEncoder, mean pooling,
@@ -76,6 +78,27 @@ def render_scenes(num: int, *, split: str = "train", seed: int = 0, size: int = 
     images.append(im)
     captions.append(cap)
     attrs.append(at)
+  return np.stack(images), captions, attrs
+
+
+def render_scene_set(num: int, *, split: str = "train", seed: int = 0, size: int = RENDER_SIZE,
+                     heldout_only: bool = False) -> tuple[np.ndarray, list[str], list[dict]]:
+  """`num` scenes of `spae.data`'s `scenes` renderer (whole colour range, textures, gradients), with their captions
+  and attributes in the shapes format above (objects: colour name, shape, size; main object first). The train
+  split never leads with a held-out class; `heldout_only` keeps scenes whose main object is one."""
+  from spae.data import _scenes
+
+  images, captions, attrs = [], [], []
+  i = 0
+  while len(images) < num:
+    a = _scenes.sample_scene(_scenes.scene_rng(seed, split, i), _scenes.split_classes(split))
+    i += 1
+    if heldout_only and a["label"] not in _scenes.HELDOUT_CLASSES:
+      continue
+    images.append(_scenes.render(a, size))
+    captions.append(_scenes.caption_for(a))
+    attrs.append({"objects": [{"shape": o["shape"], "colour": o["colour"]["name"], "size": o["size"],
+                               "texture": "solid"} for o in a["objects"]]})
   return np.stack(images), captions, attrs
 
 
@@ -211,7 +234,7 @@ def train(images: np.ndarray, text_emb: np.ndarray, *, config: LiTConfig, steps:
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate(teacher: LiTTeacher, images: np.ndarray, captions: Sequence[str], attrs: Sequence[dict],
-             caption_emb: np.ndarray) -> dict[str, float]:
+             caption_emb: np.ndarray, names: tuple[Sequence[str], Sequence[str]] | None = None) -> dict[str, float]:
   """Held-out quality of a teacher (text tower attached):
 
   zero_shot_colour / zero_shot_shape: argmax of relevance among the colour (shape) names, prompt-ensembled
@@ -222,7 +245,7 @@ def evaluate(teacher: LiTTeacher, images: np.ndarray, captions: Sequence[str], a
   caption_ceiling_*: the zero-shot accuracy of the true captions' text embeddings in place of image embeddings
     (what a perfect image tower would reach through this frozen text tower).
   """
-  colours, shapes = list(sdata.COLOUR_NAMES), list(sdata.SHAPES)
+  colours, shapes = (list(sdata.COLOUR_NAMES), list(sdata.SHAPES)) if names is None else map(list, names)
   col_tab = np.asarray(teacher._embed_words(colours, teacher.templates))
   shp_tab = np.asarray(teacher._embed_words(shapes, teacher.templates))
   z = np.concatenate([np.asarray(teacher.image_embeddings(images[i:i + 256].astype(np.float32) / 255.0))
@@ -272,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--lr", type=float, default=2e-3)
   ap.add_argument("--image-size", type=int, default=32)
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--data", choices=("shapes", "scenes"), default="shapes",
+                  help="'shapes' (the shipped teacher) or 'scenes' (spae.data's whole-colour-range renderer)")
   ap.add_argument("--train-classes", choices=("train", "all"), default="train",
                   help="'train': every object's colour/shape pair in SHAPES_TRAIN_CLASSES; 'all': any scene")
   args = ap.parse_args(argv)
@@ -287,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.time()
     classes = sdata.SHAPES_TRAIN_CLASSES if args.train_classes == "train" else None
-    images, captions, attrs = render_scenes(args.num_train, split="train", seed=args.seed, classes=classes)
+    if args.data == "scenes":
+      images, captions, attrs = render_scene_set(args.num_train, split="train", seed=args.seed)
+    else:
+      images, captions, attrs = render_scenes(args.num_train, split="train", seed=args.seed, classes=classes)
     print(f"rendered {len(images)} training scenes ({len(set(captions))} distinct captions) in {time.time() - t:.0f}s")
     t = time.time()
     cap_emb = embed_texts(encoder, captions, cache_dir=args.cache_dir)
@@ -312,20 +340,30 @@ def main(argv: list[str] | None = None) -> int:
     teacher.word_index = {w: i for i, w in enumerate(words)}
     print(f"embedded {len(vocab)} vocabulary words x {len(teacher.templates)} templates in {time.time() - t:.0f}s")
 
-    ev_images, ev_captions, ev_attrs = render_scenes(args.num_eval, split="test", seed=args.seed)
-    ho_images, ho_captions, ho_attrs = render_scenes(
-        args.num_eval, split="test", seed=args.seed + 1,
-        classes=sdata.SHAPES_HELDOUT_CLASSES, max_objects=1)
+    if args.data == "scenes":
+      from spae.data import _scenes
+
+      names = (_scenes.COLOURS, _scenes.SHAPES)
+      ev_images, ev_captions, ev_attrs = render_scene_set(args.num_eval, split="test", seed=args.seed)
+      ho_images, ho_captions, ho_attrs = render_scene_set(args.num_eval, split="test", seed=args.seed + 1,
+                                                          heldout_only=True)
+      ho_name = "test_heldout_classes"
+    else:
+      names = None
+      ev_images, ev_captions, ev_attrs = render_scenes(args.num_eval, split="test", seed=args.seed)
+      ho_images, ho_captions, ho_attrs = render_scenes(
+          args.num_eval, split="test", seed=args.seed + 1,
+          classes=sdata.SHAPES_HELDOUT_CLASSES, max_objects=1)
+      ho_name = "test_heldout_classes_single_object"
     metrics = {
-        "test_all": evaluate(teacher, ev_images, ev_captions, ev_attrs, embed_texts(encoder, ev_captions)),
-        "test_heldout_classes_single_object": evaluate(teacher, ho_images, ho_captions, ho_attrs,
-                                                       embed_texts(encoder, ho_captions)),
+        "test_all": evaluate(teacher, ev_images, ev_captions, ev_attrs, embed_texts(encoder, ev_captions), names),
+        ho_name: evaluate(teacher, ho_images, ho_captions, ho_attrs, embed_texts(encoder, ho_captions), names),
     }
     print(json.dumps(metrics, indent=1))
 
   teacher.metadata = {
       "description": ("LiT-style offline semantic teacher: a small CNN image tower trained contrastively against the "
-                      "frozen all-MiniLM-L6-v2 text tower on captions of synthetic `shapes` scenes."),
+                      f"frozen all-MiniLM-L6-v2 text tower on captions of synthetic `{args.data}` scenes."),
       "text_tower": {"model": bdv.MODEL_NAME, "licence": "Apache-2.0", "safetensors_sha256": safetensors_sha,
                      "identity": encoder.identity, "pooling": "attention-mask mean of last hidden states, L2",
                      **prov},
@@ -337,16 +375,20 @@ def main(argv: list[str] | None = None) -> int:
                                   "a {colour} {shape}", "a {size} {colour} [texture] {shape}"],
                                   "loss": "symmetric InfoNCE, identical texts in a batch are shared positives"},
                    "num_train_scenes": args.num_train, "render_size": RENDER_SIZE,
-                   "train_classes": ("SHAPES_TRAIN_CLASSES only (every object)" if args.train_classes == "train"
+                   "data": args.data,
+                   "train_classes": ("scenes' TRAIN_CLASSES lead every training scene" if args.data == "scenes"
+                                     else "SHAPES_TRAIN_CLASSES only (every object)" if args.train_classes == "train"
                                      else "all 80 colour/shape pairs"), "split": "train",
                    "final": history[-1] if history else None, "train_seconds": round(train_seconds, 1),
                    "jax": jax.__version__, "platform": jax.default_backend()},
       "metrics": metrics,
-      "metrics_note": (f"held-out: split 'test' scenes; 'test_all' = {args.num_eval} random scenes; "
+      "metrics_note": (f"held-out: split 'test' scenes; 'test_all' = {args.num_eval} random scenes; " + (
+                       f"'test_heldout_classes' = {args.num_eval} scenes led by one of the 39 HELDOUT_CLASSES "
+                       "(colour/shape pairs that never lead a training scene)." if args.data == "scenes" else
                        f"'test_heldout_classes_single_object' = {args.num_eval} single-object scenes of "
                        "SHAPES_HELDOUT_CLASSES" + (" (colour/shape pairs never seen together in training)."
                                                    if args.train_classes == "train" else
-                                                   " (the teacher trained on all pairs, other scenes).")),
+                                                   " (the teacher trained on all pairs, other scenes)."))),
   }
   teacher.save(args.out)
   size = sum(f.stat().st_size for f in args.out.iterdir())
