@@ -236,3 +236,25 @@ def test_scene_set_for_the_teacher_keeps_heldout_classes_out_of_training():
   assert all(f"{a['objects'][0]['colour']}" in cap for a, cap in zip(attrs, captions))  # main object first
   _, _, held = tdt.render_scene_set(6, split="test", seed=1, size=32, heldout_only=True)
   assert all(f"{a['objects'][0]['colour']} {a['objects'][0]['shape']}" in _scenes.HELDOUT_CLASSES for a in held)
+
+
+def test_word_table_cache_is_shared_by_image_towers_of_one_text_tower(trained, bert):
+  vocab = spae.Vocabulary.from_arrays(["red", "blue"], np.eye(2, dtype=np.float32))
+  a = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert)
+  other_params = jax.tree.map(lambda x: x + 1.0, trained[0])
+  b = LiTTeacher(CFG, other_params, text_tower_identity=bert.identity, text_tower=bert)
+  assert a.identity != b.identity  # different image towers ...
+  assert a.cache_key(vocab) == b.cache_key(vocab)  # ... read the same words through the same text tower
+  c = LiTTeacher(CFG, trained[0], text_tower_identity="bert-someotherweights")
+  assert c.cache_key(vocab) != a.cache_key(vocab)
+
+
+def test_a_teacher_without_text_tower_reads_a_table_its_text_tower_cached(trained, bert, tmp_path):
+  vocab = spae.Vocabulary.from_arrays(["zebra", "violin", "red"], np.eye(3, dtype=np.float32))
+  with_tower = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert, templates=TEMPLATES)
+  table = with_tower.vocabulary_embeddings(vocab, cache_dir=tmp_path)
+  retrained = jax.tree.map(lambda x: x * 0.5, trained[0])  # another image tower, no text tower
+  offline = LiTTeacher(CFG, retrained, text_tower_identity=bert.identity, templates=TEMPLATES)
+  np.testing.assert_array_equal(offline.vocabulary_embeddings(vocab, cache_dir=tmp_path), table)
+  with pytest.raises(spae.SpaeInputError, match="cannot score this vocabulary offline"):
+    offline.vocabulary_embeddings(vocab, cache_dir=tmp_path / "empty")

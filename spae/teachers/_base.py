@@ -94,6 +94,11 @@ class Teacher(abc.ABC):
     """Stable id of the weights and preprocessing (part of the cache key)."""
 
   @property
+  def text_identity(self) -> str:
+    """Stable id of what word embeddings depend on (the cache key): the whole model unless a teacher says less."""
+    return self.identity
+
+  @property
   @abc.abstractmethod
   def dim(self) -> int:
     """Embedding width D."""
@@ -154,9 +159,9 @@ class Teacher(abc.ABC):
 
   # ---------------------------------------------------------------- vocabulary relevance
   def cache_key(self, vocabulary: Vocabulary, templates: Sequence[str] | None = None) -> str:
-    """Hash of (vocabulary fingerprint, teacher identity, templates): names the cached embedding file."""
+    """Hash of (vocabulary fingerprint, the teacher's text identity, templates): names the cached embedding file."""
     templates = _check_templates(templates)
-    blob = json.dumps({"format": CACHE_FORMAT, "vocab": vocabulary.fingerprint(), "teacher": self.identity,
+    blob = json.dumps({"format": CACHE_FORMAT, "vocab": vocabulary.fingerprint(), "teacher": self.text_identity,
                        "templates": list(templates)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from spae._io import SpaeInputError, atomic_path
 from spae._vocab import Vocabulary
-from spae.teachers._base import Teacher, _check_templates
+from spae.teachers._base import Teacher, _check_templates, _read_cache
 from spae.teachers._bert import BertTextEncoder
 
 LIT_FORMAT = 1
@@ -264,6 +264,13 @@ class LiTTeacher(Teacher):
     return self._identity
 
   @property
+  def text_identity(self) -> str:
+    # Word embeddings come from the frozen text tower alone, so teachers that differ only in their image tower
+    # (retrained, or another seed) share one cached word table: re-embedding Gemma's 32,768 words x 7 templates
+    # takes about 40 minutes on two CPU cores.
+    return f"lit-text-{self.text_tower_identity}"
+
+  @property
   def dim(self) -> int:
     return self.config.dim
 
@@ -309,11 +316,16 @@ class LiTTeacher(Teacher):
                             cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> np.ndarray:
     """[V, D] word text embeddings: rows of the shipped word table when it covers the vocabulary's words and the
     templates match (None means the teacher's own templates), else computed by the text tower (cached as in
-    `Teacher`)."""
+    `Teacher`); without a text tower, a table cached earlier for the same text tower, vocabulary and templates."""
     if self.covers(vocabulary, templates):
       rows = [self.word_index[w] for w in vocabulary.words(range(len(vocabulary)))]
       return np.asarray(self.word_table[rows], np.float32)
     templates = self._templates(templates)
+    if self.text_tower is None and use_cache:  # a table this text tower embedded before (any image tower) will do
+      cached = _read_cache(self.cache_path(vocabulary, templates, cache_dir), self.cache_key(vocabulary, templates),
+                           (len(vocabulary), self.dim))
+      if cached is not None:
+        return cached
     if self.text_tower is None:
       if self.word_table is None:
         why = "this teacher has no word table"
