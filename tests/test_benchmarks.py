@@ -127,9 +127,11 @@ def test_generate_reports_both_baselines(smoke_runs):
 def test_teacher_words_reports_shares_and_chance(smoke_runs):
   data = _load(smoke_runs, "teacher_words")
   (row,) = data["rows"]
-  assert all(0.0 <= row["image"][k] <= 1.0 for k in ("colour", "shape", "either"))
-  assert row["image"]["either"] >= max(row["image"]["colour"], row["image"]["shape"])
-  assert 0.0 < row["chance_either"] < 0.05 and len(row["example"]["top"]) == data["args"]["top"]
+  assert set(row["variants"]) >= {"raw, all words", "centred, all words"}
+  for v in row["variants"].values():
+    assert all(0.0 <= v[k] <= 1.0 for k in ("colour", "shape", "either"))
+    assert v["either"] >= max(v["colour"], v["shape"]) and len(v["example"]) == data["args"]["top"]
+  assert 0.0 < row["chance_either"] < 0.05
 
 
 def test_speed_baselines_match_or_are_skipped(smoke_runs):
