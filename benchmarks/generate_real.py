@@ -159,7 +159,8 @@ def print_summary(table: list[dict[str, Any]]) -> None:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--lm", default="gguf:gemma3-270m", help="an LM spec (spae.lm.load), or 'majority' (test model) for a smoke run")
+  p.add_argument("--lm", default="gguf:gemma3-270m",
+                 help="an LM spec (spae.lm.load), or 'majority' (the test model) for a smoke run")
   p.add_argument("--tokenizer", default="default", help="'default' (shipped), 'tiny', or a tokenizer folder")
   p.add_argument("--tasks", default=",".join(IMAGE_TASKS + ("class",)))
   p.add_argument("--scenes", type=int, default=6, help="held-out test-split scenes per task")

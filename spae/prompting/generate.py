@@ -253,9 +253,10 @@ def run_image_task(lm: LanguageModel, tokenizer: Tokenizer, image: Any, task: st
 
   Writes to out_dir: condition.png (the corrupted input), target.png (the clean image, unless `corrupted`),
   grid.png (rows: condition / generation / cleanest example / target decoded from the top 1..L layers),
-  layers{k}_{condition,generation,cleanest_example,target}.png, tokens.json, prompts.txt and metrics.json (PSNR/SSIM of each layer prefix of the
-  generation and of its two baselines against the clean image: the condition decoded as it is, and the cleanest
-  in-context example; plus each one's token accuracy against the clean image's own tokens). Returns the metrics.
+  layers{k}_{condition,generation,cleanest_example,target}.png, tokens.json, prompts.txt and metrics.json
+  (PSNR/SSIM of each layer prefix of the generation and of its two baselines against the clean image: the
+  condition decoded as it is, and the cleanest in-context example; plus each one's token accuracy against the
+  clean image's own tokens). Returns the metrics.
   """
   from spae._images import image_grid, save_image
 
