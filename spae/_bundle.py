@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spae import _specs
-from spae._ckpt_read import check_array_data, drop_abandoned_reads
+from spae._ckpt_read import check_array_data, drop_abandoned_reads, first_line
 from spae._io import SpaeInputError, read_json
 from spae._vocab import Vocabulary
 
@@ -80,11 +80,6 @@ def load_vocab(directory: Path) -> Vocabulary:
   return vocab
 
 
-def _first_line(e: BaseException, n: int = 120) -> str:
-  lines = str(e).strip().splitlines()
-  return (lines[0][:n] + ("..." if len(lines) > 1 or len(lines[0]) > n else "")) if lines else type(e).__name__
-
-
 def restore_params(path: Path, target: dict[str, Any]) -> dict[str, Any]:
   """Restores orbax params into the structure of `target` (a pure dict of abstract arrays).
 
@@ -99,7 +94,7 @@ def restore_params(path: Path, target: dict[str, Any]) -> dict[str, Any]:
   try:
     meta = ckptr.metadata(path.absolute()).item_metadata
   except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, JSON errors) for damaged metadata
-    raise SpaeInputError(f"{path} is damaged: its metadata cannot be read ({type(e).__name__}: {_first_line(e)}); "
+    raise SpaeInputError(f"{path} is damaged: its metadata cannot be read ({type(e).__name__}: {first_line(e)}); "
                          f"{_FIX}") from e
   finally:
     absl.setLevel(level)

@@ -10,13 +10,14 @@ from pathlib import Path
 from spae._io import SpaeInputError
 
 
-def _first_line(e: BaseException, n: int) -> str:
+def first_line(e: BaseException, n: int = 120) -> str:
+  """The first line of an exception's message, cut to `n` characters ("..." marks what was left out)."""
   lines = str(e).strip().splitlines()
   return (lines[0][:n] + ("..." if len(lines) > 1 or len(lines[0]) > n else "")) if lines else type(e).__name__
 
 
 def check_array_data(path: Path, fix: str = "") -> None:
-  """Reads and decodes every stored array once, synchronously, so a truncated or corrupt chunk fails here in one line.
+  """Reads and decodes every stored array once, synchronously, so a truncated or undecodable chunk fails here.
 
   orbax reads all arrays concurrently; when one fails it abandons the rest, and they print long tracebacks later (see
   `drop_abandoned_reads`). The price is one extra read and decode of the data (orbax's own read then mostly hits
@@ -37,7 +38,7 @@ def check_array_data(path: Path, fix: str = "") -> None:
               open=True).result().read().result()
   except Exception as e:  # TensorStore raises ValueError with a long multi-line message
     raise SpaeInputError(f"{path} is truncated or damaged: {name} cannot be read ({type(e).__name__}: "
-                         f"{_first_line(e, 80)})" + (f"; {fix}" if fix else "")) from None
+                         f"{first_line(e, 80)})" + (f"; {fix}" if fix else "")) from None
 
 
 def drop_abandoned_reads() -> None:
