@@ -65,3 +65,15 @@ def parse_classes(spec: str | None) -> list[str] | None:
   if spec in named:
     return list(named[spec])
   return [c.strip() for c in spec.split(",") if c.strip()]
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+  """--out / --summary / --no-progress: the resumable results of `spae fewshot`, `caption` and `vqa`."""
+  p.add_argument("--out", required=True, help="per-episode JSONL (resumed if it exists)")
+  p.add_argument("--summary", default=None, help="summary JSON (default: OUT with .summary.json)")
+  p.add_argument("--no-progress", action="store_true")
+
+
+def unescape(s: str) -> str:
+  """A template typed on the command line: the two characters \\n (\\t) become a line break (tab)."""
+  return s.replace("\\n", "\n").replace("\\t", "\t")

@@ -76,17 +76,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
   p.add_argument("--no-prefix-cache", action="store_true", help="score every candidate from scratch")
   p.add_argument("--no-probes", action="store_true")
-  p.add_argument("--out", required=True, help="per-episode JSONL (resumed if it exists)")
-  p.add_argument("--summary", default=None, help="summary JSON (default: OUT with .summary.json)")
-  p.add_argument("--no-progress", action="store_true")
-
-
-def _unescape(s: str) -> str:
-  return s.replace("\\n", "\n").replace("\\t", "\t")
+  _cli.add_output_args(p)
 
 
 def _config(args: argparse.Namespace) -> FewShotConfig:
-  template = PromptTemplate(instruction=_unescape(args.template_instruction), example=_unescape(args.template_example))
+  template = PromptTemplate(instruction=_cli.unescape(args.template_instruction),
+                            example=_cli.unescape(args.template_example))
   shots = sorted({s for _, s, _ in FROZEN_TABLE}) if args.frozen_table else args.shots
   config = FewShotConfig(ways=tuple(args.ways), shots=tuple(shots), layers=tuple(args.layers),
                          repeats=tuple(args.repeats), episodes=args.episodes or 1, queries=args.queries,

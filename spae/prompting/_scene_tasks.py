@@ -380,13 +380,7 @@ def add_common_args(p: argparse.ArgumentParser, example: str, slots: str) -> Non
   p.add_argument("--max-new", type=int, default=None, help="most LM tokens a free answer may have")
   p.add_argument("--no-oracle", action="store_true", help="skip the oracle (attribute words) rows")
   p.add_argument("--no-baselines", action="store_true", help="skip the LLM-free baselines")
-  p.add_argument("--out", required=True, help="per-episode JSONL (resumed if it exists)")
-  p.add_argument("--summary", default=None, help="summary JSON (default: OUT with .summary.json)")
-  p.add_argument("--no-progress", action="store_true")
-
-
-def unescape(s: str) -> str:
-  return s.replace("\\n", "\n").replace("\\t", "\t")
+  _cli.add_output_args(p)
 
 
 def check_args(args: argparse.Namespace) -> None:

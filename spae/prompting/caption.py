@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from spae._io import SpaeInputError
 from spae.data import _scenes
 from spae.lm import LanguageModel
+from spae.prompting import _cli
 from spae.prompting import _scene_tasks as st
 from spae.prompting._probes import jaccard_probe
 from spae.prompting._render import render
@@ -184,9 +185,9 @@ def run_caption(args: argparse.Namespace) -> int:
   """`spae caption`: evaluate, write the JSONL and the summary, print the table."""
   st.check_args(args)
   config = CaptionConfig(shots=tuple(args.shots), layers=tuple(args.layers), episodes=args.episodes, seed=args.seed,
-                         instruction=st.unescape(args.template_instruction), token_mode=args.token_mode,
+                         instruction=_cli.unescape(args.template_instruction), token_mode=args.token_mode,
                          oracle=not args.no_oracle, baselines=not args.no_baselines,
-                         example=st.unescape(args.template_example),
+                         example=_cli.unescape(args.template_example),
                          max_new=args.max_new or CaptionConfig.max_new)
   config.validate()
   tokenizer, pools, lm = st.open_inputs(args)

@@ -35,6 +35,7 @@ import numpy as np
 from spae._io import SpaeInputError
 from spae.data import _scenes
 from spae.lm import LanguageModel
+from spae.prompting import _cli
 from spae.prompting import _scene_tasks as st
 from spae.prompting._episodes import normalize_label
 from spae.prompting._probes import jaccard_probe
@@ -209,10 +210,10 @@ def run_vqa(args: argparse.Namespace) -> int:
   """`spae vqa`: evaluate, write the JSONL and the summary, print the table."""
   st.check_args(args)
   config = VQAConfig(shots=tuple(args.shots), layers=tuple(args.layers), episodes=args.episodes, seed=args.seed,
-                     instruction=st.unescape(args.template_instruction), token_mode=args.token_mode,
+                     instruction=_cli.unescape(args.template_instruction), token_mode=args.token_mode,
                      oracle=not args.no_oracle, baselines=not args.no_baselines,
                      questions=tuple(args.questions), answers=tuple(args.answers),
-                     example=st.unescape(args.template_example), max_new=args.max_new or VQAConfig.max_new)
+                     example=_cli.unescape(args.template_example), max_new=args.max_new or VQAConfig.max_new)
   config.validate()
   tokenizer, pools, lm = st.open_inputs(args)
   res = evaluate_vqa(config, tokenizer, lm, pools, out=args.out, lm_name=args.lm, progress=not args.no_progress)
