@@ -9,6 +9,7 @@ data, seed and number of steps) and changes one thing:
   learned         a learned-codebook VQGAN of the same size (V x d free rows; its ids are not words)
   projected-rq    residual sums instead of SAQ's streaming average
   projected-dil   dilated (block-centre) subsampling instead of block means
+  projected-skip  projected, plus the linear pixel-patch path around encoder and decoder (AutoencoderConfig.pixel_skip)
 
 Each row is trained with spae's trainer, exported, and evaluated with benchmarks/recon.py's `evaluate` on the
 held-out scenes (test split) and held-out photo crops: PSNR per prefix next to the same-budget thumbnail anchor
@@ -38,7 +39,7 @@ import recon  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ("no-quantizer", "raw", "projected", "learned", "projected-rq", "projected-dil")
+ROWS = ("no-quantizer", "raw", "projected", "learned", "projected-rq", "projected-dil", "projected-skip")
 
 
 def row_config(base: Any, row: str, vocab_dim: int) -> Any:
@@ -47,8 +48,9 @@ def row_config(base: Any, row: str, vocab_dim: int) -> Any:
 
   tok, loss = base.tokenizer, base.loss
   cb = tok.codebook if tok.codebook.trainable else CodebookConfig("projected", 32)
-  # Every row uses block means except the one that measures dilation.
-  tok = dataclasses.replace(tok, pyramid=dataclasses.replace(tok.pyramid, subsample="pool"))
+  # Every row uses block means except the one that measures dilation, and plain nets except the skip row.
+  tok = dataclasses.replace(tok, pyramid=dataclasses.replace(tok.pyramid, subsample="pool"),
+                            autoencoder=dataclasses.replace(tok.autoencoder, pixel_skip=False))
   if row == "no-quantizer":
     tok, loss = dataclasses.replace(tok, codebook=cb), dataclasses.replace(loss, quantize=False)
   elif row == "raw":
@@ -61,6 +63,8 @@ def row_config(base: Any, row: str, vocab_dim: int) -> Any:
     tok = dataclasses.replace(tok, codebook=cb, quantizer="rq")
   elif row == "projected-dil":
     tok = dataclasses.replace(tok, codebook=cb, pyramid=dataclasses.replace(tok.pyramid, subsample="dilation"))
+  elif row == "projected-skip":
+    tok = dataclasses.replace(tok, codebook=cb, autoencoder=dataclasses.replace(tok.autoencoder, pixel_skip=True))
   else:
     raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
   ae = dataclasses.replace(tok.autoencoder, latent_dim=tok.codebook.latent_dim(vocab_dim))

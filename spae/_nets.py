@@ -26,6 +26,9 @@ class AutoencoderConfig:
     num_res_blocks: residual blocks per level (and in the middle).
     latent_dim: codebook dimension d (set from the vocabulary).
     norm_groups: GroupNorm groups (reduced to a divisor of the channel count where needed).
+    pixel_skip: add a linear patch path around each network: the encoder adds a 1×1 map of the f×f pixel
+      patch under each latent cell, the decoder adds a 3×3 map of the latent to f×f×3 pixel patches. The
+      convolutions then learn a residual over a linear patch codec, which a 16×16 thumbnail already is.
   """
 
   channels: int = 128
@@ -33,6 +36,7 @@ class AutoencoderConfig:
   num_res_blocks: int = 2
   latent_dim: int = 256
   norm_groups: int = 32
+  pixel_skip: bool = False
 
   @property
   def downsample_factor(self) -> int:
@@ -72,6 +76,19 @@ def avg_pool2(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+def space_to_depth(x: jax.Array, f: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H/f, W/f, f·f·C]: each cell holds its f×f patch."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // f, f, w // f, f, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // f, w // f, f * f * c)
+
+
+def depth_to_space(x: jax.Array, f: int) -> jax.Array:
+  """Inverse of `space_to_depth`."""
+  b, h, w, k = x.shape
+  c = k // (f * f)
+  return x.reshape(b, h, w, f, f, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * f, w * f, c)
+
+
 def upsample2(x: jax.Array) -> jax.Array:
   # Nearest resize + conv instead of ConvTranspose: the latter's gradient is ~5x slower on XLA:CPU.
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
@@ -96,8 +113,11 @@ class Encoder(nnx.Module):
     self.mid = nnx.List([ResBlock(cin, cin, cfg.norm_groups, rngs=rngs) for _ in range(cfg.num_res_blocks)])
     self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin, cfg.norm_groups), rngs=rngs)
     self.proj = nnx.Conv(cin, cfg.latent_dim, (1, 1), rngs=rngs)  # to the codebook dimension
+    f = cfg.downsample_factor
+    self.patch_in = nnx.Conv(3 * f * f, cfg.latent_dim, (1, 1), rngs=rngs) if cfg.pixel_skip else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    skip = self.patch_in(space_to_depth(x, self.cfg.downsample_factor)) if self.patch_in is not None else 0.0
     h = self.conv_in(x)
     for i, level in enumerate(self.levels):
       for block in level:
@@ -106,7 +126,7 @@ class Encoder(nnx.Module):
         h = avg_pool2(h)
     for block in self.mid:
       h = block(h)
-    return self.proj(nnx.swish(self.norm_out(h)))
+    return self.proj(nnx.swish(self.norm_out(h))) + skip
 
 
 class Decoder(nnx.Module):
@@ -132,8 +152,11 @@ class Decoder(nnx.Module):
     self.up_convs = nnx.List(ups)
     self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin, cfg.norm_groups), rngs=rngs)
     self.conv_out = nnx.Conv(cin, 3, (3, 3), rngs=rngs)
+    f = cfg.downsample_factor
+    self.patch_out = nnx.Conv(cfg.latent_dim, 3 * f * f, (3, 3), rngs=rngs) if cfg.pixel_skip else None
 
   def __call__(self, z: jax.Array) -> jax.Array:
+    skip = depth_to_space(self.patch_out(z), self.cfg.downsample_factor) if self.patch_out is not None else 0.0
     h = self.conv_in(self.proj(z))
     for block in self.mid:
       h = block(h)
@@ -142,7 +165,7 @@ class Decoder(nnx.Module):
         h = block(h)
       if i < len(self.up_convs):
         h = self.up_convs[i](upsample2(h))
-    return self.conv_out(nnx.swish(self.norm_out(h)))
+    return self.conv_out(nnx.swish(self.norm_out(h))) + skip
 
 
 class Autoencoder(nnx.Module):

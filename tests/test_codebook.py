@@ -174,6 +174,6 @@ def test_every_ablation_row_changes_one_thing_and_builds():
   for row in A.ROWS:
     cfg = A.row_config(base, row, vocab.dim)
     tc = cfg.tokenizer
-    seen.add((tc.codebook.mode, tc.quantizer, tc.pyramid.subsample, cfg.loss.quantize))
+    seen.add((tc.codebook.mode, tc.quantizer, tc.pyramid.subsample, cfg.loss.quantize, tc.autoencoder.pixel_skip))
     T.Models(cfg, vocab.embeddings.shape)  # validates latent dims against the codes
   assert len(seen) == len(A.ROWS)  # no two rows are the same experiment

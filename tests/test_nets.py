@@ -1,0 +1,53 @@
+"""The autoencoder's linear pixel-patch path (AutoencoderConfig.pixel_skip)."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import spae
+from spae._nets import Autoencoder, AutoencoderConfig, depth_to_space, space_to_depth
+
+CFG = AutoencoderConfig(channels=8, channel_multipliers=(1, 2, 2), num_res_blocks=1, latent_dim=48, norm_groups=4,
+                        pixel_skip=True)  # latent_dim = 3·4·4: one latent cell can hold its whole 4×4 patch
+
+
+def test_space_to_depth_is_a_patch_layout_and_depth_to_space_inverts_it():
+  x = jnp.arange(2 * 8 * 8 * 3, dtype=jnp.float32).reshape(2, 8, 8, 3)
+  cells = space_to_depth(x, 4)
+  assert cells.shape == (2, 2, 2, 48)
+  np.testing.assert_array_equal(cells[1, 0, 1].reshape(4, 4, 3), x[1, 0:4, 4:8])
+  np.testing.assert_array_equal(depth_to_space(cells, 4), x)
+
+
+def test_the_patch_path_alone_is_a_lossless_linear_codec():
+  """With the convolutional paths silenced and identity patch maps, decode(encode(x)) == x: the skip is wired to
+  the right pixels in both networks."""
+  ae = Autoencoder(CFG, rngs=nnx.Rngs(0))
+  eye_in = jnp.eye(48)[None, None]
+  eye_out = jnp.zeros((3, 3, 48, 48)).at[1, 1].set(jnp.eye(48))  # a 3×3 conv whose centre tap is the identity
+  ae.encoder.patch_in.kernel.value, ae.encoder.patch_in.bias.value = eye_in, jnp.zeros(48)
+  ae.decoder.patch_out.kernel.value, ae.decoder.patch_out.bias.value = eye_out, jnp.zeros(48)
+  for conv in (ae.encoder.proj, ae.decoder.conv_out):
+    conv.kernel.value, conv.bias.value = jnp.zeros_like(conv.kernel.value), jnp.zeros_like(conv.bias.value)
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1.0, maxval=1.0)
+  np.testing.assert_allclose(np.asarray(ae.decoder(ae.encoder(x))), np.asarray(x), atol=1e-5)
+
+
+def test_without_the_skip_there_are_no_patch_parameters_and_old_configs_load():
+  plain = Autoencoder(dataclasses.replace(CFG, pixel_skip=False), rngs=nnx.Rngs(0))
+  assert plain.encoder.patch_in is None and plain.decoder.patch_out is None
+  d = json.loads(json.dumps(spae.TokenizerConfig(image_size=16, autoencoder=CFG).to_dict()))
+  del d["autoencoder"]["pixel_skip"]  # a bundle written before the option existed
+  assert spae.TokenizerConfig.from_dict(d).autoencoder.pixel_skip is False
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_output_shapes(skip):
+  ae = Autoencoder(dataclasses.replace(CFG, pixel_skip=skip, latent_dim=8), rngs=nnx.Rngs(0))
+  z = ae.encoder(jnp.zeros((1, 32, 32, 3)))
+  assert z.shape == (1, 8, 8, 8) and ae.decoder(z).shape == (1, 32, 32, 3)
