@@ -62,13 +62,13 @@ def measure(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, 
   words = list(vocab.words(np.arange(len(vocab))))
   table = np.asarray(teacher.vocabulary_embeddings(vocab), np.float32)  # [V, D], unit rows
   raw = _embed(teacher, images) @ table.T
-  # Hub words sit close to every image; subtracting each word's mean relevance (as CSLS does for word
-  # translation) leaves what is particular to this image.
-  centred = raw - (_embed(teacher, reference) @ table.T).mean(0)
+  # The trainer's centring (RelevanceFn.centred): each word's mean relevance over `reference` removed.
+  offset = teacher.relevance_fn(vocab).centred(reference.astype(np.float32) / 255.0).offset
+  centred = raw - np.asarray(offset)
   masks = {"all words": None}
-  tok = getattr(getattr(teacher, "text_tower", None), "tokenizer", None)
-  if tok is not None and hasattr(tok, "vocab"):
-    masks["whole text-tower tokens"] = np.array([w in tok.vocab for w in words])
+  whole = teacher.whole_word_mask(vocab)
+  if whole is not None:
+    masks["whole text-tower tokens"] = whole
   out: dict[str, Any] = {"variants": {}}
   for mname, mask in masks.items():
     for sname, sc in (("raw", raw), ("centred", centred)):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -180,6 +181,29 @@ def test_relevance_fn_is_jittable_pytree(teacher):
   np.testing.assert_allclose(np.asarray(out), np.asarray(t.relevance(images, vocab)), atol=1e-5)
 
 
+def test_centred_relevance_removes_each_words_mean_and_masks_words(teacher):
+  t, vocab = teacher
+  fn = t.relevance_fn(vocab)
+  ref, query = _images(6, size=24, seed=1), _images(2, size=24, seed=2)
+  plain = np.asarray(fn(ref))
+  centred = fn.centred(ref)
+  # On the reference set itself every word's mean score is zero; elsewhere scores shift by that mean.
+  np.testing.assert_allclose(np.asarray(centred(ref)).mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(centred(query)), np.asarray(fn(query)) - plain.mean(0), atol=1e-5)
+  allowed = np.array([True, False, True, False])
+  masked = np.asarray(jax.jit(lambda f, x: f(x))(fn.centred(ref, allowed), query))
+  assert set(np.argmax(masked, axis=1)) <= {0, 2} and (masked[:, ~allowed] < -1e3).all()
+  with pytest.raises(spae.SpaeInputError, match="mask"):
+    fn.centred(ref, np.zeros(4, bool))
+
+
+def test_whole_word_mask_reads_the_text_tokenizer(teacher, bert):
+  t, _ = teacher
+  vocab = spae.Vocabulary.from_arrays(["red", "qzxv", "circle"], np.eye(3, dtype=np.float32))
+  expect = [w in bert.tokenizer.vocab for w in ("red", "qzxv", "circle")]
+  assert list(t.whole_word_mask(vocab)) == expect and not expect[1]
+
+
 def test_any_image_size_and_non_square(teacher):
   t, _ = teacher
   z = t.image_embeddings(np.random.default_rng(0).random((2, 20, 28, 3)).astype(np.float32))
@@ -258,3 +282,24 @@ def test_a_teacher_without_text_tower_reads_a_table_its_text_tower_cached(traine
   np.testing.assert_array_equal(offline.vocabulary_embeddings(vocab, cache_dir=tmp_path), table)
   with pytest.raises(spae.SpaeInputError, match="cannot score this vocabulary offline"):
     offline.vocabulary_embeddings(vocab, cache_dir=tmp_path / "empty")
+
+
+def test_trainer_centres_the_teacher_on_training_images_and_keeps_whole_words(trained, bert, tmp_path):
+  from spae import data as D
+  from spae import train as T
+
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["semantic.centre_images=4", "semantic.whole_words=true",
+                                                      "semantic.weight=1.0"])
+  vocab = spae.tiny_vocabulary()
+  t = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert, templates=TEMPLATES,
+                 cache_dir=tmp_path)
+  tr = T.Trainer(cfg, tmp_path / "run", vocabulary=vocab, teacher=t)
+  offset = np.asarray(tr.teacher_fn.offset)
+  mask = t.whole_word_mask(vocab)
+  assert 0 < mask.sum() < len(vocab) and (offset[~mask] == 1e4).all()
+  src = T.open_data(cfg.data)
+  prep = D.Preprocess(cfg.tokenizer.image_size, crop="center" if cfg.crop == "random" else cfg.crop)
+  ref = np.stack([D.preprocess(src.load(i), prep) for i in range(4)])
+  np.testing.assert_allclose(offset[mask], np.asarray(t.relevance(ref, vocab)).mean(0)[mask], atol=1e-5)
+  idx, _ = tr.extras_for(jnp.asarray(ref)).values()
+  assert mask[np.asarray(idx)].all()  # the teacher's top-k words are all whole words

@@ -51,16 +51,41 @@ class RelevanceFn:
   text_embeddings: jax.Array  # [V, D], L2-normalised
   apply: Callable = dataclasses.field(metadata=dict(static=True))  # (config, params, images) -> [B, D]
   config: Hashable = dataclasses.field(metadata=dict(static=True))
+  offset: jax.Array | None = None  # [V] subtracted from every image's scores (`centred`); None = plain cosines
 
   def image_embeddings(self, images: jax.Array) -> jax.Array:
     """[B, H, W, 3] -> [B, D], L2-normalised."""
     return l2_normalize(self.apply(self.config, jax.lax.stop_gradient(self.image_params), images))
 
   def __call__(self, images: jax.Array) -> jax.Array:
-    return self.image_embeddings(images) @ jax.lax.stop_gradient(self.text_embeddings).T
+    sims = self.image_embeddings(images) @ jax.lax.stop_gradient(self.text_embeddings).T
+    return sims if self.offset is None else sims - jax.lax.stop_gradient(self.offset)
+
+  def centred(self, reference: Any, allowed: np.ndarray | None = None, *, batch_size: int = 64) -> "RelevanceFn":
+    """Scores minus each word's mean cosine over `reference` images; words outside `allowed` never score.
+
+    Hub words sit close to every image embedding and would top every image's list; subtracting the word's mean
+    over typical images (as CSLS does for word translation) leaves what is particular to each image:
+      rel'(x, k) = cos(x, k) - mean_{r in reference} cos(r, k),   rel'(x, k) = -1e4 where allowed[k] is False.
+    reference: [N, H, W, 3] floats in [0, 1] (training images). allowed: bool [V] or None (every word).
+    """
+    plain = dataclasses.replace(self, offset=None)
+    fn = jax.jit(lambda f, x: f(x).sum(axis=0))
+    reference = np.asarray(reference, np.float32)
+    if reference.ndim != 4 or not len(reference):
+      raise SpaeInputError(f"centring needs reference images [N, H, W, 3], got shape {reference.shape}.")
+    total = sum(np.asarray(fn(plain, jnp.asarray(reference[i:i + batch_size])), np.float64)
+                for i in range(0, len(reference), batch_size))
+    offset = (total / len(reference)).astype(np.float32)
+    if allowed is not None:
+      allowed = np.asarray(allowed, bool)
+      if allowed.shape != offset.shape or not allowed.any():
+        raise SpaeInputError(f"allowed must be a bool [V={offset.shape[0]}] mask with at least one word.")
+      offset = np.where(allowed, offset, np.float32(1e4))
+    return dataclasses.replace(self, offset=jnp.asarray(offset))
 
 
-jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings"],
+jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings", "offset"],
                                  meta_fields=["apply", "config"])
 
 
@@ -97,6 +122,15 @@ class Teacher(abc.ABC):
   def text_identity(self) -> str:
     """Stable id of what word embeddings depend on (the cache key): the whole model unless a teacher says less."""
     return self.identity
+
+  def whole_word_mask(self, vocabulary: Vocabulary) -> np.ndarray | None:
+    """bool [V]: the vocabulary words the text tower reads as one whole token of its own vocabulary (for
+    MiniLM's WordPiece: lower-case English words), or None when the teacher has no such tokenizer."""
+    tok = getattr(getattr(self, "text_tower", None), "tokenizer", None)
+    known = getattr(tok, "vocab", None)
+    if known is None:
+      return None
+    return np.array([w in known for w in vocabulary.words(np.arange(len(vocabulary)))], bool)
 
   @property
   @abc.abstractmethod

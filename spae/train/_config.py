@@ -72,6 +72,8 @@ class SemanticConfig:
   tau: float = 1.0                  # soft-assignment temperature
   teacher_top_k: int = 10
   teacher_temperature: float = 0.07
+  centre_images: int = 0            # > 0: subtract each word's mean score over this many training images
+  whole_words: bool = False         # only words the teacher's text tokenizer reads as one whole token
 
 
 @dataclasses.dataclass
@@ -176,6 +178,9 @@ def _checks(c: TrainConfig):
   yield "semantic.teacher_top_k", s.teacher_top_k, is_int(s.teacher_top_k) and s.teacher_top_k >= 1, pos
   yield "semantic.teacher_temperature", s.teacher_temperature, \
       is_num(s.teacher_temperature) and s.teacher_temperature > 0, "a number > 0"
+  yield "semantic.centre_images", s.centre_images, is_int(s.centre_images) and s.centre_images >= 0, \
+      nonneg + " (0 = no centring)"
+  yield "semantic.whole_words", s.whole_words, isinstance(s.whole_words, bool), "true or false"
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
   yield "logging.usage_window", lg.usage_window, is_int(lg.usage_window) and lg.usage_window >= 1, pos

@@ -6,6 +6,7 @@ from an image-text teacher's relevance scores over that vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -148,7 +149,7 @@ class Trainer:
       dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.semantic.teacher_temperature)
       if hasattr(teacher, "relevance_fn"):
         # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
-        self.teacher_fn = teacher.relevance_fn(self.vocab)
+        self.teacher_fn = self._teacher_relevance(teacher, src)
         self._teacher_jit = jax.jit(dist)
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
         self.teacher_fn = teacher
@@ -162,6 +163,27 @@ class Trainer:
     self._preview: Tokenizer | None = None
 
   # ---------------------------------------------------------------- pieces
+  def _teacher_relevance(self, teacher: Any, src: Any) -> Any:
+    """The teacher's RelevanceFn over the vocabulary, centred on the first training images and restricted to
+    whole words where the config asks (docs/method.md, "Semantic teacher")."""
+    sem = self.cfg.semantic
+    fn = teacher.relevance_fn(self.vocab)
+    allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
+    if sem.whole_words and allowed is None:
+      raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
+    if not (sem.centre_images or sem.whole_words):
+      return fn
+    if sem.centre_images:
+      from spae import data as D
+
+      # The reference images are the first training images as the model sees them, without random augmentation.
+      crop = "center" if self.cfg.crop == "random" else self.cfg.crop
+      prep = D.Preprocess(self.models.tokenizer_config.image_size, crop=crop, flip=False)
+      n = min(sem.centre_images, len(src))
+      reference = np.stack([D.preprocess(src.load(i), prep) for i in range(n)])
+      return fn.centred(reference, allowed)
+    return dataclasses.replace(fn, offset=jnp.where(jnp.asarray(allowed), 0.0, 1e4).astype(jnp.float32))
+
   def step_fn(self, use_gan: bool) -> Callable:
     if use_gan not in self._steps:
       fn = make_train_step(self.cfg, self.models, use_gan=use_gan, perceptual=self.perceptual,
