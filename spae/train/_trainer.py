@@ -165,7 +165,7 @@ class Trainer:
   # ---------------------------------------------------------------- pieces
   def _teacher_relevance(self, teacher: Any, src: Any) -> Any:
     """The teacher's RelevanceFn over the vocabulary, centred on the first training images and restricted to
-    whole words where the config asks (docs/method.md, "Semantic teacher")."""
+    whole words where the config asks (docs/method.md, "Centred, whole-word relevance")."""
     sem = self.cfg.semantic
     fn = teacher.relevance_fn(self.vocab)
     allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
