@@ -191,10 +191,10 @@ def test_centred_relevance_removes_each_words_mean_and_masks_words(teacher):
   np.testing.assert_allclose(np.asarray(centred(ref)).mean(0), 0.0, atol=1e-5)
   np.testing.assert_allclose(np.asarray(centred(query)), np.asarray(fn(query)) - plain.mean(0), atol=1e-5)
   allowed = np.array([True, False, True, False])
-  masked = np.asarray(jax.jit(lambda f, x: f(x))(fn.centred(ref, allowed), query))
+  masked = np.asarray(jax.jit(lambda f, x: f(x))(fn.centred(ref).restricted(allowed), query))
   assert set(np.argmax(masked, axis=1)) <= {0, 2} and (masked[:, ~allowed] < -1e3).all()
   with pytest.raises(spae.SpaeInputError, match="mask"):
-    fn.centred(ref, np.zeros(4, bool))
+    fn.centred(ref).restricted(np.zeros(4, bool))
 
 
 def test_whole_word_mask_reads_the_text_tokenizer(teacher, bert):

@@ -51,7 +51,7 @@ class RelevanceFn:
   text_embeddings: jax.Array  # [V, D], L2-normalised
   apply: Callable = dataclasses.field(metadata=dict(static=True))  # (config, params, images) -> [B, D]
   config: Hashable = dataclasses.field(metadata=dict(static=True))
-  offset: jax.Array | None = None  # [V] subtracted from every image's scores (`centred`); None = plain cosines
+  offset: jax.Array | None = None  # [V] subtracted from every image's scores (`centred`, `restricted`)
 
   def image_embeddings(self, images: jax.Array) -> jax.Array:
     """[B, H, W, 3] -> [B, D], L2-normalised."""
@@ -61,13 +61,13 @@ class RelevanceFn:
     sims = self.image_embeddings(images) @ jax.lax.stop_gradient(self.text_embeddings).T
     return sims if self.offset is None else sims - jax.lax.stop_gradient(self.offset)
 
-  def centred(self, reference: Any, allowed: np.ndarray | None = None, *, batch_size: int = 64) -> "RelevanceFn":
-    """Scores minus each word's mean cosine over `reference` images; words outside `allowed` never score.
+  def centred(self, reference: Any, *, batch_size: int = 64) -> "RelevanceFn":
+    """Scores minus each word's mean cosine over `reference` images (replaces any earlier offset).
 
     Hub words sit close to every image embedding and would top every image's list; subtracting the word's mean
     over typical images (as CSLS does for word translation) leaves what is particular to each image:
-      rel'(x, k) = cos(x, k) - mean_{r in reference} cos(r, k),   rel'(x, k) = -1e4 where allowed[k] is False.
-    reference: [N, H, W, 3] floats in [0, 1] (training images). allowed: bool [V] or None (every word).
+      rel'(x, k) = cos(x, k) - mean_{r in reference} cos(r, k).
+    reference: [N, H, W, 3] floats in [0, 1] (training images).
     """
     plain = dataclasses.replace(self, offset=None)
     fn = jax.jit(lambda f, x: f(x).sum(axis=0))
@@ -76,13 +76,16 @@ class RelevanceFn:
       raise SpaeInputError(f"centring needs reference images [N, H, W, 3], got shape {reference.shape}.")
     total = sum(np.asarray(fn(plain, jnp.asarray(reference[i:i + batch_size])), np.float64)
                 for i in range(0, len(reference), batch_size))
-    offset = (total / len(reference)).astype(np.float32)
-    if allowed is not None:
-      allowed = np.asarray(allowed, bool)
-      if allowed.shape != offset.shape or not allowed.any():
-        raise SpaeInputError(f"allowed must be a bool [V={offset.shape[0]}] mask with at least one word.")
-      offset = np.where(allowed, offset, np.float32(1e4))
-    return dataclasses.replace(self, offset=jnp.asarray(offset))
+    return dataclasses.replace(self, offset=jnp.asarray((total / len(reference)).astype(np.float32)))
+
+  def restricted(self, allowed: np.ndarray) -> "RelevanceFn":
+    """Words outside `allowed` (bool [V]) never score: rel'(x, k) = -1e4 there; other scores are unchanged."""
+    v = self.text_embeddings.shape[0]
+    allowed = np.asarray(allowed, bool)
+    if allowed.shape != (v,) or not allowed.any():
+      raise SpaeInputError(f"allowed must be a bool [V={v}] mask with at least one word.")
+    offset = np.zeros(v, np.float32) if self.offset is None else np.asarray(self.offset, np.float32)
+    return dataclasses.replace(self, offset=jnp.asarray(np.where(allowed, offset, np.float32(1e4))))
 
 
 jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings", "offset"],

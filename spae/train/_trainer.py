@@ -6,7 +6,6 @@ from an image-text teacher's relevance scores over that vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -168,11 +167,6 @@ class Trainer:
     whole words where the config asks (docs/method.md, "Centred, whole-word relevance")."""
     sem = self.cfg.semantic
     fn = teacher.relevance_fn(self.vocab)
-    allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
-    if sem.whole_words and allowed is None:
-      raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
-    if not (sem.centre_images or sem.whole_words):
-      return fn
     if sem.centre_images:
       from spae import data as D
 
@@ -180,9 +174,13 @@ class Trainer:
       crop = "center" if self.cfg.crop == "random" else self.cfg.crop
       prep = D.Preprocess(self.models.tokenizer_config.image_size, crop=crop, flip=False)
       n = min(sem.centre_images, len(src))
-      reference = np.stack([D.preprocess(src.load(i), prep) for i in range(n)])
-      return fn.centred(reference, allowed)
-    return dataclasses.replace(fn, offset=jnp.where(jnp.asarray(allowed), 0.0, 1e4).astype(jnp.float32))
+      fn = fn.centred(np.stack([D.preprocess(src.load(i), prep) for i in range(n)]))
+    if sem.whole_words:
+      allowed = teacher.whole_word_mask(self.vocab)
+      if allowed is None:
+        raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
+      fn = fn.restricted(allowed)
+    return fn
 
   def step_fn(self, use_gan: bool) -> Callable:
     if use_gan not in self._steps:
