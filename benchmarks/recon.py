@@ -88,11 +88,12 @@ def shapes_scenes(num: int, size: int, classes: str, seed: int) -> tuple[np.ndar
   return np.stack(images), attrs
 
 
-def new_scenes(num: int, size: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-  """`num` scenes of the test split of spae.data's `scenes` renderer (never trained on) and their attributes."""
+def new_scenes(num: int, size: int, seed: int, split: str = "test") -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """`num` scenes of a split of spae.data's `scenes` renderer never trained on (test; validation for choosing
+  recipes) and their attributes."""
   from spae.data import SceneSource
 
-  src = SceneSource(num, size, seed=seed, split="test")
+  src = SceneSource(num, size, seed=seed, split=split)
   return np.stack([src.load(i) for i in range(num)]), [src.attributes(i) for i in range(num)]
 
 

@@ -18,6 +18,12 @@ main object's colour or shape, and seconds per training step (with the machine's
 
   python benchmarks/tokenizer_ablation.py --steps 150 --out ablation.json [--rows projected,raw]
   python benchmarks/tokenizer_ablation.py --smoke --out /tmp/ablation.json     # CI: tiny config, 2 steps
+
+To choose a recipe, evaluate on the validation split instead (`--split validation`: validation-split scenes only;
+the held-out photographs are test data and are left out), e.g. the code dimension of the default:
+
+  python benchmarks/tokenizer_ablation.py --rows projected-skip --steps 200 --split validation \
+      --set tokenizer.codebook.dim=8 --workdir runs/dim8 --out dim8.json
 """
 
 from __future__ import annotations
@@ -139,6 +145,9 @@ def main(argv=None) -> int:
   p.add_argument("--num-images", type=int, default=96)
   p.add_argument("--batch-size", type=int, default=16)
   p.add_argument("--workdir", default=None, help="training runs go here (default: a temporary folder)")
+  p.add_argument("--split", choices=("test", "validation"), default="test",
+                 help="scenes to evaluate on: test (the figures to report, plus the held-out photos) or validation "
+                      "(for choosing a recipe: scenes only)")
   p.add_argument("--smoke", action="store_true", help="configs/tiny.py, 2 steps, a few images (CI)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
@@ -160,9 +169,9 @@ def main(argv=None) -> int:
     spec = base.semantic.teacher
     teacher = teachers.load("lit:default" if spec == "default" else spec)
   size = base.tokenizer.image_size
-  imgs, attrs = recon.new_scenes(a.num_images, size, 0)
-  datasets: dict[str, Any] = {"scenes-test": {"images": imgs, "attrs": attrs}}
-  if not a.smoke:
+  imgs, attrs = recon.new_scenes(a.num_images, size, 0, split=a.split)
+  datasets: dict[str, Any] = {f"scenes-{a.split}": {"images": imgs, "attrs": attrs}}
+  if not a.smoke and a.split == "test":
     from spae.data import heldout_photo_crops
 
     crops = heldout_photo_crops(size)

@@ -34,7 +34,8 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
     "teacher_words": ("teacher_words.py", [], {"benchmark", "machine", "args", "vocab_size", "rows"}),
     "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
-    "tokenizer_ablation": ("tokenizer_ablation.py", ["--rows", "no-quantizer,projected-rq"],
+    # --split validation: the recipe-choosing mode (the test split is recon's default path, smoked above).
+    "tokenizer_ablation": ("tokenizer_ablation.py", ["--rows", "no-quantizer,projected-rq", "--split", "validation"],
                            {"benchmark", "machine", "args", "results"}),
 }
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -162,3 +163,17 @@ def test_speed_skips_torch_with_a_note(smoke_runs):
   assert not any(r["impl"].startswith("torch") or r["impl"] == "vector-quantize-pytorch" for r in data["rows"])
   assert any("skipped" in n for n in data["notes"]) and data["parity"] == {}
   assert all(math.isfinite(r["gflops"]) for r in data["rows"])
+
+
+def test_ablation_chooses_on_validation_scenes(smoke_runs):
+  """--split validation evaluates on validation-split scenes only, never on the test split or held-out photos."""
+  import numpy as np
+
+  res = _load(smoke_runs, "tokenizer_ablation")["results"]
+  assert res and all("scenes-validation" in r and "scenes-test" not in r and "photos-heldout" not in r for r in res)
+  sys.path.insert(0, str(BENCH))
+  import recon
+
+  val, _ = recon.new_scenes(3, 32, 0, split="validation")
+  test, _ = recon.new_scenes(3, 32, 0)
+  assert val.shape == test.shape and not np.array_equal(val, test)
