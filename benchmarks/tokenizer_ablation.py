@@ -23,7 +23,8 @@ To choose a recipe, evaluate on the validation split instead (`--split validatio
 the held-out photographs are test data and are left out), e.g. the code dimension of the default:
 
   python benchmarks/tokenizer_ablation.py --rows projected-skip --steps 200 --split validation \
-      --set tokenizer.codebook.dim=8 --workdir runs/dim8 --out dim8.json
+      --set "semantic.teacher=lit:default#text_tower=MINILM" --set tokenizer.codebook.dim=8 \
+      --workdir runs/dim8 --out dim8.json
 """
 
 from __future__ import annotations
