@@ -303,3 +303,7 @@ def test_trainer_centres_the_teacher_on_training_images_and_keeps_whole_words(tr
   np.testing.assert_allclose(offset[mask], np.asarray(t.relevance(ref, vocab)).mean(0)[mask], atol=1e-5)
   idx, _ = tr.extras_for(jnp.asarray(ref)).values()
   assert mask[np.asarray(idx)].all()  # the teacher's top-k words are all whole words
+  # A teacher without a text tokenizer cannot say which words are whole: one-line error, before any centring.
+  offline = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, templates=TEMPLATES, cache_dir=tmp_path)
+  with pytest.raises(spae.SpaeInputError, match="needs a teacher with a text tokenizer"):
+    T.Trainer(cfg, tmp_path / "run2", vocabulary=vocab, teacher=offline)

@@ -166,6 +166,9 @@ class Trainer:
     """The teacher's RelevanceFn over the vocabulary, centred on the first training images and restricted to
     whole words where the config asks (docs/method.md, "Centred, whole-word relevance")."""
     sem = self.cfg.semantic
+    allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
+    if sem.whole_words and allowed is None:  # checked before centring, which embeds the reference images
+      raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
     fn = teacher.relevance_fn(self.vocab)
     if sem.centre_images:
       from spae import data as D
@@ -175,12 +178,7 @@ class Trainer:
       prep = D.Preprocess(self.models.tokenizer_config.image_size, crop=crop, flip=False)
       n = min(sem.centre_images, len(src))
       fn = fn.centred(np.stack([D.preprocess(src.load(i), prep) for i in range(n)]))
-    if sem.whole_words:
-      allowed = teacher.whole_word_mask(self.vocab)
-      if allowed is None:
-        raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
-      fn = fn.restricted(allowed)
-    return fn
+    return fn if allowed is None else fn.restricted(allowed)
 
   def step_fn(self, use_gan: bool) -> Callable:
     if use_gan not in self._steps:
