@@ -12,6 +12,7 @@ import pytest
 import spae
 from spae import lm as L
 from spae._tensors import open_tensors
+from spae.lm._gemma import _bucket
 from lm_fixtures import PARITY, parity, tiny, tiny_gemma2, lm_tmp  # noqa: F401  (fixtures)
 
 KINDS_LAYOUTS = [("gemma2", "hf"), ("gemma2", "orbax"), ("gemma3", "hf"), ("gemma3", "orbax"), ("llama", "hf")]
@@ -73,6 +74,18 @@ def test_cached_score_equals_uncached_forward(kind):
                              atol=1e-4)
   np.testing.assert_allclose(lm.score(other[:4], conts[:1]), [_uncached_score(lm, other[:4], conts[0])],
                              rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("smallest", [1, 2, 16])
+def test_buckets_pad_at_most_a_quarter_and_respect_the_cap(smallest):
+  sizes = set()
+  for n in range(1, 3000):
+    b = _bucket(n, 1 << 30, smallest)
+    sizes.add(b)
+    assert b >= n and b >= smallest
+    assert b <= max(smallest, n + (n - 1) // 4 + 1)
+  assert len(sizes) <= 7 + 4 * 10  # few compiled shapes: 4 per octave
+  assert _bucket(700, 512, 16) == 700 and _bucket(300, 320, 16) == 320 and _bucket(3, 100, 16) == 16
 
 
 def test_logits_batch_and_1d():

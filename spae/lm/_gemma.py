@@ -287,9 +287,10 @@ def _logits_fn(cfg, params, ids, valid):
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(2, 3))
 def _extend_fn(cfg, params, buf_k, buf_v, n_past, ids, n_new):
-  """Appends up to T tokens (n_new real) to a single-sequence cache; returns log p(next) after the last one.
+  """Appends up to T tokens (n_new real) to a single-sequence cache; returns the last one's final hidden state [d].
 
-  buf_k/buf_v: [L, 1, S, K, H] with slots < n_past filled; ids: [1, T]. Needs S >= n_past + T.
+  buf_k/buf_v: [L, 1, S, K, H] with slots < n_past filled; ids: [1, T]. Needs S >= n_past + T. The head is left
+  to the caller: it reads the whole V x d table, so `score` runs it once for the prefix and its candidates.
   """
   t = ids.shape[1]
   s = buf_k.shape[2]
@@ -297,31 +298,45 @@ def _extend_fn(cfg, params, buf_k, buf_v, n_past, ids, n_new):
   valid = (jnp.arange(t) < n_new)[None]
   filled = (jnp.arange(s) < n_past + n_new)[None]  # the new tokens are written before attention
   x, buf_k, buf_v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, filled, write_at=n_past)
-  last = jax.lax.dynamic_index_in_dim(x[0], n_new - 1, axis=0, keepdims=False)
-  return jax.nn.log_softmax(_head(cfg, params, last)), buf_k, buf_v
+  return jax.lax.dynamic_index_in_dim(x[0], n_new - 1, axis=0, keepdims=False), buf_k, buf_v
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _continuations_fn(cfg, params, buf_k, buf_v, n_past, last_logp, conts, lens):
-  """[C] summed log-probs of padded continuations conts [C, T] (lens [C]) after a cached prefix of n_past."""
+def _next_logp_fn(cfg, params, last):
+  """log p(next) [V] from a final hidden state [d]."""
+  return jax.nn.log_softmax(_head(cfg, params, last))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _continuations_fn(cfg, params, buf_k, buf_v, n_past, last, conts, lens):
+  """[C] summed log-probs of padded continuations conts [C, T] (lens [C]) after a cached prefix of n_past whose
+  last token's final hidden state is `last` [d]; one head multiply covers the prefix's and every candidate's
+  predicting positions."""
   c, t = conts.shape
   s = buf_k.shape[2]
   pos = jnp.broadcast_to(n_past + jnp.arange(t), (c, t))
   valid = jnp.arange(t)[None] < lens[:, None]
   past_valid = (jnp.arange(s) < n_past)[None]
   x, _, _ = _forward(cfg, params, conts, pos, valid, buf_k, buf_v, past_valid)
-  logp = jax.nn.log_softmax(_head(cfg, params, x[:, :-1]), axis=-1)  # position j predicts token j+1
-  first = last_logp[conts[:, 0]]
-  rest = jnp.take_along_axis(logp, conts[:, 1:, None], axis=-1)[..., 0]
-  rest = jnp.where(jnp.arange(1, t)[None] < lens[:, None], rest, 0.0)
-  return first + rest.sum(axis=1)
+  # Position j predicts token j; the prefix's last state predicts token 0 and is shared by every candidate.
+  h = jnp.concatenate([jnp.broadcast_to(last, (c, 1, last.shape[-1])), x[:, :-1]], axis=1)  # [C, T, d]
+  logp = jax.nn.log_softmax(_head(cfg, params, h.reshape(c * t, -1)), axis=-1).reshape(c, t, -1)
+  tok = jnp.take_along_axis(logp, conts[..., None], axis=-1)[..., 0]
+  return jnp.where(jnp.arange(t)[None] < lens[:, None], tok, 0.0).sum(axis=1)
 
 
 def _bucket(n: int, cap: int, smallest: int = 16) -> int:
-  """Smallest power of two >= n (at least `smallest`), capped at `cap`: bounds the number of compiled shapes."""
-  b = smallest
-  while b < n:
-    b *= 2
+  """The smallest size >= n (at least `smallest`, at most `cap` unless n is larger) among the quarter-octave
+  steps {4, 5, 6, 7} x 2^e: padding wastes at most 25% of a call's compute (power-of-two sizes wasted up to
+  half: a 752-token few-shot prompt ran as 1024), and the number of compiled shapes still grows only
+  logarithmically with length."""
+  b = max(int(smallest), 1)
+  if b >= n:
+    return min(b, cap) if n <= cap else n
+  step = 1
+  while (step << 3) <= n:  # sizes between 4*step and 8*step go in steps of `step`
+    step <<= 1
+  b = max(b, -(-n // step) * step)
   return max(min(b, cap), n)
 
 
@@ -376,7 +391,7 @@ class GemmaLM(LanguageModelBase):
       raise SpaeInputError("ids is empty; start the prompt with BOS (tokenizer.bos_id) at least.")
     self._check_length(len(seq), "len(ids)")
     n_tok = min(int(self.tokenizer.vocab_size), self.config.vocab_size)
-    return np.asarray(self._prefill(seq))[:n_tok]
+    return np.asarray(_next_logp_fn(self.config, self.params, self._prefill(seq)))[:n_tok]
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
     """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation; the prefix runs once and the
@@ -386,25 +401,27 @@ class GemmaLM(LanguageModelBase):
       raise SpaeInputError("prefix_ids is empty; start it with BOS (tokenizer.bos_id) at least.")
     conts = self._check_continuations(prefix, continuations)
     longest = max(len(c) for c in conts)
-    last_logp = self._prefill(prefix)
+    last = self._prefill(prefix)
     if longest == 1:  # one-token continuations ("cat", "dog"): the prefix's next-token distribution is all it takes
-      return np.asarray(last_logp, np.float32)[[c[0] for c in conts]]
+      return np.asarray(_next_logp_fn(self.config, self.params, last), np.float32)[[c[0] for c in conts]]
     _, buf_k, buf_v = self._cache
-    # Few, coarse buckets: a label set of up to 8 candidates of up to 8 tokens always hits one compiled shape.
-    tb = _bucket(longest, self.max_length, smallest=8)
-    cb = _bucket(len(conts), 1 << 30, smallest=8)
+    # Tight buckets: every padded candidate position costs a full-vocabulary head (V x d multiply-adds), so an
+    # 8 x 8 pad for a 2-way label set of 3 tokens cost more than a 100-token prompt; few shapes still occur.
+    tb = _bucket(longest, self.max_length, smallest=2)
+    cb = _bucket(len(conts), 1 << 30, smallest=2)
     ids = np.zeros((cb, tb), np.int32)
     lens = np.zeros((cb,), np.int32)
     for i, c in enumerate(conts):
       ids[i, :len(c)] = c
       lens[i] = len(c)
     lens[len(conts):] = 1
-    out = _continuations_fn(self.config, self.params, buf_k, buf_v, len(prefix), last_logp, ids, lens)
+    out = _continuations_fn(self.config, self.params, buf_k, buf_v, len(prefix), last, ids, lens)
     return np.asarray(out, np.float32)[:len(conts)]
 
   # ------------------------------------------------------------------ cache
   def _prefill(self, ids: list[int]) -> jax.Array:
-    """Log p(next | ids) [V], reusing the cached K/V of the longest common prefix with the previous call."""
+    """The last token's final hidden state [d] (`_next_logp_fn` gives log p(next | ids)), reusing the cached
+    K/V of the longest common prefix with the previous call."""
     cfg = self.config
     common = 0
     if self._cache is not None:
@@ -427,9 +444,9 @@ class GemmaLM(LanguageModelBase):
     self._cache = None  # the buffers are donated below
     chunk = np.zeros((1, tb), np.int32)
     chunk[0, :len(new)] = new
-    logp, buf_k, buf_v = _extend_fn(cfg, self.params, buf_k, buf_v, common, chunk, len(new))
+    last, buf_k, buf_v = _extend_fn(cfg, self.params, buf_k, buf_v, common, chunk, len(new))
     self._cache = (list(ids), buf_k, buf_v)
-    return logp
+    return last
 
   def clear_cache(self) -> None:
     """Drops the cached prefix K/V (frees its memory)."""
