@@ -9,7 +9,7 @@ import pytest
 import spae
 from spae.data import SceneSource
 from spae.prompting import FewShotConfig, evaluate_fewshot, fewshot, format_table
-from spae.prompting import _cli
+from spae.prompting import _cli, _tokencache
 from spae.prompting._scene_tasks import COUNT_WORDS, REGIONS, oracle_words
 from spae.prompting.testing import FunctionLM, WordTokenizer
 
@@ -53,8 +53,8 @@ def attribute_reader(tok, labels, bonus=20.0):
 def test_oracle_rows_read_the_attribute_words_of_the_same_episodes(tiny_tok, scenes, wtok, monkeypatch):
   lm = FunctionLM(wtok, attribute_reader(wtok, CLASSES))
   loaded = []
-  orig = fewshot.load_image_from
-  monkeypatch.setattr(fewshot, "load_image_from", lambda src, k: loaded.append(k) or orig(src, k))
+  orig = _tokencache.load_image_from
+  monkeypatch.setattr(_tokencache, "load_image_from", lambda src, k: loaded.append(k) or orig(src, k))
   config = FewShotConfig(ways=(2,), shots=(1, 2), layers=(1, 2), repeats=(1, 2), episodes=3, oracle=True)
   res = evaluate_fewshot(config, tiny_tok, lm, source=scenes, progress=False)
   token_rows = [r for r in res["rows"] if r["layers"] is not None]
@@ -80,7 +80,7 @@ def test_oracle_rows_read_the_attribute_words_of_the_same_episodes(tiny_tok, sce
         lm_entry = summary[(shots, rep, layers, "lm")]
         assert lm_entry["vs_oracle"] == pytest.approx(lm_entry["accuracy"])
   table = format_table(res["summary"])
-  assert " words   oracle  1.000" in table and "/oracle" in table
+  assert " real  words   oracle  1.000" in table and "/oracle" in table
 
 
 def _episode_keys(row, scenes):

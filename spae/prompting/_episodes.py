@@ -229,6 +229,48 @@ def sample_episodes(source: LabelledSource, ways: int, shots: int, num: int, *, 
   return out
 
 
+def sample_nested_episodes(source: LabelledSource, ways: int, shots: Sequence[int], num: int, *, seed: int = 0,
+                           queries: int = 1, names: str = "real", start: int = 0) -> dict[int, list[Episode]]:
+  """shots -> `num` N-way episodes per shot count, nested: episode i of every shot count has the same classes,
+  labels and queries, and the K-shot support is the first K rounds of one support sequence (each round shows every
+  class once, in its own random order), so a smaller-K prompt is a prefix of a larger-K one.
+
+  This pairs the shot counts (differences between them are not episode noise) and lets an LM with a prefix cache
+  run only the added rounds. Episode i depends only on (seed, ways, max(shots), queries, i); ids read "5w3s-n7".
+  """
+  shots = sorted(set(int(k) for k in shots))
+  if not shots or ways < 1 or shots[0] < 1 or queries < 1:
+    raise SpaeInputError(f"ways, shots and queries must be >= 1, got {ways}, {shots}, {queries}.")
+  if names not in ("real", "nonsense"):
+    raise SpaeInputError(f"names must be 'real' or 'nonsense', got {names!r}.")
+  if names == "nonsense" and ways > len(NONSENSE_NAMES):
+    raise SpaeInputError(f"only {len(NONSENSE_NAMES)} nonsense names exist; use --names real for {ways}-way.")
+  most = shots[-1]
+  classes = check_source(source, ways, most, queries)
+  keys_of = {c: list(source.images_of(c)) for c in classes}
+  out: dict[int, list[Episode]] = {k: [] for k in shots}
+  for i in range(start, start + num):
+    rng = np.random.default_rng([seed, ways, most, queries, i, 1])  # the trailing 1: not sample_episodes' stream
+    chosen = [classes[j] for j in rng.choice(len(classes), ways, replace=False)]
+    qcls = [int(c) for c in rng.integers(0, ways, size=queries)]
+    picks, pools = [], {}
+    for ci, c in enumerate(chosen):
+      nq = qcls.count(ci)
+      if len(keys_of[c]) < most + nq:
+        raise SpaeInputError(f"class {c!r} has {len(keys_of[c])} images; this episode needs {most + nq} of it.")
+      pick = [_key(keys_of[c][j]) for j in rng.choice(len(keys_of[c]), most + nq, replace=False)]
+      picks.append(pick[:most])
+      pools[ci] = pick[most:]
+    rounds = [rng.permutation(ways) for _ in range(most)]
+    query = [(ci, pools[ci].pop(0)) for ci in qcls]
+    labels = chosen if names == "real" else [NONSENSE_NAMES[j] for j in
+                                             rng.choice(len(NONSENSE_NAMES), ways, replace=False)]
+    for k in shots:
+      support = [(int(ci), picks[ci][r]) for r in range(k) for ci in rounds[r]]
+      out[k].append(make_episode(f"{ways}w{k}s-n{i}", chosen, labels, support, query))
+  return out
+
+
 def repeated_support(episode: Episode, repeats: int, seed: int = 0) -> list[tuple[int, Any]]:
   """The support set shown `repeats` times (inner-shot repeats); each repeat after the first is reshuffled.
 

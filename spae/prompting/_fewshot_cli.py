@@ -10,20 +10,21 @@ from typing import Any, Sequence
 
 from spae._io import SpaeInputError, check_output_file, write_json_atomic
 from spae.prompting import _cli
-from spae.prompting._episodes import Episode, FileImages, read_episodes, sample_episodes, write_episodes
+from spae.prompting._episodes import (Episode, FileImages, read_episodes, sample_episodes, sample_nested_episodes,
+                                     write_episodes)
 from spae.prompting._frozen import FROZEN_TABLE, read_frozen
 from spae.prompting._prompt import PromptTemplate
 from spae.prompting._stats import format_table, summarize
-from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot
+from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot, sweep_fewshot
 
 __all__ = ["FROZEN_PREFIX", "add_args", "frozen_table", "run"]
 
 FROZEN_PREFIX = "frozen:"
 
 
-def _episode_count(text: str) -> int | None:
+def _episode_count(text: str) -> int | str:
   if text == "all":
-    return None
+    return text  # `_resolve` turns it into None
   try:
     n = int(text)
   except ValueError:
@@ -49,20 +50,31 @@ def add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--episodes-file", default=None,
                  help="replay episodes from this JSONL/CSV file (format: spae.prompting.read_episodes)")
   p.add_argument("--save-episodes", default=None, help="also write the episodes to this JSONL file")
-  p.add_argument("--ways", type=int, nargs="+", default=[5])
-  p.add_argument("--shots", type=int, nargs="+", default=[1], help="support images per class (Frozen: inner shots)")
-  p.add_argument("--layers", type=int, nargs="+", default=[2], help="top pyramid layers per image (2 = 1+4 tokens)")
+  p.add_argument("--sweep", choices=("standard",), default=None,
+                 help="'standard': ways 2 5 x shots 1 3 5 x layers 1 2 3 x names real nonsense x induction off on, "
+                      "nested episodes, 100 episodes per cell (an option given explicitly overrides its part)")
+  p.add_argument("--ways", type=int, nargs="+", default=None, help="(default 5)")
+  p.add_argument("--shots", type=int, nargs="+", default=None,
+                 help="support images per class (Frozen: inner shots; default 1)")
+  p.add_argument("--layers", type=int, nargs="+", default=None,
+                 help="top pyramid layers per image (2 = 1+4 tokens; default 2)")
   p.add_argument("--repeats", type=int, nargs="+", default=[1],
                  help="times the support set is shown (1 = once; Frozen's 'repeats r' is r+1)")
-  p.add_argument("--episodes", type=_episode_count, default=100,
-                 help="episodes per (ways, shots); with frozen: data the first N questions of each file, or 'all'")
+  p.add_argument("--episodes", type=_episode_count, default=None,
+                 help="episodes per (ways, shots) (default 100); with frozen: data the first N questions of each "
+                      "file, or 'all'")
   p.add_argument("--queries", type=int, default=1, help="query images per episode")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--mode", choices=("score", "generate"), default="score")
   p.add_argument("--free", action="store_true", help="generate mode: do not constrain the output to the labels")
-  p.add_argument("--induction", action="store_true", help="prepend a task-induction line naming the labels")
-  p.add_argument("--names", choices=("real", "nonsense"), default="real",
-                 help="label names of sampled episodes (frozen: data and episode files fix their own)")
+  p.add_argument("--induction", nargs="*", choices=("off", "on"), default=None,
+                 help="prepend a task-induction line naming the labels: bare --induction = on; 'off on' runs both")
+  p.add_argument("--names", nargs="+", choices=("real", "nonsense"), default=None,
+                 help="label names of sampled episodes, one or both (default real; frozen: data and episode files "
+                      "fix their own)")
+  p.add_argument("--nested-shots", action="store_true",
+                 help="sample the episodes of all --shots nested (same classes and query; the smaller support is "
+                      "the start of the larger), so the shot counts are paired and the LM reuses the shared prefix")
   p.add_argument("--oracle", action="store_true",
                  help="also run the LM on the images' true attribute words in place of their tokens (scenes data)")
   p.add_argument("--frozen-table", action="store_true",
@@ -79,18 +91,43 @@ def add_args(p: argparse.ArgumentParser) -> None:
   _cli.add_output_args(p)
 
 
-def _config(args: argparse.Namespace) -> FewShotConfig:
+STANDARD_SWEEP = dict(ways=[2, 5], shots=[1, 3, 5], layers=[1, 2, 3], names=["real", "nonsense"],
+                      induction=["off", "on"], episodes=100, nested_shots=True)
+_DEFAULTS = dict(ways=[5], shots=[1], layers=[2], names=["real"], induction=["off"], episodes=100)
+
+
+def _resolve(args: argparse.Namespace) -> None:
+  """Fills what the command line left unset from --sweep's preset, then from the plain defaults."""
+  if args.sweep and args.frozen_table:
+    raise SpaeInputError("--sweep and --frozen-table each fix their own grid; pass one of them.")
+  if args.induction == []:  # a bare --induction, as before it took values
+    args.induction = ["on"]
+  preset = STANDARD_SWEEP if args.sweep == "standard" else {}
+  for name, default in _DEFAULTS.items():
+    if getattr(args, name) is None:
+      setattr(args, name, preset.get(name, default))
+  if args.episodes == "all":
+    args.episodes = None
+  args.nested_shots = args.nested_shots or preset.get("nested_shots", False)
+
+
+def _configs(args: argparse.Namespace) -> list[FewShotConfig]:
+  """One config per (names, induction) of the command line."""
   template = PromptTemplate(instruction=_cli.unescape(args.template_instruction),
                             example=_cli.unescape(args.template_example))
   shots = sorted({s for _, s, _ in FROZEN_TABLE}) if args.frozen_table else args.shots
-  config = FewShotConfig(ways=tuple(args.ways), shots=tuple(shots), layers=tuple(args.layers),
-                         repeats=tuple(args.repeats), episodes=args.episodes or 1, queries=args.queries,
-                         seed=args.seed, mode=args.mode, constrained=not args.free, induction=args.induction,
-                         names=args.names, template=template, token_mode=args.token_mode,
-                         length_norm=args.length_norm, prefix_cache=not args.no_prefix_cache,
-                         probes=not args.no_probes, oracle=args.oracle)
-  config.validate()
-  return config
+  out = []
+  for names in dict.fromkeys(args.names):
+    for induction in dict.fromkeys(args.induction):
+      config = FewShotConfig(ways=tuple(args.ways), shots=tuple(shots), layers=tuple(args.layers),
+                             repeats=tuple(args.repeats), episodes=args.episodes or 1, queries=args.queries,
+                             seed=args.seed, mode=args.mode, constrained=not args.free, induction=induction == "on",
+                             names=names, template=template, token_mode=args.token_mode,
+                             length_norm=args.length_norm, prefix_cache=not args.no_prefix_cache,
+                             probes=not args.no_probes, oracle=args.oracle, nested=args.nested_shots)
+      config.validate()
+      out.append(config)
+  return out
 
 
 def _inputs(args: argparse.Namespace, config: FewShotConfig) -> tuple[Any, list[Episode] | None]:
@@ -118,26 +155,25 @@ def _inputs(args: argparse.Namespace, config: FewShotConfig) -> tuple[Any, list[
 def run(args: argparse.Namespace) -> int:
   """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
   check_output_file(args.out)
-  config = _config(args)
+  _resolve(args)
+  configs = _configs(args)
+  config = configs[0]
   tokenizer = _cli.load_tokenizer(args.tokenizer)
   source, episodes = _inputs(args, config)
   lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None and not config.probes:
     raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
   if args.save_episodes:
-    eps = episodes if episodes is not None else [
-        e for w in config.ways for s in config.shots
-        for e in sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
-                                 names=config.names)]
-    write_episodes(args.save_episodes, eps)
+    write_episodes(args.save_episodes, episodes if episodes is not None else _sampled(source, configs))
   common = dict(source=source, out=args.out, lm_name=args.lm, progress=not args.no_progress)
   if args.frozen_table:
-    res = frozen_table(config, tokenizer, lm, episodes, **common)
+    res = frozen_table(configs, tokenizer, lm, episodes, **common)
   else:
-    res = evaluate_fewshot(config, tokenizer, lm, episodes=episodes, **common)
+    res = sweep_fewshot(configs, tokenizer, lm, episodes=episodes, **common)
   summary_path = args.summary or str(Path(args.out).with_suffix("")) + ".summary.json"
   write_json_atomic(summary_path, {k: v for k, v in res.items() if k != "rows"} | {
-      "config": {**dataclasses.asdict(config), "lm": args.lm, "data": args.data, "tokenizer": args.tokenizer,
+      "config": {**dataclasses.asdict(config), "lm": args.lm, "names": args.names, "induction": args.induction,
+                 "sweep": args.sweep, "data": args.data, "tokenizer": args.tokenizer,
                  "episodes_file": args.episodes_file, "frozen_table": args.frozen_table}})
   if res["resumed"]:
     print(f"resumed: {res['resumed']} episode(s) were already in {args.out}")
@@ -150,11 +186,28 @@ def run(args: argparse.Namespace) -> int:
   return 0
 
 
-def frozen_table(config: FewShotConfig, tokenizer: Any, lm: Any, episodes: Sequence[Episode] | None, *,
-                 source: Any, cells: Sequence[tuple[bool, int, int]] = FROZEN_TABLE, **kwargs: Any
-                 ) -> dict[str, Any]:
+def _sampled(source: Any, configs: Sequence[FewShotConfig]) -> list[Episode]:
+  """The episodes `sweep_fewshot` samples for these configs (for --save-episodes)."""
+  out: dict[str, Episode] = {}
+  for c in configs:
+    for w in c.ways:
+      if c.nested:
+        sets = sample_nested_episodes(source, w, c.shots, c.episodes, seed=c.seed, queries=c.queries,
+                                      names=c.names).values()
+      else:
+        sets = [sample_episodes(source, w, s, c.episodes, seed=c.seed, queries=c.queries, names=c.names)
+                for s in c.shots]
+      out.update((f"{c.names}/{e.id}", e) for eps in sets for e in eps)
+  return list(out.values())
+
+
+def frozen_table(configs: FewShotConfig | Sequence[FewShotConfig], tokenizer: Any, lm: Any,
+                 episodes: Sequence[Episode] | None, *, source: Any,
+                 cells: Sequence[tuple[bool, int, int]] = FROZEN_TABLE, **kwargs: Any) -> dict[str, Any]:
   """`evaluate_fewshot` on the table's cells (induction, shots, times shown) for every ways and layers of
-  `config`, sharing one token cache (each image encoded once) and one results file."""
+  the config (the first, if several: the table fixes induction itself), sharing one token cache (each image
+  encoded once) and one results file."""
+  config = configs if isinstance(configs, FewShotConfig) else configs[0]
   cache = TokenCache(tokenizer, source)
   rows, resumed, setups = [], 0, []
   groups: dict[tuple[bool, tuple[int, ...]], list[int]] = {}

@@ -27,37 +27,40 @@ def confidence_interval(values: Sequence[float], z: float = 1.96) -> tuple[float
 
 
 def _cell_order(cell: tuple) -> tuple:
-  # (ways, shots, repeats, induction, layers); None (old rows' induction, the oracle's layers) sorts last
+  # (ways, shots, repeats, induction, names, layers); None (old rows' induction and names, the oracle's layers)
+  # sorts last
   return tuple((v is None, v or 0) for v in cell)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Accuracy, 95% CI and episode count per (ways, shots, repeats, induction, layers) and method.
+  """Accuracy, 95% CI and episode count per (ways, shots, repeats, induction, names, layers) and method.
 
   The oracle's rows (`layers` None: the images' attribute words) form their own cell; every LM entry of the same
-  (ways, shots, repeats, induction) gets "vs_oracle", its accuracy over the oracle's.
+  (ways, shots, repeats, induction, names) gets "vs_oracle", its accuracy over the oracle's. `names` is
+  'real' / 'nonsense' for sampled episodes, None for episodes read from files (and rows written before it).
   """
   groups: dict[tuple, dict[str, list[float]]] = {}
   for r in rows:
-    cell = (r["ways"], r["shots"], r["repeats"], r.get("induction"), r["layers"])
+    cell = (r["ways"], r["shots"], r["repeats"], r.get("induction"), r.get("names"), r["layers"])
     g = groups.setdefault(cell, {m: [] for m in METHODS})
     for m in METHODS:
       res = [q.get(f"{m}_correct") for q in r["queries"]]
       if res and all(x is not None for x in res):
         g[m].append(float(np.mean(res)))
   out = []
-  for (ways, shots, repeats, induction, layers), per in sorted(groups.items(), key=lambda kv: _cell_order(kv[0])):
+  for (ways, shots, repeats, induction, names, layers), per in sorted(groups.items(),
+                                                                     key=lambda kv: _cell_order(kv[0])):
     for m in METHODS:
       vals = per[m]
       if not vals:
         continue
       lo, hi = confidence_interval(vals)
-      out.append({"ways": ways, "shots": shots, "repeats": repeats, "induction": induction, "layers": layers,
-                  "method": m, "accuracy": float(np.mean(vals)), "ci95": [lo, hi], "episodes": len(vals)})
-  oracle = {(s["ways"], s["shots"], s["repeats"], s["induction"]): s["accuracy"] for s in out
+      out.append({"ways": ways, "shots": shots, "repeats": repeats, "induction": induction, "names": names,
+                  "layers": layers, "method": m, "accuracy": float(np.mean(vals)), "ci95": [lo, hi], "episodes": len(vals)})
+  oracle = {(s["ways"], s["shots"], s["repeats"], s["induction"], s["names"]): s["accuracy"] for s in out
             if s["method"] == "oracle"}
   for s in out:
-    o = oracle.get((s["ways"], s["shots"], s["repeats"], s["induction"]))
+    o = oracle.get((s["ways"], s["shots"], s["repeats"], s["induction"], s["names"]))
     if s["method"] == "lm" and o is not None:
       s["vs_oracle"] = s["accuracy"] / o if o > 0 else float("nan")
   return out
@@ -66,13 +69,14 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
   """One line per cell and method; the oracle's line (layers "words") after its cell's token lines, and each LM
   line's accuracy over the oracle's in the last column."""
-  lines = [f"{'ways':>4} {'shots':>5} {'rep':>3} {'ind':>3} {'layers':>6} {'method':>8} {'acc':>6}  {'95% CI':>15} "
-           f"{'n':>5} {'/oracle':>7}"]
+  lines = [f"{'ways':>4} {'shots':>5} {'rep':>3} {'ind':>3} {'names':>8} {'layers':>6} {'method':>8} {'acc':>6}  "
+           f"{'95% CI':>15} {'n':>5} {'/oracle':>7}"]
   for s in summary:
     lo, hi = s["ci95"]
     ind = {True: "on", False: "off"}.get(s.get("induction"), "-")
     layers = "words" if s["layers"] is None else s["layers"]
     ratio = f"{s['vs_oracle']:>7.2f}" if "vs_oracle" in s else ""
-    lines.append(f"{s['ways']:>4} {s['shots']:>5} {s['repeats']:>3} {ind:>3} {layers:>6} {s['method']:>8} "
+    names = s.get("names") or "-"
+    lines.append(f"{s['ways']:>4} {s['shots']:>5} {s['repeats']:>3} {ind:>3} {names:>8} {layers:>6} {s['method']:>8} "
                  f"{s['accuracy']:>6.3f}  [{lo:.3f}, {hi:.3f}] {s['episodes']:>5} {ratio}".rstrip())
   return "\n".join(lines)

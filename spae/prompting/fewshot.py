@@ -32,11 +32,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spae._io import SpaeInputError
-from spae._tokenizer import Tokenizer, TokenPyramid
+from spae._tokenizer import Tokenizer
 from spae.data import LabelledSource
 from spae.lm import LanguageModel
-from spae.prompting._episodes import (Episode, load_image_from, normalize_label, repeated_support, sample_episodes,
-                                      scene_attributes)
+from spae.prompting._episodes import (Episode, normalize_label, repeated_support, sample_episodes,
+                                      sample_nested_episodes, scene_attributes)
 from spae.prompting._frozen import frozen_induction
 from spae.prompting._jsonl import JsonlLog
 from spae.prompting._probes import jaccard_probe, ridge_probe
@@ -45,13 +45,14 @@ from spae.prompting._render import Segment, Text, fill, readable, render
 from spae.prompting._scoring import LabelIds, score_candidates
 from spae.prompting._scene_tasks import describe, oracle_words
 from spae.prompting._stats import confidence_interval, format_table, summarize
+from spae.prompting._tokencache import TokenCache
 from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "classify_query",
            "confidence_interval", "episode_template", "evaluate_fewshot", "format_table", "run_fewshot",
-           "score_candidates", "summarize"]
+           "score_candidates", "summarize", "sweep_fewshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,9 @@ class FewShotConfig:
     probes: also run the LLM-free probes.
     ridge_l2: ridge probe regularisation.
     oracle: also run the LM on the images' true attribute words in place of their tokens (generated scenes).
+    nested: sample the episodes of all `shots` nested (`sample_nested_episodes`: same classes and query, the
+      smaller support a prefix of the larger) and run each episode's shot counts back to back, so the LM's prefix
+      cache computes only the added support.
   """
 
   ways: tuple[int, ...] = (5,)
@@ -97,6 +101,7 @@ class FewShotConfig:
   probes: bool = True
   ridge_l2: float = 0.1
   oracle: bool = False
+  nested: bool = False
 
   def validate(self) -> None:
     if self.mode not in ("score", "generate"):
@@ -110,50 +115,6 @@ class FewShotConfig:
     if self.episodes < 1 or self.queries < 1:
       raise SpaeInputError("episodes and queries must be >= 1.")
     self.template.validate()
-
-
-# ------------------------------------------------------------------------------------ tokens
-class TokenCache:
-  """Codebook ids per image key, encoding each distinct image once (in batches)."""
-
-  def __init__(self, tokenizer: Tokenizer, source: LabelledSource, batch_size: int = 16):
-    self.tokenizer, self.source, self.batch_size = tokenizer, source, batch_size
-    self._pyr: dict[Hashable, TokenPyramid] = {}
-
-  def prefetch(self, keys: Iterable[Hashable]) -> None:
-    todo = list(dict.fromkeys(k for k in keys if k not in self._pyr))
-    for i in range(0, len(todo), self.batch_size):
-      chunk = todo[i:i + self.batch_size]
-      imgs = [self.tokenizer.preprocess(load_image_from(self.source, k))[0][0] for k in chunk]
-      # pad to a fixed batch so the jitted encoder compiles once, whatever the number of new images
-      imgs += [imgs[0]] * (self.batch_size - len(imgs))
-      pyr = self.tokenizer.encode(np.stack(imgs))
-      for j, k in enumerate(chunk):
-        self._pyr[k] = pyr[j]
-
-  def encode_all(self, keys: Iterable[Hashable], progress: bool = True) -> None:
-    """Encodes every key not yet encoded, with a progress bar."""
-    todo = [k for k in dict.fromkeys(keys) if k not in self._pyr]
-    with tqdm(total=len(todo), desc="encoding images", unit="img", disable=not progress or not todo) as bar:
-      for i in range(0, len(todo), 4 * self.batch_size):
-        self.prefetch(todo[i:i + 4 * self.batch_size])
-        bar.update(len(todo[i:i + 4 * self.batch_size]))
-
-  def ids(self, key: Hashable, layers: int) -> list[int]:
-    if key not in self._pyr:
-      self.prefetch([key])
-    return [int(t) for t in self._pyr[key].codebook_ids(layers)[0]]
-
-  def all_ids(self, key: Hashable) -> list[int]:
-    """Codebook ids of every layer of one image."""
-    self.prefetch([key])
-    pyr = self._pyr[key]
-    return [int(t) for t in pyr.codebook_ids(pyr.num_layers)[0]]
-
-  def episode(self, episode: Episode, layers: int) -> dict[Hashable, list[int]]:
-    """Codebook ids of every image of an episode (support and queries), computed once for all its prompts."""
-    self.prefetch(episode.image_keys())
-    return {k: self.ids(k, layers) for k in episode.image_keys()}
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -226,6 +187,8 @@ def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Tokenizer, token_m
        "token_mode": token_mode, "length_norm": config.length_norm, "lm": lm_name,
        "vocab": tokenizer.vocabulary.fingerprint(), "probes": config.probes, "ridge_l2": config.ridge_l2,
        "probe": probe}
+  if config.nested:  # other episodes; left out otherwise so that earlier results files still resume
+    d["nested"] = True
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -250,61 +213,107 @@ def evaluate_fewshot(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageMo
     lm_name: identifies the LM in the setup hash (default: its class name).
     cache: a `TokenCache` of this tokenizer and source to share across calls (each image is encoded once).
   """
-  config.validate()
+  res = sweep_fewshot([config], tokenizer, lm, source=source, episodes=episodes, out=out, lm_name=lm_name,
+                      progress=progress, cache=cache)
+  return res | {"setup": res["setup"][0]}
+
+
+def sweep_fewshot(configs: Sequence[FewShotConfig], tokenizer: Tokenizer, lm: LanguageModel | None, *,
+                  source: LabelledSource | None = None, episodes: Sequence[Episode] | None = None,
+                  out: str | os.PathLike | None = None, lm_name: str | None = None,
+                  progress: bool = True, cache: TokenCache | None = None) -> dict[str, Any]:
+  """`evaluate_fewshot` over several configs (e.g. names x induction) as one run: one results file, every image
+  encoded once, one progress bar with its ETA over all episodes; "setup" is the list of the configs' ids."""
   if source is None:
     raise SpaeInputError("pass a labelled image source to sample episodes from and load their images "
                          "(for episode files with image paths use FileImages(folder)).")
-  if lm is None and not config.probes:
-    raise SpaeInputError("nothing to evaluate: no LM and probes disabled.")
-  if lm is None and config.oracle:
-    raise SpaeInputError("the oracle row asks an LM to read the images' attribute words; pass --lm.")
   lm_name = lm_name or ("none" if lm is None else type(lm).__name__)
-  tmap = TokenMap(tokenizer.vocabulary, lm.tokenizer, config.token_mode) if lm is not None else None
-  token_mode = tmap.mode if tmap else "none"
-  max_layers = tokenizer.config.pyramid.num_layers
-  if max(config.layers) > max_layers:
-    raise SpaeInputError(f"layers {max(config.layers)} exceeds this tokenizer's {max_layers} pyramid layers.")
-
-  if episodes is not None:
-    episode_sets = [list(episodes)]
-  else:
-    episode_sets = [sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
-                                    names=config.names) for w in config.ways for s in config.shots]
-  if not any(episode_sets):
-    raise SpaeInputError("no episodes to evaluate.")
-  oracle = _oracle_words(source, episode_sets[0][0]) if config.oracle else None
   cache = cache or TokenCache(tokenizer, source)
-  setup = _setup_id(config, lm_name, tokenizer, token_mode, cache.all_ids(episode_sets[0][0].query[0][1]))
-  jobs = [(f"{setup}/L{layers}/R{rep}/{ep.id}", ep, layers, rep)
-          for eps in episode_sets for layers in config.layers for rep in config.repeats for ep in eps]
-  if oracle is not None:
-    jobs += [(f"{setup}/oracle/R{rep}/{ep.id}", ep, None, rep) for eps in episode_sets for rep in config.repeats
-             for ep in eps]
+  tmaps: dict[str, TokenMap] = {}
+  oracles: dict[int, Any] = {}
+  jobs, setups = [], []
+  for n, config in enumerate(configs):
+    _check(config, tokenizer, lm)
+    if lm is not None and config.token_mode not in tmaps:
+      tmaps[config.token_mode] = TokenMap(tokenizer.vocabulary, lm.tokenizer, config.token_mode)
+    tmap = tmaps.get(config.token_mode)
+    setup, cfg_jobs = _plan(config, tokenizer, lm_name, tmap, source, episodes, cache)
+    setups.append(setup)
+    jobs += [(n, *j) for j in cfg_jobs]
+    if config.oracle:
+      oracles[n] = _oracle_words(source, cfg_jobs[0][2])
+  # Prefix-friendly order: an episode's cells back to back, its shot counts ascending last (nested episodes'
+  # prompts then extend the previous one); the order changes no result.
+  jobs.sort(key=lambda j: (j[0], j[1]))
   results = JsonlLog(out) if out is not None else None
   done = {r.get("key"): r for r in results.rows} if results is not None else {}
   # Encode every image the remaining token rows read, once for the whole sweep, in full batches.
-  cache.encode_all((k for key, ep, layers, _ in jobs if key not in done and layers is not None
+  cache.encode_all((k for _, _, key, ep, layers, _ in jobs if key not in done and layers is not None
                     for k in ep.image_keys()), progress)
   words = tokenizer.vocabulary.words(np.arange(len(tokenizer.vocabulary)))
   rows: list[dict[str, Any]] = []
-  resumed = sum(1 for key, *_ in jobs if key in done)
+  resumed = sum(1 for j in jobs if j[2] in done)
   with tqdm(total=len(jobs), initial=resumed, desc="few-shot episodes", unit="ep", disable=not progress) as bar:
-    for key, ep, layers, rep in jobs:
+    for n, _, key, ep, layers, rep in jobs:
       row = done.get(key)
       if row is None:
+        config, tmap = configs[n], tmaps.get(configs[n].token_mode)
         if layers is None:
-          row = _run_oracle(ep, rep, config, lm, tmap, {k: oracle(k) for k in ep.image_keys()})
+          row = _run_oracle(ep, rep, config, lm, tmap, {k: oracles[n](k) for k in ep.image_keys()})
         else:
           row = _run_episode(ep, layers, rep, config, lm, tmap, cache.episode(ep, layers), words)
-        row.update(key=key, setup=setup, lm=lm_name)
+        row.update(key=key, setup=setups[n], lm=lm_name, names=config.names if episodes is None else None)
         if results is not None:
           results.append(row)
         bar.update(1)
       rows.append(row)
   if resumed:
     log.info("resumed: %d of %d episode settings were already in %s", resumed, len(jobs), out)
-  return {"setup": setup, "token_mode": token_mode, "lm": lm_name, "resumed": resumed, "summary": summarize(rows),
-          "rows": rows}
+  modes = sorted({t.mode for t in tmaps.values()}) or ["none"]
+  return {"setup": setups, "token_mode": modes[0] if len(modes) == 1 else modes, "lm": lm_name,
+          "resumed": resumed, "summary": summarize(rows), "rows": rows}
+
+
+def _check(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageModel | None) -> None:
+  config.validate()
+  if lm is None and not config.probes:
+    raise SpaeInputError("nothing to evaluate: no LM and probes disabled.")
+  if lm is None and config.oracle:
+    raise SpaeInputError("the oracle row asks an LM to read the images' attribute words; pass --lm.")
+  max_layers = tokenizer.config.pyramid.num_layers
+  if max(config.layers) > max_layers:
+    raise SpaeInputError(f"layers {max(config.layers)} exceeds this tokenizer's {max_layers} pyramid layers.")
+
+
+def _plan(config: FewShotConfig, tokenizer: Tokenizer, lm_name: str, tmap: TokenMap | None,
+          source: LabelledSource, episodes: Sequence[Episode] | None, cache: TokenCache
+          ) -> tuple[str, list[tuple[tuple, str, Episode, int | None, int]]]:
+  """(setup id, jobs): one job per episode x layers x repeats, plus the oracle's per episode x repeats; each job
+  is (order key, result key, episode, layers or None for the oracle, repeats)."""
+  if episodes is not None:
+    episode_sets = [list(episodes)]
+  elif config.nested:
+    episode_sets = [eps for w in config.ways for eps in sample_nested_episodes(
+        source, w, config.shots, config.episodes, seed=config.seed, queries=config.queries,
+        names=config.names).values()]
+  else:
+    episode_sets = [sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
+                                    names=config.names) for w in config.ways for s in config.shots]
+  if not any(episode_sets):
+    raise SpaeInputError("no episodes to evaluate.")
+  token_mode = tmap.mode if tmap else "none"
+  setup = _setup_id(config, lm_name, tokenizer, token_mode, cache.all_ids(episode_sets[0][0].query[0][1]))
+  jobs = []
+  for s, eps in enumerate(episode_sets):
+    for i, ep in enumerate(eps):
+      # nested: episode i of every shot count together, shots ascending; otherwise the listed order
+      at = (ep.ways, i, 0, 0) if config.nested else (s, 0, i, 0)
+      for layers in [*config.layers, None] if config.oracle else config.layers:
+        name = f"L{layers}" if layers is not None else "oracle"
+        for rep in config.repeats:
+          order = (at[0], at[1], layers is None, layers or 0, rep, ep.shots if config.nested else 0, at[2])
+          jobs.append((order, f"{setup}/{name}/R{rep}/{ep.id}", ep, layers, rep))
+  return setup, jobs
 
 
 def _oracle_words(source: LabelledSource, probe: Episode):
