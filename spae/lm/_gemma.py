@@ -180,7 +180,8 @@ def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
 
 
 def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, valid: jax.Array,
-             past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array, write_at: jax.Array | None = None):
+             past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array, write_at: jax.Array | None = None,
+             seg: jax.Array | None = None):
   """One pass over new tokens attending to a past K/V cache.
 
   Args:
@@ -189,6 +190,9 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
     past_valid: [Bp, S] which cached slots hold tokens.
     write_at: if given (B == Bp == 1), the new keys/values are written into the cache at this slot first and
       attention runs over the cache alone (S keys instead of S + T); `past_valid` must then cover the new slots.
+    seg: with `write_at`, [1, T] segment ids of the new tokens: 0 is the shared sequence, k > 0 a branch that sees
+      the shared tokens and its own but no other branch (several continuations of one prefix in one pass; a
+      branch's positions restart after the shared ones, so slots and positions differ).
   Returns:
     (final hidden states [B, T, d], keys, values): the new tokens' [L, B, T, K, H], or with `write_at` the
     updated caches [L, 1, S, K, H].
@@ -203,8 +207,13 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
   s = past_k.shape[2]
   past_pos = jnp.arange(s)
   neg = jnp.finfo(jnp.float32).min
+  if write_at is not None:  # the new tokens' slots hold their positions (which differ from the slot for branches)
+    past_pos = jax.lax.dynamic_update_slice(past_pos, pos[0].astype(past_pos.dtype), (write_at,))
   # Masks for the two key blocks (past, new): causal by position, padding, and the sliding window.
   m_past = past_valid[:, None, :] & (past_pos[None, None, :] <= pos[:, :, None])  # [B|1, T, S]
+  if seg is not None:
+    slot_seg = jax.lax.dynamic_update_slice(jnp.zeros((s,), seg.dtype), seg[0], (write_at,))
+    m_past = m_past & ((slot_seg[None, None, :] == 0) | (slot_seg[None, None, :] == seg[:, :, None]))
   m_new = valid[:, None, :] & (pos[:, None, :] <= pos[:, :, None])  # [B, T, T]
   if cfg.sliding_window:
     w = cfg.sliding_window
@@ -307,22 +316,23 @@ def _next_logp_fn(cfg, params, last):
   return jax.nn.log_softmax(_head(cfg, params, last))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _continuations_fn(cfg, params, buf_k, buf_v, n_past, last, conts, lens):
-  """[C] summed log-probs of padded continuations conts [C, T] (lens [C]) after a cached prefix of n_past whose
-  last token's final hidden state is `last` [d]; one head multiply covers the prefix's and every candidate's
-  predicting positions."""
-  c, t = conts.shape
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(2, 3))
+def _score_fn(cfg, params, buf_k, buf_v, n_past, ids, pos, seg, n_new, gather, conts, lens):
+  """Scores continuations of a prefix in one pass (one read of the weights, one head multiply).
+
+  The chunk ids [1, T] (n_new real) holds the prefix's uncached tail (segment 0) followed by every continuation
+  as its own branch (segment k); it is written into the cache at slot n_past. gather [C, Tc]: for token j of
+  continuation k, the chunk index of the token that predicts it (the prefix's last for j = 0). Returns
+  ([C] summed log-probs of conts [C, Tc] over lens [C], the caches).
+  """
   s = buf_k.shape[2]
-  pos = jnp.broadcast_to(n_past + jnp.arange(t), (c, t))
-  valid = jnp.arange(t)[None] < lens[:, None]
-  past_valid = (jnp.arange(s) < n_past)[None]
-  x, _, _ = _forward(cfg, params, conts, pos, valid, buf_k, buf_v, past_valid)
-  # Position j predicts token j; the prefix's last state predicts token 0 and is shared by every candidate.
-  h = jnp.concatenate([jnp.broadcast_to(last, (c, 1, last.shape[-1])), x[:, :-1]], axis=1)  # [C, T, d]
-  logp = jax.nn.log_softmax(_head(cfg, params, h.reshape(c * t, -1)), axis=-1).reshape(c, t, -1)
+  valid = (jnp.arange(ids.shape[1]) < n_new)[None]
+  filled = (jnp.arange(s) < n_past + n_new)[None]
+  x, buf_k, buf_v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, filled, write_at=n_past, seg=seg)
+  c, t = conts.shape
+  logp = jax.nn.log_softmax(_head(cfg, params, x[0][gather.reshape(-1)]), axis=-1).reshape(c, t, -1)
   tok = jnp.take_along_axis(logp, conts[..., None], axis=-1)[..., 0]
-  return jnp.where(jnp.arange(t)[None] < lens[:, None], tok, 0.0).sum(axis=1)
+  return jnp.where(jnp.arange(t)[None] < lens[:, None], tok, 0.0).sum(axis=1), buf_k, buf_v
 
 
 def _bucket(n: int, cap: int, smallest: int = 16) -> int:
@@ -394,57 +404,83 @@ class GemmaLM(LanguageModelBase):
     return np.asarray(_next_logp_fn(self.config, self.params, self._prefill(seq)))[:n_tok]
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
-    """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation; the prefix runs once and the
-    continuations run as one padded batch against its cached K/V."""
+    """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation.
+
+    One forward pass: the prefix's uncached tail and every continuation, each continuation a branch that attends
+    to the prefix and to itself only; the prefix's K/V stay cached for the next call."""
     prefix = self._as_ids(prefix_ids, "prefix_ids")
     if len(prefix) == 0:
       raise SpaeInputError("prefix_ids is empty; start it with BOS (tokenizer.bos_id) at least.")
     conts = self._check_continuations(prefix, continuations)
-    longest = max(len(c) for c in conts)
-    last = self._prefill(prefix)
-    if longest == 1:  # one-token continuations ("cat", "dog"): the prefix's next-token distribution is all it takes
-      return np.asarray(_next_logp_fn(self.config, self.params, last), np.float32)[[c[0] for c in conts]]
-    _, buf_k, buf_v = self._cache
-    # Tight buckets: every padded candidate position costs a full-vocabulary head (V x d multiply-adds), so an
-    # 8 x 8 pad for a 2-way label set of 3 tokens cost more than a 100-token prompt; few shapes still occur.
-    tb = _bucket(longest, self.max_length, smallest=2)
-    cb = _bucket(len(conts), 1 << 30, smallest=2)
-    ids = np.zeros((cb, tb), np.int32)
-    lens = np.zeros((cb,), np.int32)
-    for i, c in enumerate(conts):
-      ids[i, :len(c)] = c
-      lens[i] = len(c)
-    lens[len(conts):] = 1
-    out = _continuations_fn(self.config, self.params, buf_k, buf_v, len(prefix), last, ids, lens)
+    common = self._common(prefix)
+    new = prefix[common:]
+    n, longest = len(prefix), max(len(c) for c in conts)
+    ids, pos, seg = list(new), list(range(common, n)), [0] * len(new)
+    # Tight buckets: every padded candidate position costs a full-vocabulary head (V x d multiply-adds).
+    cb, tcb = _bucket(len(conts), 1 << 30, smallest=2), _bucket(longest, self.max_length, smallest=1)
+    gather = np.full((cb, tcb), len(new) - 1, np.int32)
+    table = np.zeros((cb, tcb), np.int32)
+    lens = np.ones((cb,), np.int32)
+    for k, c in enumerate(conts):
+      start = len(ids)
+      gather[k, 1:len(c)] = start + np.arange(len(c) - 1)  # token j is predicted by token j-1 of its branch
+      table[k, :len(c)] = c
+      lens[k] = len(c)
+      ids += c
+      pos += range(n, n + len(c))
+      seg += [k + 1] * len(c)
+    tb = _bucket(len(ids), 1 << 30, smallest=16)
+    buf_k, buf_v = self._buffers(common, tb)
+    chunk, p, sg = (np.zeros((1, tb), np.int32) for _ in range(3))
+    chunk[0, :len(ids)], p[0, :len(ids)], sg[0, :len(ids)] = ids, pos, seg
+    out, buf_k, buf_v = _score_fn(self.config, self.params, buf_k, buf_v, common, chunk, p, sg, len(ids), gather,
+                                  table, lens)
+    self._cache = (list(prefix), buf_k, buf_v)  # slots past the prefix hold the branches: overwritten next time
     return np.asarray(out, np.float32)[:len(conts)]
 
   # ------------------------------------------------------------------ cache
-  def _prefill(self, ids: list[int]) -> jax.Array:
-    """The last token's final hidden state [d] (`_next_logp_fn` gives log p(next | ids)), reusing the cached
-    K/V of the longest common prefix with the previous call."""
-    cfg = self.config
+  def _common(self, ids: list[int]) -> int:
+    """How many leading ids are cached already (at most len(ids) - 1: the last token always reruns, for its
+    logits)."""
     common = 0
     if self._cache is not None:
       old = self._cache[0]
-      m = min(len(old), len(ids) - 1)  # always rerun at least one token to get its logits
+      m = min(len(old), len(ids) - 1)
       while common < m and old[common] == ids[common]:
         common += 1
-    new = ids[common:]
-    tb = _bucket(len(new), self.max_length, smallest=1 if len(new) == 1 else 16)
+    return common
+
+  def _buffers(self, common: int, tb: int) -> tuple[jax.Array, jax.Array]:
+    """K/V buffers with the first `common` slots cached and room for `tb` more (taken from the cache, which is
+    donated to the next call)."""
+    cfg = self.config
     need = common + tb
-    s = _bucket(need, 1 << 30, smallest=64)
+    s = 64
+    while s < need:  # powers of two: every call attends over all S slots, and few sizes mean few compilations
+      s *= 2
     if self._cache is not None and common > 0:
       buf_k, buf_v = self._cache[1], self._cache[2]
-      if buf_k.shape[2] < need:  # grow to the next bucket, keeping what is cached
+      if buf_k.shape[2] < s:  # grow, keeping what is cached
         pad = [(0, 0), (0, 0), (0, s - buf_k.shape[2]), (0, 0), (0, 0)]
         buf_k, buf_v = jnp.pad(buf_k, pad), jnp.pad(buf_v, pad)
+      elif buf_k.shape[2] > s:  # shrink after a long prompt: a short one should not pay for its slots
+        buf_k, buf_v = buf_k[:, :, :s], buf_v[:, :, :s]
     else:
       shape = (cfg.num_layers, 1, s, cfg.num_kv_heads, cfg.head_dim)
       buf_k, buf_v = jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
-    self._cache = None  # the buffers are donated below
+    self._cache = None  # the buffers are donated to the call that uses them
+    return buf_k, buf_v
+
+  def _prefill(self, ids: list[int]) -> jax.Array:
+    """The last token's final hidden state [d] (`_next_logp_fn` gives log p(next | ids)), reusing the cached
+    K/V of the longest common prefix with the previous call."""
+    common = self._common(ids)
+    new = ids[common:]
+    tb = _bucket(len(new), self.max_length, smallest=1 if len(new) == 1 else 16)
+    buf_k, buf_v = self._buffers(common, tb)
     chunk = np.zeros((1, tb), np.int32)
     chunk[0, :len(new)] = new
-    last, buf_k, buf_v = _extend_fn(cfg, self.params, buf_k, buf_v, common, chunk, len(new))
+    last, buf_k, buf_v = _extend_fn(self.config, self.params, buf_k, buf_v, common, chunk, len(new))
     self._cache = (list(ids), buf_k, buf_v)
     return last
 

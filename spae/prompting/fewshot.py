@@ -242,9 +242,10 @@ def sweep_fewshot(configs: Sequence[FewShotConfig], tokenizer: Tokenizer, lm: La
     jobs += [(n, *j) for j in cfg_jobs]
     if config.oracle:
       oracles[n] = _oracle_words(source, cfg_jobs[0][2])
-  # Prefix-friendly order: an episode's cells back to back, its shot counts ascending last (nested episodes'
-  # prompts then extend the previous one); the order changes no result.
-  jobs.sort(key=lambda j: (j[0], j[1]))
+  # Episode index outermost, so every cell fills at the same pace (the ETA holds from the start and an
+  # interrupted sweep leaves balanced cells); an episode's shot counts ascending last (nested episodes' prompts
+  # then extend the previous one, which the LM's prefix cache reuses). The order changes no result.
+  jobs.sort(key=lambda j: (j[1][0], j[0], j[1][1:]))
   results = JsonlLog(out) if out is not None else None
   done = {r.get("key"): r for r in results.rows} if results is not None else {}
   # Encode every image the remaining token rows read, once for the whole sweep, in full batches.
@@ -306,12 +307,11 @@ def _plan(config: FewShotConfig, tokenizer: Tokenizer, lm_name: str, tmap: Token
   jobs = []
   for s, eps in enumerate(episode_sets):
     for i, ep in enumerate(eps):
-      # nested: episode i of every shot count together, shots ascending; otherwise the listed order
-      at = (ep.ways, i, 0, 0) if config.nested else (s, 0, i, 0)
       for layers in [*config.layers, None] if config.oracle else config.layers:
         name = f"L{layers}" if layers is not None else "oracle"
         for rep in config.repeats:
-          order = (at[0], at[1], layers is None, layers or 0, rep, ep.shots if config.nested else 0, at[2])
+          # (episode index, then the same episode's cells; nested: its shot counts ascending, last)
+          order = (i, ep.ways, 0 if config.nested else s, layers is None, layers or 0, rep, ep.shots)
           jobs.append((order, f"{setup}/{name}/R{rep}/{ep.id}", ep, layers, rep))
   return setup, jobs
 
