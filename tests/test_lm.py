@@ -76,6 +76,23 @@ def test_cached_score_equals_uncached_forward(kind):
                              rtol=1e-4, atol=1e-4)
 
 
+def test_score_after_a_long_prompt_shrinks_the_cache_and_branches_do_not_see_each_other():
+  """A long prompt grows the K/V buffers; a short one sharing its start shrinks them (keeping the shared slots);
+  candidates that share a first token, and one that is another's prefix, are scored as independent branches."""
+  lm = parity("gemma3", "hf")
+  lm.clear_cache()
+  rng = np.random.default_rng(5)
+  long = [2] + rng.integers(4, 320, size=150).tolist()
+  conts = [[11, 12, 13], [11, 14], [11], [40, 41, 42, 43]]
+  np.testing.assert_allclose(lm.score(long, conts), [_uncached_score(lm, long, c) for c in conts], rtol=1e-4,
+                             atol=1e-4)
+  assert lm._cache[1].shape[2] == 256
+  short = long[:6] + [9, 9]
+  np.testing.assert_allclose(lm.score(short, conts), [_uncached_score(lm, short, c) for c in conts], rtol=1e-4,
+                             atol=1e-4)
+  assert lm._cache[1].shape[2] == 64 and lm._cache[0] == short
+
+
 @pytest.mark.parametrize("smallest", [1, 2, 16])
 def test_buckets_pad_at_most_a_quarter_and_respect_the_cap(smallest):
   sizes = set()
