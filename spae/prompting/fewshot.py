@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
