@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from spae.prompting import FewShotConfig, fewshot, sample_episodes
+from spae.prompting import FewShotConfig, fewshot, read_episodes, sample_episodes
 from spae.prompting import _cli, _fewshot_cli
 from spae.prompting import sample_nested_episodes
 from spae.prompting.testing import FunctionLM, WordTokenizer, copy_label_model
@@ -134,8 +134,12 @@ def test_cli_sweep_writes_one_file_and_resumes(tmp_path, tiny_tok, src, monkeypa
   rows = [json.loads(l) for l in (tmp_path / "s.jsonl").read_text().splitlines()]
   assert len(rows) == 2 * 2 * 2 * 2  # shots x episodes x names x induction
   assert {r["episode"] for r in rows} == {"2w1s-n0", "2w1s-n1", "2w2s-n0", "2w2s-n1"}
-  assert len((tmp_path / "eps.jsonl").read_text().splitlines()) == 2 * 2 * 2  # per names: shots x episodes
+  saved = read_episodes(tmp_path / "eps.jsonl")  # per names: shots x episodes, ids unique
+  assert len(saved) == 2 * 2 * 2 and {e.id for e in saved} >= {"2w1s-n0-real", "2w1s-n0-nonsense"}
   capsys.readouterr()
   assert fewshot.run_fewshot(p.parse_args(argv)) == 0
   assert "resumed: 16" in capsys.readouterr().out
   assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 16
+  # replayed episodes fix their own labels: two names settings would run the same prompts twice
+  with pytest.raises(Exception, match="--names"):
+    fewshot.run_fewshot(p.parse_args(argv[:-2] + ["--episodes-file", str(tmp_path / "eps.jsonl")]))

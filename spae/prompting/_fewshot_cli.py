@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
   config = configs[0]
   tokenizer = _cli.load_tokenizer(args.tokenizer)
   source, episodes = _inputs(args, config)
+  if episodes is not None and len(set(args.names)) > 1:
+    raise SpaeInputError("--names picks the labels of sampled episodes; an episode file or frozen: data fixes its "
+                         "own, so pass one --names value (or none).")
   lm = _cli.load_lm(args.lm, timeout=args.lm_timeout, attempts=args.lm_attempts)
   if lm is None and not config.probes:
     raise SpaeInputError("--lm none with --no-probes leaves nothing to evaluate.")
@@ -187,8 +190,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sampled(source: Any, configs: Sequence[FewShotConfig]) -> list[Episode]:
-  """The episodes `sweep_fewshot` samples for these configs (for --save-episodes)."""
+  """The episodes `sweep_fewshot` samples for these configs (for --save-episodes); with both names settings the
+  ids get a "-real" / "-nonsense" suffix, since the two share images and ids."""
   out: dict[str, Episode] = {}
+  both = len({c.names for c in configs}) > 1
   for c in configs:
     for w in c.ways:
       if c.nested:
@@ -197,7 +202,8 @@ def _sampled(source: Any, configs: Sequence[FewShotConfig]) -> list[Episode]:
       else:
         sets = [sample_episodes(source, w, s, c.episodes, seed=c.seed, queries=c.queries, names=c.names)
                 for s in c.shots]
-      out.update((f"{c.names}/{e.id}", e) for eps in sets for e in eps)
+      out.update((f"{c.names}/{e.id}", dataclasses.replace(e, id=f"{e.id}-{c.names}") if both else e)
+                 for eps in sets for e in eps)
   return list(out.values())
 
 
