@@ -10,12 +10,11 @@ from typing import Any, Sequence
 
 from spae._io import SpaeInputError, check_output_file, write_json_atomic
 from spae.prompting import _cli
-from spae.prompting._episodes import (Episode, FileImages, read_episodes, sample_episodes, sample_nested_episodes,
-                                     write_episodes)
+from spae.prompting._episodes import Episode, FileImages, read_episodes, write_episodes
 from spae.prompting._frozen import FROZEN_TABLE, read_frozen
 from spae.prompting._prompt import PromptTemplate
 from spae.prompting._stats import format_table, summarize
-from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot, sweep_fewshot
+from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot, sampled_episodes, sweep_fewshot
 
 __all__ = ["FROZEN_PREFIX", "add_args", "frozen_table", "run"]
 
@@ -195,15 +194,8 @@ def _sampled(source: Any, configs: Sequence[FewShotConfig]) -> list[Episode]:
   out: dict[str, Episode] = {}
   both = len({c.names for c in configs}) > 1
   for c in configs:
-    for w in c.ways:
-      if c.nested:
-        sets = sample_nested_episodes(source, w, c.shots, c.episodes, seed=c.seed, queries=c.queries,
-                                      names=c.names).values()
-      else:
-        sets = [sample_episodes(source, w, s, c.episodes, seed=c.seed, queries=c.queries, names=c.names)
-                for s in c.shots]
-      out.update((f"{c.names}/{e.id}", dataclasses.replace(e, id=f"{e.id}-{c.names}") if both else e)
-                 for eps in sets for e in eps)
+    out.update((f"{c.names}/{e.id}", dataclasses.replace(e, id=f"{e.id}-{c.names}") if both else e)
+               for eps in sampled_episodes(c, source) for e in eps)
   return list(out.values())
 
 

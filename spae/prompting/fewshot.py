@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "classify_query",
            "confidence_interval", "episode_template", "evaluate_fewshot", "format_table", "run_fewshot",
-           "score_candidates", "summarize", "sweep_fewshot"]
+           "sampled_episodes", "score_candidates", "summarize", "sweep_fewshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,20 +286,23 @@ def _check(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageModel | None
     raise SpaeInputError(f"layers {max(config.layers)} exceeds this tokenizer's {max_layers} pyramid layers.")
 
 
+def sampled_episodes(config: FewShotConfig, source: LabelledSource) -> list[list[Episode]]:
+  """The episodes a config samples, one list per (ways, shots): `sample_nested_episodes` when `config.nested`,
+  else `sample_episodes` per cell."""
+  if config.nested:
+    return [eps for w in config.ways for eps in sample_nested_episodes(
+        source, w, config.shots, config.episodes, seed=config.seed, queries=config.queries,
+        names=config.names).values()]
+  return [sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
+                          names=config.names) for w in config.ways for s in config.shots]
+
+
 def _plan(config: FewShotConfig, tokenizer: Tokenizer, lm_name: str, tmap: TokenMap | None,
           source: LabelledSource, episodes: Sequence[Episode] | None, cache: TokenCache
           ) -> tuple[str, list[tuple[tuple, str, Episode, int | None, int]]]:
   """(setup id, jobs): one job per episode x layers x repeats, plus the oracle's per episode x repeats; each job
   is (order key, result key, episode, layers or None for the oracle, repeats)."""
-  if episodes is not None:
-    episode_sets = [list(episodes)]
-  elif config.nested:
-    episode_sets = [eps for w in config.ways for eps in sample_nested_episodes(
-        source, w, config.shots, config.episodes, seed=config.seed, queries=config.queries,
-        names=config.names).values()]
-  else:
-    episode_sets = [sample_episodes(source, w, s, config.episodes, seed=config.seed, queries=config.queries,
-                                    names=config.names) for w in config.ways for s in config.shots]
+  episode_sets = [list(episodes)] if episodes is not None else sampled_episodes(config, source)
   if not any(episode_sets):
     raise SpaeInputError("no episodes to evaluate.")
   token_mode = tmap.mode if tmap else "none"
