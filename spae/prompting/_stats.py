@@ -56,7 +56,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         continue
       lo, hi = confidence_interval(vals)
       out.append({"ways": ways, "shots": shots, "repeats": repeats, "induction": induction, "names": names,
-                  "layers": layers, "method": m, "accuracy": float(np.mean(vals)), "ci95": [lo, hi], "episodes": len(vals)})
+                  "layers": layers, "method": m, "accuracy": float(np.mean(vals)), "ci95": [lo, hi],
+                  "episodes": len(vals)})
   oracle = {(s["ways"], s["shots"], s["repeats"], s["induction"], s["names"]): s["accuracy"] for s in out
             if s["method"] == "oracle"}
   for s in out:
@@ -77,6 +78,6 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
     layers = "words" if s["layers"] is None else s["layers"]
     ratio = f"{s['vs_oracle']:>7.2f}" if "vs_oracle" in s else ""
     names = s.get("names") or "-"
-    lines.append(f"{s['ways']:>4} {s['shots']:>5} {s['repeats']:>3} {ind:>3} {names:>8} {layers:>6} {s['method']:>8} "
-                 f"{s['accuracy']:>6.3f}  [{lo:.3f}, {hi:.3f}] {s['episodes']:>5} {ratio}".rstrip())
+    lines.append(f"{s['ways']:>4} {s['shots']:>5} {s['repeats']:>3} {ind:>3} {names:>8} {layers:>6} "
+                 f"{s['method']:>8} {s['accuracy']:>6.3f}  [{lo:.3f}, {hi:.3f}] {s['episodes']:>5} {ratio}".rstrip())
   return "\n".join(lines)
