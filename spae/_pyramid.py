@@ -111,13 +111,16 @@ def nearest_tokens(x: Array, codebook: Array, *, vocab_chunk: int = 8192, query_
   return ids[:n]
 
 
-def neg_dist_logsumexp(x: Array, codebook: Array, tau: float, *, vocab_chunk: int = 8192) -> Array:
-  """logsumexp_k(-||x - E_k||² / tau) per query, chunked over V with an online max (differentiable in x).
+def neg_dist_logsumexp(x: Array, codebook: Array, tau: float, *, vocab_chunk: int = 8192,
+                       codebook_grad: bool = False) -> Array:
+  """logsumexp_k(-||x - E_k||² / tau) per query, chunked over V with an online max (differentiable in x, and
+  in the codebook when `codebook_grad`).
 
   The body is rematerialised so the backward pass also never holds [N, V].
   Returns [N].
   """
-  e = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  e = jnp.asarray(codebook, jnp.float32)
+  e = e if codebook_grad else jax.lax.stop_gradient(e)
   v = e.shape[0]
   vc = min(vocab_chunk, v)
   e_norm = jnp.sum(e * e, axis=-1)

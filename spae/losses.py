@@ -126,7 +126,7 @@ def _check_semantic_shapes(targets, codebook, idx, probs):
 
 
 def semantic_loss(targets: Array, codebook: Array, idx: Array, probs: Array, tau: float, *,
-                  vocab_chunk: int = 8192) -> Array:
+                  vocab_chunk: int = 8192, codebook_grad: bool = False) -> Array:
   """Cross-entropy from the teacher distribution p to the soft assignment q of each token.
 
   q_k(t) = softmax_k(−||t − E_k||² / τ) over the whole vocabulary, so per token
@@ -135,18 +135,21 @@ def semantic_loss(targets: Array, codebook: Array, idx: Array, probs: Array, tau
 
   using Σ_j p_j = 1. The first term gathers only the k teacher rows; the second is computed in
   vocabulary chunks (`neg_dist_logsumexp`), so nothing of size [tokens, V] is ever materialised.
-  The codebook and the teacher are constants (no gradient); the gradient flows to t only.
+  The teacher is a constant. The gradient flows to t, and to the codebook only with `codebook_grad` (a trainable
+  code map that the semantic loss may move: the teacher's words toward their images' targets, the rest away).
 
   Args:
     targets: [B, n, d] per-token targets t (the SAQ targets of the semantic layers, concatenated).
-    codebook: [V, d] frozen embeddings.
+    codebook: [V, d] codes (the frozen embeddings, or a trainable map of them).
     idx: int [B, k] teacher token ids; probs: [B, k] teacher probabilities (rows sum to 1).
     tau: softmax temperature of the soft assignment.
+    codebook_grad: let the gradient reach the codebook too (default: only the targets).
   Returns:
     scalar: the mean CE over tokens and batch.
   """
   targets = jnp.asarray(targets, jnp.float32)
-  codebook = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  codebook = jnp.asarray(codebook, jnp.float32)
+  codebook = codebook if codebook_grad else jax.lax.stop_gradient(codebook)
   probs = jax.lax.stop_gradient(jnp.asarray(probs, jnp.float32))
   _check_semantic_shapes(targets, codebook, idx, probs)
   b, n, d = targets.shape
@@ -155,14 +158,17 @@ def semantic_loss(targets: Array, codebook: Array, idx: Array, probs: Array, tau
   dot = jnp.einsum("bnd,bkd->bnk", targets, rows, precision=jax.lax.Precision.HIGHEST)
   sq = jnp.sum(targets * targets, -1)[..., None] - 2.0 * dot + jnp.sum(rows * rows, -1)[:, None, :]
   first = jnp.einsum("bnk,bk->bn", sq, probs) / tau
-  lse = neg_dist_logsumexp(targets.reshape(b * n, d), codebook, tau, vocab_chunk=vocab_chunk).reshape(b, n)
+  lse = neg_dist_logsumexp(targets.reshape(b * n, d), codebook, tau, vocab_chunk=vocab_chunk,
+                           codebook_grad=codebook_grad).reshape(b, n)
   return jnp.mean(first + lse)
 
 
-def semantic_loss_dense(targets: Array, codebook: Array, idx: Array, probs: Array, tau: float) -> Array:
+def semantic_loss_dense(targets: Array, codebook: Array, idx: Array, probs: Array, tau: float, *,
+                        codebook_grad: bool = False) -> Array:
   """Reference `semantic_loss` that builds the dense [B, n, V] log-softmax (tests and tiny vocabularies)."""
   targets = jnp.asarray(targets, jnp.float32)
-  codebook = jax.lax.stop_gradient(jnp.asarray(codebook, jnp.float32))
+  codebook = jnp.asarray(codebook, jnp.float32)
+  codebook = codebook if codebook_grad else jax.lax.stop_gradient(codebook)
   _check_semantic_shapes(targets, codebook, idx, probs)
   d2 = jnp.sum(jnp.square(targets[:, :, None, :] - codebook[None, None]), -1)  # [B, n, V]
   logq = jax.nn.log_softmax(-d2 / tau, axis=-1)

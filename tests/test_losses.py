@@ -173,6 +173,23 @@ def test_semantic_toy_optimisation_raises_relevant_probability(sem_setup):
   assert after > before + 0.3 and after > 5 * before, (before, after)
 
 
+def test_semantic_loss_codebook_gradient(sem_setup):
+  """Off by default (the codes are constants); with codebook_grad the chunked gradient equals the dense one, and
+  stepping the codes along it moves the teacher's rows toward the targets (their mass under q rises)."""
+  codebook, targets, _, idx, probs = sem_setup
+  off = jax.grad(lambda e: losses.semantic_loss(targets, e, idx, probs, 0.7, vocab_chunk=16))(codebook)
+  assert not np.asarray(off).any()
+  dense = jax.grad(lambda e: losses.semantic_loss_dense(targets, e, idx, probs, 0.7, codebook_grad=True))(codebook)
+  loss = lambda e: losses.semantic_loss(targets, e, idx, probs, 0.7, vocab_chunk=16, codebook_grad=True)
+  g = jax.jit(jax.grad(loss))(codebook)
+  np.testing.assert_allclose(g, dense, rtol=1e-4, atol=1e-6)
+  assert np.abs(np.asarray(g)).max() > 1e-3
+  e = codebook
+  for _ in range(50):
+    e = e - 0.1 * jax.grad(loss)(e)
+  assert float(loss(e)) < float(loss(codebook)) - 0.5
+
+
 def test_semantic_layer_weights_formula():
   w = losses.semantic_layer_weights(0, 3, base=2.0, decay=0.5)
   np.testing.assert_allclose(w, [2.0, 1.0, 0.5])
