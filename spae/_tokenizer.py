@@ -189,7 +189,7 @@ class Tokenizer:
     self.vocabulary = vocabulary
     self.model = model if model is not None else config.make_autoencoder(vocabulary.embeddings.shape, nnx.Rngs(seed))
     self.table = jnp.asarray(vocabulary.embeddings)
-    self._encode_fn = None
+    self._encode_fns: dict[int, Any] = {}
     self._decode_fns: dict[int, Any] = {}
     self.refresh()
 
@@ -204,20 +204,29 @@ class Tokenizer:
     x, single = _images.as_float_batch(images)
     return _images.fit_to_size(x, self.config.image_size, self.config.fit), single
 
-  def encode(self, images: Any) -> TokenPyramid:
+  def encode(self, images: Any, layers: int | None = None) -> TokenPyramid:
+    """Images -> their token pyramid; `layers`: only the first k layers (the same ids as a full encode's first k,
+    since a layer's target depends only on the layers above it; the search of the fine layers dominates the cost).
+    """
     x, _ = self.preprocess(images)
-    if self._encode_fn is None:
-      spec, chunk, quantizer = self.config.pyramid, self.config.vocab_chunk, self.config.quantizer
+    spec = self.config.pyramid
+    k = spec.num_layers if layers is None else layers
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= spec.num_layers:
+      raise SpaeInputError(f"layers must be an integer from 1 to {spec.num_layers}, got {layers!r}.")
+    k = int(k)
+    if k not in self._encode_fns:
+      part = dataclasses.replace(spec, grids=spec.grids[:k])
+      chunk, quantizer = self.config.vocab_chunk, self.config.quantizer
 
       @jax.jit
       def fn(state, codebook, x):
         model = nnx.merge(self._graphdef, state)
         z = model.encoder(x * 2.0 - 1.0)
-        ids, _ = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk)
+        ids, _ = pyramid_quantize(z, codebook, part, quantizer, vocab_chunk=chunk)
         return ids
 
-      self._encode_fn = fn
-    ids = self._encode_fn(self._state, self.codebook, jnp.asarray(x))
+      self._encode_fns[k] = fn
+    ids = self._encode_fns[k](self._state, self.codebook, jnp.asarray(x))
     return TokenPyramid([np.asarray(a) for a in ids], self.vocabulary)
 
   def encode_latents(self, images: Any) -> jax.Array:

@@ -153,6 +153,23 @@ def test_prompt_ids_splice_llm_ids_and_templates(tiny_tok, src, wtok):
     PromptTemplate(example="{label}: {tokens}\n").validate()
 
 
+def test_token_cache_encodes_only_as_deep_as_asked(tiny_tok, src, monkeypatch):
+  ep = sample_episodes(src, 2, 1, 1, seed=0)[0]
+  keys = ep.image_keys()
+  asked = []
+  orig = type(tiny_tok).encode
+  monkeypatch.setattr(type(tiny_tok), "encode", lambda self, x, layers=None: asked.append(layers) or orig(self, x, layers))
+  cache = fewshot.TokenCache(tiny_tok, src)
+  cache.encode_all(keys, progress=False, layers=2)
+  assert asked == [2] and all(cache._pyr[k].num_layers == 2 for k in keys)
+  two = cache.ids(keys[0], 2)
+  assert asked == [2]  # already deep enough: nothing re-encoded
+  three = cache.ids(keys[0], 3)  # deeper: re-encoded, and the first layers agree
+  assert asked == [2, 3] and three[:5] == two and len(three) == 21
+  assert cache.all_ids(keys[1]) == [int(t) for t in tiny_tok.encode(
+      tiny_tok.preprocess(spae.prompting._episodes.load_image_from(src, keys[1]))[0]).codebook_ids()[0]]
+
+
 def test_text_token_mode_when_vocabularies_differ(tiny_tok, src):
   words = tiny_tok.vocabulary.words(np.arange(len(tiny_tok.vocabulary)))
   other = WordTokenizer(list(reversed(words)))  # same words, other ids: not a shared vocabulary

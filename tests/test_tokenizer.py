@@ -22,6 +22,18 @@ def test_encode_shapes_words_and_llm_ids(tiny_tok, sample_images):
   np.testing.assert_array_equal(pyr.llm_ids(4), tiny_tok.vocabulary.llm_ids[pyr.codebook_ids(4)])
 
 
+def test_encode_first_layers_only(tiny_tok, sample_images):
+  """encode(layers=k) is a full encode's first k layers (a layer's target depends only on the layers above)."""
+  full = tiny_tok.encode(sample_images)
+  for k in (1, 3):
+    part = tiny_tok.encode(sample_images, layers=k)
+    assert part.num_layers == k and part.grids == full.grids[:k]
+    np.testing.assert_array_equal(part.codebook_ids(), full.codebook_ids(k))
+  for bad in (0, 5, 2.0, True):
+    with pytest.raises(spae.SpaeInputError, match="layers must be an integer from 1 to 4"):
+      tiny_tok.encode(sample_images, layers=bad)
+
+
 def test_single_image_uint8_and_float_inputs_agree(tiny_tok, sample_images):
   a = tiny_tok.encode(sample_images[0])
   b = tiny_tok.encode(sample_images[0].astype(np.float32) / 255.0)

@@ -249,8 +249,9 @@ def sweep_fewshot(configs: Sequence[FewShotConfig], tokenizer: Tokenizer, lm: La
   results = JsonlLog(out) if out is not None else None
   done = {r.get("key"): r for r in results.rows} if results is not None else {}
   # Encode every image the remaining token rows read, once for the whole sweep, in full batches.
-  cache.encode_all((k for _, _, key, ep, layers, _ in jobs if key not in done and layers is not None
-                    for k in ep.image_keys()), progress)
+  todo = [(ep, layers) for _, _, key, ep, layers, _ in jobs if key not in done and layers is not None]
+  cache.encode_all((k for ep, _ in todo for k in ep.image_keys()), progress,
+                   layers=max((layers for _, layers in todo), default=None))
   words = tokenizer.vocabulary.words(np.arange(len(tokenizer.vocabulary)))
   rows: list[dict[str, Any]] = []
   resumed = sum(1 for j in jobs if j[2] in done)
