@@ -86,7 +86,7 @@ def test_score_after_a_long_prompt_shrinks_the_cache_and_branches_do_not_see_eac
   conts = [[11, 12, 13], [11, 14], [11], [40, 41, 42, 43]]
   np.testing.assert_allclose(lm.score(long, conts), [_uncached_score(lm, long, c) for c in conts], rtol=1e-4,
                              atol=1e-4)
-  assert lm._cache[1].shape[2] == 192  # 151 + 10 chunk slots, in a quarter-octave size (a power of two: 256)
+  assert lm._cache[1].shape[2] == 256
   short = long[:6] + [9, 9]
   np.testing.assert_allclose(lm.score(short, conts), [_uncached_score(lm, short, c) for c in conts], rtol=1e-4,
                              atol=1e-4)

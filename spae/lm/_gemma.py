@@ -454,9 +454,10 @@ class GemmaLM(LanguageModelBase):
     """K/V buffers with the first `common` slots cached and room for `tb` more (taken from the cache, which is
     donated to the next call)."""
     cfg = self.config
-    # Every call attends over (and donates) all S slots: quarter-octave sizes keep the padding under 25%
-    # (powers of two wasted up to half of the attention), and the compiled sizes still grow only logarithmically.
-    s = _bucket(common + tb, 1 << 30, smallest=64)
+    need = common + tb
+    s = 64
+    while s < need:  # powers of two: every call attends over all S slots, and few sizes mean few compilations
+      s *= 2
     if self._cache is not None and common > 0:
       buf_k, buf_v = self._cache[1], self._cache[2]
       if buf_k.shape[2] < s:  # grow, keeping what is cached
