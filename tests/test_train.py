@@ -95,8 +95,8 @@ def test_resume_equals_uninterrupted(trained, tiny_cfg, tmp_path):
   assert rows[4]["g_loss"] != 1.0
 
 
-def test_semantic_train_codes_moves_the_projection(tiny_cfg):
-  """semantic.train_codes: the semantic CE's gradient reaches the trainable code map (off: only the encoder)."""
+def test_semantic_pull_moves_what_it_names(tiny_cfg):
+  """semantic.pull: 'targets' moves the encoder only, 'codes' the trainable code map only, 'both' both."""
   from spae.train._step import Models, init_state, make_train_step
 
   vocab = spae.tiny_vocabulary()
@@ -104,11 +104,11 @@ def test_semantic_train_codes_moves_the_projection(tiny_cfg):
   images = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
   idx, probs = spae.losses.teacher_distribution(ToyTeacher(len(vocab))(images), 4, 0.1)
   after = {}
-  for train_codes in (False, True):
-    cfg = T.apply_override(tiny_cfg, "tokenizer.codebook.mode=projected")
-    # No clipping: a global-norm clip would rescale the encoder's update by the codes' gradient too.
-    for o in ("tokenizer.codebook.dim=8", "semantic.weight=100", "optim.grad_clip=1e9",
-              f"semantic.train_codes={str(train_codes).lower()}"):
+  for pull in ("targets", "both", "codes"):
+    cfg = tiny_cfg
+    # No clipping: a global-norm clip would rescale every update by the other parameters' gradients too.
+    for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.pyramid.grids=[1, 2]",
+              "semantic.weight=100", "optim.grad_clip=1e9", f"semantic.pull={pull}"):
       cfg = T.apply_override(cfg, o)
     models = Models(cfg, table.shape)
     state = init_state(cfg, models)
@@ -116,13 +116,13 @@ def test_semantic_train_codes_moves_the_projection(tiny_cfg):
     for _ in range(2):  # the learning rate warms up from 0 at step 0
       state, metrics, _ = step(state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
       assert np.isfinite(float(metrics["semantic"]))
-    after[train_codes] = jax.device_get(state["g_params"])
-  # Same data, seed and losses, and the parameters are still equal when the second step's gradients are taken: the
-  # encoder's update is the same either way (sg on the codes changes only what reaches them), and the code map's
-  # update differs only because the CE now reaches it.
-  assert _tree_equal(after[False]["encoder"], after[True]["encoder"])
-  w_off, w_on = after[False]["codebook"]["weight"], after[True]["codebook"]["weight"]
-  assert not np.array_equal(w_off, w_on)
+    after[pull] = jax.device_get(state["g_params"])
+  # Same data, seed and losses, and the parameters are still equal when the second step's gradients are taken, so
+  # each part's update depends only on whether the CE reaches it (the codebook term moves the codes in every run).
+  enc = {p: after[p]["encoder"] for p in after}
+  codes = {p: after[p]["codebook"]["weight"] for p in after}
+  assert _tree_equal(enc["targets"], enc["both"]) and not _tree_equal(enc["targets"], enc["codes"])
+  assert np.array_equal(codes["both"], codes["codes"]) and not np.array_equal(codes["targets"], codes["codes"])
 
 
 def test_search_chunk_balances_the_vocabulary():
@@ -294,7 +294,7 @@ def test_config_overrides_and_errors(tmp_path):
          "steps=2.5": "not an integer", "tokenizer.pyramid.grids=[1,\"a\"]": "not a list of integers",
          "tokenizer.pyramid.subsample=max": "not one of 'dilation', 'pool'", "semantic.tau=0": "semantic.tau",
          "logging.every=0": "logging.every", "crop=diag": "'random' or 'center'",
-         "semantic.train_codes=true": "only with a trainable codebook"}
+         "semantic.pull=codes": "with a trainable codebook", "semantic.pull=all": "semantic.pull"}
   for item, message in bad.items():
     with pytest.raises(spae.SpaeInputError, match=message):
       T.load_config(ROOT / "configs" / "tiny.py", [item])

@@ -74,7 +74,8 @@ class SemanticConfig:
   teacher_temperature: float = 0.07
   centre_images: int = 0            # > 0: subtract each word's mean score over this many training images
   whole_words: bool = False         # only words the teacher's text tokenizer reads as one whole token
-  train_codes: bool = False         # the CE's gradient also moves a trainable code map ('projected', 'learned')
+  pull: str = "targets"             # what the CE moves: 'targets' (the encoder), 'both', or 'codes' (a trainable
+                                    # code map only: 'projected' / 'learned'); docs/method.md
 
 
 @dataclasses.dataclass
@@ -182,9 +183,8 @@ def _checks(c: TrainConfig):
   yield "semantic.centre_images", s.centre_images, is_int(s.centre_images) and s.centre_images >= 0, \
       nonneg + " (0 = no centring)"
   yield "semantic.whole_words", s.whole_words, isinstance(s.whole_words, bool), "true or false"
-  yield "semantic.train_codes", s.train_codes, isinstance(s.train_codes, bool) and (
-      not s.train_codes or c.tokenizer.codebook.trainable), \
-      "true or false, and true only with a trainable codebook (tokenizer.codebook.mode 'projected' or 'learned')"
+  yield "semantic.pull", s.pull, s.pull == "targets" or (s.pull in ("both", "codes") and c.tokenizer.codebook.trainable), \
+      "'targets', or 'both' / 'codes' with a trainable codebook (tokenizer.codebook.mode 'projected' or 'learned')"
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
   yield "logging.usage_window", lg.usage_window, is_int(lg.usage_window) and lg.usage_window >= 1, pos

@@ -124,7 +124,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   search = search_chunk(models.vocab_size, chunk)
   quantizer = models.tokenizer_config.quantizer
   n_sem = min(cfg.semantic.layers, spec.num_layers)
-  train_codes = cfg.semantic.train_codes and models.tokenizer_config.codebook.trainable
+  pull = cfg.semantic.pull  # validated: 'both' / 'codes' only with a trainable code map
 
   def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
@@ -170,8 +170,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
                                    final_ratio=cfg.semantic.final_ratio)
       sem = jnp.zeros((), jnp.float32)
       for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample, quantizer), start=1):
+        t = jax.lax.stop_gradient(t) if pull == "codes" else t
         v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic.tau,
-                            vocab_chunk=chunk, codebook_grad=train_codes)
+                            vocab_chunk=chunk, codebook_grad=pull != "targets")
         terms[f"semantic_l{l}"] = v
         sem = sem + w[l - 1] * v
       terms["semantic"] = sem
