@@ -134,11 +134,16 @@ def test_oracle_reads_attribute_words_and_runs_on_the_same_episodes(tiny_tok, po
   assert summ["oracle", 1, None]["all"] == 1.0 and summ["oracle", 1, None]["all_ci95"][1] == 1.0
 
 
-def test_resume_skips_finished_rows(tiny_tok, pools, wtok, tmp_path):
+def test_resume_skips_finished_rows(tiny_tok, pools, wtok, tmp_path, monkeypatch):
   out = tmp_path / "cap.jsonl"
   cfg = caption.CaptionConfig(shots=(2,), layers=(1,), episodes=2)
   lm = FunctionLM(wtok, scene_model(wtok, "nearest"))
+  asked = []
+  orig = type(tiny_tok).encode
+  monkeypatch.setattr(type(tiny_tok), "encode", lambda self, x, layers=None: asked.append(layers) or orig(self, x, layers))
   first = caption.evaluate_caption(cfg, tiny_tok, lm, pools, out=out, progress=False)
+  # The episodes' images are encoded only to the one layer read; the setup's probe image to all four.
+  assert asked.count(4) == 1 and set(asked) == {1, 4}
   calls = lm.calls
   assert first["resumed"] == 0 and calls == 4  # 2 episodes x (tokens + oracle)
   more = caption.evaluate_caption(dataclasses.replace(cfg, episodes=3), tiny_tok, lm, pools, out=out, progress=False)

@@ -280,21 +280,18 @@ def setup_id(fields: dict[str, Any]) -> str:
 
 
 def run_jobs(jobs: Sequence[Job], cache: Any, out: str | os.PathLike | None, *, setup: str, desc: str,
-             progress: bool = True, encode_batch: int = 64) -> tuple[list[dict[str, Any]], int]:
+             progress: bool = True, layers: int | None = None) -> tuple[list[dict[str, Any]], int]:
   """Rows of `jobs` in order; rows already in `out` are reused (resume), new ones appended as they finish.
 
-  The tokens of every image the remaining jobs read are encoded first, once each (`cache`: a `TokenCache`).
-  Returns (rows, number resumed).
+  The tokens of every image the remaining jobs read are encoded first, once each, to the first `layers` layers
+  (default all; `cache`: a `TokenCache`). Returns (rows, number resumed).
   """
   results = JsonlLog(out) if out is not None else None
   done = {r.get("key"): r for r in results.rows} if results is not None else {}
   todo = [j for j in jobs if j.key not in done]
   keys = list(dict.fromkeys(k for j in todo for k in j.images))
   if keys and cache is not None:
-    with tqdm(total=len(keys), desc="encoding images", unit="img", disable=not progress) as bar:
-      for i in range(0, len(keys), encode_batch):
-        cache.prefetch(keys[i:i + encode_batch])
-        bar.update(len(keys[i:i + encode_batch]))
+    cache.encode_all(keys, progress, layers=layers)
   rows = []
   resumed = len(jobs) - len(todo)
   with tqdm(total=len(jobs), initial=resumed, desc=desc, unit="row", disable=not progress) as bar:

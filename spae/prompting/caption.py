@@ -170,7 +170,8 @@ def evaluate_caption(config: CaptionConfig, tokenizer: Any, lm: LanguageModel | 
       images = tuple([("s", j) for j in ep.support[:shots]] + [("q", ep.query)])
       jobs += [st.Job(f"{setup}/K{shots}/L{layers}/{ep.id}", images, functools.partial(run, layers))
                for layers in config.layers]
-  rows, resumed = st.run_jobs(jobs, prep.cache, out, setup=setup, desc="caption episodes", progress=progress)
+  rows, resumed = st.run_jobs(jobs, prep.cache, out, setup=setup, desc="caption episodes", progress=progress,
+                              layers=max(config.layers))
   return {"setup": setup, "token_mode": prep.token_mode, "lm": prep.lm_name, "resumed": resumed,
           "summary": st.shares(rows, ("shots", "layers"), SCORES, ("lm", "nearest", "oracle")), "rows": rows}
 

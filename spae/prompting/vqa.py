@@ -191,7 +191,8 @@ def evaluate_vqa(config: VQAConfig, tokenizer: Any, lm: LanguageModel | None, po
           images = tuple([("s", j) for j in ep.support[:shots]] + [("q", ep.query)])
           jobs += [st.Job(f"{setup}/{question}/K{shots}/L{layers}/{ep.id}", images, functools.partial(run, layers))
                    for layers in config.layers]
-  rows, resumed = st.run_jobs(jobs, prep.cache, out, setup=setup, desc="vqa episodes", progress=progress)
+  rows, resumed = st.run_jobs(jobs, prep.cache, out, setup=setup, desc="vqa episodes", progress=progress,
+                              layers=max(config.layers))
   return {"setup": setup, "token_mode": prep.token_mode, "lm": prep.lm_name, "resumed": resumed,
           "summary": st.shares(rows, ("question", "shots", "layers"), methods=METHODS), "rows": rows}
 
