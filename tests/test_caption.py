@@ -140,7 +140,8 @@ def test_resume_skips_finished_rows(tiny_tok, pools, wtok, tmp_path, monkeypatch
   lm = FunctionLM(wtok, scene_model(wtok, "nearest"))
   asked = []
   orig = type(tiny_tok).encode
-  monkeypatch.setattr(type(tiny_tok), "encode", lambda self, x, layers=None: asked.append(layers) or orig(self, x, layers))
+  monkeypatch.setattr(type(tiny_tok), "encode",
+                      lambda self, x, layers=None: asked.append(layers) or orig(self, x, layers))
   first = caption.evaluate_caption(cfg, tiny_tok, lm, pools, out=out, progress=False)
   # The episodes' images are encoded only to the one layer read; the setup's probe image to all four.
   assert asked.count(4) == 1 and set(asked) == {1, 4}

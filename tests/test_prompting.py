@@ -158,7 +158,8 @@ def test_token_cache_encodes_only_as_deep_as_asked(tiny_tok, src, monkeypatch):
   keys = ep.image_keys()
   asked = []
   orig = type(tiny_tok).encode
-  monkeypatch.setattr(type(tiny_tok), "encode", lambda self, x, layers=None: asked.append(layers) or orig(self, x, layers))
+  monkeypatch.setattr(type(tiny_tok), "encode",
+                      lambda self, x, layers=None: asked.append(layers) or orig(self, x, layers))
   cache = fewshot.TokenCache(tiny_tok, src)
   cache.encode_all(keys, progress=False, layers=2)
   assert asked == [2] and all(cache._pyr[k].num_layers == 2 for k in keys)

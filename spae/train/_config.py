@@ -183,7 +183,8 @@ def _checks(c: TrainConfig):
   yield "semantic.centre_images", s.centre_images, is_int(s.centre_images) and s.centre_images >= 0, \
       nonneg + " (0 = no centring)"
   yield "semantic.whole_words", s.whole_words, isinstance(s.whole_words, bool), "true or false"
-  yield "semantic.pull", s.pull, s.pull == "targets" or (s.pull in ("both", "codes") and c.tokenizer.codebook.trainable), \
+  yield "semantic.pull", s.pull, s.pull == "targets" or (
+      s.pull in ("both", "codes") and c.tokenizer.codebook.trainable), \
       "'targets', or 'both' / 'codes' with a trainable codebook (tokenizer.codebook.mode 'projected' or 'learned')"
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
