@@ -48,17 +48,20 @@ class TokenCache:
         self.prefetch(todo[i:i + 4 * self.batch_size], layers)
         bar.update(len(todo[i:i + 4 * self.batch_size]))
 
-  def _ids(self, key: Hashable, layers: int) -> list[int]:
-    self.prefetch([key], layers)
-    return [int(t) for t in self._pyr[key].codebook_ids(layers)[0]]
+  def _read(self, key: Hashable, layers: int) -> list[int]:
+    pyr = self._pyr.get(key)
+    if pyr is None or pyr.num_layers < layers:  # one dict lookup on the per-prompt path when already encoded
+      self.prefetch([key], layers)
+      pyr = self._pyr[key]
+    return [int(t) for t in pyr.codebook_ids(layers)[0]]
 
   def ids(self, key: Hashable, layers: int) -> list[int]:
     """Codebook ids of one image's first `layers` layers."""
-    return self._ids(key, layers)
+    return self._read(key, layers)
 
   def all_ids(self, key: Hashable) -> list[int]:
     """Codebook ids of every layer of one image."""
-    return self._ids(key, self._all)
+    return self._read(key, self._all)
 
   def episode(self, episode: Episode, layers: int) -> dict[Hashable, list[int]]:
     """Codebook ids of every image of an episode (support and queries), computed once for all its prompts."""
