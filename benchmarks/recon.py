@@ -181,8 +181,13 @@ def batches(images: np.ndarray, bs: int) -> Iterator[tuple[np.ndarray, int]]:
     yield b, n
 
 
+# British spellings of the scenes' attribute words: 'grey' names a gray object as well as 'gray' does.
+_SPELLINGS = {"grey": "gray", "centre": "center"}
+
+
 def _norm_word(w: str) -> str:
-  return w.strip().lower()
+  w = w.strip().lower()
+  return _SPELLINGS.get(w, w)
 
 
 def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict[str, Any]] | None = None,

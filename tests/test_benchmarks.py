@@ -177,3 +177,11 @@ def test_ablation_chooses_on_validation_scenes(smoke_runs):
   val, _ = recon.new_scenes(3, 32, 0, split="validation")
   test, _ = recon.new_scenes(3, 32, 0)
   assert val.shape == test.shape and not np.array_equal(val, test)
+
+
+def test_naming_reads_words_as_the_scenes_spell_them():
+  """The top-word naming share compares a word with the scenes' attribute names: 'grey' names a gray object."""
+  sys.path.insert(0, str(BENCH))
+  import recon
+
+  assert [recon._norm_word(w) for w in (" Grey", "gray", "Red", "centre")] == ["gray", "gray", "red", "center"]
