@@ -26,17 +26,42 @@ class PyramidSpec:
   The default (1, 2, 4, 8, 16, 16) gives 1+4+16+64+256+256 = 597 tokens on a 16×16 latent.
   `subsample` picks the value a block's token is computed from: 'dilation' (the latent at the block
   centre, the paper's dilated subsampler) or 'pool' (the block mean).
+  `semantic_vocab` / `semantic_layers`: the top `semantic_layers` layers search only these codebook rows (a
+  semantic sub-vocabulary, e.g. the words a teacher names most often: `spae.train` SemanticConfig.vocab_size);
+  the other layers search the whole vocabulary. 0 layers (the default): every layer searches everything.
   """
 
   grids: tuple[int, ...] = (1, 2, 4, 8, 16, 16)
   subsample: Literal["dilation", "pool"] = "dilation"
+  semantic_layers: int = 0
+  semantic_vocab: tuple[int, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "grids", tuple(int(s) for s in self.grids))
+    object.__setattr__(self, "semantic_vocab", tuple(int(k) for k in self.semantic_vocab))
     if not self.grids or any(s < 1 for s in self.grids):
       raise SpaeInputError(f"pyramid grids must be positive integers, got {self.grids}.")
     if self.subsample not in ("dilation", "pool"):
       raise SpaeInputError(f"subsample must be 'dilation' or 'pool', got {self.subsample!r}.")
+    if isinstance(self.semantic_layers, bool) or not isinstance(self.semantic_layers, int) \
+        or self.semantic_layers < 0:
+      raise SpaeInputError(f"semantic_layers must be an integer >= 0, got {self.semantic_layers!r}.")
+    v = self.semantic_vocab
+    if bool(self.semantic_layers) != bool(v):
+      raise SpaeInputError(f"semantic_layers ({self.semantic_layers}) and semantic_vocab ({len(v)} ids) must be "
+                           f"set together: layers > 0 with a non-empty list of codebook rows, or neither.")
+    if any(k < 0 for k in v) or len(set(v)) != len(v):
+      raise SpaeInputError("semantic_vocab must list distinct codebook rows >= 0.")
+
+  def check_vocab(self, vocab_size: int) -> None:
+    """Refuses a semantic sub-vocabulary with rows outside a vocabulary of `vocab_size`."""
+    if self.semantic_vocab and max(self.semantic_vocab) >= vocab_size:
+      raise SpaeInputError(f"semantic_vocab holds row {max(self.semantic_vocab)}, outside this vocabulary of "
+                           f"{vocab_size} words; it was made for another vocabulary.")
+
+  def searches_subset(self, layer: int) -> bool:
+    """Whether layer `layer` (1-based) searches only `semantic_vocab`."""
+    return layer <= self.semantic_layers
 
   @property
   def num_layers(self) -> int:
@@ -187,7 +212,8 @@ def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *
   """Streaming Average Quantization of z over the pyramid.
 
   Layer l (1-based) targets t_l = l·z(c) − Σ_{i<l} q_i(c) at its sample positions c and picks
-  ids_l = argmin_k ||t_l − E_k||²; the reconstruction from the first l layers is
+  ids_l = argmin_k ||t_l − E_k||² (k over `spec.semantic_vocab` for the top `spec.semantic_layers` layers, over
+  the whole codebook otherwise); the reconstruction from the first l layers is
   r_l = (1/l) Σ_{i≤l} q_i, with q_i the nearest-neighbour upsampling of layer i's codes.
 
   Args:
@@ -227,12 +253,19 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
     raise SpaeInputError(f"latent dim {z.shape[-1]} != codebook dim {codebook.shape[-1]}.")
   b_, h, w, d = z.shape
   spec.check_latent(h, w)
+  spec.check_vocab(codebook.shape[0])
   zs = jax.lax.stop_gradient(z)
   running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
   ids_out, recon_out = [], []
+  if spec.semantic_layers:
+    sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
+    sub_codes = search_codes[sub_rows]
   for layer, s in enumerate(spec.grids, start=1):
-    target = layer_target(zs, running, layer, s, spec.subsample, mode)
-    ids = nearest_tokens(target.reshape(-1, d), search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
+    target = layer_target(zs, running, layer, s, spec.subsample, mode).reshape(-1, d)
+    if spec.searches_subset(layer):  # the nearest of the sub-vocabulary, as a row of the whole codebook
+      ids = sub_rows[nearest_tokens(target, sub_codes, vocab_chunk=vocab_chunk)].reshape(b_, s, s)
+    else:
+      ids = nearest_tokens(target, search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
     running = running + upsample(codebook[ids], h, w)
     ids_out.append(ids)
     recon_out.append(running / layer if mode == "saq" else running)

@@ -44,9 +44,10 @@ def _check(v: Any, hint: Any, where: str, minimum: int) -> Any:
       raise SpaeInputError(f"{where} must be one of {', '.join(map(_show, args))}, got {_show(v)}.")
     return v
   if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-    if not isinstance(v, list) or not v:
+    # `minimum` bounds the items; a minimum of 0 also lets the list be empty.
+    if not isinstance(v, list) or (not v and minimum > 0):
       raise SpaeInputError(f"{where} must be a non-empty list, got {_show(v)}.")
-    return tuple(_check(x, args[0], f"{where}[{i}]", 1) for i, x in enumerate(v))
+    return tuple(_check(x, args[0], f"{where}[{i}]", minimum) for i, x in enumerate(v))
   return v  # annotations without a rule here are checked by the dataclass itself
 
 

@@ -74,7 +74,8 @@ class TokenizerConfig:
   @classmethod
   def from_dict(cls, d: dict[str, Any], where: str = "tokenizer config") -> "TokenizerConfig":
     """From `to_dict()` output (e.g. JSON); unknown keys and wrong types are SpaeInputErrors naming `where`."""
-    return _strict.from_dict(cls, d, where, minimums={"num_res_blocks": 0})
+    return _strict.from_dict(cls, d, where, minimums={"num_res_blocks": 0, "semantic_layers": 0,
+                                                          "semantic_vocab": 0})
 
 
 @dataclasses.dataclass
@@ -185,6 +186,7 @@ class Tokenizer:
   def __init__(self, config: TokenizerConfig, vocabulary: Vocabulary, model: Autoencoder | None = None,
                *, seed: int = 0):
     config.validate(vocabulary.dim)
+    config.pyramid.check_vocab(len(vocabulary))
     self.config = config
     self.vocabulary = vocabulary
     self.model = model if model is not None else config.make_autoencoder(vocabulary.embeddings.shape, nnx.Rngs(seed))

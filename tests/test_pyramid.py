@@ -14,8 +14,9 @@ def _np_nearest(x, e):
   return d.argmin(1), d  # numpy argmin returns the first (lowest-index) minimum
 
 
-def _np_saq(z, e, grids, mode="saq"):
-  """Straight from docs/method.md, with explicit loops (no shared code with spae)."""
+def _np_saq(z, e, grids, mode="saq", sub=(0, ())):
+  """Straight from docs/method.md, with explicit loops (no shared code with spae); `sub`: (layers, rows) of a
+  semantic sub-vocabulary the top layers search."""
   b, h, w, d = z.shape
   running = np.zeros_like(z, dtype=np.float64)
   ids_all, recons = [], []
@@ -28,7 +29,11 @@ def _np_saq(z, e, grids, mode="saq"):
         for j in range(s):
           ci, cj = i * bh + bh // 2, j * bw + bw // 2
           t = (l * z[n, ci, cj] if mode == "saq" else z[n, ci, cj]) - running[n, ci, cj]
-          k = int(_np_nearest(t[None].astype(np.float32), e)[0][0])
+          if l <= sub[0]:
+            rows = np.asarray(sub[1])
+            k = int(rows[_np_nearest(t[None].astype(np.float32), e[rows])[0][0]])
+          else:
+            k = int(_np_nearest(t[None].astype(np.float32), e)[0][0])
           ids[n, i, j] = k
           q[n, i * bh:(i + 1) * bh, j * bw:(j + 1) * bw] = e[k]
     running = running + q
@@ -74,6 +79,33 @@ def test_saq_matches_numpy_reference():
     np.testing.assert_array_equal(np.asarray(a), b)
   for a, b in zip(recons, ref_recons):
     np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
+
+
+def test_semantic_vocab_restricts_only_the_top_layers():
+  rng = np.random.default_rng(3)
+  e = rng.standard_normal((57, 6)).astype(np.float32)
+  z = rng.standard_normal((2, 8, 8, 6)).astype(np.float32)
+  rows = (0, 5, 9, 30, 31, 44, 56)  # row 0 too: a valid id
+  spec = spae.PyramidSpec((1, 2, 4, 8), semantic_layers=2, semantic_vocab=rows)
+  ids, recons = spae.saq_quantize(z, e, spec, vocab_chunk=16)
+  ref_ids, ref_recons = _np_saq(z, e, spec.grids, sub=(2, rows))
+  for a, b in zip(ids, ref_ids):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  for a, b in zip(recons, ref_recons):
+    np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
+  assert all(np.isin(np.asarray(a), rows).all() for a in ids[:2])
+  assert not np.isin(np.asarray(ids[3]), rows).all()
+  # The whole vocabulary as the subset changes nothing.
+  whole = spae.PyramidSpec((1, 2, 4, 8), semantic_layers=4, semantic_vocab=tuple(range(57)))
+  plain = spae.saq_quantize(z, e, spae.PyramidSpec((1, 2, 4, 8)), vocab_chunk=16)[0]
+  for a, b in zip(spae.saq_quantize(z, e, whole, vocab_chunk=16)[0], plain):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(spae.SpaeInputError, match="outside this vocabulary of 57"):
+    spae.saq_quantize(z, e, spae.PyramidSpec((1, 2), semantic_layers=1, semantic_vocab=(3, 57)))
+  for bad, match in (((1, ()), "set together"), ((0, (1, 2)), "set together"), ((1, (2, 2)), "distinct"),
+                     ((1, (-1,)), "distinct"), ((-1, ()), ">= 0")):
+    with pytest.raises(spae.SpaeInputError, match=match):
+      spae.PyramidSpec((1, 2), semantic_layers=bad[0], semantic_vocab=bad[1])
 
 
 def test_rq_ablation_matches_numpy_reference():

@@ -328,3 +328,61 @@ def test_data_specs_expand_home(monkeypatch, tmp_path):
   assert _specs.parse("data", "shapes:~/d").body == f"{tmp_path}/d"
   with pytest.raises(spae.SpaeInputError, match="shapes-memory:N"):
     T.open_data("shapes-memory:x")
+
+
+def test_semantic_vocab_is_the_teachers_most_named_words(tiny_cfg, tmp_path):
+  """semantic.vocab_size: the top layers search only the words the teacher names most often on the training
+  images; the teacher names only those; the exported tokenizer keeps the subset."""
+  vocab = spae.tiny_vocabulary()
+  teacher = ToyTeacher(len(vocab))
+  cfg = T.apply_override(T.apply_override(tiny_cfg, "semantic.vocab_size=5"), "semantic.teacher_top_k=4")
+  cfg = T.apply_override(cfg, "semantic.vocab_images=40")
+  tr = T.Trainer(cfg, tmp_path, teacher=teacher)
+  # The same count, done here: the 5 words most often in the teacher's top 4 over the first 40 images.
+  from spae import data as D
+  prep = D.Preprocess(32, crop="center", flip=False)
+  x = jnp.asarray(np.stack([D.preprocess(tr.data.source.load(i), prep) for i in range(40)]))
+  top = np.argsort(-np.asarray(teacher(x)), axis=1, kind="stable")[:, :4]
+  counts = np.bincount(top.ravel(), minlength=len(vocab))
+  expect = np.lexsort((np.arange(len(vocab)), -counts))[:5]
+  assert (counts > 0).sum() > 5  # the toy teacher names 6 words here: the least named one is left out
+  pyr = tr.cfg.tokenizer.pyramid
+  assert pyr.semantic_layers == 2 and pyr.semantic_vocab == tuple(sorted(expect.tolist()))
+  idx, _ = tr._teacher_jit(tr.teacher_fn, tr._teacher_mask, x)
+  assert np.isin(np.asarray(idx), expect).all()
+  tr.run(progress=False, stop_after=2)
+  tok = spae.Tokenizer.load(tr.export(tmp_path / "tok"))
+  assert tok.config.pyramid.semantic_vocab == pyr.semantic_vocab
+  ids = tok.encode(np.asarray(x[:8])).ids
+  assert all(np.isin(a, expect).all() for a in ids[:2])
+  assert not all(np.isin(a, expect).all() for a in ids[2:])  # the lower layers search the whole vocabulary
+
+
+def test_semantic_loss_runs_over_the_sub_vocabulary(tiny_cfg):
+  """On a layer that searches a sub-vocabulary, the step's CE is the softmax over that subset alone."""
+  from spae._pyramid import layer_target
+  from spae.train._step import Models, init_state, make_train_step
+
+  vocab = spae.tiny_vocabulary()
+  table = jnp.asarray(vocab.embeddings, jnp.float32)
+  rows = np.arange(3, len(vocab), 7)
+  images = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
+  mask = np.zeros(len(vocab), bool)
+  mask[rows] = True
+  rel = jnp.where(mask, ToyTeacher(len(vocab))(images), -jnp.inf)
+  idx, probs = spae.losses.teacher_distribution(rel, 4, 0.1)
+  pyr = dataclasses.replace(tiny_cfg.tokenizer.pyramid, semantic_layers=1, semantic_vocab=tuple(rows.tolist()))
+  cfg = dataclasses.replace(tiny_cfg, tokenizer=dataclasses.replace(tiny_cfg.tokenizer, pyramid=pyr))
+  models = Models(cfg, table.shape)
+  state = init_state(cfg, models)
+  ae = models.autoencoder(state["g_params"])
+  t1 = layer_target(ae.encoder(images * 2.0 - 1.0), None, 1, 1, pyr.subsample).reshape(2, 1, -1)
+  pos = np.full(len(vocab), -1)
+  pos[rows] = np.arange(len(rows))
+  codes = ae.codes(table)
+  want = spae.losses.semantic_loss(t1, codes[rows], jnp.asarray(pos)[idx], probs, cfg.semantic.tau)
+  whole = spae.losses.semantic_loss(t1, codes, idx, probs, cfg.semantic.tau)
+  _, metrics, _ = jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))(
+      state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
+  np.testing.assert_allclose(float(metrics["semantic_l1"]), float(want), rtol=1e-4)
+  assert abs(float(want) - float(whole)) > 1e-3  # the subset's softmax is not the whole vocabulary's

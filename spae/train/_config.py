@@ -76,6 +76,10 @@ class SemanticConfig:
   whole_words: bool = False         # only words the teacher's text tokenizer reads as one whole token
   pull: str = "targets"             # what the CE moves: 'targets' (the encoder), 'both', or 'codes' (a trainable
                                     # code map only: 'projected' / 'learned'); docs/method.md
+  vocab_size: int = 0               # > 0: the top `layers` layers search only the `vocab_size` words the teacher
+                                    # puts in its top k most often over `vocab_images` training images (written
+                                    # into the tokenizer's PyramidSpec.semantic_vocab); 0 = the whole vocabulary
+  vocab_images: int = 1024
 
 
 @dataclasses.dataclass
@@ -186,6 +190,11 @@ def _checks(c: TrainConfig):
   yield "semantic.pull", s.pull, s.pull == "targets" or (
       s.pull in ("both", "codes") and c.tokenizer.codebook.trainable), \
       "'targets', or 'both' / 'codes' with a trainable codebook (tokenizer.codebook.mode 'projected' or 'learned')"
+  yield "semantic.vocab_size", s.vocab_size, is_int(s.vocab_size) and (s.vocab_size == 0 or (
+      s.vocab_size >= s.teacher_top_k and s.weight > 0 and not c.tokenizer.pyramid.semantic_layers)), \
+      nonneg + " (0 = the whole vocabulary); when > 0, at least semantic.teacher_top_k, with semantic.weight > 0 " \
+      "and no semantic_vocab already in tokenizer.pyramid"
+  yield "semantic.vocab_images", s.vocab_images, is_int(s.vocab_images) and s.vocab_images >= 1, pos
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
   yield "logging.usage_window", lg.usage_window, is_int(lg.usage_window) and lg.usage_window >= 1, pos

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -45,6 +46,7 @@ class Models:
     if tcfg.autoencoder.latent_dim != code_dim:
       tcfg = dataclasses.replace(tcfg, autoencoder=dataclasses.replace(tcfg.autoencoder, latent_dim=code_dim))
     tcfg.validate(vocab_shape[1])
+    tcfg.pyramid.check_vocab(vocab_shape[0])
     self.tokenizer_config = tcfg
     self.vocab_size = int(vocab_shape[0])
     rngs = nnx.Rngs(cfg.seed)
@@ -114,7 +116,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
                     semantic: bool = False) -> Callable:
   """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
 
-  extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on).
+  extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on). With a
+  semantic sub-vocabulary in the pyramid, every teacher id must be one of its rows (the Trainer masks the teacher).
   """
   g_tx, d_tx = make_optimizers(cfg)
   spec = models.tokenizer_config.pyramid
@@ -125,6 +128,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   quantizer = models.tokenizer_config.quantizer
   n_sem = min(cfg.semantic.layers, spec.num_layers)
   pull = cfg.semantic.pull  # validated: 'both' / 'codes' only with a trainable code map
+  # Layers that search a sub-vocabulary score the teacher against it alone: its words' positions in the subset
+  # (the trainer restricts the teacher to the subset, so every teacher word has one).
+  sub_rows = np.asarray(spec.semantic_vocab, np.int32)
+  sub_pos = np.full(models.vocab_size, -1, np.int32)
+  sub_pos[sub_rows] = np.arange(len(sub_rows), dtype=np.int32)
 
   def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
@@ -171,7 +179,10 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       sem = jnp.zeros((), jnp.float32)
       for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample, quantizer), start=1):
         t = jax.lax.stop_gradient(t) if pull == "codes" else t
-        v = L.semantic_loss(t, codebook, extras["teacher_idx"], extras["teacher_probs"], cfg.semantic.tau,
+        codes, idx = codebook, extras["teacher_idx"]
+        if spec.searches_subset(l):
+          codes, idx = codebook[sub_rows], jnp.asarray(sub_pos)[idx]
+        v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk, codebook_grad=pull != "targets")
         terms[f"semantic_l{l}"] = v
         sem = sem + w[l - 1] * v

@@ -6,6 +6,7 @@ from an image-text teacher's relevance scores over that vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -118,7 +119,7 @@ class Trainer:
     if self.workdir.exists() and not self.workdir.is_dir():
       raise SpaeInputError(f"workdir {str(self.workdir)!r} exists and is not a directory.")
     self.vocab = vocabulary if vocabulary is not None else build_vocabulary(cfg.vocab)
-    self.models = Models(cfg, self.vocab.embeddings.shape)
+    cfg.tokenizer.pyramid.check_vocab(len(self.vocab))
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -132,7 +133,7 @@ class Trainer:
     src = source if source is not None else open_data(cfg.data)
     self.data = D.BatchIterator(
         src, cfg.batch_size // n_proc,
-        D.Preprocess(self.models.tokenizer_config.image_size, crop=cfg.crop, flip=cfg.flip),
+        D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip),
         seed=cfg.seed, shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
     # Optional terms
     from spae.perceptual import make_perceptual_loss
@@ -145,16 +146,29 @@ class Trainer:
       teacher = teachers.load("lit:default" if cfg.semantic.teacher == "default" else cfg.semantic.teacher)
     if teacher is not None and cfg.semantic.weight:
       k = min(cfg.semantic.teacher_top_k, len(self.vocab))
-      dist = lambda fn, im: L.teacher_distribution(fn(im), k, cfg.semantic.teacher_temperature)
+      # `mask` [V] bool: the words the teacher may name (a sub-vocabulary's rows; all words otherwise).
+      dist = lambda fn, mask, im: L.teacher_distribution(jnp.where(mask, fn(im), -jnp.inf), k,
+                                                         cfg.semantic.teacher_temperature)
       if hasattr(teacher, "relevance_fn"):
         # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
         self.teacher_fn = self._teacher_relevance(teacher, src)
         self._teacher_jit = jax.jit(dist)
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
         self.teacher_fn = teacher
-        self._teacher_jit = jax.jit(lambda fn, im: dist(teacher, im), static_argnums=0)
+        self._teacher_jit = jax.jit(lambda fn, mask, im: dist(teacher, mask, im), static_argnums=0)
+      self._teacher_mask = jnp.ones((len(self.vocab),), bool)
+      if cfg.semantic.vocab_size:
+        pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=min(cfg.semantic.layers, len(
+            cfg.tokenizer.pyramid.grids)), semantic_vocab=self._teacher_vocab(src))
+        cfg = self.cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
+      rows = list(cfg.tokenizer.pyramid.semantic_vocab)
+      if rows:  # the teacher names only words the semantic layers can pick
+        self._teacher_mask = jnp.zeros((len(self.vocab),), bool).at[jnp.asarray(rows)].set(True)
+    elif cfg.semantic.vocab_size:
+      raise SpaeInputError("semantic.vocab_size needs a teacher to choose the words: set semantic.teacher.")
     elif cfg.semantic.weight:
       log.warning("no teacher given: the semantic loss is off.")
+    self.models = Models(cfg, self.vocab.embeddings.shape)
     self._steps: dict[bool, Callable] = {}
     self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
     self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.checkpoints.keep,
@@ -175,10 +189,36 @@ class Trainer:
 
       # The reference images are the first training images as the model sees them, without random augmentation.
       crop = "center" if self.cfg.crop == "random" else self.cfg.crop
-      prep = D.Preprocess(self.models.tokenizer_config.image_size, crop=crop, flip=False)
+      prep = D.Preprocess(self.cfg.tokenizer.image_size, crop=crop, flip=False)
       n = min(sem.centre_images, len(src))
       fn = fn.centred(np.stack([D.preprocess(src.load(i), prep) for i in range(n)]))
     return fn if allowed is None else fn.restricted(allowed)
+
+  def _teacher_vocab(self, src: Any) -> tuple[int, ...]:
+    """The `semantic.vocab_size` words the teacher puts in its top k most often over the first
+    `semantic.vocab_images` training images (as the model sees them, without random augmentation); ties go to
+    the lower row. Sorted by row."""
+    from spae import data as D
+
+    sem = self.cfg.semantic
+    crop = "center" if self.cfg.crop == "random" else self.cfg.crop
+    prep = D.Preprocess(self.cfg.tokenizer.image_size, crop=crop, flip=False)
+    n, batch, v = min(sem.vocab_images, len(src)), 64, len(self.vocab)
+    counts = np.zeros(v, np.int64)
+    for start in range(0, n, batch):
+      rows = [D.preprocess(src.load(i), prep) for i in range(start, min(n, start + batch))]
+      x = np.stack(rows + [rows[-1]] * (batch - len(rows)))  # one shape, one compile
+      idx, _ = self._teacher_jit(self.teacher_fn, self._teacher_mask, jnp.asarray(x))
+      counts += np.bincount(np.asarray(idx)[:len(rows)].ravel(), minlength=v)
+    order = np.lexsort((np.arange(v), -counts))[:sem.vocab_size]
+    chosen = order[counts[order] > 0]
+    if len(chosen) < sem.teacher_top_k:
+      raise SpaeInputError(f"the teacher named only {len(chosen)} distinct words over {n} training images, fewer "
+                           f"than semantic.teacher_top_k={sem.teacher_top_k}; use more semantic.vocab_images.")
+    if len(chosen) < sem.vocab_size:
+      log.warning("semantic.vocab_size=%d but the teacher named only %d distinct words over %d images; using those.",
+                  sem.vocab_size, len(chosen), n)
+    return tuple(sorted(int(i) for i in chosen))
 
   def step_fn(self, use_gan: bool) -> Callable:
     if use_gan not in self._steps:
@@ -192,7 +232,7 @@ class Trainer:
     if self.perceptual is not None:
       ex["perceptual"] = self.perceptual.params
     if self.teacher_fn is not None:
-      idx, probs = self._teacher_jit(self.teacher_fn, images)
+      idx, probs = self._teacher_jit(self.teacher_fn, self._teacher_mask, images)
       ex["teacher_idx"], ex["teacher_probs"] = idx, probs
     return ex
 
