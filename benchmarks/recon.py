@@ -21,8 +21,9 @@ tokens for the default pyramid) it reports:
 On scenes it also reports semantic precision: the fraction of the tokens of layers 1..3 whose word is one of the
 scene's attribute names (shape, colour, tone, size, texture of any object, or the background colour), against the
 chance level of uniformly drawn vocabulary entries; and `main_named`, the share of images whose top words (the
-tokens of layers 1-2) include the main object's colour or shape name. No weights are ever downloaded; LPIPS /
-rFID are skipped (with a note in the JSON) when their files are not given.
+tokens of layers 1-2) include the main object's colour or shape name, next to `main_named_other_image`, the same
+share with another image's top words (words that do not depend on the image score as well there). No weights
+are ever downloaded; LPIPS / rFID are skipped (with a note in the JSON) when their files are not given.
 
   python benchmarks/recon.py --smoke --out /tmp/recon.json                  # CI: tiny untrained tokenizer
   python benchmarks/recon.py --tokenizer DIR --num-images 512 --out recon.json \\
@@ -190,6 +191,17 @@ def _norm_word(w: str) -> str:
   return _SPELLINGS.get(w, w)
 
 
+def other_image_naming(tops: list[set[str]], mains: list[set[str]]) -> float:
+  """The baseline of the naming share: the share of images whose main object's names are among the top words of
+  *another* image, averaged over every ordered pair i != j. Words that name images no better than this do not
+  depend on the image (a constant word list scores the same as itself)."""
+  n = len(tops)
+  if n < 2:
+    return float("nan")
+  hits = sum(bool(tops[j] & mains[i]) for i in range(n) for j in range(n) if j != i)
+  return hits / (n * (n - 1))
+
+
 def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict[str, Any]] | None = None,
              lpips: Any = None, inception: Any = None) -> dict[str, Any]:
   """Metrics of one data set (uint8 images [N, S, S, 3]) with `fn = make_eval_fn(tok)`."""
@@ -212,7 +224,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   vocab_count = collections.Counter(vocab_words)  # several entries can spell the same word
   sem_layers = min(SEMANTIC_LAYERS, L)
   sem_hits, sem_total, chance = np.zeros(sem_layers), np.zeros(sem_layers), []
-  main_named = 0
+  main_named, tops, mains = 0, [], []
   thumb_sides = [int(max(spec.grids[:l])) for l in range(1, L + 1)]
   thumb_sums = {s: 0.0 for s in set(thumb_sides)}
   seen = 0
@@ -247,6 +259,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
           sem_total[l] += len(words)
         top = {vocab_words[t] for l in range(min(TOP_WORD_LAYERS, L)) for t in ids[l][i].reshape(-1)}
         main_named += bool(top & main)
+        tops.append(top)
+        mains.append(main)
     seen += n
   cum = spec.cumulative_tokens()
   use = usage.usage()
@@ -272,6 +286,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
          "ratio_to_chance": float(sem_hits[l] / sem_total[l] / ch) if ch > 0 else float("nan")}
         for l in range(sem_layers)]
     out["main_named"] = main_named / seen
+    out["main_named_other_image"] = other_image_naming(tops, mains)
   return out
 
 
@@ -368,7 +383,8 @@ def main(argv=None) -> int:
       print("semantic precision (tokens naming a scene attribute) vs uniform-token chance:")
       _common.print_table(res["semantic_precision"], ["layer", "precision", "chance", "ratio_to_chance"])
       print(f"top words (layers 1-{TOP_WORD_LAYERS}) name the main object's colour or shape: "
-            f"{100 * res['main_named']:.0f}% of images")
+            f"{100 * res['main_named']:.0f}% of images; with another image's top words (the baseline): "
+            f"{100 * res['main_named_other_image']:.0f}%")
   for n in notes:
     print("note:", n)
   _common.write_json(a.out, {

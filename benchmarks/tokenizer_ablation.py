@@ -204,7 +204,7 @@ def main(argv=None) -> int:
       if "plain_psnr" in d:
         row["psnr/prefix"] = f"{d['plain_psnr']:.1f} (no tokens)"
       if "main_named" in d:
-        row["top-words-name"] = f"{100 * d['main_named']:.0f}%"
+        row["top-words-name"] = f"{100 * d['main_named']:.0f}% ({100 * d['main_named_other_image']:.0f}% other)"
       table.append(row)
     print(f"\n## {name}")
     _common.print_table(table, [c for c in ("row", "psnr/prefix", "thumb", "ppl/layer", "top-words-name", "s/step")

@@ -185,3 +185,15 @@ def test_naming_reads_words_as_the_scenes_spell_them():
   import recon
 
   assert [recon._norm_word(w) for w in (" Grey", "gray", "Red", "centre")] == ["gray", "gray", "red", "center"]
+
+
+def test_naming_baseline_uses_other_images_words():
+  """The naming baseline gives each image another image's top words: image-blind words score the same as their
+  own share, image-specific ones score above it."""
+  sys.path.insert(0, str(BENCH))
+  import recon
+
+  mains = [{"red", "circle"}, {"blue", "square"}, {"green", "star"}]
+  assert recon.other_image_naming([{"red"}, {"blue"}, {"green"}], mains) == 0.0  # each names only its own
+  assert recon.other_image_naming([{"red", "blue", "green"}] * 3, mains) == 1.0  # names everything, everywhere
+  assert recon.other_image_naming([{"red"}, {"red"}, {"red"}], mains) == 2 / 6  # image 0 named from 1 and 2
