@@ -386,3 +386,10 @@ def test_semantic_loss_runs_over_the_sub_vocabulary(tiny_cfg):
       state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
   np.testing.assert_allclose(float(metrics["semantic_l1"]), float(want), rtol=1e-4)
   assert abs(float(want) - float(whole)) > 1e-3  # the subset's softmax is not the whole vocabulary's
+
+
+def test_subvocab_config_is_gemma64_with_the_semantic_options():
+  base = T.load_config(ROOT / "configs" / "gemma64.py")
+  sub = T.load_config(ROOT / "configs" / "gemma64_subvocab.py")
+  assert (sub.semantic.vocab_size, sub.semantic.pull, sub.semantic.teacher_top_k) == (512, "codes", 1)
+  assert dataclasses.replace(sub, semantic=base.semantic) == base
