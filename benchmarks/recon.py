@@ -224,7 +224,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   vocab_count = collections.Counter(vocab_words)  # several entries can spell the same word
   sem_layers = min(SEMANTIC_LAYERS, L)
   sem_hits, sem_total, chance = np.zeros(sem_layers), np.zeros(sem_layers), []
-  main_named, tops, mains = 0, [], []
+  tops, mains = [], []  # per image: its layer-1/2 words, its main object's names
   thumb_sides = [int(max(spec.grids[:l])) for l in range(1, L + 1)]
   thumb_sums = {s: 0.0 for s in set(thumb_sides)}
   seen = 0
@@ -258,7 +258,6 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
           sem_hits[l] += sum(w in names for w in words)
           sem_total[l] += len(words)
         top = {vocab_words[t] for l in range(min(TOP_WORD_LAYERS, L)) for t in ids[l][i].reshape(-1)}
-        main_named += bool(top & main)
         tops.append(top)
         mains.append(main)
     seen += n
@@ -285,7 +284,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
         {"layer": l + 1, "precision": float(sem_hits[l] / sem_total[l]), "chance": ch,
          "ratio_to_chance": float(sem_hits[l] / sem_total[l] / ch) if ch > 0 else float("nan")}
         for l in range(sem_layers)]
-    out["main_named"] = main_named / seen
+    out["main_named"] = sum(bool(t & m) for t, m in zip(tops, mains)) / seen
     out["main_named_other_image"] = other_image_naming(tops, mains)
   return out
 

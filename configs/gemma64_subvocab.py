@@ -4,7 +4,8 @@ Layers 1-2 search only the words the shipped LiT teacher names first most often 
 colours, shapes, patterns; `semantic.vocab_size`), and the semantic cross-entropy moves the learned code map toward
 the teacher's first word instead of the encoder (`semantic.pull=codes`, weight 1.0, top-1). Measured at 1,400
 steps on held-out scenes and photo crops against the shipped default and the thumbnail in benchmarks/README.md
-("The sub-vocabulary recipe at 1,400 steps"). Not the shipped default yet. Train it (about 75 min on 2 CPU cores here, partly shared):
+("The sub-vocabulary recipe at 1,400 steps"). Not the shipped default yet. Train it (about 75 min on 2 CPU
+cores here, partly shared):
 
   python tools/train_default_tokenizer.py --config configs/gemma64_subvocab.py \
       --workdir runs/subvocab --out runs/subvocab/tokenizer

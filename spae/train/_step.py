@@ -177,11 +177,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
                                    total_steps=max(cfg.steps, cfg.semantic.warmup + 1),
                                    final_ratio=cfg.semantic.final_ratio)
       sem = jnp.zeros((), jnp.float32)
+      whole = (codebook, extras["teacher_idx"])
+      subset = (codebook[sub_rows], jnp.asarray(sub_pos)[extras["teacher_idx"]]) if spec.semantic_layers else None
       for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample, quantizer), start=1):
         t = jax.lax.stop_gradient(t) if pull == "codes" else t
-        codes, idx = codebook, extras["teacher_idx"]
-        if spec.searches_subset(l):
-          codes, idx = codebook[sub_rows], jnp.asarray(sub_pos)[idx]
+        codes, idx = subset if spec.searches_subset(l) else whole
         v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk, codebook_grad=pull != "targets")
         terms[f"semantic_l{l}"] = v

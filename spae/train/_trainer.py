@@ -185,31 +185,30 @@ class Trainer:
       raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
     fn = teacher.relevance_fn(self.vocab)
     if sem.centre_images:
-      from spae import data as D
-
-      # The reference images are the first training images as the model sees them, without random augmentation.
-      crop = "center" if self.cfg.crop == "random" else self.cfg.crop
-      prep = D.Preprocess(self.cfg.tokenizer.image_size, crop=crop, flip=False)
-      n = min(sem.centre_images, len(src))
-      fn = fn.centred(np.stack([D.preprocess(src.load(i), prep) for i in range(n)]))
+      fn = fn.centred(self._reference_images(src, sem.centre_images))
     return fn if allowed is None else fn.restricted(allowed)
+
+  def _reference_images(self, src: Any, n: int) -> np.ndarray:
+    """The first `n` training images as the model sees them, without random augmentation: [n, S, S, 3]."""
+    from spae import data as D
+
+    crop = "center" if self.cfg.crop == "random" else self.cfg.crop
+    prep = D.Preprocess(self.cfg.tokenizer.image_size, crop=crop, flip=False)
+    return np.stack([D.preprocess(src.load(i), prep) for i in range(min(n, len(src)))])
 
   def _teacher_vocab(self, src: Any) -> tuple[int, ...]:
     """The `semantic.vocab_size` words the teacher puts in its top k most often over the first
-    `semantic.vocab_images` training images (as the model sees them, without random augmentation); ties go to
-    the lower row. Sorted by row."""
-    from spae import data as D
-
+    `semantic.vocab_images` training images (`_reference_images`); ties go to the lower row. Sorted by row."""
     sem = self.cfg.semantic
-    crop = "center" if self.cfg.crop == "random" else self.cfg.crop
-    prep = D.Preprocess(self.cfg.tokenizer.image_size, crop=crop, flip=False)
-    n, batch, v = min(sem.vocab_images, len(src)), 64, len(self.vocab)
+    images = self._reference_images(src, sem.vocab_images)
+    n, batch, v = len(images), 64, len(self.vocab)
     counts = np.zeros(v, np.int64)
     for start in range(0, n, batch):
-      rows = [D.preprocess(src.load(i), prep) for i in range(start, min(n, start + batch))]
-      x = np.stack(rows + [rows[-1]] * (batch - len(rows)))  # one shape, one compile
+      x = images[start:start + batch]
+      m = len(x)
+      x = np.concatenate([x, np.repeat(x[-1:], batch - m, axis=0)])  # one shape, one compile
       idx, _ = self._teacher_jit(self.teacher_fn, self._teacher_mask, jnp.asarray(x))
-      counts += np.bincount(np.asarray(idx)[:len(rows)].ravel(), minlength=v)
+      counts += np.bincount(np.asarray(idx)[:m].ravel(), minlength=v)
     order = np.lexsort((np.arange(v), -counts))[:sem.vocab_size]
     chosen = order[counts[order] > 0]
     if len(chosen) < sem.teacher_top_k:
