@@ -22,7 +22,9 @@ On scenes it also reports semantic precision: the fraction of the tokens of laye
 scene's attribute names (shape, colour, tone, size, texture of any object, or the background colour), against the
 chance level of uniformly drawn vocabulary entries; and `main_named`, the share of images whose top words (the
 tokens of layers 1-2) include the main object's colour or shape name, next to `main_named_other_image`, the same
-share with another image's top words (words that do not depend on the image score as well there). No weights
+share with another image's top words (words that do not depend on the image score as well there); and
+`names_by_layer`, per semantic layer the share of images whose words include the background's colour, the main
+object's colour, and its shape (which of them a layer spells). No weights
 are ever downloaded; LPIPS / rFID are skipped (with a note in the JSON) when their files are not given.
 
   python benchmarks/recon.py --smoke --out /tmp/recon.json                  # CI: tiny untrained tokenizer
@@ -183,6 +185,21 @@ def batches(images: np.ndarray, bs: int) -> Iterator[tuple[np.ndarray, int]]:
 
 
 # British spellings of the scenes' attribute words: 'grey' names a gray object as well as 'gray' does.
+ROLES = ("background colour", "main colour", "main shape")
+
+
+def attribute_roles(a: dict[str, Any]) -> dict[str, str]:
+  """The word for each of ROLES in a `scenes` or `shapes` scene: what a top layer could name."""
+  if "count" in a:  # spae.data._scenes
+    return dict(zip(ROLES, (a["background"]["colour"]["name"], a["colour"], a["shape"])))
+  return dict(zip(ROLES, (a["background"], a["objects"][0]["colour"], a["objects"][0]["shape"])))
+
+
+def role_shares(words: list[set[str]], roles: list[dict[str, str]]) -> dict[str, float]:
+  """Per role, the share of images whose words (one set per image) include that image's word for the role."""
+  return {r: sum(ro[r] in w for w, ro in zip(words, roles)) / max(1, len(words)) for r in ROLES}
+
+
 _SPELLINGS = {"grey": "gray", "centre": "center"}
 
 
@@ -225,6 +242,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   sem_layers = min(SEMANTIC_LAYERS, L)
   sem_hits, sem_total, chance = np.zeros(sem_layers), np.zeros(sem_layers), []
   tops, mains = [], []  # per image: its layer-1/2 words, its main object's names
+  layer_words, roles = [[] for _ in range(sem_layers)], []  # per semantic layer, per image: its words; the roles
   thumb_sides = [int(max(spec.grids[:l])) for l in range(1, L + 1)]
   thumb_sums = {s: 0.0 for s in set(thumb_sides)}
   seen = 0
@@ -257,6 +275,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
           words = [vocab_words[t] for t in ids[l][i].reshape(-1)]
           sem_hits[l] += sum(w in names for w in words)
           sem_total[l] += len(words)
+          layer_words[l].append(set(words))
+        roles.append({r: _norm_word(w) for r, w in attribute_roles(attrs[seen + i]).items()})
         top = {vocab_words[t] for l in range(min(TOP_WORD_LAYERS, L)) for t in ids[l][i].reshape(-1)}
         tops.append(top)
         mains.append(main)
@@ -284,6 +304,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
         {"layer": l + 1, "precision": float(sem_hits[l] / sem_total[l]), "chance": ch,
          "ratio_to_chance": float(sem_hits[l] / sem_total[l] / ch) if ch > 0 else float("nan")}
         for l in range(sem_layers)]
+    # Which word a layer names: a top layer that spells the background's colour cannot tell the main object apart.
+    out["names_by_layer"] = [{"layer": l + 1, **role_shares(layer_words[l], roles)} for l in range(sem_layers)]
     out["main_named"] = sum(bool(t & m) for t, m in zip(tops, mains)) / seen
     out["main_named_other_image"] = other_image_naming(tops, mains)
   return out
@@ -381,6 +403,9 @@ def main(argv=None) -> int:
     if "semantic_precision" in res:
       print("semantic precision (tokens naming a scene attribute) vs uniform-token chance:")
       _common.print_table(res["semantic_precision"], ["layer", "precision", "chance", "ratio_to_chance"])
+      print("share of images whose layer's words include the background's colour, the main object's colour, "
+            "its shape:")
+      _common.print_table(res["names_by_layer"], ["layer", *ROLES])
       print(f"top words (layers 1-{TOP_WORD_LAYERS}) name the main object's colour or shape: "
             f"{100 * res['main_named']:.0f}% of images; with another image's top words (the baseline): "
             f"{100 * res['main_named_other_image']:.0f}%")

@@ -108,6 +108,8 @@ def test_recon_reports_every_prefix(smoke_runs):
     assert res["rows"][0]["saq_mse"] == pytest.approx(res["rows"][0]["rq_mse"], rel=1e-5)
   sem = data["datasets"]["shapes-heldout"]["semantic_precision"]
   assert all(0.0 <= s["precision"] <= 1.0 and s["chance"] > 0.0 for s in sem)
+  by_layer = data["datasets"]["shapes-heldout"]["names_by_layer"]
+  assert [r["layer"] for r in by_layer] == [s["layer"] for s in sem] and all(0.0 <= r["main shape"] <= 1.0 for r in by_layer)
   # Without weight files the perceptual metrics are skipped with a note, never computed from random weights.
   assert any("lpips" in n for n in data["notes"]) and any("rfid" in n for n in data["notes"])
 
@@ -197,3 +199,22 @@ def test_naming_baseline_uses_other_images_words():
   assert recon.other_image_naming([{"red"}, {"blue"}, {"green"}], mains) == 0.0  # each names only its own
   assert recon.other_image_naming([{"red", "blue", "green"}] * 3, mains) == 1.0  # names everything, everywhere
   assert recon.other_image_naming([{"red"}, {"red"}, {"red"}], mains) == 2 / 6  # image 0 named from 1 and 2
+
+
+def test_names_by_role_tells_background_from_main_object():
+  """A layer that spells each image's background colour scores on that role only, not on the main object's."""
+  sys.path.insert(0, str(BENCH))
+  import recon
+  from spae.data import SceneSource, render_scene, scene_rng
+
+  src = SceneSource(6, 32, seed=0, split="test")
+  roles = [recon.attribute_roles(src.attributes(i)) for i in range(6)]
+  assert all(set(r) == set(recon.ROLES) and all(r.values()) for r in roles)
+  background_words = [{r["background colour"]} for r in roles]
+  shares = recon.role_shares(background_words, roles)
+  assert shares["background colour"] == 1.0
+  assert shares["main shape"] == 0.0  # shape names are never colour names
+  assert recon.role_shares([{r["main shape"], r["main colour"]} for r in roles], roles)["main shape"] == 1.0
+  assert recon.role_shares([set()] * 6, roles) == {r: 0.0 for r in recon.ROLES}
+  _, _, a = render_scene(scene_rng(0, "test", 0), 32)
+  assert recon.attribute_roles(a)["background colour"] == a["background"]  # `shapes` scenes name it directly
