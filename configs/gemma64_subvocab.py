@@ -5,7 +5,7 @@ Layers 1-2 search only the words the shipped LiT teacher names first most often 
 colours, shapes, patterns; `semantic.vocab_size`), and the semantic cross-entropy moves the learned code map toward
 the teacher's first word instead of the encoder (`semantic.pull=codes`, weight 1.0, top-1). Measured on held-out
 scenes and photo crops against the previous default and the thumbnail in benchmarks/README.md. Rebuild the shipped
-parameters (about 60 min on 2 CPU cores here) with
+parameters (67 min on 2 CPU cores here) with
 
   python tools/train_default_tokenizer.py --minilm-dir MINILM_FOLDER
 """

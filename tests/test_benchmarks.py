@@ -109,7 +109,8 @@ def test_recon_reports_every_prefix(smoke_runs):
   sem = data["datasets"]["shapes-heldout"]["semantic_precision"]
   assert all(0.0 <= s["precision"] <= 1.0 and s["chance"] > 0.0 for s in sem)
   by_layer = data["datasets"]["shapes-heldout"]["names_by_layer"]
-  assert [r["layer"] for r in by_layer] == [s["layer"] for s in sem] and all(0.0 <= r["main shape"] <= 1.0 for r in by_layer)
+  assert [r["layer"] for r in by_layer] == [s["layer"] for s in sem]
+  assert all(0.0 <= r[role] <= 1.0 for r in by_layer for role in ("background colour", "main colour", "main shape"))
   # Without weight files the perceptual metrics are skipped with a note, never computed from random weights.
   assert any("lpips" in n for n in data["notes"]) and any("rfid" in n for n in data["notes"])
 
