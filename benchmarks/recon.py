@@ -107,9 +107,11 @@ def attribute_names(a: dict[str, Any]) -> tuple[set[str], set[str]]:
     bg = a["background"]
     names = {o["shape"] for o in objs} | {o["size"] for o in objs} | {o["fill"] for o in objs}
     names |= {c[k] for c in [o["colour"] for o in objs] + [bg["colour"], bg["colour2"]] for k in ("name", "tone")}
-    return names - {""}, {a["colour"], a["shape"]}
-  names = {a["background"]} | {o[k] for o in objs for k in ("shape", "colour", "size", "texture")}
-  return names, {objs[0]["colour"], objs[0]["shape"]}
+    names -= {""}
+  else:
+    names = {a["background"]} | {o[k] for o in objs for k in ("shape", "colour", "size", "texture")}
+  roles = attribute_roles(a)
+  return names, {roles["main colour"], roles["main shape"]}
 
 
 def folder_photo_files(folder: str) -> list[Path]:
@@ -184,7 +186,6 @@ def batches(images: np.ndarray, bs: int) -> Iterator[tuple[np.ndarray, int]]:
     yield b, n
 
 
-# British spellings of the scenes' attribute words: 'grey' names a gray object as well as 'gray' does.
 ROLES = ("background colour", "main colour", "main shape")
 
 
@@ -200,6 +201,7 @@ def role_shares(words: list[set[str]], roles: list[dict[str, str]]) -> dict[str,
   return {r: sum(ro[r] in w for w, ro in zip(words, roles)) / max(1, len(words)) for r in ROLES}
 
 
+# British spellings of the scenes' attribute words: 'grey' names a gray object as well as 'gray' does.
 _SPELLINGS = {"grey": "gray", "centre": "center"}
 
 
@@ -277,7 +279,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
           sem_total[l] += len(words)
           layer_words[l].append(set(words))
         roles.append({r: _norm_word(w) for r, w in attribute_roles(attrs[seen + i]).items()})
-        top = {vocab_words[t] for l in range(min(TOP_WORD_LAYERS, L)) for t in ids[l][i].reshape(-1)}
+        top = set().union(*(layer_words[l][-1] for l in range(min(TOP_WORD_LAYERS, sem_layers))))
         tops.append(top)
         mains.append(main)
     seen += n
