@@ -15,6 +15,14 @@ whole tokens of the teacher's text tokenizer (English words, for MiniLM). Baseli
   python benchmarks/teacher_words.py --vocab gemma3-270m \\
       --teacher "lit:default#text_tower=MINILM" --teacher "lit:runs/teacher_scenes#text_tower=MINILM" --out tw.json
   python benchmarks/teacher_words.py --smoke --out /tmp/tw.json     # CI: shipped teacher and vocabulary, 8 images
+
+--subvocab N [N ...] adds what the semantic loss trains layers 1-2 toward: the teacher's *first* word read the
+trainer's way (relevance centred on the first --centre-images training images of --data, restricted to whole
+text-tower words, and to the N words it names first most often on the first --vocab-images of them:
+`semantic.vocab_size`), and the share of held-out scenes whose first word is the background's colour, the main
+object's colour, its shape (recon.py's roles), beside the same share given another image's first word.
+  python benchmarks/teacher_words.py --vocab gemma3-270m --teacher "lit:scenes#text_tower=MINILM" \
+      --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
 """
 
 from __future__ import annotations
@@ -92,6 +100,46 @@ def measure(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, 
   return out
 
 
+def _training_images(data: str, n: int) -> np.ndarray:
+  """The first `n` training images of a data spec as the trainer's teacher sees them (centre crop, no flip)."""
+  from spae import data as D
+  from spae import train as T
+
+  src = T.open_data(data)
+  prep = D.Preprocess(64, crop="center", flip=False)
+  return np.stack([D.preprocess(src.load(i), prep) for i in range(min(n, len(src)))])
+
+
+def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], sizes: list[int],
+                train_images: np.ndarray, centre: int) -> list[dict[str, Any]]:
+  """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc)."""
+  import jax
+  import jax.numpy as jnp
+
+  from spae.train._trainer import most_named
+
+  fn = teacher.relevance_fn(vocab).centred(train_images[:centre])
+  whole = teacher.whole_word_mask(vocab)
+  fn = fn if whole is None else fn.restricted(whole)
+  score = jax.jit(lambda f, x: f(x))
+  rel = lambda x: np.concatenate([np.asarray(score(fn, jnp.asarray(x[i:i + 64], jnp.float32)))
+                                  for i in range(0, len(x), 64)])
+  counts = np.bincount(rel(train_images).argmax(1), minlength=len(vocab))
+  held = rel(images.astype(np.float32) / 255.0)
+  words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
+  roles = [recon.attribute_roles(a) for a in attrs]
+  out = []
+  for n in sizes:
+    sub = most_named(counts, n)
+    first = [{words[sub[j]]} for j in held[:, sub].argmax(1)]
+    mains = [{r["main colour"], r["main shape"]} for r in roles]
+    out.append({"size": int(len(sub)), "words": [words[i] for i in sub],
+                "roles": recon.role_shares(first, roles),
+                "main object": float(np.mean([bool(f & m) for f, m in zip(first, mains)])),
+                "main object, other image": recon.other_image_naming(first, mains)})
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--teacher", action="append", default=[], help="a teacher spec (spae.teachers.load); repeatable")
@@ -100,6 +148,12 @@ def main(argv=None) -> int:
   p.add_argument("--num-reference", type=int, default=400, help="train-split scenes for the centring means")
   p.add_argument("--top", type=int, default=5, help="k: the demo's 'top words' are 5 (layers 1-2)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--subvocab", type=int, nargs="*", default=[], metavar="N",
+                  help="sub-vocabulary sizes for the first-word measure (module doc)")
+  p.add_argument("--data", default="mix:scenes=0.7,photos=0.3", help="training data spec the words are chosen on")
+  p.add_argument("--vocab-images", type=int, default=1024)
+  p.add_argument("--centre-images", type=int, default=256)
+  p.add_argument("--split", default="test", choices=("test", "validation"), help="held-out scenes' split")
   p.add_argument("--smoke", action="store_true", help="the shipped teacher and vocabulary, 8 images (CI)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
@@ -107,22 +161,27 @@ def main(argv=None) -> int:
 
   if a.smoke:
     a.teacher, a.vocab, a.num_images, a.num_reference = ["lit:default"], "default", 8, 8
+    a.subvocab, a.vocab_images, a.centre_images = [4], 16, 8
   teachers = a.teacher or ["lit:default"]
   vocab = T.build_vocabulary(a.vocab)
-  images, attrs = recon.new_scenes(a.num_images, 64, a.seed)
+  images, attrs = recon.new_scenes(a.num_images, 64, a.seed, a.split)
+  train_images = _training_images(a.data, a.vocab_images) if a.subvocab else None
   from spae.data import SceneSource
 
   ref = SceneSource(a.num_reference, 64, seed=a.seed, split="train")
   reference = np.stack([ref.load(i) for i in range(len(ref))])
   rows = []
   for spec in teachers:
-    res = measure(_load_teacher(spec), vocab, images, attrs, a.top, reference)
+    teacher = _load_teacher(spec)
+    res = measure(teacher, vocab, images, attrs, a.top, reference)
+    if a.subvocab:
+      res["first_word"] = first_words(teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images)
     rows.append({"teacher": spec, **res})
     _common.write_json(a.out, {"benchmark": "teacher_words", "machine": _common.machine_info(), "args": vars(a),
                                "vocab_size": len(vocab), "rows": rows})
   info = _common.machine_info()
-  print(f"# teacher top-{a.top} words over {a.vocab} (V={len(vocab)}) on {a.num_images} held-out test-split scenes; "
-        f"{info.get('cpu', '')} ({info['cpu_count']} cores), load avg {os.getloadavg()[0]:.2f}")
+  print(f"# teacher top-{a.top} words over {a.vocab} (V={len(vocab)}) on {a.num_images} held-out {a.split}-split "
+        f"scenes; {info.get('cpu', '')} ({info['cpu_count']} cores), load avg {os.getloadavg()[0]:.2f}")
   table = []
   for r in rows:
     c = r.get("caption")
@@ -134,6 +193,15 @@ def main(argv=None) -> int:
                     "first image's top words": " ".join(t["example"])})
   print(f"first image: {rows[0]['example_caption']!r}")
   _common.print_table(table, list(table[0]))
+  sub = [{"teacher": r["teacher"].split("#")[0], "sub-vocabulary": f["size"],
+          **{role: f"{100 * v:.1f}%" for role, v in f["roles"].items()},
+          "main object": f"{100 * f['main object']:.1f}%",
+          "another image's word": f"{100 * f['main object, other image']:.1f}%"}
+         for r in rows for f in r.get("first_word", [])]
+  if sub:
+    print(f"\nthe teacher's first word in its sub-vocabulary ({a.split} scenes; chosen on {a.vocab_images} "
+          f"training images of {a.data}):")
+    _common.print_table(sub, list(sub[0]))
   return 0
 
 

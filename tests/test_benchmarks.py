@@ -136,6 +136,11 @@ def test_teacher_words_reports_shares_and_chance(smoke_runs):
     assert all(0.0 <= v[k] <= 1.0 for k in ("colour", "shape", "either"))
     assert v["either"] >= max(v["colour"], v["shape"]) and len(v["example"]) == data["args"]["top"]
   assert 0.0 < row["chance_either"] < 0.05
+  (first,) = row["first_word"]  # --smoke: a 4-word sub-vocabulary chosen on 16 training images
+  assert first["size"] == len(first["words"]) <= 4 and set(first["roles"]) == {"background colour", "main colour",
+                                                                              "main shape"}
+  assert all(0.0 <= v <= 1.0 for v in (*first["roles"].values(), first["main object"],
+                                       first["main object, other image"]))
 
 
 def test_speed_baselines_match_or_are_skipped(smoke_runs):

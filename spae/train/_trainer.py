@@ -102,6 +102,13 @@ class MetricsLog:
       self.writer.close()
 
 
+def most_named(counts: np.ndarray, size: int) -> np.ndarray:
+  """The (at most) `size` rows with the highest counts, zero counts dropped; ties go to the lower row. The rule
+  that picks a semantic sub-vocabulary from how often the teacher names each word (`semantic.vocab_size`)."""
+  order = np.lexsort((np.arange(len(counts)), -np.asarray(counts)))[:size]
+  return order[np.asarray(counts)[order] > 0]
+
+
 class Trainer:
   """Builds data, models, optimisers and checkpoints from a TrainConfig and runs the loop.
 
@@ -209,8 +216,7 @@ class Trainer:
       x = np.concatenate([x, np.repeat(x[-1:], batch - m, axis=0)])  # one shape, one compile
       idx, _ = self._teacher_jit(self.teacher_fn, self._teacher_mask, jnp.asarray(x))
       counts += np.bincount(np.asarray(idx)[:m].ravel(), minlength=v)
-    order = np.lexsort((np.arange(v), -counts))[:sem.vocab_size]
-    chosen = order[counts[order] > 0]
+    chosen = most_named(counts, sem.vocab_size)
     if len(chosen) < sem.teacher_top_k:
       raise SpaeInputError(f"the teacher named only {len(chosen)} distinct words over {n} training images, fewer "
                            f"than semantic.teacher_top_k={sem.teacher_top_k}; use more semantic.vocab_images.")
