@@ -21,7 +21,8 @@ trainer's way (relevance centred on the first --centre-images training images of
 text-tower words, and to the N words it names first most often on the first --vocab-images of them:
 `semantic.vocab_size`), and the share of held-out scenes whose first word is the background's colour, the main
 object's colour, its shape (recon.py's roles), beside the same share given another image's first word.
-  python benchmarks/teacher_words.py --vocab gemma3-270m --teacher "lit:scenes#text_tower=MINILM" \
+  python benchmarks/teacher_words.py --vocab gemma3-270m \\
+      --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
       --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
 """
 
