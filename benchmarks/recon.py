@@ -210,6 +210,16 @@ def _norm_word(w: str) -> str:
   return _SPELLINGS.get(w, w)
 
 
+def role_words(a: dict[str, Any]) -> dict[str, str]:
+  """attribute_roles with each word spelt as the tokens' words are compared (_norm_word)."""
+  return {r: _norm_word(w) for r, w in attribute_roles(a).items()}
+
+
+def naming_share(tops: list[set[str]], mains: list[set[str]]) -> float:
+  """The share of images whose top words include one of their main object's names."""
+  return sum(bool(t & m) for t, m in zip(tops, mains)) / max(1, len(tops))
+
+
 def other_image_naming(tops: list[set[str]], mains: list[set[str]]) -> float:
   """The baseline of the naming share: the share of images whose main object's names are among the top words of
   *another* image, averaged over every ordered pair i != j. Words that name images no better than this do not
@@ -278,7 +288,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
           sem_hits[l] += sum(w in names for w in words)
           sem_total[l] += len(words)
           layer_words[l].append(set(words))
-        roles.append({r: _norm_word(w) for r, w in attribute_roles(attrs[seen + i]).items()})
+        roles.append(role_words(attrs[seen + i]))
         top = set().union(*(layer_words[l][-1] for l in range(min(TOP_WORD_LAYERS, sem_layers))))
         tops.append(top)
         mains.append(main)
@@ -308,7 +318,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
         for l in range(sem_layers)]
     # Which word a layer names: a top layer that spells the background's colour cannot tell the main object apart.
     out["names_by_layer"] = [{"layer": l + 1, **role_shares(layer_words[l], roles)} for l in range(sem_layers)]
-    out["main_named"] = sum(bool(t & m) for t, m in zip(tops, mains)) / seen
+    out["main_named"] = naming_share(tops, mains)
     out["main_named_other_image"] = other_image_naming(tops, mains)
   return out
 

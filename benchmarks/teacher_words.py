@@ -102,13 +102,11 @@ def measure(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, 
 
 
 def _training_images(data: str, n: int) -> np.ndarray:
-  """The first `n` training images of a data spec as the trainer's teacher sees them (centre crop, no flip)."""
-  from spae import data as D
+  """The first `n` training images of a data spec as the trainer's teacher sees them (64 px, centre crop)."""
   from spae import train as T
+  from spae.train._trainer import reference_images
 
-  src = T.open_data(data)
-  prep = D.Preprocess(64, crop="center", flip=False)
-  return np.stack([D.preprocess(src.load(i), prep) for i in range(min(n, len(src)))])
+  return reference_images(T.open_data(data), n, 64, "center")
 
 
 def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], sizes: list[int],
@@ -128,15 +126,15 @@ def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[s
   counts = np.bincount(rel(train_images).argmax(1), minlength=len(vocab))
   held = rel(images.astype(np.float32) / 255.0)
   words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
-  roles = [recon.attribute_roles(a) for a in attrs]
+  roles = [recon.role_words(a) for a in attrs]
+  mains = [{r["main colour"], r["main shape"]} for r in roles]
   out = []
   for n in sizes:
     sub = most_named(counts, n)
     first = [{words[sub[j]]} for j in held[:, sub].argmax(1)]
-    mains = [{r["main colour"], r["main shape"]} for r in roles]
     out.append({"size": int(len(sub)), "words": [words[i] for i in sub],
                 "roles": recon.role_shares(first, roles),
-                "main object": float(np.mean([bool(f & m) for f, m in zip(first, mains)])),
+                "main object": recon.naming_share(first, mains),
                 "main object, other image": recon.other_image_naming(first, mains)})
   return out
 

@@ -102,6 +102,16 @@ class MetricsLog:
       self.writer.close()
 
 
+def reference_images(src: Any, n: int, image_size: int, crop: str) -> np.ndarray:
+  """The first `n` images of a training source as the model sees them, without random augmentation (a random
+  crop becomes the centre crop; no flip): [n, S, S, 3] floats in [0, 1]. What the teacher is centred on and
+  chooses the semantic sub-vocabulary from."""
+  from spae import data as D
+
+  prep = D.Preprocess(image_size, crop="center" if crop == "random" else crop, flip=False)
+  return np.stack([D.preprocess(src.load(i), prep) for i in range(min(n, len(src)))])
+
+
 def most_named(counts: np.ndarray, size: int) -> np.ndarray:
   """The (at most) `size` rows with the highest counts, zero counts dropped; ties go to the lower row. The rule
   that picks a semantic sub-vocabulary from how often the teacher names each word (`semantic.vocab_size`)."""
@@ -196,12 +206,7 @@ class Trainer:
     return fn if allowed is None else fn.restricted(allowed)
 
   def _reference_images(self, src: Any, n: int) -> np.ndarray:
-    """The first `n` training images as the model sees them, without random augmentation: [n, S, S, 3]."""
-    from spae import data as D
-
-    crop = "center" if self.cfg.crop == "random" else self.cfg.crop
-    prep = D.Preprocess(self.cfg.tokenizer.image_size, crop=crop, flip=False)
-    return np.stack([D.preprocess(src.load(i), prep) for i in range(min(n, len(src)))])
+    return reference_images(src, n, self.cfg.tokenizer.image_size, self.cfg.crop)
 
   def _teacher_vocab(self, src: Any) -> tuple[int, ...]:
     """The `semantic.vocab_size` words the teacher puts in its top k most often over the first
