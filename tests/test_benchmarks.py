@@ -34,6 +34,7 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
     "teacher_words": ("teacher_words.py", [], {"benchmark", "machine", "args", "vocab_size", "rows"}),
     "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
+    "layer_readout": ("layer_readout.py", [], {"benchmark", "machine", "load_avg", "args", "tokenizer", "rows"}),
     # --split validation: the recipe-choosing mode (the test split is recon's default path, smoked above).
     "tokenizer_ablation": ("tokenizer_ablation.py", ["--rows", "no-quantizer,projected-rq", "--split", "validation"],
                            {"benchmark", "machine", "args", "results"}),
@@ -224,3 +225,56 @@ def test_names_by_role_tells_background_from_main_object():
   assert recon.role_shares([set()] * 6, roles) == {r: 0.0 for r in recon.ROLES}
   _, _, a = render_scene(scene_rng(0, "test", 0), 32)
   assert recon.attribute_roles(a)["background colour"] == a["background"]  # `shapes` scenes name it directly
+
+
+def test_layer_readout_reports_every_layer_role_and_feature(smoke_runs):
+  data = _load(smoke_runs, "layer_readout")
+  rows = data["rows"]
+  assert [(r["layer"], r["role"]) for r in rows] == [(l, role) for l in (1, 2) for role in
+                                                     ("background colour", "main colour", "main shape")]
+  for r in rows:
+    assert all(0.0 <= r[f]["accuracy"] <= 1.0 for f in ("latent", "words", "thumbnail"))
+    assert 0.0 <= r["majority"] <= 1.0 and r["classes"] >= 2
+
+
+def test_layer_readout_reads_what_features_carry_and_nothing_else():
+  """The readout's classifier recovers a class written linearly into the features, and scores near chance when
+  the labels are unrelated to them; the ridge strength is chosen on the training set alone."""
+  import numpy as np
+
+  sys.path.insert(0, str(BENCH))
+  import layer_readout as lr
+
+  rng = np.random.default_rng(0)
+  classes, n = 4, 400
+  y = rng.integers(0, classes, n)
+  centres = rng.normal(size=(classes, 6)) * 3
+  x = centres[y] + rng.normal(size=(n, 6))
+  got = lr.readout(x[:300], y[:300], x[300:], y[300:], classes)
+  assert got["accuracy"] > 0.9 and got["lambda"] in lr.LAMBDAS
+  noise = lr.readout(rng.normal(size=(300, 6)), y[:300], rng.normal(size=(100, 6)), y[300:], classes)
+  assert noise["accuracy"] < 0.45  # chance is 0.25
+  wide = rng.normal(size=(n, 500))  # more features than training scenes: the dual form
+  wide[:, 0] += 4 * (y == 1)
+  assert lr.readout(wide[:300], (y[:300] == 1).astype(int), wide[300:], (y[300:] == 1).astype(int), 2)["accuracy"] > 0.8
+  tr, te = lr.bag(np.array([[5, 7], [7, 7]]), np.array([[7, 9]]))
+  assert tr.tolist() == [[1, 1], [0, 2]] and te.tolist() == [[0, 1]]  # id 9 never seen in training
+
+
+def test_attention_readout_finds_an_object_the_block_mean_dilutes():
+  """A class written at one marked position of the latent grid is read by the learned pooling, not from the mean."""
+  import numpy as np
+
+  sys.path.insert(0, str(BENCH))
+  import layer_readout as lr
+
+  rng = np.random.default_rng(1)
+  n, classes = 400, 3
+  y = rng.integers(0, classes, n)
+  z = np.repeat(np.repeat(rng.normal(size=(n, 1, 1, 4)) * 0.5, 8, 1), 8, 2) + rng.normal(size=(n, 8, 8, 4)) * 0.05
+  py, px = rng.integers(0, 8, n), rng.integers(0, 8, n)
+  z[np.arange(n), py, px, :3] += 3.0 * np.eye(classes)[y]
+  z[np.arange(n), py, px, 3] += 3.0  # the object's marker
+  pooled = lr.attention_readout(z[:300], y[:300], z[300:], y[300:], classes)["accuracy"]
+  mean = lr.readout(z[:300].mean((1, 2)), y[:300], z[300:].mean((1, 2)), y[300:], classes)["accuracy"]
+  assert pooled > 0.9 and pooled > mean + 0.2
