@@ -41,4 +41,7 @@ def test_shipped_tokenizer_is_what_its_training_record_says():
   shipped = ROOT / "spae" / "assets" / "default" / "tokenizer"
   rec = json.loads((shipped / "training.json").read_text())
   assert rec["config"] == tool.DEFAULT_CONFIG.name and rec["overrides"] == [] and rec["seed"] == 0
+  from spae.train import load_config
+
+  assert rec["steps"] == load_config(tool.DEFAULT_CONFIG).steps  # a recipe edited since would not match
   assert tool.params_digest(shipped) == rec["params_sha256"]

@@ -389,7 +389,9 @@ def test_semantic_loss_runs_over_the_sub_vocabulary(tiny_cfg):
 
 
 def test_subvocab_config_is_gemma64_with_the_semantic_options():
+  """The shipped recipe is configs/gemma64.py with the semantic options and more steps, nothing else."""
   base = T.load_config(ROOT / "configs" / "gemma64.py")
   sub = T.load_config(ROOT / "configs" / "gemma64_subvocab.py")
   assert (sub.semantic.vocab_size, sub.semantic.pull, sub.semantic.teacher_top_k) == (512, "codes", 1)
-  assert dataclasses.replace(sub, semantic=base.semantic) == base
+  assert (base.steps, sub.steps) == (1400, 2200)
+  assert dataclasses.replace(sub, semantic=base.semantic, steps=base.steps) == base
