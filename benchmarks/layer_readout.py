@@ -14,9 +14,9 @@ one-vs-rest classifier fitted on `train`-split scenes and scored on `test`-split
 - `words`: the layer's token ids as a bag (one-hot counts over the ids seen in the training scenes): what the
   tokens carry;
 - `thumbnail`: the pixels' s_l×s_l box averages (the baseline: what the same grid of exact colours carries);
-- `pooled` (layer 1 only): a small learned attention pooling of the whole latent grid into one value, then the
-  same kind of classifier (`attention_readout`): what one content-dependent quantization input could carry where
-  layer 1 now quantizes the block mean;
+- `pooled` (layer 1 only): a small learned attention pooling of the whole latent grid into one d-vector, read
+  beside the block mean by a linear classifier (`attention_readout`): what one content-dependent quantization
+  input could add where layer 1 now quantizes the block mean;
 - `majority`: the training scenes' most frequent answer (chance).
 
 The ridge strength is chosen per feature by 5-fold cross-validation on the training scenes only. A layer whose
