@@ -14,9 +14,9 @@ one-vs-rest classifier fitted on `train`-split scenes and scored on `test`-split
 - `words`: the layer's token ids as a bag (one-hot counts over the ids seen in the training scenes): what the
   tokens carry;
 - `thumbnail`: the pixels' s_l×s_l box averages (the baseline: what the same grid of exact colours carries);
-- `pooled` (layer 1 only): a small learned attention pooling of the whole latent grid into one d-vector, read
-  beside the block mean by a linear classifier (`attention_readout`): what one content-dependent quantization
-  input could add where layer 1 now quantizes the block mean;
+- `pooled` (layer 1 only): a small learned attention pooling of the whole latent grid into one d-vector, read by a
+  linear classifier from that vector alone (`attention_readout`): what one content-dependent quantization input
+  could carry where layer 1 now quantizes the block mean;
 - `majority`: the training scenes' most frequent answer (chance).
 
 The ridge strength is chosen per feature by 5-fold cross-validation on the training scenes only. A layer whose
@@ -85,12 +85,13 @@ def readout(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, 
 
 def attention_readout(ztr: np.ndarray, ytr: np.ndarray, zte: np.ndarray, yte: np.ndarray, classes: int,
                       steps: int = 800, hidden: int = 32, lr: float = 1e-2) -> dict[str, float]:
-  """Test accuracy of a learned pooling of the whole latent grid ([N, H, W, d]) into one value, then a linear
-  classifier: what a single content-dependent quantization input (instead of the block mean) could carry.
+  """Test accuracy of a learned pooling of the whole latent grid ([N, H, W, d]) into one d-vector, then a linear
+  classifier on that vector alone: what a single content-dependent quantization input (instead of the block mean)
+  could carry.
 
-    s_p = v·tanh(A [z_p ; z_p − z̄] + c),  a = softmax_p(s),  f = Σ_p a_p z_p,  logits = W [f ; z̄] + b
+    s_p = v·tanh(A [z_p ; z_p − z̄] + c),  a = softmax_p(s),  f = Σ_p a_p z_p,  logits = W f + b
 
-  (z̄ the block mean). Full-batch Adam on the training scenes for a fixed budget; nothing is chosen on the test
+  (z̄ the block mean, which only steers the pooling). Full-batch Adam on the training scenes for a fixed budget; nothing is chosen on the test
   scenes.
   """
   import jax
@@ -109,12 +110,12 @@ def attention_readout(ztr: np.ndarray, ytr: np.ndarray, zte: np.ndarray, yte: np
     h = jnp.tanh(jnp.concatenate([z, z - zbar], -1) @ p["a"] + p["c"])
     att = jax.nn.softmax(h @ p["v"], axis=1)  # [N, P]
     f = jnp.einsum("np,npd->nd", att, z)
-    return jnp.concatenate([f, zbar[:, 0]], -1) @ p["w"] + p["b"]
+    return f @ p["w"] + p["b"]
 
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   params = {"a": jax.random.normal(k1, (2 * d, hidden)) / np.sqrt(2 * d), "c": jnp.zeros(hidden),
             "v": jax.random.normal(k2, (hidden,)) / np.sqrt(hidden),
-            "w": jax.random.normal(k3, (2 * d, classes)) * 0.01, "b": jnp.zeros(classes)}
+            "w": jax.random.normal(k3, (d, classes)) * 0.01, "b": jnp.zeros(classes)}
   opt = optax.adamw(lr, weight_decay=1e-4)
   xtr, ytr_j = prep(ztr), jnp.asarray(ytr)
 
