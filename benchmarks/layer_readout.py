@@ -137,6 +137,7 @@ def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -
   """Per layer: {'latent': [N, s²·d], 'ids': [N, s²], 'thumbnail': [N, s²·3]} for uint8 images [N, S, S, 3];
   the first also holds 'grid': the whole latent grid [N, h, w, d]."""
   from spae._pyramid import subsample
+  from spae.metrics import box_average
 
   spec = tok.config.pyramid
   out: list[dict[str, list]] = [{"latent": [], "ids": [], "thumbnail": []} for _ in range(layers)]
@@ -149,24 +150,16 @@ def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -
     for l, grid in enumerate(spec.grids[:layers]):
       out[l]["latent"].append(np.asarray(subsample(z, grid, spec.subsample)).reshape(len(x), -1))
       out[l]["ids"].append(np.asarray(ids[l]).reshape(len(x), -1))
-      b = pix.shape[1] // grid
-      out[l]["thumbnail"].append(pix.reshape(len(x), grid, b, grid, b, 3).mean((2, 4)).reshape(len(x), -1))
+      out[l]["thumbnail"].append(box_average(pix, grid).reshape(len(x), -1))
   return [{k: np.concatenate(v) for k, v in o.items()} for o in out]
 
 
 def bag(ids_tr: np.ndarray, ids_te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """One-hot counts of each image's ids over the ids seen in training (unseen test ids count nowhere)."""
-  vocab = {int(v): j for j, v in enumerate(np.unique(ids_tr))}
+  from spae.prompting import bag_of_tokens
 
-  def counts(ids):
-    m = np.zeros((len(ids), len(vocab)), np.float32)
-    for i, row in enumerate(ids):
-      for v in row:
-        if int(v) in vocab:
-          m[i, vocab[int(v)]] += 1
-    return m
-
-  return counts(ids_tr), counts(ids_te)
+  columns = np.unique(ids_tr)
+  return bag_of_tokens(ids_tr, columns, normalise=False), bag_of_tokens(ids_te, columns, normalise=False)
 
 
 def evaluate(tok: Any, train: tuple[np.ndarray, list], test: tuple[np.ndarray, list], layers: int) -> list[dict]:

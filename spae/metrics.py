@@ -19,8 +19,8 @@ from spae._io import SpaeInputError
 
 __all__ = [
     "CodebookEvaluator", "FeatureStats", "FidEvaluator", "INCEPTION_CONVS", "InceptionFeatures", "ReconEvaluator",
-    "UsageWindow", "feature_statistics", "frechet_distance", "get_evaluator", "list_evaluators", "psnr",
-    "register_evaluator", "ssim", "thumbnail",
+    "UsageWindow", "box_average", "feature_statistics", "frechet_distance", "get_evaluator", "list_evaluators",
+    "psnr", "register_evaluator", "ssim", "thumbnail",
 ]
 
 Array = jax.Array
@@ -101,10 +101,15 @@ def thumbnail(images: Any, side: int) -> np.ndarray:
   x, single = as_float_batch(images)
   if not isinstance(side, (int, np.integer)) or not 1 <= side <= min(x.shape[1:3]):
     raise SpaeInputError(f"thumbnail side must be an integer in [1, {min(x.shape[1:3])}], got {side!r}.")
-  ah, aw = _box_weights(x.shape[1], int(side)), _box_weights(x.shape[2], int(side))
-  cells = np.einsum("iy,byxc,jx->bijc", ah, x.astype(np.float64), aw)
-  out = resize(to_uint8(cells), x.shape[1:3])
+  out = resize(to_uint8(box_average(x, int(side))), x.shape[1:3])
   return out[0] if single else out
+
+
+def box_average(x: np.ndarray, side: int) -> np.ndarray:
+  """float [B, H, W, C] -> float64 [B, side, side, C]: each cell the area-weighted mean of the pixels under it
+  (the thumbnail's cell colours before rounding)."""
+  ah, aw = _box_weights(x.shape[1], side), _box_weights(x.shape[2], side)
+  return np.einsum("iy,byxc,jx->bijc", ah, np.asarray(x, np.float64), aw)
 
 
 def _box_weights(n: int, s: int) -> np.ndarray:

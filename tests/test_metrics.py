@@ -76,6 +76,8 @@ def test_thumbnail_is_the_box_average_scaled_back_up():
   # s dividing the side: block means, rounded to 8 bits, then the one bicubic resize back up.
   cells = np.round(x.reshape(2, 4, 16, 4, 16, 3).mean((2, 4)) * 255).astype(np.uint8)
   np.testing.assert_allclose(M.thumbnail(x, 4), resize(cells, 64), atol=1e-6)
+  # box_average is those cell colours before rounding.
+  np.testing.assert_allclose(M.box_average(x, 4), x.reshape(2, 4, 16, 4, 16, 3).mean((2, 4)), atol=1e-6)
   # Any size: area weights when the cells do not divide the side; a constant image stays constant.
   flat = np.full((30, 45, 3), 200, np.uint8)
   np.testing.assert_allclose(M.thumbnail(flat, 7), 200 / 255, atol=1e-6)

@@ -25,8 +25,9 @@ def jaccard_probe(support_tokens: Sequence[Sequence[int]], support_classes: Sequ
   return int(support_classes[int(np.argmax(sims))])
 
 
-def bag_of_tokens(tokens: Sequence[Sequence[int]], columns: np.ndarray) -> np.ndarray:
-  """float [n, len(columns)] token counts restricted to `columns`, each row L2-normalised."""
+def bag_of_tokens(tokens: Sequence[Sequence[int]], columns: np.ndarray, normalise: bool = True) -> np.ndarray:
+  """float [n, len(columns)] token counts restricted to `columns`, each row L2-normalised (raw counts when not
+  `normalise`)."""
   col = {int(c): j for j, c in enumerate(columns)}
   x = np.zeros((len(tokens), len(columns)), np.float64)
   for i, t in enumerate(tokens):
@@ -34,6 +35,8 @@ def bag_of_tokens(tokens: Sequence[Sequence[int]], columns: np.ndarray) -> np.nd
       j = col.get(int(tok))
       if j is not None:
         x[i, j] += 1.0
+  if not normalise:
+    return x
   norm = np.linalg.norm(x, axis=1, keepdims=True)
   return x / np.maximum(norm, 1e-12)
 
