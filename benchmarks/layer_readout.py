@@ -10,7 +10,7 @@ one-vs-rest classifier fitted on `train`-split scenes and scored on `test`-split
 
 - `latent`: the values layer l's search sees before the running sum is taken off, i.e. the encoder's latents
   subsampled to the layer's grid the tokenizer's way (`PyramidSpec.subsample`: block means for 'pool', block
-  centres for 'dilation'), flattened ([s_l² · d]);
+  centres for 'dilation'; the tokenizer's own attention pooling on its pooled layers), flattened ([s_l² · d]);
 - `words`: the layer's token ids as a bag (one-hot counts over the ids seen in the training scenes): what the
   tokens carry;
 - `thumbnail`: the pixels' s_l×s_l box averages (the baseline: what the same grid of exact colours carries);
@@ -136,7 +136,7 @@ def attention_readout(ztr: np.ndarray, ytr: np.ndarray, zte: np.ndarray, yte: np
 def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -> list[dict[str, np.ndarray]]:
   """Per layer: {'latent': [N, s²·d], 'ids': [N, s²], 'thumbnail': [N, s²·3]} for uint8 images [N, S, S, 3];
   the first also holds 'grid': the whole latent grid [N, h, w, d]."""
-  from spae._pyramid import subsample
+  from spae._pyramid import attention_pool, subsample
   from spae.metrics import box_average
 
   spec = tok.config.pyramid
@@ -144,11 +144,13 @@ def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -
   for s in range(0, len(images), batch):
     x = images[s:s + batch]
     z = tok.encode_latents(x)
+    pool = tok.model.pool_weights(z) or []  # a pyramid with pooled top layers quantizes their attention pooling
     ids = tok.encode(x, layers=layers).ids
     pix = x.astype(np.float32) / 255.0
     out[0].setdefault("grid", []).append(np.asarray(z))
     for l, grid in enumerate(spec.grids[:layers]):
-      out[l]["latent"].append(np.asarray(subsample(z, grid, spec.subsample)).reshape(len(x), -1))
+      value = attention_pool(z, grid, pool[l]) if l < len(pool) else subsample(z, grid, spec.subsample)
+      out[l]["latent"].append(np.asarray(value).reshape(len(x), -1))
       out[l]["ids"].append(np.asarray(ids[l]).reshape(len(x), -1))
       out[l]["thumbnail"].append(box_average(pix, grid).reshape(len(x), -1))
   return [{k: np.concatenate(v) for k, v in o.items()} for o in out]

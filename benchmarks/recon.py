@@ -165,8 +165,9 @@ def make_eval_fn(tok: Any):
     model = nnx.merge(graphdef, state)
     z = model.encoder(x * 2.0 - 1.0)
     # The tokenizer's own quantizer (SAQ unless it was trained with 'rq'), then the RQ ablation on the same z.
-    ids, saq = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk)
-    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk)
+    pool = model.pool_weights(z)
+    ids, saq = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk, pool_weights=pool)
+    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk, pool_weights=pool)
     r = jnp.stack(saq + rq)  # [2L, B, h, w, d]
     mse = jnp.mean(jnp.square(r - z[None]), axis=(2, 3, 4))
     y = model.decoder(r.reshape((-1,) + r.shape[2:]))

@@ -29,12 +29,17 @@ class PyramidSpec:
   `semantic_vocab` / `semantic_layers`: the top `semantic_layers` layers search only these codebook rows (a
   semantic sub-vocabulary, e.g. the words a teacher names most often: `spae.train` SemanticConfig.vocab_size);
   the other layers search the whole vocabulary. 0 layers (the default): every layer searches everything.
+  `pooled_layers`: the top `pooled_layers` layers quantize a learned attention pooling of each block
+  (`attention_pool`, weights from the autoencoder's `SemanticPool`) instead of `subsample`'s value, so a one-word
+  layer can carry the object rather than the image's average; `pool_hidden` is that scorer's width.
   """
 
   grids: tuple[int, ...] = (1, 2, 4, 8, 16, 16)
   subsample: Literal["dilation", "pool"] = "dilation"
   semantic_layers: int = 0
   semantic_vocab: tuple[int, ...] = ()
+  pooled_layers: int = 0
+  pool_hidden: int = 32
 
   def __post_init__(self):
     object.__setattr__(self, "grids", tuple(int(s) for s in self.grids))
@@ -52,12 +57,24 @@ class PyramidSpec:
                            f"set together: layers > 0 with a non-empty list of codebook rows, or neither.")
     if any(k < 0 for k in v) or len(set(v)) != len(v):
       raise SpaeInputError("semantic_vocab must list distinct codebook rows >= 0.")
+    for name in ("pooled_layers", "pool_hidden"):
+      n = getattr(self, name)
+      if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise SpaeInputError(f"{name} must be an integer >= 0, got {n!r}.")
+    if self.pooled_layers > len(self.grids):
+      raise SpaeInputError(f"pooled_layers ({self.pooled_layers}) exceeds the pyramid's {len(self.grids)} layers.")
+    if self.pooled_layers and self.pool_hidden < 1:
+      raise SpaeInputError("pool_hidden must be >= 1 when pooled_layers > 0.")
 
   def check_vocab(self, vocab_size: int) -> None:
     """Refuses a semantic sub-vocabulary with rows outside a vocabulary of `vocab_size`."""
     if self.semantic_vocab and max(self.semantic_vocab) >= vocab_size:
       raise SpaeInputError(f"semantic_vocab holds row {max(self.semantic_vocab)}, outside this vocabulary of "
                            f"{vocab_size} words; it was made for another vocabulary.")
+
+  def is_pooled(self, layer: int) -> bool:
+    """Whether layer `layer` (1-based) quantizes a learned attention pooling of its blocks."""
+    return layer <= self.pooled_layers
 
   def searches_subset(self, layer: int) -> bool:
     """Whether layer `layer` (1-based) searches only `semantic_vocab`."""
@@ -182,6 +199,14 @@ def subsample(z: Array, grid: int, mode: str = "dilation") -> Array:
   return z[:, block_centres(h, grid)][:, :, block_centres(w, grid)]
 
 
+def attention_pool(x: Array, grid: int, weights: Array) -> Array:
+  """[B, H, W, d] -> [B, grid, grid, d]: Σ_{p in block} a_p x_p, with `weights` a [B, H, W] that sums to 1 over
+  every block of the grid (`spae._nets.SemanticPool`). Uniform weights give the block mean."""
+  b_, h, w, d = x.shape
+  y = (x * weights[..., None]).reshape(b_, grid, h // grid, grid, w // grid, d)
+  return y.sum(axis=(2, 4))
+
+
 def upsample(q: Array, h: int, w: int) -> Array:
   """Nearest-neighbour [B, s, s, d] -> [B, H, W, d]: every position takes its block's code."""
   s = q.shape[1]
@@ -189,26 +214,32 @@ def upsample(q: Array, h: int, w: int) -> Array:
 
 
 def layer_target(z: Array, previous: Array | None, layer: int, grid: int, mode: str = "dilation",
-                 quantizer: str = "saq") -> Array:
+                 quantizer: str = "saq", weights: Array | None = None) -> Array:
   """Layer l's quantization target at its grid×grid sample positions c:
 
     SAQ: t_l = l·z(c) − Σ_{i<l} q_i(c)        RQ: t_l = z(c) − Σ_{i<l} q_i(c)
+
+  where x(c) is `subsample`'s value of block c, or, with `weights` (a pooled layer), the attention pooling
+  Σ_{p in c} a_p x_p. Either way the map is linear, so the SAQ algebra holds unchanged.
 
   Args:
     z: [B, H, W, d] latents.
     previous: Σ_{i<l} q_i at full resolution, [B, H, W, d] (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}); None for layer 1.
     layer: l, 1-based. grid: s_l. mode: the pyramid's subsampler ('dilation' or 'pool').
     quantizer: 'saq' or 'rq'.
+    weights: [B, H, W] attention weights summing to 1 per block (pooled layers), or None.
   Returns:
-    [B, grid, grid, d]. Differentiable in both inputs (the quantizer passes stopped values).
+    [B, grid, grid, d]. Differentiable in every input (the quantizer passes stopped values).
   """
-  t = subsample(z, grid, mode)
+  sub = (lambda x: attention_pool(x, grid, weights)) if weights is not None else (lambda x: subsample(x, grid, mode))
+  t = sub(z)
   t = layer * t if quantizer == "saq" else t
-  return t if previous is None else t - subsample(previous, grid, mode)
+  return t if previous is None else t - sub(previous)
 
 
 def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
-                 vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
+                 vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None
+                 ) -> tuple[list[Array], list[Array]]:
   """Streaming Average Quantization of z over the pyramid.
 
   Layer l (1-based) targets t_l = l·z(c) − Σ_{i<l} q_i(c) at its sample positions c and picks
@@ -220,27 +251,40 @@ def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *
     z: [B, H, W, d] latents.
     codebook: [V, d] frozen rows.
     spec: the pyramid.
+    pool_weights: one [B, H, W] weight map per pooled layer (`spec.pooled_layers`; the model's
+      `pool_weights(z)`), None when none is pooled.
   Returns:
     ids: one int32 [B, s_l, s_l] per layer; recon: one [B, H, W, d] per prefix l = 1..L.
   """
-  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk)
+  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk, pool_weights)
 
 
 def rq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
-                vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
+                vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None
+                ) -> tuple[list[Array], list[Array]]:
   """Residual-sum ablation: t_l = z(c) − Σ_{i<l} q_i(c) and r_l = Σ_{i≤l} q_i (same token budget as SAQ)."""
-  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk)
+  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk, pool_weights)
 
 
 def pyramid_quantize(z: Array, codebook: Array, spec: PyramidSpec, quantizer: str = "saq", *,
-                     vocab_chunk: int = 8192) -> tuple[list[Array], list[Array]]:
+                     vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None
+                     ) -> tuple[list[Array], list[Array]]:
   """`saq_quantize` (quantizer='saq') or `rq_quantize` (quantizer='rq')."""
   if quantizer not in ("saq", "rq"):
     raise SpaeInputError(f"quantizer must be 'saq' or 'rq', got {quantizer!r}.")
-  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk)
+  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk, pool_weights)
 
 
-def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
+def check_pool_weights(spec: PyramidSpec, pool_weights: Sequence[Array] | None) -> list:
+  """One weight map per pooled layer, as a list (empty when the pyramid pools none)."""
+  got = list(pool_weights) if pool_weights is not None else []
+  if len(got) != spec.pooled_layers:
+    raise SpaeInputError(f"the pyramid pools its top {spec.pooled_layers} layers but {len(got)} attention weight "
+                         f"maps were given; pass the model's pool_weights(z).")
+  return got
+
+
+def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None):
   z = jnp.asarray(z, jnp.float32)
   if z.ndim != 4:
     raise SpaeInputError(f"latents must be [B, H, W, d], got shape {z.shape}.")
@@ -254,6 +298,10 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
   b_, h, w, d = z.shape
   spec.check_latent(h, w)
   spec.check_vocab(codebook.shape[0])
+  weights = [jax.lax.stop_gradient(jnp.asarray(a, jnp.float32)) for a in check_pool_weights(spec, pool_weights)]
+  if any(a.shape != (b_, h, w) for a in weights):
+    raise SpaeInputError(f"attention weight maps must be [B, H, W] = {(b_, h, w)}, got "
+                         f"{[tuple(a.shape) for a in weights]}.")
   zs = jax.lax.stop_gradient(z)
   running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
   ids_out, recon_out = [], []
@@ -261,7 +309,8 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk):
     sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
     sub_codes = search_codes[sub_rows]
   for layer, s in enumerate(spec.grids, start=1):
-    target = layer_target(zs, running, layer, s, spec.subsample, mode).reshape(-1, d)
+    a = weights[layer - 1] if spec.is_pooled(layer) else None
+    target = layer_target(zs, running, layer, s, spec.subsample, mode, a).reshape(-1, d)
     if spec.searches_subset(layer):  # the nearest of the sub-vocabulary, as a row of the whole codebook
       ids = sub_rows[nearest_tokens(target, sub_codes, vocab_chunk=vocab_chunk)].reshape(b_, s, s)
     else:

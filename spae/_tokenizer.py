@@ -69,13 +69,16 @@ class TokenizerConfig:
 
   def make_autoencoder(self, vocab_shape: tuple[int, int], rngs: nnx.Rngs) -> Autoencoder:
     """The networks (and codebook map) for a vocabulary table of shape (V, D)."""
-    return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape))
+    spec = self.pyramid
+    return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape),
+                       pool_grids=spec.grids[:spec.pooled_layers], pool_hidden=spec.pool_hidden)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any], where: str = "tokenizer config") -> "TokenizerConfig":
     """From `to_dict()` output (e.g. JSON); unknown keys and wrong types are SpaeInputErrors naming `where`."""
     return _strict.from_dict(cls, d, where, minimums={"num_res_blocks": 0, "semantic_layers": 0,
-                                                          "semantic_vocab": 0})
+                                                          "semantic_vocab": 0, "pooled_layers": 0,
+                                                          "pool_hidden": 0})
 
 
 @dataclasses.dataclass
@@ -217,14 +220,15 @@ class Tokenizer:
       raise SpaeInputError(f"layers must be an integer from 1 to {spec.num_layers}, got {layers!r}.")
     k = int(k)
     if k not in self._encode_fns:
-      part = dataclasses.replace(spec, grids=spec.grids[:k])
+      part = dataclasses.replace(spec, grids=spec.grids[:k], pooled_layers=min(spec.pooled_layers, k))
       chunk, quantizer = self.config.vocab_chunk, self.config.quantizer
 
       @jax.jit
       def fn(state, codebook, x):
         model = nnx.merge(self._graphdef, state)
         z = model.encoder(x * 2.0 - 1.0)
-        ids, _ = pyramid_quantize(z, codebook, part, quantizer, vocab_chunk=chunk)
+        ids, _ = pyramid_quantize(z, codebook, part, quantizer, vocab_chunk=chunk,
+                                  pool_weights=_pooled_prefix(model.pool_weights(z), part))
         return ids
 
       self._encode_fns[k] = fn
@@ -313,6 +317,11 @@ class Tokenizer:
     nnx.replace_by_pure_dict(state, restored)
     model = nnx.merge(graphdef, state)
     return cls(config, vocab, model)
+
+
+def _pooled_prefix(weights: list | None, spec: PyramidSpec) -> list | None:
+  """The attention weight maps of the pooled layers among a prefix `spec` of the pyramid."""
+  return None if weights is None else weights[:spec.pooled_layers]
 
 
 def share_default_vocabulary(directory: str | os.PathLike, builtin: str = "default") -> bool:

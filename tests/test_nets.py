@@ -51,3 +51,46 @@ def test_output_shapes(skip):
   ae = Autoencoder(dataclasses.replace(CFG, pixel_skip=skip, latent_dim=8), rngs=nnx.Rngs(0))
   z = ae.encoder(jnp.zeros((1, 32, 32, 3)))
   assert z.shape == (1, 8, 8, 8) and ae.decoder(z).shape == (1, 32, 32, 3)
+
+
+def test_semantic_pool_weights_sum_to_one_per_block_and_start_as_the_block_mean():
+  from spae._nets import SemanticPool
+
+  pool = SemanticPool(4, 8, rngs=nnx.Rngs(0))
+  z = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 4))
+  for grid in (1, 2, 4):
+    a = np.asarray(pool(z, grid))
+    assert a.shape == (2, 8, 8)
+    np.testing.assert_allclose(a.reshape(2, grid, 8 // grid, grid, 8 // grid).sum((2, 4)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(a, 1.0 / (8 // grid) ** 2, rtol=1e-5)  # zero-initialised score: uniform
+
+
+def test_semantic_pool_learns_to_find_an_object_the_block_mean_dilutes():
+  """Trained to pool toward a marked position's value, the scorer finds it from the latent (it differs from its
+  block), which the block mean cannot: the pooled layers' reason to exist."""
+  import optax
+
+  from spae._nets import SemanticPool
+  from spae._pyramid import attention_pool
+
+  rng = np.random.default_rng(0)
+  n, h, d = 64, 8, 4
+  background = rng.standard_normal((n, 1, 1, d))
+  obj = rng.standard_normal((n, d))
+  z = np.broadcast_to(background, (n, h, h, d)).copy() + 0.05 * rng.standard_normal((n, h, h, d))
+  pos = rng.integers(0, h, (n, 2))
+  z[np.arange(n), pos[:, 0], pos[:, 1]] = obj + 4.0  # the object: one position, far from its background
+  z = jnp.asarray(z, jnp.float32)
+  target = jnp.asarray(obj + 4.0, jnp.float32)
+  model = SemanticPool(d, 16, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+  loss = lambda p: jnp.mean(jnp.square(attention_pool(z, 1, nnx.merge(graphdef, p)(z, 1))[:, 0, 0] - target))
+  tx = optax.adam(3e-2)
+  opt = tx.init(params)
+  before = float(loss(params))
+  for _ in range(150):
+    g = jax.grad(loss)(params)
+    u, opt = tx.update(g, opt, params)
+    params = optax.apply_updates(params, u)
+  after = float(loss(params))
+  assert after < 0.05 * before, (before, after)

@@ -206,3 +206,61 @@ def test_bad_shapes_raise_clear_errors():
     spae.saq_quantize(np.zeros((1, 4, 4, 3), np.float32), e, spae.PyramidSpec((1, 2)))
   with pytest.raises(spae.SpaeInputError):
     spae.PyramidSpec((0, 2))
+
+
+def _np_pooled_saq(z, e, grids, weights):
+  """SAQ whose top len(weights) layers take Σ_{p in block} a_p x_p instead of the block centre (docs/method.md)."""
+  b, h, w, d = z.shape
+  running = np.zeros_like(z, dtype=np.float64)
+  ids_all = []
+  for l, s in enumerate(grids, start=1):
+    bh, bw = h // s, w // s
+    ids = np.zeros((b, s, s), np.int64)
+    q = np.zeros_like(running)
+    for n in range(b):
+      for i in range(s):
+        for j in range(s):
+          blk = (n, slice(i * bh, (i + 1) * bh), slice(j * bw, (j + 1) * bw))
+          x = l * z[blk] - running[blk]
+          if l <= len(weights):
+            t = (weights[l - 1][blk][..., None] * x).sum((0, 1))
+          else:
+            t = x[bh // 2, bw // 2]
+          k = int(_np_nearest(t[None].astype(np.float32), e)[0][0])
+          ids[n, i, j] = k
+          q[blk] = e[k]
+    running = running + q
+    ids_all.append(ids)
+  return ids_all
+
+
+def test_pooled_layers_quantize_the_attention_pooling():
+  """Pooled layers search Σ a_p·(l·z − Σq)_p per block; uniform weights are the block mean; the rest are unchanged."""
+  from spae._pyramid import attention_pool, subsample
+
+  rng = np.random.default_rng(3)
+  z = rng.standard_normal((2, 8, 8, 4)).astype(np.float32)
+  e = rng.standard_normal((50, 4)).astype(np.float32)
+  uniform = np.full((2, 8, 8), 1 / 64, np.float32)
+  np.testing.assert_allclose(np.asarray(attention_pool(jnp.asarray(z), 1, jnp.asarray(uniform))),
+                             np.asarray(subsample(jnp.asarray(z), 1, "pool")), rtol=1e-5, atol=1e-6)
+  logits = rng.standard_normal((2, 8, 8)) * 3
+  w1 = np.exp(logits) / np.exp(logits).sum((1, 2), keepdims=True)  # one block: the whole grid
+  blocks = np.exp(logits).reshape(2, 2, 4, 2, 4).sum((2, 4))
+  w2 = np.exp(logits) / np.repeat(np.repeat(blocks, 4, 1), 4, 2)  # 2×2 blocks
+  spec = spae.PyramidSpec((1, 2, 4), pooled_layers=2)
+  ids, _ = spae.saq_quantize(z, e, spec, pool_weights=[jnp.asarray(w1, jnp.float32), jnp.asarray(w2, jnp.float32)])
+  ref = _np_pooled_saq(z, e, (1, 2, 4), [w1, w2])
+  for a, r in zip(ids, ref):
+    np.testing.assert_array_equal(np.asarray(a), r)
+  # All weight on one position: layer 1 quantizes that position's latent, not the image's.
+  one = np.zeros((2, 8, 8), np.float32)
+  one[:, 5, 2] = 1.0
+  ids1, _ = spae.saq_quantize(z, e, spae.PyramidSpec((1,), pooled_layers=1), pool_weights=[jnp.asarray(one)])
+  np.testing.assert_array_equal(np.asarray(ids1[0])[:, 0, 0], _np_nearest(z[:, 5, 2], e)[0])
+  with pytest.raises(spae.SpaeInputError, match="pool_weights"):
+    spae.saq_quantize(z, e, spec)
+  with pytest.raises(spae.SpaeInputError, match=r"\[B, H, W\]"):
+    spae.saq_quantize(z, e, spec, pool_weights=[jnp.asarray(w1[:, :4]), jnp.asarray(w2)])
+  with pytest.raises(spae.SpaeInputError, match="pooled_layers"):
+    spae.PyramidSpec((1, 2), pooled_layers=3)

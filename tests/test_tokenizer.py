@@ -192,3 +192,34 @@ def test_bundle_can_reference_the_shipped_default_vocabulary(tmp_path):
   # A bundle over another vocabulary keeps its own copy.
   spae.tiny_tokenizer().save(tmp_path / "tiny")
   assert not share_default_vocabulary(tmp_path / "tiny") and (tmp_path / "tiny" / "vocab").is_dir()
+
+
+def test_pooled_layers_survive_save_load_and_prefix_encodes(sample_images, tmp_path):
+  """A pyramid with pooled top layers: its scorer is saved with the bundle, reloads to identical tokens, a k-layer
+  encode gives the full encode's first k layers, and the scorer really steers the top words."""
+  import dataclasses
+
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  cfg = spae.tiny_config()
+  cfg = dataclasses.replace(cfg, pyramid=dataclasses.replace(cfg.pyramid, pooled_layers=2, pool_hidden=8))
+  tok = spae.Tokenizer(cfg, spae.tiny_vocabulary(), seed=0)
+  # A scorer that is not uniform: a random score vector (the initial one is zero, i.e. the block mean).
+  tok.model.pool.score.kernel.value = jax.random.normal(jax.random.PRNGKey(0), (8, 1)) * 20.0
+  tok.refresh()
+  full = tok.encode(sample_images)
+  tok.save(tmp_path / "t")
+  back = spae.Tokenizer.load(tmp_path / "t")
+  assert back.config.pyramid.pooled_layers == 2
+  for a, b in zip(full.ids, back.encode(sample_images).ids):
+    np.testing.assert_array_equal(a, b)
+  for k in (1, 2, 3):
+    part = tok.encode(sample_images, layers=k)
+    for a, b in zip(part.ids, full.ids[:k]):
+      np.testing.assert_array_equal(a, b)
+  uniform = spae.Tokenizer(cfg, spae.tiny_vocabulary(), model=tok.model, seed=0)
+  uniform.model.pool.score.kernel.value = jnp.zeros((8, 1))
+  uniform.refresh()
+  assert any((a != b).any() for a, b in zip(uniform.encode(sample_images).ids[:2], full.ids[:2]))

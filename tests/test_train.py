@@ -395,3 +395,31 @@ def test_subvocab_config_is_gemma64_with_the_semantic_options():
   assert (sub.semantic.vocab_size, sub.semantic.pull, sub.semantic.teacher_top_k) == (512, "codes", 1)
   assert (base.steps, sub.steps) == (1400, 2200)
   assert dataclasses.replace(sub, semantic=base.semantic, steps=base.steps) == base
+
+
+def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(tiny_cfg):
+  """With `pull=codes` and pooled top layers, the semantic CE moves the attention scorer (where to look) and the
+  code map, never the encoder: same steps with the CE weighted 100 or 0 leave identical encoders."""
+  from spae.train._step import Models, init_state, make_train_step
+
+  vocab = spae.tiny_vocabulary()
+  table = jnp.asarray(vocab.embeddings, jnp.float32)
+  images = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
+  idx, probs = spae.losses.teacher_distribution(ToyTeacher(len(vocab))(images), 4, 0.1)
+  after = {}
+  for w in (0, 100):
+    cfg = tiny_cfg
+    for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.pyramid.grids=[1, 2]",
+              "tokenizer.pyramid.pooled_layers=2", f"semantic.weight={w}", "optim.grad_clip=1e9",
+              "semantic.pull=codes"):
+      cfg = T.apply_override(cfg, o)
+    models = Models(cfg, table.shape)
+    state = init_state(cfg, models)
+    step = jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))
+    for _ in range(2):
+      state, metrics, _ = step(state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
+      assert np.isfinite(float(metrics["semantic"]))
+    after[w] = jax.device_get(state["g_params"])
+  assert _tree_equal(after[0]["encoder"], after[100]["encoder"])
+  assert not _tree_equal(after[0]["pool"], after[100]["pool"])
+  assert not np.array_equal(after[0]["codebook"]["weight"], after[100]["codebook"]["weight"])

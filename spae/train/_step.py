@@ -95,19 +95,22 @@ def search_chunk(vocab_size: int, max_chunk: int) -> int:
 
 
 def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
-                     mode: str, quantizer: str = "saq") -> list[jax.Array]:
+                     mode: str, quantizer: str = "saq", pool_weights: list[jax.Array] | None = None
+                     ) -> list[jax.Array]:
   """The quantizer's targets of the top `num_layers` layers (`spae._pyramid.layer_target`), each [B, s_l², d].
 
-  Σ_{i<l} q_i (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}) enters stopped, so gradients reach z only, exactly where the
-  quantizer looks.
+  Σ_{i<l} q_i (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}) enters stopped, so gradients reach z only (and the attention
+  weights of pooled layers, `pool_weights`: one [B, H, W] map per pooled layer), exactly where the quantizer looks.
   """
+  pool_weights = list(pool_weights or [])
   out = []
   for l in range(1, num_layers + 1):
     previous = None
     if l > 1:
       previous = jax.lax.stop_gradient(recons[l - 2])
       previous = (l - 1) * previous if quantizer == "saq" else previous
-    t = layer_target(z, previous, l, grids[l - 1], mode, quantizer)
+    weights = pool_weights[l - 1] if l <= len(pool_weights) else None
+    t = layer_target(z, previous, l, grids[l - 1], mode, quantizer, weights)
     out.append(t.reshape(z.shape[0], grids[l - 1] ** 2, z.shape[-1]))
   return out
 
@@ -141,7 +144,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     z = ae.encoder(x)
     # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
     codebook = ae.codes(table)
-    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search)
+    pool = ae.pool_weights(z)  # attention weights of the pooled layers (None without them)
+    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search, pool_weights=pool)
     terms: dict[str, jax.Array] = {}
     if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
       recons = [z] * len(recons)
@@ -179,8 +183,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       sem = jnp.zeros((), jnp.float32)
       whole = (codebook, extras["teacher_idx"])
       subset = (codebook[sub_rows], jnp.asarray(sub_pos)[extras["teacher_idx"]]) if spec.semantic_layers else None
-      for l, t in enumerate(semantic_targets(z, recons, spec.grids, n_sem, spec.subsample, quantizer), start=1):
-        t = jax.lax.stop_gradient(t) if pull == "codes" else t
+      # 'codes' keeps the encoder out of the CE: the targets see stopped latents, and only the pooled layers'
+      # attention weights (whose scorer reads stopped latents too) and the code map learn from it.
+      z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
+      for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, n_sem, spec.subsample, quantizer, pool),
+                            start=1):
         codes, idx = subset if spec.searches_subset(l) else whole
         v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk, codebook_grad=pull != "targets")
