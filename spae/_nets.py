@@ -171,16 +171,18 @@ class Decoder(nnx.Module):
 class SemanticPool(nnx.Module):
   """Attention weights that pool each block of a grid into one value (the pooled layers' quantization input).
 
-    s_p = v·tanh(A [z_p ; z_p − z̄_c] + b),   a_p = softmax_{p in c}(s_p)
+    s_p = β·‖z_p − z̄_c‖² + v·tanh(A [z_p ; z_p − z̄_c] + b),   a_p = softmax_{p in c}(s_p)
 
   with z̄_c the mean of p's block c, so a position scores by what it is and by how it differs from its block (an
   object against its background). The scorer reads stopped latents: it learns where to look (from the semantic
-  loss) and never moves the encoder. v starts at zero, so the weights start uniform: the block mean.
+  loss) and never moves the encoder. v starts at zero and β at `contrast`, so the weights start as a contrast
+  pooling (toward what differs from the block's mean); `contrast=0` starts from the block mean itself.
   """
 
-  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, hidden: int, *, contrast: float = 1.0, rngs: nnx.Rngs):
     self.hidden = nnx.Linear(2 * dim, hidden, rngs=rngs)
     self.score = nnx.Linear(hidden, 1, use_bias=False, kernel_init=nnx.initializers.zeros, rngs=rngs)
+    self.contrast = nnx.Param(jnp.asarray(contrast, jnp.float32))
 
   def __call__(self, z: jax.Array, grid: int) -> jax.Array:
     """[B, H, W, d] -> [B, H, W] weights summing to 1 over every block of the grid×grid partition."""
@@ -188,7 +190,9 @@ class SemanticPool(nnx.Module):
     b, h, w, d = z.shape
     blocks = z.reshape(b, grid, h // grid, grid, w // grid, d)
     mean = jnp.broadcast_to(blocks.mean(axis=(2, 4), keepdims=True), blocks.shape).reshape(z.shape)
-    s = self.score(jnp.tanh(self.hidden(jnp.concatenate([z, z - mean], axis=-1))))[..., 0]
+    dev = z - mean
+    s = self.contrast.value * jnp.sum(dev * dev, axis=-1) \
+        + self.score(jnp.tanh(self.hidden(jnp.concatenate([z, dev], axis=-1))))[..., 0]
     s = s.reshape(b, grid, h // grid, grid, w // grid).transpose(0, 1, 3, 2, 4).reshape(b, grid, grid, -1)
     a = jax.nn.softmax(s, axis=-1)
     return a.reshape(b, grid, grid, h // grid, w // grid).transpose(0, 1, 3, 2, 4).reshape(b, h, w)
@@ -200,13 +204,13 @@ class Autoencoder(nnx.Module):
 
   def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs, codebook: CodebookConfig = CodebookConfig(),
                vocab_shape: tuple[int, int] | None = None, pool_grids: tuple[int, ...] = (),
-               pool_hidden: int = 32):
+               pool_hidden: int = 32, pool_contrast: float = 1.0):
     self.encoder = Encoder(cfg, rngs=rngs)
     self.decoder = Decoder(cfg, rngs=rngs)
     self.codebook_mode = codebook.mode
     self.pool_grids = tuple(pool_grids)
     if self.pool_grids:  # only pooled pyramids add it, so other bundles keep their parameter tree
-      self.pool = SemanticPool(cfg.latent_dim, pool_hidden, rngs=rngs)
+      self.pool = SemanticPool(cfg.latent_dim, pool_hidden, contrast=pool_contrast, rngs=rngs)
     if codebook.trainable:
       if vocab_shape is None:
         raise ValueError(f"codebook mode {codebook.mode!r} needs the vocabulary's shape (V, D).")

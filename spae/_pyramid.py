@@ -31,7 +31,8 @@ class PyramidSpec:
   the other layers search the whole vocabulary. 0 layers (the default): every layer searches everything.
   `pooled_layers`: the top `pooled_layers` layers quantize a learned attention pooling of each block
   (`attention_pool`, weights from the autoencoder's `SemanticPool`) instead of `subsample`'s value, so a one-word
-  layer can carry the object rather than the image's average; `pool_hidden` is that scorer's width.
+  layer can carry the object rather than the image's average; `pool_hidden` is that scorer's width and
+  `pool_contrast` the initial weight of its contrast term (0: start from the block mean).
   """
 
   grids: tuple[int, ...] = (1, 2, 4, 8, 16, 16)
@@ -40,6 +41,7 @@ class PyramidSpec:
   semantic_vocab: tuple[int, ...] = ()
   pooled_layers: int = 0
   pool_hidden: int = 32
+  pool_contrast: float = 1.0
 
   def __post_init__(self):
     object.__setattr__(self, "grids", tuple(int(s) for s in self.grids))
@@ -63,6 +65,9 @@ class PyramidSpec:
         raise SpaeInputError(f"{name} must be an integer >= 0, got {n!r}.")
     if self.pooled_layers > len(self.grids):
       raise SpaeInputError(f"pooled_layers ({self.pooled_layers}) exceeds the pyramid's {len(self.grids)} layers.")
+    if isinstance(self.pool_contrast, bool) or not isinstance(self.pool_contrast, (int, float)) \
+        or not np.isfinite(self.pool_contrast):
+      raise SpaeInputError(f"pool_contrast must be a finite number, got {self.pool_contrast!r}.")
     if self.pooled_layers and self.pool_hidden < 1:
       raise SpaeInputError("pool_hidden must be >= 1 when pooled_layers > 0.")
 

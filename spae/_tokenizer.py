@@ -71,7 +71,8 @@ class TokenizerConfig:
     """The networks (and codebook map) for a vocabulary table of shape (V, D)."""
     spec = self.pyramid
     return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape),
-                       pool_grids=spec.grids[:spec.pooled_layers], pool_hidden=spec.pool_hidden)
+                       pool_grids=spec.grids[:spec.pooled_layers], pool_hidden=spec.pool_hidden,
+                       pool_contrast=spec.pool_contrast)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any], where: str = "tokenizer config") -> "TokenizerConfig":

@@ -53,16 +53,22 @@ def test_output_shapes(skip):
   assert z.shape == (1, 8, 8, 8) and ae.decoder(z).shape == (1, 32, 32, 3)
 
 
-def test_semantic_pool_weights_sum_to_one_per_block_and_start_as_the_block_mean():
+def test_semantic_pool_weights_sum_to_one_per_block_and_start_as_a_contrast_pooling():
   from spae._nets import SemanticPool
 
+  z = np.array(jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 4)))
+  z[:, 1, 6] += 3.0  # an outlier in the top-right 4×4 block
+  z = jnp.asarray(z)
+  flat = SemanticPool(4, 8, contrast=0.0, rngs=nnx.Rngs(0))
   pool = SemanticPool(4, 8, rngs=nnx.Rngs(0))
-  z = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 4))
   for grid in (1, 2, 4):
     a = np.asarray(pool(z, grid))
     assert a.shape == (2, 8, 8)
     np.testing.assert_allclose(a.reshape(2, grid, 8 // grid, grid, 8 // grid).sum((2, 4)), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(a, 1.0 / (8 // grid) ** 2, rtol=1e-5)  # zero-initialised score: uniform
+    np.testing.assert_allclose(np.asarray(flat(z, grid)), 1.0 / (8 // grid) ** 2, rtol=1e-5)  # block mean
+  # The contrast term starts the weights on what differs from its block's mean.
+  a1, a2 = np.asarray(pool(z, 1)), np.asarray(pool(z, 2))
+  assert (a1.reshape(2, -1).argmax(1) == 1 * 8 + 6).all() and (a2[:, 1, 6] > 1 / 16).all()
 
 
 def test_semantic_pool_learns_to_find_an_object_the_block_mean_dilutes():
@@ -82,7 +88,7 @@ def test_semantic_pool_learns_to_find_an_object_the_block_mean_dilutes():
   z[np.arange(n), pos[:, 0], pos[:, 1]] = obj + 4.0  # the object: one position, far from its background
   z = jnp.asarray(z, jnp.float32)
   target = jnp.asarray(obj + 4.0, jnp.float32)
-  model = SemanticPool(d, 16, rngs=nnx.Rngs(0))
+  model = SemanticPool(d, 16, contrast=0.0, rngs=nnx.Rngs(0))  # from the block mean: the scorer must learn
   graphdef, params = nnx.split(model)
   loss = lambda p: jnp.mean(jnp.square(attention_pool(z, 1, nnx.merge(graphdef, p)(z, 1))[:, 0, 0] - target))
   tx = optax.adam(3e-2)
