@@ -56,7 +56,10 @@ def main(argv=None) -> int:
   from spae.prompting._cli import load_lm
 
   t0 = time.perf_counter()
-  tok = spae.tiny_tokenizer() if args.tokenizer is None else spae.Tokenizer.load(args.tokenizer)
+  try:
+    tok = spae.tiny_tokenizer() if args.tokenizer is None else spae.Tokenizer.load(args.tokenizer)
+  except spae.SpaeInputError as e:  # one line for a bad bundle, as the CLI gives
+    raise SystemExit(f"--tokenizer {args.tokenizer}: {e}") from None
   t_tok = time.perf_counter() - t0
   size = tok.config.image_size
   t0 = time.perf_counter()

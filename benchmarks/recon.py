@@ -58,7 +58,10 @@ def load_tokenizer(path: str | None, smoke: bool) -> tuple[Any, str]:
   import spae
 
   if path:
-    return spae.Tokenizer.load(path), str(path)
+    try:
+      return spae.Tokenizer.load(path), str(path)
+    except spae.SpaeInputError as e:  # one line for a bad bundle, as the CLI gives
+      raise SystemExit(f"--tokenizer {path}: {e}") from None
   note = ""
   if not smoke:
     default = None

@@ -278,3 +278,17 @@ def test_attention_readout_finds_an_object_the_block_mean_dilutes():
   pooled = lr.attention_readout(z[:300], y[:300], z[300:], y[300:], classes)["accuracy"]
   mean = lr.readout(z[:300].mean((1, 2)), y[:300], z[300:].mean((1, 2)), y[300:], classes)["accuracy"]
   assert pooled > 0.9 and pooled > mean + 0.2
+
+
+def test_a_bad_tokenizer_bundle_is_one_line_not_a_traceback(tmp_path):
+  """recon.py (and the scripts that load through it) and fewshot.py name the bundle and the fix in one line."""
+  sys.path.insert(0, str(BENCH))
+  import fewshot
+  import recon
+
+  (tmp_path / "config.json").write_text("{}")
+  for call in (lambda: recon.load_tokenizer(str(tmp_path), False), lambda: fewshot.main(["--tokenizer", str(tmp_path)])):
+    with pytest.raises(SystemExit) as e:
+      call()
+    msg = str(e.value)
+    assert msg.startswith(f"--tokenizer {tmp_path}: ") and "\n" not in msg
