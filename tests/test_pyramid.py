@@ -14,9 +14,10 @@ def _np_nearest(x, e):
   return d.argmin(1), d  # numpy argmin returns the first (lowest-index) minimum
 
 
-def _np_saq(z, e, grids, mode="saq", sub=(0, ())):
+def _np_saq(z, e, grids, mode="saq", sub=(0, ()), weights=()):
   """Straight from docs/method.md, with explicit loops (no shared code with spae); `sub`: (layers, rows) of a
-  semantic sub-vocabulary the top layers search."""
+  semantic sub-vocabulary the top layers search; `weights`: one [B, H, W] attention map per pooled top layer,
+  whose blocks take Σ_p a_p·(l·z − Σq)_p instead of the block centre's value."""
   b, h, w, d = z.shape
   running = np.zeros_like(z, dtype=np.float64)
   ids_all, recons = [], []
@@ -28,7 +29,11 @@ def _np_saq(z, e, grids, mode="saq", sub=(0, ())):
       for i in range(s):
         for j in range(s):
           ci, cj = i * bh + bh // 2, j * bw + bw // 2
-          t = (l * z[n, ci, cj] if mode == "saq" else z[n, ci, cj]) - running[n, ci, cj]
+          if l <= len(weights):
+            blk = (n, slice(i * bh, (i + 1) * bh), slice(j * bw, (j + 1) * bw))
+            t = (weights[l - 1][blk][..., None] * (l * z[blk] - running[blk])).sum((0, 1))
+          else:
+            t = (l * z[n, ci, cj] if mode == "saq" else z[n, ci, cj]) - running[n, ci, cj]
           if l <= sub[0]:
             rows = np.asarray(sub[1])
             k = int(rows[_np_nearest(t[None].astype(np.float32), e[rows])[0][0]])
@@ -208,32 +213,6 @@ def test_bad_shapes_raise_clear_errors():
     spae.PyramidSpec((0, 2))
 
 
-def _np_pooled_saq(z, e, grids, weights):
-  """SAQ whose top len(weights) layers take Σ_{p in block} a_p x_p instead of the block centre (docs/method.md)."""
-  b, h, w, d = z.shape
-  running = np.zeros_like(z, dtype=np.float64)
-  ids_all = []
-  for l, s in enumerate(grids, start=1):
-    bh, bw = h // s, w // s
-    ids = np.zeros((b, s, s), np.int64)
-    q = np.zeros_like(running)
-    for n in range(b):
-      for i in range(s):
-        for j in range(s):
-          blk = (n, slice(i * bh, (i + 1) * bh), slice(j * bw, (j + 1) * bw))
-          x = l * z[blk] - running[blk]
-          if l <= len(weights):
-            t = (weights[l - 1][blk][..., None] * x).sum((0, 1))
-          else:
-            t = x[bh // 2, bw // 2]
-          k = int(_np_nearest(t[None].astype(np.float32), e)[0][0])
-          ids[n, i, j] = k
-          q[blk] = e[k]
-    running = running + q
-    ids_all.append(ids)
-  return ids_all
-
-
 def test_pooled_layers_quantize_the_attention_pooling():
   """Pooled layers search Σ a_p·(l·z − Σq)_p per block; uniform weights are the block mean; the rest are unchanged."""
   from spae._pyramid import attention_pool, subsample
@@ -250,7 +229,7 @@ def test_pooled_layers_quantize_the_attention_pooling():
   w2 = np.exp(logits) / np.repeat(np.repeat(blocks, 4, 1), 4, 2)  # 2×2 blocks
   spec = spae.PyramidSpec((1, 2, 4), pooled_layers=2)
   ids, _ = spae.saq_quantize(z, e, spec, pool_weights=[jnp.asarray(w1, jnp.float32), jnp.asarray(w2, jnp.float32)])
-  ref = _np_pooled_saq(z, e, (1, 2, 4), [w1, w2])
+  ref, _ = _np_saq(z, e, (1, 2, 4), weights=[w1, w2])
   for a, r in zip(ids, ref):
     np.testing.assert_array_equal(np.asarray(a), r)
   # All weight on one position: layer 1 quantizes that position's latent, not the image's.
