@@ -147,7 +147,8 @@ def photo_crops(files: list[Path], num: int, size: int, seed: int) -> np.ndarray
 
 # ------------------------------------------------------------------------------------------ evaluation
 def make_eval_fn(tok: Any):
-  """Jitted (state, codebook, x [B,S,S,3] in [0,1]) -> (SAQ ids per layer, latent MSE [2L, B], images [2L,B,S,S,3]).
+  """Jitted (state, codebook, semantic codebook or None, x [B,S,S,3] in [0,1]) -> (SAQ ids per layer, latent MSE
+  [2L, B], images [2L,B,S,S,3]).
 
   Rows 0..L-1 are SAQ prefixes 1..L (exactly what Tokenizer.encode/decode compute: same encoder, saq_quantize and
   decoder), rows L..2L-1 the residual-sum ablation on the same z. All 2L decodes run as one decoder batch so the
@@ -164,13 +165,14 @@ def make_eval_fn(tok: Any):
   spec, chunk, quantizer = tok.config.pyramid, tok.config.vocab_chunk, tok.config.quantizer
 
   @jax.jit
-  def fn(state, codebook, x):
+  def fn(state, codebook, semantic, x):
     model = nnx.merge(graphdef, state)
     z = model.encoder(x * 2.0 - 1.0)
     # The tokenizer's own quantizer (SAQ unless it was trained with 'rq'), then the RQ ablation on the same z.
     pool = model.pool_weights(z)
-    ids, saq = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk, pool_weights=pool)
-    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk, pool_weights=pool)
+    ids, saq = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk, pool_weights=pool,
+                                semantic_codebook=semantic)
+    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk, pool_weights=pool, semantic_codebook=semantic)
     r = jnp.stack(saq + rq)  # [2L, B, h, w, d]
     mse = jnp.mean(jnp.square(r - z[None]), axis=(2, 3, 4))
     y = model.decoder(r.reshape((-1,) + r.shape[2:]))
@@ -263,7 +265,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   thumb_sums = {s: 0.0 for s in set(thumb_sides)}
   seen = 0
   for x, n in batches(images, bs):
-    ids, mse, y = fn(state, tok.codebook, jnp.asarray(x))
+    ids, mse, y = fn(state, tok.codebook, tok.semantic_codebook, jnp.asarray(x))
     ids = [np.asarray(a)[:n] for a in ids]
     mse, y = np.asarray(mse)[:, :n], y[:, :n]
     xr = jnp.asarray(x[:n])

@@ -12,6 +12,10 @@ for the nearest word and the decoder reads it back:
   'learned'    c_k = C_k                          a free [V, d] table: the learned-codebook VQGAN baseline
                                                   (ablation only: its ids do not mean their words)
 
+With `semantic_map` ('projected' only), the layers that search the semantic sub-vocabulary score its words
+through a projection W_s of their own, c^s_k = (E_k / ||E_k||) W_s: the semantic words' codes then sit where those
+layers' inputs and the semantic loss put them, apart from the codes the same words have in the appearance layers.
+
 Every formula is in docs/method.md ("Codebook scoring").
 """
 
@@ -37,16 +41,23 @@ class CodebookConfig:
   Attributes:
     mode: 'raw', 'normalized', 'projected' or 'learned'.
     dim: the latent dimension d of 'projected' / 'learned' codes (ignored otherwise: d = D).
+    semantic_map: 'projected' only: a second projection W_s for the layers that search the pyramid's semantic
+      sub-vocabulary (see the module docstring).
   """
 
   mode: CodebookMode = "raw"
   dim: int = 64
+  semantic_map: bool = False
 
   def __post_init__(self):
     if self.mode not in _MODES:
       raise SpaeInputError(f"codebook.mode must be one of {', '.join(_MODES)}; got {self.mode!r}.")
     if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
       raise SpaeInputError(f"codebook.dim must be a positive integer, got {self.dim!r}.")
+    if self.semantic_map is not False and self.semantic_map is not True:
+      raise SpaeInputError(f"codebook.semantic_map must be true or false, got {self.semantic_map!r}.")
+    if self.semantic_map and self.mode != "projected":
+      raise SpaeInputError(f"codebook.semantic_map needs codebook.mode 'projected', got {self.mode!r}.")
 
   @property
   def trainable(self) -> bool:
@@ -77,6 +88,8 @@ class Codebook(nnx.Module):
       # (measured: layer-6 perplexity fell from 414 to 11 in 30 steps at scale 1).
       init = nnx.initializers.orthogonal(scale=float(vocab_dim) ** 0.5)
       self.weight = nnx.Param(init(rngs.params(), (vocab_dim, d)))
+      if config.semantic_map:  # only when asked for, so other bundles keep their parameter tree
+        self.semantic_weight = nnx.Param(init(rngs.params(), (vocab_dim, d)))
     elif config.mode == "learned":
       self.weight = nnx.Param(jax.random.uniform(rngs.params(), (vocab_size, d), minval=-1.0, maxval=1.0)
                               / jnp.sqrt(d).astype(jnp.float32))
@@ -91,3 +104,10 @@ class Codebook(nnx.Module):
     if self.mode == "projected":
       return jnp.dot(unit_rows(table), self.weight.value, precision=jax.lax.Precision.HIGHEST)
     return self.weight.value
+
+  def semantic(self, table: jax.Array) -> jax.Array | None:
+    """Frozen table [V, D] -> the semantic layers' codes [V, d] through W_s, or None without a semantic map."""
+    if not hasattr(self, "semantic_weight"):
+      return None
+    table = jax.lax.stop_gradient(jnp.asarray(table, jnp.float32))
+    return jnp.dot(unit_rows(table), self.semantic_weight.value, precision=jax.lax.Precision.HIGHEST)

@@ -228,6 +228,11 @@ class Autoencoder(nnx.Module):
     table = jax.lax.stop_gradient(jnp.asarray(table, jnp.float32))
     return unit_rows(table) if self.codebook_mode == "normalized" else table
 
+  def semantic_codes(self, table: jax.Array) -> jax.Array | None:
+    """[V, d] the codes of the layers that search the semantic sub-vocabulary, when they have a map of their own
+    (`CodebookConfig.semantic_map`); None when those layers use `codes(table)`."""
+    return self.codebook.semantic(table) if self.codebook_mode == "projected" else None
+
 
 def _blur_down(x: jax.Array) -> jax.Array:
   """[1,3,3,1]⊗[1,3,3,1]/64 blur then stride 2 (StyleGAN's anti-aliased downsampling), per channel."""

@@ -243,8 +243,8 @@ def layer_target(z: Array, previous: Array | None, layer: int, grid: int, mode: 
 
 
 def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
-                 vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None
-                 ) -> tuple[list[Array], list[Array]]:
+                 vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None,
+                 semantic_codebook: Array | None = None) -> tuple[list[Array], list[Array]]:
   """Streaming Average Quantization of z over the pyramid.
 
   Layer l (1-based) targets t_l = l·z(c) − Σ_{i<l} q_i(c) at its sample positions c and picks
@@ -258,26 +258,45 @@ def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *
     spec: the pyramid.
     pool_weights: one [B, H, W] weight map per pooled layer (`spec.pooled_layers`; the model's
       `pool_weights(z)`), None when none is pooled.
+    semantic_codebook: [V, d] codes the layers that search `spec.semantic_vocab` search and add instead of
+      `codebook`'s (a semantic map of their own, `CodebookConfig.semantic_map`); None: they use `codebook`.
   Returns:
     ids: one int32 [B, s_l, s_l] per layer; recon: one [B, H, W, d] per prefix l = 1..L.
   """
-  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk, pool_weights)
+  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk, pool_weights, semantic_codebook)
 
 
 def rq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
-                vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None
-                ) -> tuple[list[Array], list[Array]]:
+                vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None,
+                semantic_codebook: Array | None = None) -> tuple[list[Array], list[Array]]:
   """Residual-sum ablation: t_l = z(c) − Σ_{i<l} q_i(c) and r_l = Σ_{i≤l} q_i (same token budget as SAQ)."""
-  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk, pool_weights)
+  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk, pool_weights, semantic_codebook)
 
 
 def pyramid_quantize(z: Array, codebook: Array, spec: PyramidSpec, quantizer: str = "saq", *,
-                     vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None
-                     ) -> tuple[list[Array], list[Array]]:
+                     vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None,
+                     semantic_codebook: Array | None = None) -> tuple[list[Array], list[Array]]:
   """`saq_quantize` (quantizer='saq') or `rq_quantize` (quantizer='rq')."""
   if quantizer not in ("saq", "rq"):
     raise SpaeInputError(f"quantizer must be 'saq' or 'rq', got {quantizer!r}.")
-  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk, pool_weights)
+  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk, pool_weights, semantic_codebook)
+
+
+def layer_codebooks(codebook: Array, semantic_codebook: Array | None, spec: PyramidSpec, num_layers: int
+                    ) -> list[Array]:
+  """The [V, d] codes each of the first `num_layers` layers searches and adds: `semantic_codebook` for the layers
+  that search the semantic sub-vocabulary when it is given, `codebook` otherwise."""
+  codebook = jnp.asarray(codebook, jnp.float32)
+  if semantic_codebook is None:
+    return [codebook] * num_layers
+  semantic_codebook = jnp.asarray(semantic_codebook, jnp.float32)
+  if semantic_codebook.shape != codebook.shape:
+    raise SpaeInputError(f"the semantic codebook has shape {tuple(semantic_codebook.shape)}, the codebook "
+                         f"{tuple(codebook.shape)}; they must be equal.")
+  if not spec.semantic_layers:
+    raise SpaeInputError("a semantic codebook was given but the pyramid has no semantic sub-vocabulary "
+                         "(PyramidSpec.semantic_vocab).")
+  return [semantic_codebook if spec.searches_subset(l) else codebook for l in range(1, num_layers + 1)]
 
 
 def check_pool_weights(spec: PyramidSpec, pool_weights: Sequence[Array] | None) -> list:
@@ -289,7 +308,7 @@ def check_pool_weights(spec: PyramidSpec, pool_weights: Sequence[Array] | None) 
   return got
 
 
-def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None):
+def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, semantic_codebook=None):
   z = jnp.asarray(z, jnp.float32)
   if z.ndim != 4:
     raise SpaeInputError(f"latents must be [B, H, W, d], got shape {z.shape}.")
@@ -297,12 +316,12 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None):
   # map (spae._codebook 'projected' / 'learned') learns through the codebook loss. A frozen table passed
   # in directly gets no gradient from anything the trainer differentiates.
   codebook = jnp.asarray(codebook, jnp.float32)
-  search_codes = jax.lax.stop_gradient(codebook)
   if z.shape[-1] != codebook.shape[-1]:
     raise SpaeInputError(f"latent dim {z.shape[-1]} != codebook dim {codebook.shape[-1]}.")
   b_, h, w, d = z.shape
   spec.check_latent(h, w)
   spec.check_vocab(codebook.shape[0])
+  per_layer = layer_codebooks(codebook, semantic_codebook, spec, spec.num_layers)
   weights = [jax.lax.stop_gradient(jnp.asarray(a, jnp.float32)) for a in check_pool_weights(spec, pool_weights)]
   if any(a.shape != (b_, h, w) for a in weights):
     raise SpaeInputError(f"attention weight maps must be [B, H, W] = {(b_, h, w)}, got "
@@ -310,30 +329,38 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None):
   zs = jax.lax.stop_gradient(z)
   running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
   ids_out, recon_out = [], []
-  if spec.semantic_layers:
-    sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
-    sub_codes = search_codes[sub_rows]
+  sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
   for layer, s in enumerate(spec.grids, start=1):
+    codes = per_layer[layer - 1]
+    search_codes = jax.lax.stop_gradient(codes)
     a = weights[layer - 1] if spec.is_pooled(layer) else None
     target = layer_target(zs, running, layer, s, spec.subsample, mode, a).reshape(-1, d)
     if spec.searches_subset(layer):  # the nearest of the sub-vocabulary, as a row of the whole codebook
-      ids = sub_rows[nearest_tokens(target, sub_codes, vocab_chunk=vocab_chunk)].reshape(b_, s, s)
+      ids = sub_rows[nearest_tokens(target, search_codes[sub_rows], vocab_chunk=vocab_chunk)].reshape(b_, s, s)
     else:
       ids = nearest_tokens(target, search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
-    running = running + upsample(codebook[ids], h, w)
+    running = running + upsample(codes[ids], h, w)
     ids_out.append(ids)
     recon_out.append(running / layer if mode == "saq" else running)
   return ids_out, recon_out
 
 
 def reconstruct_from_ids(ids: Sequence[Array], codebook: Array, latent_hw: tuple[int, int],
-                         mode: str = "saq") -> list[Array]:
-  """Latent reconstructions r_1..r_k from the first k layers of ids ([B, s_l, s_l] each)."""
+                         mode: str = "saq", *, semantic_codebook: Array | None = None,
+                         spec: PyramidSpec | None = None) -> list[Array]:
+  """Latent reconstructions r_1..r_k from the first k layers of ids ([B, s_l, s_l] each).
+
+  semantic_codebook (with the `spec` that says which layers search the semantic sub-vocabulary): those layers'
+  codes, as in `saq_quantize`.
+  """
   h, w = latent_hw
-  codebook = jnp.asarray(codebook, jnp.float32)
+  if semantic_codebook is not None and spec is None:
+    raise SpaeInputError("reconstruct_from_ids: a semantic_codebook needs the PyramidSpec (spec=) that says which "
+                         "layers use it.")
+  per_layer = layer_codebooks(codebook, semantic_codebook, spec or PyramidSpec(), len(ids))
   running, out = None, []
   for layer, lid in enumerate(ids, start=1):
-    q = upsample(codebook[jnp.asarray(lid)], h, w)
+    q = upsample(per_layer[layer - 1][jnp.asarray(lid)], h, w)
     running = q if running is None else running + q
     out.append(running / layer if mode == "saq" else running)
   return out

@@ -61,6 +61,9 @@ class TokenizerConfig:
       raise SpaeInputError(f"autoencoder.latent_dim={self.autoencoder.latent_dim} but {self.codebook.mode!r} "
                            f"codebook scoring of a {vocab_dim}-dim vocabulary gives "
                            f"{self.codebook.latent_dim(vocab_dim)}-dim codes; they must be equal.")
+    if self.codebook.semantic_map and not self.pyramid.semantic_layers:
+      raise SpaeInputError("codebook.semantic_map needs semantic layers in the pyramid (pyramid.semantic_vocab; "
+                           "training sets them with semantic.vocab_size > 0).")
     if self.fit not in ("center_crop", "resize", "reject"):
       raise SpaeInputError(f"fit must be 'center_crop', 'resize' or 'reject', got {self.fit!r}.")
 
@@ -204,6 +207,12 @@ class Tokenizer:
     """[V, d] the codes the quantizer searches: the frozen table as scored by `config.codebook`."""
     return self._codes
 
+  @property
+  def semantic_codebook(self) -> jax.Array | None:
+    """[V, d] the codes of the layers that search the semantic sub-vocabulary when they have a map of their own
+    (`CodebookConfig.semantic_map`), else None (they use `codebook`)."""
+    return self._semantic_codes
+
   # ------------------------------------------------------------------ encode / decode
   def preprocess(self, images: Any) -> tuple[np.ndarray, bool]:
     """Images -> float [B, S, S, 3] in [0, 1] at the tokenizer's size (see `TokenizerConfig.fit`)."""
@@ -225,15 +234,16 @@ class Tokenizer:
       chunk, quantizer = self.config.vocab_chunk, self.config.quantizer
 
       @jax.jit
-      def fn(state, codebook, x):
+      def fn(state, codebook, semantic, x):
         model = nnx.merge(self._graphdef, state)
         z = model.encoder(x * 2.0 - 1.0)
         ids, _ = pyramid_quantize(z, codebook, part, quantizer, vocab_chunk=chunk,
-                                  pool_weights=_pooled_prefix(model.pool_weights(z), part))
+                                  pool_weights=_pooled_prefix(model.pool_weights(z), part),
+                                  semantic_codebook=semantic)
         return ids
 
       self._encode_fns[k] = fn
-    ids = self._encode_fns[k](self._state, self.codebook, jnp.asarray(x))
+    ids = self._encode_fns[k](self._state, self.codebook, self.semantic_codebook, jnp.asarray(x))
     return TokenPyramid([np.asarray(a) for a in ids], self.vocabulary)
 
   def encode_latents(self, images: Any) -> jax.Array:
@@ -254,20 +264,24 @@ class Tokenizer:
       hw = (self.config.latent_size, self.config.latent_size)
 
       @jax.jit
-      def fn(state, codebook, ids):
+      def fn(state, codebook, semantic, ids):
         model = nnx.merge(self._graphdef, state)
-        r = reconstruct_from_ids(ids, codebook, hw, mode=self.config.quantizer)[-1]
+        r = reconstruct_from_ids(ids, codebook, hw, mode=self.config.quantizer, semantic_codebook=semantic,
+                                 spec=self.config.pyramid)[-1]
         return jnp.clip((model.decoder(r) + 1.0) / 2.0, 0.0, 1.0)
 
       self._decode_fns[k] = fn
-    out = self._decode_fns[k](self._state, self.codebook, [jnp.asarray(a) for a in pyr.ids[:k]])
+    out = self._decode_fns[k](self._state, self.codebook, self.semantic_codebook,
+                              [jnp.asarray(a) for a in pyr.ids[:k]])
     return np.asarray(out)
 
   def refresh(self) -> None:
     """Re-reads the model's parameters after they were changed in place (e.g. by training)."""
     self._graphdef, self._state = nnx.split(self.model)
     graphdef = self._graphdef
-    self._codes = jax.jit(lambda state, table: nnx.merge(graphdef, state).codes(table))(self._state, self.table)
+    codes = jax.jit(lambda state, table: (lambda m: (m.codes(table), m.semantic_codes(table)))(
+        nnx.merge(graphdef, state)))
+    self._codes, self._semantic_codes = codes(self._state, self.table)
 
   # ------------------------------------------------------------------ persistence
   def save(self, directory: str | os.PathLike) -> Path:

@@ -73,6 +73,42 @@ def test_bad_configs_are_one_line_errors():
     spae.Tokenizer(dataclasses.replace(cfg, codebook=CodebookConfig("projected", 8)), spae.tiny_vocabulary(dim=32))
 
 
+def test_semantic_map_is_a_second_projection_only_when_asked(sample_images, tmp_path):
+  """`semantic_map`: the semantic sub-vocabulary's layers get their own projection W_s of the unit rows (a
+  parameter only when asked for); a tokenizer with one encodes and decodes through it and round-trips."""
+  table = jax.random.normal(jax.random.key(0), (50, 12))
+  plain = Codebook(CodebookConfig("projected", 4), 50, 12, rngs=nnx.Rngs(0))
+  assert plain.semantic(table) is None and not hasattr(plain, "semantic_weight")
+  cb = Codebook(CodebookConfig("projected", 4, semantic_map=True), 50, 12, rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(np.asarray(cb.semantic(table)), np.asarray(unit_rows(table) @ cb.semantic_weight.value),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(np.asarray(cb.semantic(table)), np.asarray(cb(table)))
+  with pytest.raises(spae.SpaeInputError, match="semantic_map needs codebook.mode 'projected'"):
+    CodebookConfig("learned", 4, semantic_map=True)
+  cfg = spae.tiny_config(dim=32)
+  cb_cfg = CodebookConfig("projected", 8, semantic_map=True)
+  cfg = dataclasses.replace(cfg, codebook=cb_cfg, autoencoder=dataclasses.replace(cfg.autoencoder, latent_dim=8))
+  with pytest.raises(spae.SpaeInputError, match="needs semantic layers"):
+    spae.Tokenizer(cfg, spae.tiny_vocabulary(dim=32))
+  cfg = dataclasses.replace(cfg, pyramid=dataclasses.replace(cfg.pyramid, semantic_layers=2,
+                                                             semantic_vocab=tuple(range(0, 40, 3))))
+  tok = spae.Tokenizer(cfg, spae.tiny_vocabulary(dim=32), seed=1)
+  assert tok.semantic_codebook.shape == tok.codebook.shape
+  pyr = tok.encode(sample_images)
+  ids, recons = spae.saq_quantize(tok.encode_latents(sample_images), tok.codebook, cfg.pyramid,
+                                  semantic_codebook=tok.semantic_codebook)
+  for a, b in zip(pyr.ids, ids):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  want = np.clip((np.asarray(tok.model.decoder(recons[1])) + 1) / 2, 0, 1)
+  np.testing.assert_allclose(tok.decode(pyr, layers=2), want, atol=1e-5)
+  again = spae.Tokenizer.load(tok.save(tmp_path / "sem"))
+  assert again.config.codebook.semantic_map
+  np.testing.assert_array_equal(np.asarray(again.semantic_codebook), np.asarray(tok.semantic_codebook))
+  for a, b in zip(again.encode(sample_images).ids, pyr.ids):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(again.decode(pyr), tok.decode(pyr), atol=1e-6)
+
+
 def test_saq_reconstruction_is_differentiable_in_the_codes_only():
   """The codebook loss trains a code map through r_l; the search itself passes no gradient to z."""
   codes = jax.random.normal(jax.random.key(2), (30, 4))

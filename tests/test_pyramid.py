@@ -14,10 +14,11 @@ def _np_nearest(x, e):
   return d.argmin(1), d  # numpy argmin returns the first (lowest-index) minimum
 
 
-def _np_saq(z, e, grids, mode="saq", sub=(0, ()), weights=()):
+def _np_saq(z, e, grids, mode="saq", sub=(0, ()), weights=(), sem_e=None):
   """Straight from docs/method.md, with explicit loops (no shared code with spae); `sub`: (layers, rows) of a
   semantic sub-vocabulary the top layers search; `weights`: one [B, H, W] attention map per pooled top layer,
-  whose blocks take Σ_p a_p·(l·z − Σq)_p instead of the block centre's value."""
+  whose blocks take Σ_p a_p·(l·z − Σq)_p instead of the block centre's value; `sem_e`: the codes those top layers
+  search and add instead of `e` (a semantic map of their own)."""
   b, h, w, d = z.shape
   running = np.zeros_like(z, dtype=np.float64)
   ids_all, recons = [], []
@@ -34,13 +35,14 @@ def _np_saq(z, e, grids, mode="saq", sub=(0, ()), weights=()):
             t = (weights[l - 1][blk][..., None] * (l * z[blk] - running[blk])).sum((0, 1))
           else:
             t = (l * z[n, ci, cj] if mode == "saq" else z[n, ci, cj]) - running[n, ci, cj]
+          codes = sem_e if (l <= sub[0] and sem_e is not None) else e
           if l <= sub[0]:
             rows = np.asarray(sub[1])
-            k = int(rows[_np_nearest(t[None].astype(np.float32), e[rows])[0][0]])
+            k = int(rows[_np_nearest(t[None].astype(np.float32), codes[rows])[0][0]])
           else:
-            k = int(_np_nearest(t[None].astype(np.float32), e)[0][0])
+            k = int(_np_nearest(t[None].astype(np.float32), codes)[0][0])
           ids[n, i, j] = k
-          q[n, i * bh:(i + 1) * bh, j * bw:(j + 1) * bw] = e[k]
+          q[n, i * bh:(i + 1) * bh, j * bw:(j + 1) * bw] = codes[k]
     running = running + q
     ids_all.append(ids)
     recons.append(running / l if mode == "saq" else running.copy())
@@ -111,6 +113,37 @@ def test_semantic_vocab_restricts_only_the_top_layers():
                      ((1, (-1,)), "distinct"), ((-1, ()), ">= 0")):
     with pytest.raises(spae.SpaeInputError, match=match):
       spae.PyramidSpec((1, 2), semantic_layers=bad[0], semantic_vocab=bad[1])
+
+
+def test_semantic_codebook_serves_only_the_semantic_layers():
+  """A semantic codebook of their own: the sub-vocabulary layers search it and add its codes, the other layers the
+  main codebook; the ids stay rows of the one vocabulary, and decoding with the same codes gives the same latents."""
+  rng = np.random.default_rng(7)
+  e = rng.standard_normal((57, 6)).astype(np.float32)
+  sem = rng.standard_normal((57, 6)).astype(np.float32) * 3.0
+  z = rng.standard_normal((2, 8, 8, 6)).astype(np.float32)
+  rows = (0, 5, 9, 30, 31, 44, 56)
+  spec = spae.PyramidSpec((1, 2, 4, 8), semantic_layers=2, semantic_vocab=rows)
+  ids, recons = spae.saq_quantize(z, e, spec, vocab_chunk=16, semantic_codebook=sem)
+  ref_ids, ref_recons = _np_saq(z, e, spec.grids, sub=(2, rows), sem_e=sem)
+  for a, b in zip(ids, ref_ids):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  for a, b in zip(recons, ref_recons):
+    np.testing.assert_allclose(np.asarray(a), b, atol=1e-4)
+  # Layer 1's reconstruction is its word's semantic code, not its main code.
+  np.testing.assert_allclose(np.asarray(recons[0])[:, 0, 0], sem[np.asarray(ids[0])[:, 0, 0]], atol=1e-6)
+  plain_ids, plain_recons = spae.saq_quantize(z, e, spec, vocab_chunk=16)
+  assert not np.allclose(np.asarray(plain_recons[0]), np.asarray(recons[0]))
+  back = spae.reconstruct_from_ids(ids, e, (8, 8), semantic_codebook=sem, spec=spec)
+  for a, b in zip(back, recons):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  assert not np.allclose(np.asarray(spae.reconstruct_from_ids(ids, e, (8, 8))[-1]), np.asarray(recons[-1]))
+  for call, match in ((lambda: spae.saq_quantize(z, e, spec, semantic_codebook=sem[:, :5]), "must be equal"),
+                      (lambda: spae.saq_quantize(z, e, spae.PyramidSpec((1, 2, 4, 8)), semantic_codebook=sem),
+                       "no semantic sub-vocabulary"),
+                      (lambda: spae.reconstruct_from_ids(ids, e, (8, 8), semantic_codebook=sem), "spec=")):
+    with pytest.raises(spae.SpaeInputError, match=match):
+      call()
 
 
 def test_rq_ablation_matches_numpy_reference():

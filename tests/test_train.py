@@ -423,3 +423,39 @@ def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(t
   assert _tree_equal(after[0]["encoder"], after[100]["encoder"])
   assert not _tree_equal(after[0]["pool"], after[100]["pool"])
   assert not np.array_equal(after[0]["codebook"]["weight"], after[100]["codebook"]["weight"])
+
+
+def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):
+  """`codebook.semantic_map` with `pull=codes`: the CE moves the semantic layers' own projection and neither the
+  encoder nor the projection every other layer uses (same steps with the CE weighted 100 or 0)."""
+  from spae.train._step import Models, init_state, make_train_step
+
+  vocab = spae.tiny_vocabulary()
+  table = jnp.asarray(vocab.embeddings, jnp.float32)
+  images = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
+  rows = tuple(range(0, len(vocab), 5))
+  idx, probs = spae.losses.teacher_distribution(ToyTeacher(len(vocab))(images)[:, np.asarray(rows)], 3, 0.1)
+  idx = jnp.asarray(rows)[idx]
+  after = {}
+  for w in (0, 100):
+    cfg = tiny_cfg
+    for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
+              "tokenizer.pyramid.grids=[1, 2]", f"semantic.weight={w}", "semantic.layers=1",
+              "optim.grad_clip=1e9", "semantic.pull=codes"):
+      cfg = T.apply_override(cfg, o)
+    pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=1, semantic_vocab=rows)
+    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
+    models = Models(cfg, table.shape)
+    state = init_state(cfg, models)
+    step = jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))
+    for _ in range(2):  # the learning rate warms up from 0, so the second step's gradients meet equal parameters
+      state, metrics, _ = step(state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
+      assert np.isfinite(float(metrics["semantic"]))
+    after[w] = jax.device_get(state["g_params"])
+  assert _tree_equal(after[0]["encoder"], after[100]["encoder"])
+  assert np.array_equal(after[0]["codebook"]["weight"], after[100]["codebook"]["weight"])
+  assert not np.array_equal(after[0]["codebook"]["semantic_weight"], after[100]["codebook"]["semantic_weight"])
+  # A config that asks for the map without semantic layers is refused up front.
+  with pytest.raises(spae.SpaeInputError, match="semantic_map"):
+    T.apply_override(T.apply_override(tiny_cfg, "tokenizer.codebook.mode=projected"),
+                     "tokenizer.codebook.semantic_map=true").validate()

@@ -190,6 +190,9 @@ def _checks(c: TrainConfig):
   yield "semantic.pull", s.pull, s.pull == "targets" or (
       s.pull in ("both", "codes") and c.tokenizer.codebook.trainable), \
       "'targets', or 'both' / 'codes' with a trainable codebook (tokenizer.codebook.mode 'projected' or 'learned')"
+  yield "tokenizer.codebook.semantic_map", c.tokenizer.codebook.semantic_map, \
+      not c.tokenizer.codebook.semantic_map or s.vocab_size > 0 or bool(c.tokenizer.pyramid.semantic_layers), \
+      "false, or true with semantic layers (semantic.vocab_size > 0)"
   yield "semantic.vocab_size", s.vocab_size, is_int(s.vocab_size) and (s.vocab_size == 0 or (
       s.vocab_size >= s.teacher_top_k and s.weight > 0 and not c.tokenizer.pyramid.semantic_layers)), \
       nonneg + " (0 = the whole vocabulary); when > 0, at least semantic.teacher_top_k, with semantic.weight > 0 " \

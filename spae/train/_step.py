@@ -144,8 +144,10 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     z = ae.encoder(x)
     # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
     codebook = ae.codes(table)
+    sem_codebook = ae.semantic_codes(table)  # the semantic layers' own map (None: they use `codebook`)
     pool = ae.pool_weights(z)  # attention weights of the pooled layers (None without them)
-    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search, pool_weights=pool)
+    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search, pool_weights=pool,
+                                   semantic_codebook=sem_codebook)
     terms: dict[str, jax.Array] = {}
     if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
       recons = [z] * len(recons)
@@ -182,7 +184,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
                                    final_ratio=cfg.semantic.final_ratio)
       sem = jnp.zeros((), jnp.float32)
       whole = (codebook, extras["teacher_idx"])
-      subset = (codebook[sub_rows], jnp.asarray(sub_pos)[extras["teacher_idx"]]) if spec.semantic_layers else None
+      sub_codes = (codebook if sem_codebook is None else sem_codebook)[sub_rows]
+      subset = (sub_codes, jnp.asarray(sub_pos)[extras["teacher_idx"]]) if spec.semantic_layers else None
       # 'codes' keeps the encoder out of the CE: the targets see stopped latents, and only the pooled layers'
       # attention weights (whose scorer reads stopped latents too) and the code map learn from it.
       z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
