@@ -45,3 +45,51 @@ def test_shipped_tokenizer_is_what_its_training_record_says():
 
   assert rec["steps"] == load_config(tool.DEFAULT_CONFIG).steps  # a recipe edited since would not match
   assert tool.params_digest(shipped) == rec["params_sha256"]
+
+
+def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm(tmp_path, monkeypatch):
+  """A recipe whose teacher is a LiT folder: the tool trains it on `scenes` when the folder is missing (once),
+  and points the run at it with the MiniLM text tower."""
+  import sys
+
+  from spae import train as T
+
+  tool = _tool()
+  sys.path.insert(0, str(ROOT / "tools"))
+  import train_default_teacher
+
+  calls = []
+
+  def fake_main(argv):
+    calls.append(argv)
+    out = Path(argv[argv.index("--out") + 1])
+    out.mkdir(parents=True)
+    (out / "teacher.json").write_text("{}")
+    return 0
+
+  monkeypatch.setattr(train_default_teacher, "main", fake_main)
+  folder, minilm = tmp_path / "teacher", tmp_path / "minilm"
+  cfg = T.apply_override(T.load_config(ROOT / "configs" / "tiny.py"), f"semantic.teacher=lit:{folder}")
+  args = tool.argparse.Namespace(minilm_wheel=None, minilm_dir=minilm)
+  for _ in range(2):
+    out = tool._lit_teacher(cfg, args, tmp_path / "work")
+    assert out.semantic.teacher == f"lit:{folder}#text_tower={minilm}"
+  assert len(calls) == 1 and calls[0][:2] == ["--data", "scenes"] and calls[0][-1] == str(folder)
+  # The shipped teacher and a spec that is not a LiT folder are left as they are.
+  shipped = T.apply_override(cfg, "semantic.teacher=lit:default")
+  assert tool._lit_teacher(shipped, args, tmp_path / "work") is shipped
+
+
+def test_named_recipe_is_the_shipped_recipe_with_four_changes():
+  """configs/gemma64_named.py changes configs/gemma64_subvocab.py only in the teacher, its word count, pooled
+  layers 1-2 and their own code map."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  base = load_config(ROOT / "configs" / "gemma64_subvocab.py")
+  named = load_config(ROOT / "configs" / "gemma64_named.py")
+  assert named.semantic.teacher == "lit:runs/teacher_scenes" and named.semantic.vocab_size == 24
+  assert named.tokenizer.pyramid.pooled_layers == 2 and named.tokenizer.codebook.semantic_map is True
+  tok = dataclasses.replace(named.tokenizer, pyramid=base.tokenizer.pyramid, codebook=base.tokenizer.codebook)
+  assert dataclasses.replace(named, tokenizer=tok, semantic=base.semantic) == base

@@ -50,6 +50,28 @@ def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
   return bdv.model_dir_from_args(a.minilm_wheel, a.minilm_dir, work)[0]
 
 
+def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
+  """`cfg` with its LiT teacher folder resolved: a relative `lit:FOLDER` is read from the repository root and,
+  when missing, trained there first by tools/train_default_teacher.py on `scenes` from its seed; the text tower is
+  the MiniLM folder (its Gemma words go through it)."""
+  from spae import train as T
+
+  spec = cfg.semantic.teacher
+  if not (isinstance(spec, str) and spec.startswith("lit:")) or spec.split("#")[0] in ("lit:default", "lit:"):
+    return cfg
+  folder = Path(spec[len("lit:"):].split("#")[0])
+  folder = folder if folder.is_absolute() else ROOT / folder
+  minilm = _minilm_dir(a, work)
+  if not (folder / "teacher.json").exists():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_default_teacher
+
+    print(f"training the scenes teacher into {folder} first (tools/train_default_teacher.py --data scenes)")
+    if train_default_teacher.main(["--data", "scenes", "--model-dir", str(minilm), "--out", str(folder)]) != 0:
+      raise SystemExit(f"training the teacher into {folder} failed; see its output above")
+  return T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={minilm}")
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -69,6 +91,8 @@ def main(argv=None) -> int:
   if cfg.semantic.teacher == "default" and cfg.semantic.weight and cfg.vocab != "default":
     # The shipped LiT word table covers only the shipped vocabulary: other words go through the text tower.
     cfg = T.apply_override(cfg, f"semantic.teacher=lit:default#text_tower={_minilm_dir(a, Path(a.workdir))}")
+  elif cfg.semantic.weight and not a.smoke:
+    cfg = _lit_teacher(cfg, a, Path(a.workdir))
   trainer = T.Trainer(cfg, a.workdir)
   last = trainer.run(progress=not a.smoke)
   out = trainer.export(a.out)
