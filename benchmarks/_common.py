@@ -60,6 +60,16 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def load_tokenizer_bundle(path: str) -> Any:
+  """spae.Tokenizer.load(path), or one line naming the bundle (as the CLI gives) instead of a traceback."""
+  import spae
+
+  try:
+    return spae.Tokenizer.load(path)
+  except spae.SpaeInputError as e:
+    raise SystemExit(f"--tokenizer {path}: {e}") from None
+
+
 def write_json(path: str | None, obj: Any) -> None:
   if not path:
     return

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -56,10 +58,7 @@ def main(argv=None) -> int:
   from spae.prompting._cli import load_lm
 
   t0 = time.perf_counter()
-  try:
-    tok = spae.tiny_tokenizer() if args.tokenizer is None else spae.Tokenizer.load(args.tokenizer)
-  except spae.SpaeInputError as e:  # one line for a bad bundle, as the CLI gives
-    raise SystemExit(f"--tokenizer {args.tokenizer}: {e}") from None
+  tok = spae.tiny_tokenizer() if args.tokenizer is None else _common.load_tokenizer_bundle(args.tokenizer)
   t_tok = time.perf_counter() - t0
   size = tok.config.image_size
   t0 = time.perf_counter()

@@ -58,10 +58,7 @@ def load_tokenizer(path: str | None, smoke: bool) -> tuple[Any, str]:
   import spae
 
   if path:
-    try:
-      return spae.Tokenizer.load(path), str(path)
-    except spae.SpaeInputError as e:  # one line for a bad bundle, as the CLI gives
-      raise SystemExit(f"--tokenizer {path}: {e}") from None
+    return _common.load_tokenizer_bundle(path), str(path)
   note = ""
   if not smoke:
     default = None
