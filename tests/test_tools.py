@@ -80,9 +80,9 @@ def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm
   assert tool._lit_teacher(shipped, args, tmp_path / "work") is shipped
 
 
-def test_named_recipe_is_the_shipped_recipe_with_four_changes():
+def test_named_recipe_is_the_shipped_recipe_with_five_changes():
   """configs/gemma64_named.py changes configs/gemma64_subvocab.py only in the teacher, its word count, pooled
-  layers 1-2 and their own code map."""
+  layers 1-2, their own code map and its class-mean codes."""
   import dataclasses
 
   from spae.train import load_config
@@ -90,6 +90,7 @@ def test_named_recipe_is_the_shipped_recipe_with_four_changes():
   base = load_config(ROOT / "configs" / "gemma64_subvocab.py")
   named = load_config(ROOT / "configs" / "gemma64_named.py")
   assert named.semantic.teacher == "lit:runs/teacher_scenes" and named.semantic.vocab_size == 24
+  assert named.semantic.code_means == 0.98
   assert named.tokenizer.pyramid.pooled_layers == 2 and named.tokenizer.codebook.semantic_map is True
   tok = dataclasses.replace(named.tokenizer, pyramid=base.tokenizer.pyramid, codebook=base.tokenizer.codebook)
   assert dataclasses.replace(named, tokenizer=tok, semantic=base.semantic) == base

@@ -388,6 +388,44 @@ def test_semantic_loss_runs_over_the_sub_vocabulary(tiny_cfg):
   assert abs(float(want) - float(whole)) > 1e-3  # the subset's softmax is not the whole vocabulary's
 
 
+def test_code_means_set_the_semantic_codes_to_the_running_class_means(tiny_cfg):
+  """`semantic.code_means=γ`: after each step the semantic words' codes (through W_s) are the γ-EMA class means of
+  the layer-1 input (the block mean of z at a 1x1 grid) over the images the teacher named them for."""
+  from spae._codebook import unit_rows
+  from spae.train._step import Models, init_state, make_train_step
+
+  vocab = spae.tiny_vocabulary()
+  table = jnp.asarray(vocab.embeddings, jnp.float32)
+  images = jnp.asarray(np.random.default_rng(0).random((4, 32, 32, 3)), jnp.float32)
+  rows = tuple(range(0, 40, 5))  # 8 words, fewer than the table's 32 dims: their codes can be set exactly
+  named = [0, 0, 1, 2]  # positions in `rows` of each image's teacher word (top 1)
+  idx, probs = jnp.asarray(rows)[jnp.asarray(named)][:, None], jnp.ones((4, 1), jnp.float32)
+  cfg = tiny_cfg
+  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
+            "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.weight=1",
+            "semantic.layers=1", "semantic.teacher_top_k=1", "semantic.pull=codes", "semantic.code_means=0.5"):
+    cfg = T.apply_override(cfg, o)
+  pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=1, semantic_vocab=rows)
+  cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
+  models = Models(cfg, table.shape)
+  state = init_state(cfg, models)
+  step = jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))
+  sums, counts = np.zeros((len(rows), 8)), np.zeros(len(rows))
+  for _ in range(2):
+    z = np.asarray(models.autoencoder(state["g_params"]).encoder(images * 2.0 - 1.0)).mean((1, 2))  # [B, d]
+    onehot = np.eye(len(rows))[named]
+    sums, counts = 0.5 * sums + 0.5 * onehot.T @ z, 0.5 * counts + 0.5 * onehot.sum(0)
+    state, metrics, _ = step(state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
+  codes = np.asarray(unit_rows(table[np.asarray(rows)]) @ state["g_params"]["codebook"]["semantic_weight"])
+  np.testing.assert_allclose(codes[:3], sums[:3] / counts[:3, None], atol=2e-4)
+  np.testing.assert_allclose(np.asarray(state["sem_means"]["count"]), counts, atol=1e-6)
+  assert np.all(np.isfinite(codes))
+  # Off by default, and only with a semantic map of their own.
+  assert "sem_means" not in init_state(T.apply_override(cfg, "semantic.code_means=0"), models)
+  with pytest.raises(spae.SpaeInputError, match="code_means"):
+    T.apply_override(T.apply_override(tiny_cfg, "semantic.code_means=0.9"), "steps=2").validate()
+
+
 def test_subvocab_config_is_gemma64_with_the_semantic_options():
   """The shipped recipe is configs/gemma64.py with the semantic options and more steps, nothing else."""
   base = T.load_config(ROOT / "configs" / "gemma64.py")

@@ -20,6 +20,7 @@ from flax import nnx
 
 from spae import losses as L
 from spae._nets import Autoencoder, Discriminator
+from spae._codebook import unit_rows
 from spae._pyramid import layer_target, pyramid_quantize, straight_through
 from spae.train._config import TrainConfig
 
@@ -67,7 +68,11 @@ class Models:
 def init_state(cfg: TrainConfig, models: Models) -> dict[str, Any]:
   g_tx, d_tx = make_optimizers(cfg)
   g, d = models.g_init, models.d_init
-  return {
+  extra = {}
+  if cfg.semantic.code_means:  # running class sums and counts of the semantic words (only when on: old checkpoints)
+    n, dim = len(models.tokenizer_config.pyramid.semantic_vocab), models.tokenizer_config.autoencoder.latent_dim
+    extra["sem_means"] = {"sum": jnp.zeros((n, dim), jnp.float32), "count": jnp.zeros((n,), jnp.float32)}
+  return {**extra,
       "step": jnp.zeros((), jnp.int32),
       "g_params": g, "d_params": d, "ema_params": jax.tree.map(jnp.array, g),
       "g_opt": g_tx.init(g), "d_opt": d_tx.init(d),
@@ -115,6 +120,22 @@ def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ..
   return out
 
 
+def set_semantic_codes(g_params: dict, table: jax.Array, rows: np.ndarray, means: dict[str, jax.Array]) -> dict:
+  """`g_params` with W_s solved so that the semantic words' codes are their running class means.
+
+  codes = U W_s with U the unit rows of `table[rows]` [S, D]; W_s = U⁺ M, the minimum-norm solution: with S ≤ D
+  distinct words U has full row rank and the codes equal M exactly (else M's least-squares fit). A word no image
+  has been named for yet keeps its current code.
+  """
+  u = unit_rows(table[rows])
+  w = g_params["codebook"]["semantic_weight"]
+  hi = jax.lax.Precision.HIGHEST
+  seen = means["count"] > 1e-6
+  m = jnp.where(seen[:, None], means["sum"] / jnp.maximum(means["count"], 1e-6)[:, None], jnp.dot(u, w, precision=hi))
+  codebook = dict(g_params["codebook"], semantic_weight=jnp.dot(jnp.linalg.pinv(u), m, precision=hi))
+  return dict(g_params, codebook=codebook)
+
+
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
                     semantic: bool = False) -> Callable:
   """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
@@ -136,6 +157,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   sub_rows = np.asarray(spec.semantic_vocab, np.int32)
   sub_pos = np.full(models.vocab_size, -1, np.int32)
   sub_pos[sub_rows] = np.arange(len(sub_rows), dtype=np.int32)
+  means_decay = cfg.semantic.code_means if semantic else 0.0
 
   def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
@@ -194,6 +216,10 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
         codes, idx = subset if spec.searches_subset(l) else whole
         v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk, codebook_grad=pull != "targets")
+        if means_decay and l == 1:  # this batch's class sums of the layer-1 input, per teacher word
+          named = jnp.sum(jax.nn.one_hot(jnp.asarray(sub_pos)[extras["teacher_idx"]], len(sub_rows))
+                          * extras["teacher_probs"][..., None], axis=1)  # [B, S]
+          stats = {"sum": named.T @ jax.lax.stop_gradient(t[:, 0]), "count": jnp.sum(named, 0)}
         terms[f"semantic_l{l}"] = v
         sem = sem + w[l - 1] * v
       terms["semantic"] = sem
@@ -217,6 +243,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       terms["d_loss"] = d_loss
     terms["g_loss"] = g_loss
     aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
+    if means_decay:
+      aux["sem_stats"] = stats
     return (g_loss, d_loss), aux
 
   def step(state, images, codebook, extras):
@@ -235,6 +263,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       d_params = optax.apply_updates(state["d_params"], d_updates)
     else:
       d_params, d_opt = state["d_params"], state["d_opt"]
+    if means_decay:  # the semantic codes follow their class means, not the gradient
+      stats, old_means = aux["sem_stats"], state["sem_means"]
+      means = jax.tree.map(lambda m, s: means_decay * m + (1.0 - means_decay) * s, old_means, stats)
+      g_params = set_semantic_codes(g_params, codebook, sub_rows, means)
+      new["sem_means"] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), means, old_means)
     decay = cfg.optim.ema_decay
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
     # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
