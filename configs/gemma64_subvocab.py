@@ -1,4 +1,4 @@
-"""The shipped default's recipe: configs/gemma64.py with a semantic sub-vocabulary for layers 1-2, the codes
+"""The previous default's recipe (shipped until 2026-12-03; now configs/gemma64_named.py): configs/gemma64.py with a semantic sub-vocabulary for layers 1-2, the codes
 moved by the semantic loss, trained 2,200 steps instead of 1,400.
 
 Layers 1-2 search only the words the shipped LiT teacher names first most often on 1,024 training images (73 words:

