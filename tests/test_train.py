@@ -388,11 +388,26 @@ def test_semantic_loss_runs_over_the_sub_vocabulary(tiny_cfg):
   assert abs(float(want) - float(whole)) > 1e-3  # the subset's softmax is not the whole vocabulary's
 
 
+def _semantic_map_step(tiny_cfg, rows, overrides):
+  """(models, state, jitted step) of a tiny projected tokenizer whose layer 1 searches `rows` through a semantic
+  map of its own, with `overrides` on top."""
+  from spae.train._step import Models, init_state, make_train_step
+
+  cfg = tiny_cfg
+  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
+            "tokenizer.pyramid.grids=[1, 2]", "semantic.layers=1", "semantic.pull=codes", *overrides):
+    cfg = T.apply_override(cfg, o)
+  pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=1, semantic_vocab=rows)
+  cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
+  models = Models(cfg, (len(spae.tiny_vocabulary()), spae.tiny_vocabulary().embeddings.shape[1]))
+  return cfg, models, init_state(cfg, models), jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))
+
+
 def test_code_means_set_the_semantic_codes_to_the_running_class_means(tiny_cfg):
   """`semantic.code_means=γ`: after each step the semantic words' codes (through W_s) are the γ-EMA class means of
   the layer-1 input (the block mean of z at a 1x1 grid) over the images the teacher named them for."""
   from spae._codebook import unit_rows
-  from spae.train._step import Models, init_state, make_train_step
+  from spae.train._step import init_state
 
   vocab = spae.tiny_vocabulary()
   table = jnp.asarray(vocab.embeddings, jnp.float32)
@@ -400,16 +415,8 @@ def test_code_means_set_the_semantic_codes_to_the_running_class_means(tiny_cfg):
   rows = tuple(range(0, 40, 5))  # 8 words, fewer than the table's 32 dims: their codes can be set exactly
   named = [0, 0, 1, 2]  # positions in `rows` of each image's teacher word (top 1)
   idx, probs = jnp.asarray(rows)[jnp.asarray(named)][:, None], jnp.ones((4, 1), jnp.float32)
-  cfg = tiny_cfg
-  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
-            "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.weight=1",
-            "semantic.layers=1", "semantic.teacher_top_k=1", "semantic.pull=codes", "semantic.code_means=0.5"):
-    cfg = T.apply_override(cfg, o)
-  pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=1, semantic_vocab=rows)
-  cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
-  models = Models(cfg, table.shape)
-  state = init_state(cfg, models)
-  step = jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))
+  cfg, models, state, step = _semantic_map_step(tiny_cfg, rows, (
+      "tokenizer.pyramid.subsample=pool", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.code_means=0.5"))
   sums, counts = np.zeros((len(rows), 8)), np.zeros(len(rows))
   for _ in range(2):
     z = np.asarray(models.autoencoder(state["g_params"]).encoder(images * 2.0 - 1.0)).mean((1, 2))  # [B, d]
@@ -466,8 +473,6 @@ def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(t
 def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):
   """`codebook.semantic_map` with `pull=codes`: the CE moves the semantic layers' own projection and neither the
   encoder nor the projection every other layer uses (same steps with the CE weighted 100 or 0)."""
-  from spae.train._step import Models, init_state, make_train_step
-
   vocab = spae.tiny_vocabulary()
   table = jnp.asarray(vocab.embeddings, jnp.float32)
   images = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
@@ -476,16 +481,7 @@ def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):
   idx = jnp.asarray(rows)[idx]
   after = {}
   for w in (0, 100):
-    cfg = tiny_cfg
-    for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
-              "tokenizer.pyramid.grids=[1, 2]", f"semantic.weight={w}", "semantic.layers=1",
-              "optim.grad_clip=1e9", "semantic.pull=codes"):
-      cfg = T.apply_override(cfg, o)
-    pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=1, semantic_vocab=rows)
-    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
-    models = Models(cfg, table.shape)
-    state = init_state(cfg, models)
-    step = jax.jit(make_train_step(cfg, models, use_gan=False, semantic=True))
+    _, _, state, step = _semantic_map_step(tiny_cfg, rows, (f"semantic.weight={w}", "optim.grad_clip=1e9"))
     for _ in range(2):  # the learning rate warms up from 0, so the second step's gradients meet equal parameters
       state, metrics, _ = step(state, images, table, {"teacher_idx": idx, "teacher_probs": probs})
       assert np.isfinite(float(metrics["semantic"]))
