@@ -13,7 +13,7 @@ Five changes to the shipped recipe, each measured at 200 steps on validation sce
   input over the images the teacher names each word for (`semantic.code_means`, docs/method.md).
 
 The teacher folder is `runs/teacher_scenes` (relative to the repository); tools/train_default_tokenizer.py trains
-it there from its seed first when it is missing (14 min on 2 CPU cores here).
+it there from its seed first when it is missing (6 min on 2 CPU cores here).
 
   python tools/train_default_tokenizer.py --config configs/gemma64_named.py --minilm-dir MINILM_FOLDER
 """

@@ -75,6 +75,9 @@ def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm
     out = tool._lit_teacher(cfg, args, tmp_path / "work")
     assert out.semantic.teacher == f"lit:{folder}#text_tower={minilm}"
   assert len(calls) == 1 and calls[0][:2] == ["--data", "scenes"] and calls[0][-1] == str(folder)
+  # A text tower the spec names itself is kept.
+  own = T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={tmp_path / 'own'}")
+  assert tool._lit_teacher(own, args, tmp_path / "work").semantic.teacher.endswith(f"#text_tower={tmp_path / 'own'}")
   # The shipped teacher and a spec that is not a LiT folder are left as they are.
   shipped = T.apply_override(cfg, "semantic.teacher=lit:default")
   assert tool._lit_teacher(shipped, args, tmp_path / "work") is shipped

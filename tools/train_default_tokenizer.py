@@ -55,15 +55,15 @@ def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
 def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
   """`cfg` with its LiT teacher folder resolved: a relative `lit:FOLDER` is read from the repository root and,
   when missing, trained there first by tools/train_default_teacher.py on `scenes` from its seed; the text tower is
-  the MiniLM folder (its Gemma words go through it)."""
+  the spec's own `text_tower`, else the MiniLM folder (its Gemma words go through it)."""
+  from spae import _specs, teachers  # noqa: F401  (spae.teachers registers the teacher specs)
   from spae import train as T
 
-  spec = cfg.semantic.teacher
-  if not (isinstance(spec, str) and spec.startswith("lit:")) or spec.split("#")[0] in ("lit:default", "lit:"):
+  spec = _specs.parse("teacher", cfg.semantic.teacher)
+  if spec.scheme != "lit" or spec.body == "default":
     return cfg
-  folder = Path(spec[len("lit:"):].split("#")[0])
-  folder = folder if folder.is_absolute() else ROOT / folder
-  minilm = _minilm_dir(a, work)
+  folder = Path(spec.body) if Path(spec.body).is_absolute() else ROOT / spec.body
+  minilm = spec.options(("text_tower",)).get("text_tower") or _minilm_dir(a, work)
   if not (folder / "teacher.json").exists():
     sys.path.insert(0, str(ROOT / "tools"))
     import train_default_teacher
