@@ -442,9 +442,11 @@ def test_subvocab_config_is_gemma64_with_the_semantic_options():
   assert dataclasses.replace(sub, semantic=base.semantic, steps=base.steps) == base
 
 
-def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(tiny_cfg):
+@pytest.mark.parametrize("learn_pool", [True, False])
+def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(tiny_cfg, learn_pool):
   """With `pull=codes` and pooled top layers, the semantic CE moves the attention scorer (where to look) and the
-  code map, never the encoder: same steps with the CE weighted 100 or 0 leave identical encoders."""
+  code map, never the encoder: same steps with the CE weighted 100 or 0 leave identical encoders.
+  `semantic.learn_pool=false` takes the scorer out of it too (it keeps its initial contrast pooling)."""
   from spae.train._step import Models, init_state, make_train_step
 
   vocab = spae.tiny_vocabulary()
@@ -456,7 +458,7 @@ def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(t
     cfg = tiny_cfg
     for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.pyramid.grids=[1, 2]",
               "tokenizer.pyramid.pooled_layers=2", f"semantic.weight={w}", "optim.grad_clip=1e9",
-              "semantic.pull=codes"):
+              "semantic.pull=codes", f"semantic.learn_pool={str(learn_pool).lower()}"):
       cfg = T.apply_override(cfg, o)
     models = Models(cfg, table.shape)
     state = init_state(cfg, models)
@@ -466,8 +468,11 @@ def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(t
       assert np.isfinite(float(metrics["semantic"]))
     after[w] = jax.device_get(state["g_params"])
   assert _tree_equal(after[0]["encoder"], after[100]["encoder"])
-  assert not _tree_equal(after[0]["pool"], after[100]["pool"])
+  assert _tree_equal(after[0]["pool"], after[100]["pool"]) != learn_pool
   assert not np.array_equal(after[0]["codebook"]["weight"], after[100]["codebook"]["weight"])
+  if not learn_pool:
+    with pytest.raises(spae.SpaeInputError, match="learn_pool"):
+      T.apply_override(cfg, "semantic.learn_pool=1").validate()
 
 
 def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):

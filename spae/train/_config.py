@@ -83,6 +83,8 @@ class SemanticConfig:
   code_means: float = 0.0           # > 0 (an EMA decay, with codebook.semantic_map): each step sets the semantic
                                     # words' codes to the running mean layer-1 input of the images the teacher
                                     # names them for, instead of learning W_s by gradient (docs/method.md)
+  learn_pool: bool = True           # the CE trains the pooled layers' attention scorer; False keeps its initial
+                                    # contrast pooling (under code_means the CE drifts it toward the block mean)
 
 
 @dataclasses.dataclass
@@ -203,6 +205,7 @@ def _checks(c: TrainConfig):
   yield "semantic.code_means", s.code_means, is_num(s.code_means) and 0 <= s.code_means < 1 and (
       not s.code_means or c.tokenizer.codebook.semantic_map), \
       "in [0, 1) (0 = off); > 0 needs tokenizer.codebook.semantic_map=true"
+  yield "semantic.learn_pool", s.learn_pool, isinstance(s.learn_pool, bool), "true or false"
   yield "semantic.vocab_images", s.vocab_images, is_int(s.vocab_images) and s.vocab_images >= 1, pos
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"

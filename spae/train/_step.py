@@ -211,7 +211,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       # 'codes' keeps the encoder out of the CE: the targets see stopped latents, and only the pooled layers'
       # attention weights (whose scorer reads stopped latents too) and the code map learn from it.
       z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
-      for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, n_sem, spec.subsample, quantizer, pool),
+      # learn_pool=False: the scorer keeps its initial contrast pooling (the CE's targets carry stopped weights).
+      pool_sem = pool if cfg.semantic.learn_pool or pool is None else [jax.lax.stop_gradient(a) for a in pool]
+      for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, n_sem, spec.subsample, quantizer, pool_sem),
                             start=1):
         codes, idx = subset if spec.searches_subset(l) else whole
         v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
