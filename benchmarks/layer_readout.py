@@ -14,6 +14,9 @@ one-vs-rest classifier fitted on `train`-split scenes and scored on `test`-split
 - `words`: the layer's token ids as a bag (one-hot counts over the ids seen in the training scenes): what the
   tokens carry;
 - `thumbnail`: the pixels' s_l×s_l box averages (the baseline: what the same grid of exact colours carries);
+- `contrast` (layer 1 only): the fixed contrast pooling a pooled layer's scorer starts from (β = 1, v = 0 in
+  docs/method.md §2: weights softmax(‖z_p − z̄‖²) over the whole grid), read from that one d-vector: what layer 1
+  would quantize had its scorer not been trained (`semantic.learn_pool=false`);
 - `pooled` (layer 1 only): a small learned attention pooling of the whole latent grid into one d-vector, read by a
   linear classifier from that vector alone (`attention_readout`): what one content-dependent quantization input
   could carry where layer 1 now quantizes the block mean;
@@ -133,9 +136,18 @@ def attention_readout(ztr: np.ndarray, ytr: np.ndarray, zte: np.ndarray, yte: np
   return {"accuracy": float(np.mean(pred == yte))}
 
 
+def contrast_pool(z: np.ndarray) -> np.ndarray:
+  """[N, h, w, d] -> [N, d]: the pooled layers' initial scorer on a 1×1 grid, softmax_p(‖z_p − z̄‖²) weights."""
+  z = np.asarray(z, np.float64)
+  s = np.sum(np.square(z - z.mean(axis=(1, 2), keepdims=True)), axis=-1).reshape(len(z), -1)
+  a = np.exp(s - s.max(1, keepdims=True))
+  a /= a.sum(1, keepdims=True)
+  return np.einsum("np,npd->nd", a, z.reshape(len(z), -1, z.shape[-1]))
+
+
 def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -> list[dict[str, np.ndarray]]:
   """Per layer: {'latent': [N, s²·d], 'ids': [N, s²], 'thumbnail': [N, s²·3]} for uint8 images [N, S, S, 3];
-  the first also holds 'grid': the whole latent grid [N, h, w, d]."""
+  the first also holds 'grid': the whole latent grid [N, h, w, d], and 'contrast': its contrast pooling [N, d]."""
   from spae._pyramid import attention_pool, subsample
   from spae.metrics import box_average
 
@@ -148,6 +160,7 @@ def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -
     ids = tok.encode(x, layers=layers).ids
     pix = x.astype(np.float32) / 255.0
     out[0].setdefault("grid", []).append(np.asarray(z))
+    out[0].setdefault("contrast", []).append(contrast_pool(z))
     for l, grid in enumerate(spec.grids[:layers]):
       value = attention_pool(z, grid, pool[l]) if l < len(pool) else subsample(z, grid, spec.subsample)
       out[l]["latent"].append(np.asarray(value).reshape(len(x), -1))
@@ -185,6 +198,7 @@ def evaluate(tok: Any, train: tuple[np.ndarray, list], test: tuple[np.ndarray, l
       for name, (xtr, xte) in feats.items():
         row[name] = readout(xtr, ytr, xte, yte, len(names))
       if l == 0:
+        row["contrast"] = readout(ftr[0]["contrast"], ytr, fte[0]["contrast"], yte, len(names))
         row["pooled"] = attention_readout(ftr[0]["grid"], ytr, fte[0]["grid"], yte, len(names))
       rows.append(row)
   return rows
@@ -216,11 +230,12 @@ def main(argv=None) -> int:
   print(f"tokenizer: {tok_name}; {a.train_images} train-split scenes fit, {a.test_images} test-split scenes scored; "
         f"subsample={tok.config.pyramid.subsample}; load {load[0]:.1f}")
   table = [{"layer": r["layer"], "grid": f"{r['grid']}x{r['grid']}", "attribute": r["role"], "classes": r["classes"],
-            **{f: r[f]["accuracy"] for f in FEATURES}, "pooled": r["pooled"]["accuracy"] if "pooled" in r else "-",
+            **{f: r[f]["accuracy"] for f in FEATURES},
+            **{f: r[f]["accuracy"] if f in r else "-" for f in ("contrast", "pooled")},
             "majority": r["majority"],
             "latent/majority": f"{r['latent']['accuracy'] / r['majority']:.2f}" if r["majority"] else "n/a"}
            for r in rows]
-  _common.print_table(table, ["layer", "grid", "attribute", "classes", *FEATURES, "pooled", "majority",
+  _common.print_table(table, ["layer", "grid", "attribute", "classes", *FEATURES, "contrast", "pooled", "majority",
                               "latent/majority"])
   _common.write_json(a.out, {"benchmark": "layer_readout", "machine": _common.machine_info(), "load_avg": list(load),
                              "args": vars(a), "tokenizer": tok_name, "rows": rows})

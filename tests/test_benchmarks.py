@@ -234,6 +234,7 @@ def test_layer_readout_reports_every_layer_role_and_feature(smoke_runs):
                                                      ("background colour", "main colour", "main shape")]
   for r in rows:
     assert all(0.0 <= r[f]["accuracy"] <= 1.0 for f in ("latent", "words", "thumbnail"))
+    assert ("contrast" in r) == ("pooled" in r) == (r["layer"] == 1)
     assert 0.0 <= r["majority"] <= 1.0 and r["classes"] >= 2
 
 
@@ -278,6 +279,26 @@ def test_attention_readout_finds_an_object_the_block_mean_dilutes():
   pooled = lr.attention_readout(z[:300], y[:300], z[300:], y[300:], classes)["accuracy"]
   mean = lr.readout(z[:300].mean((1, 2)), y[:300], z[300:].mean((1, 2)), y[300:], classes)["accuracy"]
   assert pooled > 0.9 and pooled > mean + 0.2
+  c = lr.contrast_pool(z)  # the untrained scorer's pooling weighs the position that differs from the mean
+  assert lr.readout(c[:300], y[:300], c[300:], y[300:], classes)["accuracy"] > mean + 0.2
+
+
+def test_contrast_pool_is_the_pooled_layers_initial_scorer():
+  """layer_readout's `contrast` feature is what spae's SemanticPool computes at initialisation on a 1×1 grid."""
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from spae._nets import SemanticPool
+  from spae._pyramid import attention_pool
+
+  sys.path.insert(0, str(BENCH))
+  import layer_readout as lr
+
+  z = np.random.default_rng(2).normal(size=(3, 4, 4, 5)).astype(np.float32)
+  a = SemanticPool(5, 8, contrast=1.0, rngs=nnx.Rngs(0))(jnp.asarray(z), 1)
+  want = np.asarray(attention_pool(jnp.asarray(z), 1, a)).reshape(3, 5)
+  np.testing.assert_allclose(lr.contrast_pool(z), want, rtol=1e-4, atol=1e-5)
 
 
 def test_a_bad_tokenizer_bundle_is_one_line_not_a_traceback(tmp_path):
