@@ -136,13 +136,18 @@ def attention_readout(ztr: np.ndarray, ytr: np.ndarray, zte: np.ndarray, yte: np
   return {"accuracy": float(np.mean(pred == yte))}
 
 
-def contrast_pool(z: np.ndarray) -> np.ndarray:
-  """[N, h, w, d] -> [N, d]: the pooled layers' initial scorer on a 1×1 grid, softmax_p(‖z_p − z̄‖²) weights."""
-  z = np.asarray(z, np.float64)
-  s = np.sum(np.square(z - z.mean(axis=(1, 2), keepdims=True)), axis=-1).reshape(len(z), -1)
-  a = np.exp(s - s.max(1, keepdims=True))
-  a /= a.sum(1, keepdims=True)
-  return np.einsum("np,npd->nd", a, z.reshape(len(z), -1, z.shape[-1]))
+def contrast_pool(z: Any) -> np.ndarray:
+  """[N, h, w, d] -> [N, d]: the pooled layers' scorer as initialised (spae._nets.SemanticPool: v = 0, β = 1, so
+  softmax_p(‖z_p − z̄‖²) weights) pooling the whole grid, the way a 1×1 pooled layer would."""
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from spae._nets import SemanticPool
+  from spae._pyramid import attention_pool
+
+  z = jnp.asarray(z, jnp.float32)
+  weights = SemanticPool(z.shape[-1], 1, contrast=1.0, rngs=nnx.Rngs(0))(z, 1)
+  return np.asarray(attention_pool(z, 1, weights)).reshape(len(z), -1)
 
 
 def layer_features(tok: Any, images: np.ndarray, layers: int, batch: int = 64) -> list[dict[str, np.ndarray]]:
