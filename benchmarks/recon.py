@@ -341,6 +341,9 @@ def main(argv=None) -> int:
   p.add_argument("--lpips-weights", default=None, help="VGG16/LPIPS weights file for spae.perceptual (LPIPS)")
   p.add_argument("--inception-weights", default=None,
                  help="pytorch-fid pt_inception-2015-12-05 state dict as .npz/.safetensors (rFID)")
+  p.add_argument("--scenes-split", choices=("test", "validation"), default="test",
+                 help="the `scenes` split to score: test (the reported figures) or validation (for choosing between "
+                      "tokenizers or recipes without looking at the test split; its data set is 'scenes-validation')")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--smoke", action="store_true", help="tiny sizes for CI")
   p.add_argument("--out", default=None, help="write results as JSON here")
@@ -371,9 +374,10 @@ def main(argv=None) -> int:
                  ".npz/.safetensors; nothing is downloaded)")
 
   datasets: dict[str, dict[str, Any]] = {}
-  imgs, attrs = new_scenes(a.num_images, size, a.seed)
-  datasets["scenes-test"] = {"images": imgs, "attrs": attrs,
-                             "source": "spae.data.SceneSource, split 'test' (a split never trained on)"}
+  imgs, attrs = new_scenes(a.num_images, size, a.seed, split=a.scenes_split)
+  datasets[f"scenes-{a.scenes_split}"] = {
+      "images": imgs, "attrs": attrs,
+      "source": f"spae.data.SceneSource, split {a.scenes_split!r} (a split never trained on)"}
   if not a.no_skimage:
     from spae import SpaeInputError
     from spae.data import HELDOUT_PHOTOS, heldout_photo_crops

@@ -29,6 +29,8 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "fewshot": ("fewshot.py", [], {"summary", "machine", "timing", "args"}),
     "train_step": ("train_step.py", [], {"benchmark", "machine", "matmul_gflops", "rows"}),
     "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
+    # the tokenizer-choosing mode: validation-split scenes in place of the test split's
+    "recon_validation": ("recon.py", ["--scenes-split", "validation", "--no-skimage"], {"datasets"}),
     "speed": ("speed.py", [], {"benchmark", "machine", "load_avg", "rows", "parity", "notes", "matmul_gflops"}),
     "speed_no_torch": ("speed.py", ["--no-torch"], {"benchmark", "rows", "parity", "notes"}),
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
@@ -93,6 +95,14 @@ def _load(smoke_runs, name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_smoke_completes_with_json(smoke_runs, name):
   _load(smoke_runs, name)
+
+
+def test_recon_scores_validation_scenes_instead_of_the_test_split(smoke_runs):
+  """--scenes-split validation is for choosing a tokenizer: the test split's scenes are never scored then."""
+  data = _load(smoke_runs, "recon_validation")["datasets"]
+  assert sorted(data) == ["scenes-validation", "shapes-heldout"]
+  assert "split 'validation'" in data["scenes-validation"]["source"]
+  assert "main_named" in data["scenes-validation"]
 
 
 def test_recon_reports_every_prefix(smoke_runs):
