@@ -160,7 +160,7 @@ def _breakdown(tr, x, repeats: int) -> list[dict]:
 
     part(f"semantic CE forward + backward ({n_sem} layers)", jax.grad(sem), z, recons, table,
          ex["teacher_idx"], ex["teacher_probs"])
-    part("teacher relevance (outside the step)", lambda x: tr._teacher_jit(tr.teacher_fn, x), x)
+    part("teacher relevance (outside the step)", lambda x: tr._teacher_jit(tr.teacher_fn, tr._teacher_mask, x), x)
   return rows
 
 

@@ -27,7 +27,7 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "quantizer": ("quantizer.py", [], {"benchmark", "machine", "args", "rows"}),
     "lm_scoring": ("lm_scoring.py", [], {"benchmark", "seconds_per_query", "speedup_vs_uncached", "machine"}),
     "fewshot": ("fewshot.py", [], {"summary", "machine", "timing", "args"}),
-    "train_step": ("train_step.py", [], {"benchmark", "machine", "matmul_gflops", "rows"}),
+    "train_step": ("train_step.py", ["--breakdown"], {"benchmark", "machine", "matmul_gflops", "rows", "breakdown"}),
     "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
     # the tokenizer-choosing mode: validation-split scenes in place of the test split's
     "recon_validation": ("recon.py", ["--scenes-split", "validation", "--no-skimage"], {"datasets"}),
@@ -323,3 +323,20 @@ def test_a_bad_tokenizer_bundle_is_one_line_not_a_traceback(tmp_path):
       call()
     msg = str(e.value)
     assert msg.startswith(f"--tokenizer {tmp_path}: ") and "\n" not in msg
+
+
+def test_train_step_breakdown_times_the_teacher_and_semantic_loss(tmp_path):
+  """--breakdown's semantic rows run only with a teacher, which the CI smoke (tiny config) lacks: time them here on
+  the tiny config with the train tests' toy teacher."""
+  import spae
+  from spae import train as T
+  from test_train import ToyTeacher
+
+  sys.path.insert(0, str(BENCH))
+  import train_step
+
+  tr = T.Trainer(T.load_config(ROOT / "configs" / "tiny.py"), tmp_path, teacher=ToyTeacher(len(spae.tiny_vocabulary())))
+  rows = train_step._breakdown(tr, tr.global_batch(next(tr.data)["image"]), 1)
+  names = [r["part"] for r in rows]
+  assert any(n.startswith("semantic CE") for n in names) and "teacher relevance (outside the step)" in names
+  assert all(math.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows)
