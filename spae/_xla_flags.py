@@ -1,8 +1,8 @@
 """XLA:CPU settings spae's entry points choose before JAX starts its CPU backend.
 
 XLA:CPU hands convolutions to YNNPACK by default (its `individual_convolution` fusion). On AVX2-only CPUs (the
-2-core AMD EPYC of 2026-12-03, no AVX-512) that path ran the default tokenizer's decoder forward + backward 2.5-4×
-slower than XLA's own convolution emitter, and a training step 2.6× slower (benchmarks/README.md, train_step.py).
+2-core AMD EPYC of 2026-12-03, no AVX-512) that path ran the default tokenizer's decoder forward + backward 2.8-4.3×
+slower than XLA's own convolution emitter, and a training step 2.3× slower (benchmarks/README.md, train_step.py).
 Only convolutions leave YNNPACK: its matmul fusion stays, since turning it off too slowed a 2048² matmul by ~25%.
 
 The two paths round differently (relative gradient differences ~1e-5), so runs are bit-reproducible only with the

