@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spae._xla_flags import xla_convolutions_on_cpu
+from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
 
 # Every benchmark imports this module before it computes anything: time what the `spae` command and the tools run.
 xla_convolutions_on_cpu()
@@ -24,13 +24,12 @@ def machine_info() -> dict[str, Any]:
 
   info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
           "jax": jax.__version__, "backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()], "date": time.strftime("%Y-%m-%d"),
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "devices": [str(d) for d in jax.devices()], "date": time.strftime("%Y-%m-%d")}
+  numerics = numerics_record()
+  if numerics["cpu"]:
+    info["cpu"] = numerics["cpu"]
+  info["xla_flags"] = numerics["xla_flags"]
   try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        info["cpu"] = line.split(":", 1)[1].strip()
-        break
     info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
   except (OSError, ValueError):
     pass

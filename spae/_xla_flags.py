@@ -13,12 +13,13 @@ restores XLA's default bit for bit, and any XLA_FLAGS that already sets the fusi
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import MutableMapping
 
 _FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 CPU_CONVOLUTIONS_FLAG = f"{_FLAG}=-individual_convolution"
 
-__all__ = ["CPU_CONVOLUTIONS_FLAG", "xla_convolutions_on_cpu"]
+__all__ = ["CPU_CONVOLUTIONS_FLAG", "numerics_record", "xla_convolutions_on_cpu"]
 
 
 def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -36,3 +37,14 @@ def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> 
       return False
   env["XLA_FLAGS"] = f"{flags} {CPU_CONVOLUTIONS_FLAG}".strip()
   return True
+
+
+def numerics_record() -> dict[str, str]:
+  """What a run's bits depend on besides its code, config and seed: the CPU model ('' where /proc/cpuinfo does not
+  name one) and XLA_FLAGS."""
+  try:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    lines = []
+  cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "")
+  return {"cpu": cpu, "xla_flags": os.environ.get("XLA_FLAGS", "")}

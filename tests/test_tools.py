@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ def test_default_tokenizer_tool_is_bit_for_bit_reproducible(tmp_path):
     rec = json.loads((tmp_path / f"t{run}" / "training.json").read_text())
     digests.append(rec["params_sha256"])
     assert rec["steps"] == 3 and rec["seed"] == 0
+    assert rec["machine"]["xla_flags"] == os.environ.get("XLA_FLAGS", "")  # the bits depend on them
   assert digests[0] == digests[1]
   # The digest covers the parameter values: perturbing one weight changes it.
 

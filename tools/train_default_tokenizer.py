@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -47,15 +46,6 @@ def params_digest(tokenizer_dir: Path) -> str:
     h.update(jax.tree_util.keystr(path).encode())
     h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
   return h.hexdigest()
-
-
-def _cpu_name() -> str:
-  """The CPU model /proc/cpuinfo names ('' elsewhere): bit-for-bit reproduction holds per machine type."""
-  try:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-  except OSError:
-    return ""
-  return next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "")
 
 
 def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
@@ -101,7 +91,7 @@ def main(argv=None) -> int:
 
   from spae import train as T
   from spae._io import write_json_atomic
-  from spae._xla_flags import xla_convolutions_on_cpu
+  from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
 
   xla_convolutions_on_cpu()  # the numerics depend on it: training.json records the flags the run used
 
@@ -124,7 +114,7 @@ def main(argv=None) -> int:
             "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
             "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
             "teacher": cfg.semantic.teacher, "vocabulary_shared_with_assets": shared,
-            "machine": {"cpu": _cpu_name(), "xla_flags": os.environ.get("XLA_FLAGS", "")}}
+            "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": digest}))
   return 0
