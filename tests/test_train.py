@@ -475,6 +475,33 @@ def test_pooled_layers_learn_from_the_semantic_loss_without_moving_the_encoder(t
       T.apply_override(cfg, "semantic.learn_pool=1").validate()
 
 
+def test_pool_reset_returns_the_scorer_to_contrast_pooling_and_freezes_it(tiny_cfg, tmp_path):
+  """`semantic.pool_reset=2`: the scorer learns for two steps, is then set back to its initial weights (trained and
+  averaged alike) and stays there while the rest trains on; a run interrupted at the reset step resumes to the
+  same state."""
+  cfg = tiny_cfg
+  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.pyramid.grids=[1, 2, 4]",
+            "tokenizer.pyramid.pooled_layers=2", "semantic.weight=100", "semantic.pull=codes", "steps=4",
+            "gan.adversarial_weight=0", "semantic.pool_reset=2"):
+    cfg = T.apply_override(cfg, o)
+  teacher = ToyTeacher(len(spae.tiny_vocabulary()))
+  a = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  initial = jax.device_get(a.models.g_init["pool"])  # before the first step donates it
+  a.run(progress=False, stop_after=2)
+  assert not _tree_equal(a.state["g_params"]["pool"], initial)  # learned before the reset
+  b = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  b.run(progress=False)  # resumes at step 2: resets, then two frozen steps
+  assert int(b.state["step"]) == 4
+  assert _tree_equal(b.state["g_params"]["pool"], initial) and _tree_equal(b.state["ema_params"]["pool"], initial)
+  assert not _tree_equal(b.state["g_params"]["encoder"], a.state["g_params"]["encoder"])
+  c = T.Trainer(cfg, tmp_path / "c", teacher=teacher)
+  c.run(progress=False)
+  for key in ("g_params", "ema_params", "g_opt"):
+    assert _tree_equal(b.state[key], c.state[key]), key
+  with pytest.raises(spae.SpaeInputError, match="pool_reset"):
+    T.apply_override(cfg, "tokenizer.pyramid.pooled_layers=0").validate()
+
+
 def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):
   """`codebook.semantic_map` with `pull=codes`: the CE moves the semantic layers' own projection and neither the
   encoder nor the projection every other layer uses (same steps with the CE weighted 100 or 0)."""

@@ -85,6 +85,8 @@ class SemanticConfig:
                                     # names them for, instead of learning W_s by gradient (docs/method.md)
   learn_pool: bool = True           # the CE trains the pooled layers' attention scorer; False keeps its initial
                                     # contrast pooling (under code_means the CE drifts it toward the block mean)
+  pool_reset: int = 0               # > 0: at this step the scorer returns to its initial contrast pooling and is
+                                    # frozen from then on (learned while the pyramid forms, fixed for the naming)
 
 
 @dataclasses.dataclass
@@ -206,6 +208,9 @@ def _checks(c: TrainConfig):
       not s.code_means or c.tokenizer.codebook.semantic_map), \
       "in [0, 1) (0 = off); > 0 needs tokenizer.codebook.semantic_map=true"
   yield "semantic.learn_pool", s.learn_pool, isinstance(s.learn_pool, bool), "true or false"
+  yield "semantic.pool_reset", s.pool_reset, is_int(s.pool_reset) and s.pool_reset >= 0 and (
+      not s.pool_reset or (c.tokenizer.pyramid.pooled_layers > 0 and s.learn_pool is True)), \
+      nonneg + " (0 = never); > 0 needs pooled layers (tokenizer.pyramid.pooled_layers) and semantic.learn_pool=true"
   yield "semantic.vocab_images", s.vocab_images, is_int(s.vocab_images) and s.vocab_images >= 1, pos
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"

@@ -137,8 +137,10 @@ def set_semantic_codes(g_params: dict, table: jax.Array, rows: np.ndarray, means
 
 
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
-                    semantic: bool = False) -> Callable:
+                    semantic: bool = False, freeze_pool: bool = False) -> Callable:
   """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
+
+  freeze_pool: the pooled layers' scorer gets no update at all (after `semantic.pool_reset`; the Trainer resets it).
 
   extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on). With a
   semantic sub-vocabulary in the pyramid, every teacher id must be one of its rows (the Trainer masks the teacher).
@@ -212,7 +214,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       # attention weights (whose scorer reads stopped latents too) and the code map learn from it.
       z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
       # learn_pool=False: the scorer keeps its initial contrast pooling (the CE's targets carry stopped weights).
-      pool_sem = pool if cfg.semantic.learn_pool or pool is None else [jax.lax.stop_gradient(a) for a in pool]
+      learn_pool = cfg.semantic.learn_pool and not freeze_pool
+      pool_sem = pool if learn_pool or pool is None else [jax.lax.stop_gradient(a) for a in pool]
       for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, n_sem, spec.subsample, quantizer, pool_sem),
                             start=1):
         codes, idx = subset if spec.searches_subset(l) else whole
@@ -258,6 +261,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     new = dict(state)
     finite = jnp.isfinite(g_loss) & jnp.isfinite(d_loss)
     g_updates, g_opt = g_tx.update(g_grads, state["g_opt"], state["g_params"])
+    if freeze_pool:  # no gradient reaches it now, but Adam's momentum and weight decay would still move it
+      g_updates = dict(g_updates, pool=jax.tree.map(jnp.zeros_like, g_updates["pool"]))
     g_params = optax.apply_updates(state["g_params"], g_updates)
     if use_gan:
       _, d_grads = vjp((zero, one))
@@ -272,6 +277,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       new["sem_means"] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), means, old_means)
     decay = cfg.optim.ema_decay
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
+    if freeze_pool:  # d·x + (1 - d)·x rounds away from x
+      ema = dict(ema, pool=state["ema_params"]["pool"])
     # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
     keep = lambda new_v, old_v: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_v, old_v)
     new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),

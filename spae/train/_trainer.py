@@ -186,7 +186,9 @@ class Trainer:
     elif cfg.semantic.weight:
       log.warning("no teacher given: the semantic loss is off.")
     self.models = Models(cfg, self.vocab.embeddings.shape)
-    self._steps: dict[bool, Callable] = {}
+    self._steps: dict[tuple[bool, bool], Callable] = {}
+    # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
+    self._initial_pool = jax.device_get(self.models.g_init["pool"]) if cfg.semantic.pool_reset else None
     self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
     self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.checkpoints.keep,
                                    async_save=cfg.checkpoints.async_save)
@@ -230,12 +232,21 @@ class Trainer:
                   sem.vocab_size, len(chosen), n)
     return tuple(sorted(int(i) for i in chosen))
 
-  def step_fn(self, use_gan: bool) -> Callable:
-    if use_gan not in self._steps:
+  def step_fn(self, use_gan: bool, freeze_pool: bool = False) -> Callable:
+    key = (use_gan, freeze_pool)
+    if key not in self._steps:
       fn = make_train_step(self.cfg, self.models, use_gan=use_gan, perceptual=self.perceptual,
-                           semantic=self.teacher_fn is not None)
-      self._steps[use_gan] = jax.jit(fn, donate_argnums=(0,))
-    return self._steps[use_gan]
+                           semantic=self.teacher_fn is not None, freeze_pool=freeze_pool)
+      self._steps[key] = jax.jit(fn, donate_argnums=(0,))
+    return self._steps[key]
+
+  def reset_pool(self) -> None:
+    """`semantic.pool_reset`: the pooled layers' scorer (trained and averaged weights alike) back to its initial
+    contrast pooling. Done once, on the host, when the loop reaches that step; a run resumed past it restores the
+    reset weights from its checkpoint."""
+    initial = jax.device_put(self._initial_pool, self.replicated)
+    self.state = dict(self.state, g_params=dict(self.state["g_params"], pool=initial),
+                      ema_params=dict(self.state["ema_params"], pool=jax.tree.map(jnp.array, initial)))
 
   def extras_for(self, images: jax.Array) -> dict[str, Any]:
     ex: dict[str, Any] = {}
@@ -257,7 +268,11 @@ class Trainer:
     """
     x = self.global_batch(np.asarray(images, np.float32))
     use_gan = bool(self.cfg.gan.adversarial_weight) and step >= self.cfg.gan.disc_start
-    self.state, metrics, ids = self.step_fn(use_gan)(self.state, x, self.codebook, self.extras_for(x))
+    reset = self.cfg.semantic.pool_reset
+    if reset and step == reset:
+      self.reset_pool()
+    freeze = bool(reset) and step >= reset
+    self.state, metrics, ids = self.step_fn(use_gan, freeze)(self.state, x, self.codebook, self.extras_for(x))
     return metrics, ids
 
   def train_step(self, images: np.ndarray) -> dict[str, float]:
