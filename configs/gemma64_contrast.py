@@ -1,7 +1,8 @@
 """configs/gemma64_named.py with the pooled layers' attention scorer kept at its initial contrast pooling
 (`semantic.learn_pool=False`). Measured, not shipped (benchmarks/README.md, "Why naming fell"): trained 2,200 steps
 from seed 0 its layers 1-2 name the main object in 44% of test scenes (shipped: 32.5%), but its full pyramid falls
-0.46-0.73 dB under the 16×16 thumbnail that the shipped default beats.
+0.46-0.73 dB under the 16×16 thumbnail that the named recipe beats. The shipped recipe (configs/gemma64_refocus.py)
+keeps the learned scorer for 2,000 steps and resets it to this contrast pooling for the last 200.
 
 Under `code_means` the semantic cross-entropy's only learner in the named recipe is the scorer of the pooled layers
 1-2 (the encoder is out of it with `pull=codes`, and W_s is overwritten by the class means). Its targets are the

@@ -99,3 +99,17 @@ def test_named_recipe_is_the_shipped_recipe_with_five_changes():
   assert named.tokenizer.pyramid.pooled_layers == 2 and named.tokenizer.codebook.semantic_map is True
   tok = dataclasses.replace(named.tokenizer, pyramid=base.tokenizer.pyramid, codebook=base.tokenizer.codebook)
   assert dataclasses.replace(named, tokenizer=tok, semantic=base.semantic) == base
+
+
+def test_refocus_recipe_is_the_named_recipe_with_a_scorer_reset():
+  """configs/gemma64_refocus.py (the shipped recipe) is configs/gemma64_named.py with the pooled layers' scorer reset
+  to contrast pooling for its last 200 steps, and nothing else."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  named = load_config(ROOT / "configs" / "gemma64_named.py")
+  refocus = load_config(ROOT / "configs" / "gemma64_refocus.py")
+  assert refocus.semantic.pool_reset == 2000 and refocus.steps == 2200 and named.semantic.pool_reset == 0
+  assert dataclasses.replace(refocus, semantic=dataclasses.replace(refocus.semantic, pool_reset=0)) == named
+  refocus.validate()

