@@ -277,7 +277,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       new["sem_means"] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), means, old_means)
     decay = cfg.optim.ema_decay
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
-    if freeze_pool:  # d·x + (1 - d)·x rounds away from x
+    if freeze_pool:  # d·x + (1 - d)·x need not round back to x
       ema = dict(ema, pool=state["ema_params"]["pool"])
     # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
     keep = lambda new_v, old_v: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_v, old_v)
