@@ -9,6 +9,8 @@ tokens for the default pyramid) it reports:
   thumb_side, thumb_psnr  the baseline of the same budget measured in this run: the s×s thumbnail
                         (spae.metrics.thumbnail: box average, 24-bit cells, bicubic back up) with s the side of
                         the prefix's deepest layer grid; gain_db = psnr - thumb_psnr (a prefix should beat it);
+  dips                  the share of images whose PSNR at prefix l is below their PSNR at prefix l - 1 (each added
+                        layer should make every picture better; the mean can rise while some images fall);
   lpips                 with --lpips-weights FILE (VGG16 + LPIPS heads through spae.perceptual);
   rfid                  with --inception-weights FILE (pytorch-fid InceptionV3 pool3 via spae.metrics);
   usage                 unique ids of layer l over the whole eval set / V;
@@ -248,6 +250,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   _, state = nnx.split(tok.model)
   usage = metrics.UsageWindow(L, V, window=max(1, len(images)) * max(spec.tokens_per_layer()))
   sums = {k: np.zeros(2 * L) for k in ("psnr", "ssim", "mse", "lpips")}
+  dips = np.zeros(L)  # per prefix: images whose PSNR falls below the previous prefix's
   feats = None
   if inception is not None:
     feats = {"real": metrics.FeatureStats(), **{l: metrics.FeatureStats() for l in range(1, L + 1)}}
@@ -268,7 +271,9 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     xr = jnp.asarray(x[:n])
     flat_y = y.reshape((-1,) + y.shape[2:])
     flat_x = jnp.tile(xr, (2 * L, 1, 1, 1))
-    sums["psnr"] += np.asarray(metrics.psnr(flat_x, flat_y)).reshape(2 * L, n).sum(1)
+    per_image = np.asarray(metrics.psnr(flat_x, flat_y)).reshape(2 * L, n)
+    sums["psnr"] += per_image.sum(1)
+    dips[1:] += (per_image[1:L] < per_image[:L - 1]).sum(1)  # SAQ prefixes only
     fs = min(11, x.shape[1])
     sums["ssim"] += np.asarray(metrics.ssim(flat_x, flat_y, filter_size=fs)).reshape(2 * L, n).sum(1)
     sums["mse"] += mse.sum(1)
@@ -304,7 +309,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     row = {"layers": l, "tokens": int(cum[s]), "psnr": sums["psnr"][s] / seen, "ssim": sums["ssim"][s] / seen,
            "usage": float(use[s]), "saq_mse": sums["mse"][s] / seen, "rq_mse": sums["mse"][r] / seen,
            "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen, "thumb_side": thumb_sides[s],
-           "thumb_psnr": thumb_sums[thumb_sides[s]] / seen}
+           "thumb_psnr": thumb_sums[thumb_sides[s]] / seen, "dips": dips[s] / seen}
     row["gain_db"] = row["psnr"] - row["thumb_psnr"]
     row["rq_over_saq_mse"] = row["rq_mse"] / row["saq_mse"] if row["saq_mse"] > 0 else float("nan")
     if lpips_fn is not None:
@@ -413,7 +418,7 @@ def main(argv=None) -> int:
   print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
-  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "ssim", "lpips", "rfid", "usage",
+  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "dips", "ssim", "lpips", "rfid", "usage",
           "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():

@@ -115,6 +115,12 @@ def test_recon_reports_every_prefix(smoke_runs):
     for r in res["rows"]:
       assert math.isfinite(r["psnr"]) and -1.0 <= r["ssim"] <= 1.0 and 0.0 < r["usage"] <= 1.0
       assert r["saq_mse"] >= 0.0 and r["rq_mse"] >= 0.0
+    # dips: the share of images a layer made worse; none at the first prefix, and a mean that falls needs one.
+    rows = res["rows"]
+    assert rows[0]["dips"] == 0.0 and all(0.0 <= r["dips"] <= 1.0 for r in rows)
+    for prev, r in zip(rows, rows[1:]):
+      assert r["dips"] > 0.0 or r["psnr"] >= prev["psnr"] - 1e-4, name
+      assert r["dips"] < 1.0 or r["psnr"] < prev["psnr"], name
     # SAQ and RQ pick the same first-layer token (both target z at layer 1): equal latent error there.
     assert res["rows"][0]["saq_mse"] == pytest.approx(res["rows"][0]["rq_mse"], rel=1e-5)
   sem = data["datasets"]["shapes-heldout"]["semantic_precision"]
