@@ -245,6 +245,7 @@ class Trainer:
     contrast pooling. Done once, on the host, when the loop reaches that step; a run resumed past it restores the
     reset weights from its checkpoint."""
     initial = jax.device_put(self._initial_pool, self.replicated)
+    # The EMA gets its own buffers: the step donates the state, and a donated buffer may appear in it only once.
     self.state = dict(self.state, g_params=dict(self.state["g_params"], pool=initial),
                       ema_params=dict(self.state["ema_params"], pool=jax.tree.map(jnp.array, initial)))
 
