@@ -113,3 +113,17 @@ def test_refocus_recipe_is_the_named_recipe_with_a_scorer_reset():
   assert refocus.semantic.pool_reset == 2000 and refocus.steps == 2200 and named.semantic.pool_reset == 0
   assert dataclasses.replace(refocus, semantic=dataclasses.replace(refocus.semantic, pool_reset=0)) == named
   refocus.validate()
+
+
+def test_long_recipe_is_the_shipped_recipe_trained_longer_with_the_same_frozen_tail_as_r1800():
+  """configs/gemma64_long.py (measured, not shipped) changes the shipped recipe only in its length and reset step:
+  3,300 steps, reset at 2,900, i.e. 400 frozen-scorer steps."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  refocus = load_config(ROOT / "configs" / "gemma64_refocus.py")
+  long = load_config(ROOT / "configs" / "gemma64_long.py")
+  assert (long.steps, long.semantic.pool_reset) == (3300, 2900)
+  assert dataclasses.replace(long, steps=refocus.steps, semantic=refocus.semantic) == refocus
+  long.validate()
