@@ -1,0 +1,168 @@
+"""Trains a recipe on a machine that has neither the models extra nor the MiniLM weights (a lent GPU machine).
+
+The default recipe needs three things such a machine cannot fetch: Gemma 3 270M's codebook (a 240 MB package),
+the `scenes` LiT teacher, and the teacher's embeddings of Gemma's words (made once by the 90 MB MiniLM text tower).
+`pack` writes what training needs of them into one small folder; `train` runs the recipe from it; `finish` turns
+the checkpoints it brings back into a tokenizer bundle here, through tools/train_default_tokenizer.py, which
+resumes at the last step and so only exports (its SHA-256 and training.json as for any run).
+
+  # here (models extra, MiniLM folder, teacher trained):
+  python tools/device_train.py pack --minilm-dir MINILM --out .pack                       # ~24 MB
+  # there (jax with an accelerator; flax, optax, orbax-checkpoint, tensorboardX):
+  python tools/device_train.py train --pack .pack --workdir W --set steps=6600 --set semantic.pool_reset=6000
+  # here again, with W's last checkpoint:
+  python tools/train_default_tokenizer.py --minilm-dir MINILM --set steps=6600 --set semantic.pool_reset=6000 \
+      --workdir W --out W/export
+
+The codebook travels exactly: Gemma's table is stored in its file as Q8_0 (int8 codes times one float16 scale per
+32 numbers), so the codes and scales rebuild every float32 row bit for bit, and `train` checks the fingerprint.
+The word embeddings travel as the teacher's own disk cache, keyed by that fingerprint. The run is not bit-identical
+to a CPU run of the same recipe (other kernels and reduction orders); f32 matrix products use full precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "gemma64_refocus.py"
+BLOCK = 32  # Q8_0: one float16 scale per 32 int8 codes
+
+
+def quantize_q8_0(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """float32 [V, d] -> (int8 codes [V, d], float16 scales [V, d/32]); exact for rows that were Q8_0 already."""
+  v, d = rows.shape
+  if d % BLOCK:
+    raise SystemExit(f"rows of width {d} are not whole {BLOCK}-number blocks; this codebook cannot travel as Q8_0.")
+  blocks = rows.reshape(v, d // BLOCK, BLOCK)
+  scales = (np.abs(blocks).max(-1) / 127).astype(np.float16)
+  s = scales.astype(np.float32)[..., None]
+  codes = np.round(blocks / np.where(s == 0, 1, s)).astype(np.int8)
+  return codes.reshape(v, d), scales
+
+
+def dequantize_q8_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+  v, d = codes.shape
+  blocks = codes.reshape(v, d // BLOCK, BLOCK).astype(np.float32)
+  return (scales.astype(np.float32)[..., None] * blocks).reshape(v, d)
+
+
+def _teacher_dir(config: str, overrides: list[str]) -> Path:
+  from spae import _specs, teachers  # noqa: F401  (registers the teacher specs)
+  from spae import train as T
+
+  spec = _specs.parse("teacher", T.load_config(config, overrides).semantic.teacher)
+  folder = Path(spec.body)
+  return folder if folder.is_absolute() else ROOT / folder
+
+
+def pack(a: argparse.Namespace) -> int:
+  from spae import assets
+  from spae.teachers._lit import LiTTeacher
+
+  out = Path(a.out)
+  vocab = assets.builtin_vocabulary(a.vocab)
+  codes, scales = quantize_q8_0(vocab.embeddings)
+  if not np.array_equal(dequantize_q8_0(codes, scales).view(np.uint32), vocab.embeddings.view(np.uint32)):
+    raise SystemExit(f"the {a.vocab} codebook is not Q8_0 data; packing it as Q8_0 would change its rows.")
+  teacher_dir = _teacher_dir(a.config, a.overrides)
+  teacher = LiTTeacher.load(teacher_dir, text_tower=a.minilm_dir)
+  t = time.time()
+  teacher.vocabulary_embeddings(vocab)  # the text tower's word table, in the default cache where the trainer looks
+  print(f"word embeddings for {len(vocab)} words in {time.time() - t:.0f} s (cached runs take no time)")
+  cached = teacher.cache_path(vocab, teacher.templates)
+  (out / "cache" / cached.parent.name).mkdir(parents=True, exist_ok=True)
+  shutil.copy(cached, out / "cache" / cached.parent.name / cached.name)
+  shutil.copytree(teacher_dir, out / "teacher", dirs_exist_ok=True)
+  shutil.copy(Path(a.minilm_dir) / "vocab.txt", out / "minilm_vocab.txt")
+  np.savez(out / "codebook.npz", codes=codes, scales=scales, llm_ids=vocab.llm_ids,
+           pieces=np.array(vocab.pieces), metadata=np.array(json.dumps(vocab.metadata)),
+           fingerprint=np.array(vocab.fingerprint()))
+  size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+  print(f"packed {out}: {size / 2**20:.1f} MB")
+  return 0
+
+
+class _TokenizerOnly:
+  """Stands in for the MiniLM text tower where training needs only its WordPiece vocabulary (whole-word mask);
+  every word embedding comes from the packed cache, so a cache miss fails loudly instead of embedding."""
+
+  def __init__(self, vocab_txt: Path):
+    from spae.teachers._wordpiece import WordPieceTokenizer
+
+    self.tokenizer = WordPieceTokenizer.from_file(vocab_txt)
+
+  def __getattr__(self, name):
+    raise AttributeError(f"the packed word embeddings do not cover this run (it asked the text tower for "
+                         f"{name!r}); pack again with this run's config.")
+
+
+def train(a: argparse.Namespace) -> int:
+  import jax
+
+  with jax.default_matmul_precision("highest"):  # no TF32 shortcut in the f32 products on GPUs
+    return _train(a)
+
+
+def _train(a: argparse.Namespace) -> int:
+  start = time.time()
+  import jax
+
+  from spae import Vocabulary
+  from spae import train as T
+  from spae.teachers._lit import LiTTeacher
+
+  p = Path(a.pack)
+  with np.load(p / "codebook.npz", allow_pickle=False) as f:
+    vocab = Vocabulary.from_arrays([str(s) for s in f["pieces"]], dequantize_q8_0(f["codes"], f["scales"]),
+                                   f["llm_ids"], json.loads(str(f["metadata"])))
+    if vocab.fingerprint() != str(f["fingerprint"]):
+      raise SystemExit(f"{p}/codebook.npz rebuilt a codebook of another fingerprint; pack it again.")
+  teacher = LiTTeacher.load(p / "teacher", cache_dir=p / "cache")
+  teacher.text_tower = _TokenizerOnly(p / "minilm_vocab.txt")
+  cfg = T.load_config(a.config, a.overrides)
+  print(f"{jax.devices()[0].device_kind}: {a.config} {a.overrides}", flush=True)
+  t = time.time()
+  trainer = T.Trainer(cfg, a.workdir, vocabulary=vocab, teacher=teacher)
+  print(f"semantic words {list(trainer.cfg.tokenizer.pyramid.semantic_vocab)}; set up in {time.time() - t:.0f} s",
+        flush=True)
+  t, last, done = time.time(), {}, 0
+  # Chunks that end in a checkpoint, so a run that would outlast the lease stops at the last one it reached.
+  while done < cfg.steps and time.time() - start < a.deadline_s:
+    last = trainer.run(progress=False, stop_after=a.chunk) or last
+    done = int(last.get("step", done))
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}), flush=True)
+  print(json.dumps({"steps": cfg.steps, "done": done, "seconds": round(time.time() - t, 1)}), flush=True)
+  return 0 if done >= cfg.steps else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = ap.add_subparsers(dest="cmd", required=True)
+  pk = sub.add_parser("pack", help="write the folder a machine without the models extra trains from")
+  pk.add_argument("--minilm-dir", type=Path, required=True, help="an all-MiniLM-L6-v2 folder")
+  pk.add_argument("--out", required=True)
+  pk.add_argument("--config", default=str(DEFAULT_CONFIG))
+  pk.add_argument("--vocab", default="gemma3-270m")
+  pk.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  tr = sub.add_parser("train", help="train a recipe from a packed folder")
+  tr.add_argument("--pack", required=True)
+  tr.add_argument("--workdir", required=True)
+  tr.add_argument("--config", default=str(DEFAULT_CONFIG))
+  tr.add_argument("--chunk", type=int, default=500, help="steps between deadline checks (each ends in a checkpoint)")
+  tr.add_argument("--deadline-s", type=float, default=float("inf"),
+                  help="start no chunk this many seconds after the process started")
+  tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  a = ap.parse_args(argv)
+  return pack(a) if a.cmd == "pack" else train(a)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
