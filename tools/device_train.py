@@ -65,6 +65,7 @@ def _teacher_dir(config: str, overrides: list[str]) -> Path:
 
 def pack(a: argparse.Namespace) -> int:
   from spae import assets
+  from spae import train as T
   from spae.teachers._lit import LiTTeacher
 
   out = Path(a.out)
@@ -75,12 +76,21 @@ def pack(a: argparse.Namespace) -> int:
   teacher_dir = _teacher_dir(a.config, a.overrides)
   teacher = LiTTeacher.load(teacher_dir, text_tower=a.minilm_dir)
   t = time.time()
-  teacher.vocabulary_embeddings(vocab)  # the text tower's word table, in the default cache where the trainer looks
+  table = teacher.vocabulary_embeddings(vocab)  # the text tower's word table, in the default cache the trainer reads
   print(f"word embeddings for {len(vocab)} words in {time.time() - t:.0f} s (cached runs take no time)")
+  # Under `semantic.whole_words` the other words score -1e4 whatever their row, so only the whole words' rows
+  # travel (14,794 of Gemma's 32,768: 23 MB instead of 50) and `train` writes zeros for the rest.
+  whole = T.load_config(a.config, a.overrides).semantic.whole_words
+  rows = np.flatnonzero(teacher.whole_word_mask(vocab)) if whole else np.arange(len(vocab))
   cached = teacher.cache_path(vocab, teacher.templates)
-  (out / "cache" / cached.parent.name).mkdir(parents=True, exist_ok=True)
-  shutil.copy(cached, out / "cache" / cached.parent.name / cached.name)
-  shutil.copytree(teacher_dir, out / "teacher", dirs_exist_ok=True)
+  with np.load(cached, allow_pickle=False) as f:
+    fields = {k: f[k] for k in f.files if k != "embeddings"}
+  out.mkdir(parents=True, exist_ok=True)
+  np.savez(out / "words.npz", rows=rows, embeddings=table[rows], num_words=len(vocab), cache_name=cached.name,
+           **fields)
+  (out / "teacher").mkdir(exist_ok=True)
+  for name in ("teacher.json", "image_tower.npz"):  # its own word table covers the default vocabulary only
+    shutil.copy(teacher_dir / name, out / "teacher" / name)
   shutil.copy(Path(a.minilm_dir) / "vocab.txt", out / "minilm_vocab.txt")
   np.savez(out / "codebook.npz", codes=codes, scales=scales, llm_ids=vocab.llm_ids,
            pieces=np.array(vocab.pieces), metadata=np.array(json.dumps(vocab.metadata)),
@@ -88,6 +98,17 @@ def pack(a: argparse.Namespace) -> int:
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
   print(f"packed {out}: {size / 2**20:.1f} MB")
   return 0
+
+
+def _unpack_words(p: Path, cache: Path) -> None:
+  """The teacher's cache file for the packed codebook, rebuilt from the rows that travelled."""
+  with np.load(p / "words.npz", allow_pickle=False) as f:
+    w = {k: f[k] for k in f.files}
+  table = np.zeros((int(w.pop("num_words")), w["embeddings"].shape[1]), np.float32)
+  table[w.pop("rows")] = w.pop("embeddings")
+  path = cache / "teacher_text" / str(w.pop("cache_name"))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, embeddings=table, **w)
 
 
 class _TokenizerOnly:
@@ -125,7 +146,8 @@ def _train(a: argparse.Namespace) -> int:
                                    f["llm_ids"], json.loads(str(f["metadata"])))
     if vocab.fingerprint() != str(f["fingerprint"]):
       raise SystemExit(f"{p}/codebook.npz rebuilt a codebook of another fingerprint; pack it again.")
-  teacher = LiTTeacher.load(p / "teacher", cache_dir=p / "cache")
+  _unpack_words(p, Path(a.workdir) / "word_cache")
+  teacher = LiTTeacher.load(p / "teacher", cache_dir=Path(a.workdir) / "word_cache")
   teacher.text_tower = _TokenizerOnly(p / "minilm_vocab.txt")
   cfg = T.load_config(a.config, a.overrides)
   print(f"{jax.devices()[0].device_kind}: {a.config} {a.overrides}", flush=True)
