@@ -2,22 +2,24 @@
 
 The default recipe needs three things such a machine cannot fetch: Gemma 3 270M's codebook (a 240 MB package),
 the `scenes` LiT teacher, and the teacher's embeddings of Gemma's words (made once by the 90 MB MiniLM text tower).
-`pack` writes what training needs of them into one small folder; `train` runs the recipe from it; `finish` turns
-the checkpoints it brings back into a tokenizer bundle here, through tools/train_default_tokenizer.py, which
-resumes at the last step and so only exports (its SHA-256 and training.json as for any run).
+`pack` writes what training needs of them into one folder (50 MB); `train` runs a config from it. Back here,
+tools/train_default_tokenizer.py, resumed from the checkpoint that `train` wrote at its last step, runs no
+steps and exports it as a bundle (SHA-256 and training.json as for any run).
 
   # here (models extra, MiniLM folder, teacher trained):
-  python tools/device_train.py pack --minilm-dir MINILM --out .pack                       # ~24 MB
+  python tools/device_train.py pack --minilm-dir MINILM --out .pack
   # there (jax with an accelerator; flax, optax, orbax-checkpoint, tensorboardX):
-  python tools/device_train.py train --pack .pack --workdir W --set steps=6600 --set semantic.pool_reset=6000
-  # here again, with W's last checkpoint:
-  python tools/train_default_tokenizer.py --minilm-dir MINILM --set steps=6600 --set semantic.pool_reset=6000 \
-      --workdir W --out W/export
+  python tools/device_train.py train --pack .pack --workdir W --set steps=4400 --set semantic.pool_reset=4000
+  # here again, with W/checkpoints/4400 copied into W2/checkpoints/:
+  python tools/train_default_tokenizer.py --minilm-dir MINILM --set steps=4400 --set semantic.pool_reset=4000 \\
+      --workdir W2 --out W2/export
 
 The codebook travels exactly: Gemma's table is stored in its file as Q8_0 (int8 codes times one float16 scale per
 32 numbers), so the codes and scales rebuild every float32 row bit for bit, and `train` checks the fingerprint.
-The word embeddings travel as the teacher's own disk cache, keyed by that fingerprint. The run is not bit-identical
-to a CPU run of the same recipe (other kernels and reduction orders); f32 matrix products use full precision.
+The word embeddings travel as the rows of the teacher's own disk cache that training reads, keyed by that
+fingerprint. A run there is not bit-identical to a CPU run of the same recipe (other kernels and reduction
+orders); f32 matrix products use full precision. `--deadline-s` stops a run at the last chunk of `--chunk` steps
+that starts in time, each ending in a checkpoint, so a run that would outlast a lease can resume in the next.
 """
 
 from __future__ import annotations
