@@ -103,6 +103,8 @@ def test_recon_scores_validation_scenes_instead_of_the_test_split(smoke_runs):
   assert sorted(data) == ["scenes-validation", "shapes-heldout"]
   assert "split 'validation'" in data["scenes-validation"]["source"]
   assert "main_named" in data["scenes-validation"]
+  lo, hi = data["scenes-validation"]["main_named_ci95"]
+  assert lo <= data["scenes-validation"]["main_named"] <= hi
 
 
 def test_recon_reports_every_prefix(smoke_runs):
@@ -222,6 +224,12 @@ def test_naming_baseline_uses_other_images_words():
   assert recon.other_image_naming([{"red"}, {"blue"}, {"green"}], mains) == 0.0  # each names only its own
   assert recon.other_image_naming([{"red", "blue", "green"}] * 3, mains) == 1.0  # names everything, everywhere
   assert recon.other_image_naming([{"red"}, {"red"}, {"red"}], mains) == 2 / 6  # image 0 named from 1 and 2
+  # Its interval: Wilson around the share, narrower with more images, never past [0, 1].
+  lo, hi = recon.naming_interval([{"red"}, {"red"}, {"green"}], mains)
+  assert 0.0 < lo < 2 / 3 < hi < 1.0
+  lo4, hi4 = recon.naming_interval([{"red"}, {"red"}, {"green"}] * 4, mains * 4)
+  assert lo < lo4 < 2 / 3 < hi4 < hi
+  assert recon.naming_interval([{"red"}, {"blue"}, {"green"}], mains)[1] == 1.0
 
 
 def test_names_by_role_tells_background_from_main_object():
