@@ -72,6 +72,14 @@ def test_a_run_from_the_pack_matches_a_run_with_the_text_tower(tmp_path, monkeyp
   assert tool.main(["pack", "--minilm-dir", str(BERT), "--out", str(tmp_path / "pack"), "--config", config,
                     *flags]) == 0
   assert (tmp_path / "pack" / "minilm_vocab.txt").is_file() and (tmp_path / "pack" / "teacher").is_dir()
+  # A pack replaces an earlier pack only; another non-empty folder is left as it is.
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "notes.txt").write_text("mine")
+  with pytest.raises(spae.SpaeInputError):
+    tool.main(["pack", "--minilm-dir", str(BERT), "--out", str(tmp_path / "other"), "--config", config, *flags])
+  assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+  assert tool.main(["pack", "--minilm-dir", str(BERT), "--out", str(tmp_path / "pack"), "--config", config,
+                    *flags]) == 0
   # There: no package, no text tower weights, an empty default cache.
   monkeypatch.setattr(spae.assets, "builtin_vocabulary", lambda name: pytest.fail("train read the package"))
   monkeypatch.setenv("SPAE_CACHE_DIR", str(tmp_path / "empty"))
@@ -95,3 +103,5 @@ def test_a_run_from_the_pack_matches_a_run_with_the_text_tower(tmp_path, monkeyp
   np.savez(tmp_path / "pack" / "codebook.npz", **arrays)
   with pytest.raises(SystemExit, match="another fingerprint"):
     tool.main(["train", "--pack", str(tmp_path / "pack"), "--workdir", str(tmp_path / "w2"), "--config", config])
+  with pytest.raises(SystemExit, match="not a complete pack"):
+    tool.main(["train", "--pack", str(tmp_path / "other"), "--workdir", str(tmp_path / "w3"), "--config", config])

@@ -68,6 +68,7 @@ def _teacher_dir(config: str, overrides: list[str]) -> Path:
 def pack(a: argparse.Namespace) -> int:
   from spae import assets
   from spae import train as T
+  from spae._io import atomic_dir
   from spae.teachers._lit import LiTTeacher
 
   out = Path(a.out)
@@ -87,16 +88,17 @@ def pack(a: argparse.Namespace) -> int:
   cached = teacher.cache_path(vocab, teacher.templates)
   with np.load(cached, allow_pickle=False) as f:
     fields = {k: f[k] for k in f.files if k != "embeddings"}
-  out.mkdir(parents=True, exist_ok=True)
-  np.savez(out / "words.npz", rows=rows, embeddings=table[rows], num_words=len(vocab), cache_name=cached.name,
-           **fields)
-  (out / "teacher").mkdir(exist_ok=True)
-  for name in ("teacher.json", "image_tower.npz"):  # its own word table covers the default vocabulary only
-    shutil.copy(teacher_dir / name, out / "teacher" / name)
-  shutil.copy(Path(a.minilm_dir) / "vocab.txt", out / "minilm_vocab.txt")
-  np.savez(out / "codebook.npz", codes=codes, scales=scales, llm_ids=vocab.llm_ids,
-           pieces=np.array(vocab.pieces), metadata=np.array(json.dumps(vocab.metadata)),
-           fingerprint=np.array(vocab.fingerprint()))
+  # Written whole or not at all; an existing pack is replaced, any other non-empty folder refused.
+  with atomic_dir(out, replaceable=lambda d: (d / "codebook.npz").is_file(), what="pack folder") as tmp:
+    (tmp / "teacher").mkdir(parents=True)
+    np.savez(tmp / "words.npz", rows=rows, embeddings=table[rows], num_words=len(vocab), cache_name=cached.name,
+             **fields)
+    for name in ("teacher.json", "image_tower.npz"):  # its own word table covers the default vocabulary only
+      shutil.copy(teacher_dir / name, tmp / "teacher" / name)
+    shutil.copy(Path(a.minilm_dir) / "vocab.txt", tmp / "minilm_vocab.txt")
+    np.savez(tmp / "codebook.npz", codes=codes, scales=scales, llm_ids=vocab.llm_ids,
+             pieces=np.array(vocab.pieces), metadata=np.array(json.dumps(vocab.metadata)),
+             fingerprint=np.array(vocab.fingerprint()))
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
   print(f"packed {out}: {size / 2**20:.1f} MB")
   return 0
@@ -104,13 +106,16 @@ def pack(a: argparse.Namespace) -> int:
 
 def _unpack_words(p: Path, cache: Path) -> None:
   """The teacher's cache file for the packed codebook, rebuilt from the rows that travelled."""
+  from spae._io import atomic_path
+
   with np.load(p / "words.npz", allow_pickle=False) as f:
     w = {k: f[k] for k in f.files}
   table = np.zeros((int(w.pop("num_words")), w["embeddings"].shape[1]), np.float32)
   table[w.pop("rows")] = w.pop("embeddings")
   path = cache / "teacher_text" / str(w.pop("cache_name"))
   path.parent.mkdir(parents=True, exist_ok=True)
-  np.savez(path, embeddings=table, **w)
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    np.savez(f, embeddings=table, **w)
 
 
 class _TokenizerOnly:
@@ -143,6 +148,10 @@ def _train(a: argparse.Namespace) -> int:
   from spae.teachers._lit import LiTTeacher
 
   p = Path(a.pack)
+  missing = [n for n in ("codebook.npz", "words.npz", "minilm_vocab.txt", "teacher") if not (p / n).exists()]
+  if missing:
+    raise SystemExit(f"{p} is not a complete pack (no {', '.join(missing)}); write it with "
+                     f"`tools/device_train.py pack --minilm-dir MINILM --out {p}`.")
   with np.load(p / "codebook.npz", allow_pickle=False) as f:
     vocab = Vocabulary.from_arrays([str(s) for s in f["pieces"]], dequantize_q8_0(f["codes"], f["scales"]),
                                    f["llm_ids"], json.loads(str(f["metadata"])))
