@@ -25,30 +25,39 @@ def _tool():
 
 def _q8_vocab(n=64, d=64, seed=0):
   """A vocabulary whose rows are Q8_0 data, as Gemma's table in its GGUF file is; some words are whole BERT words."""
-  tool = _tool()
+  from spae._gguf_file import _dequantize_q8_0
+
   rng = np.random.default_rng(seed)
-  codes = rng.integers(-127, 128, (n, d)).astype(np.int8)
-  codes[:, ::32] = 127  # each block reaches the full code range, as a quantizer writes it
-  scales = rng.uniform(1e-3, 1e-2, (n, d // 32)).astype(np.float16)
+  codes = rng.integers(-127, 128, (n, d // 32, 32)).astype(np.int8)
+  codes[..., 0] = 127  # each block reaches the full code range, as a quantizer writes it
+  scales = rng.uniform(1e-3, 1e-2, (n, d // 32, 1)).astype(np.float16)
+  blocks = np.concatenate([scales.view(np.uint8), codes.view(np.uint8)], axis=-1).reshape(n, -1)  # 34 B per block
   words = ["red", "cat", "dog", "tree", "car", "house", "bird", "small", "large", "world"]
   pieces = ["\u2581" + (words[i] if i < len(words) else f"zq{i}") for i in range(n)]
-  return spae.Vocabulary.from_arrays(pieces, tool.dequantize_q8_0(codes, scales), np.arange(n) + 1000)
+  return spae.Vocabulary.from_arrays(pieces, _dequantize_q8_0(blocks), np.arange(n) + 1000)
 
 
 def test_q8_0_round_trip_is_bit_exact_and_other_rows_are_refused(tmp_path, monkeypatch):
+  import gguf
+
+  from spae._gguf_file import _dequantize_q8_0
+
   tool = _tool()
   vocab = _q8_vocab()
-  codes, scales = tool.quantize_q8_0(vocab.embeddings)
-  assert codes.dtype == np.int8 and scales.dtype == np.float16
-  again = tool.dequantize_q8_0(codes, scales)
+  blocks = gguf.quants.quantize(vocab.embeddings, gguf.GGMLQuantizationType.Q8_0)  # what pack stores
+  assert blocks.dtype == np.uint8 and blocks.shape == (64, 2 * 34)
+  again = _dequantize_q8_0(blocks)  # what train reads
   assert np.array_equal(again.view(np.uint32), vocab.embeddings.view(np.uint32))
   # Rows that are not Q8_0 data would change on the way: pack refuses them instead of training on other rows.
   plain = spae.Vocabulary.from_arrays(vocab.pieces, np.random.default_rng(1).normal(size=(64, 64)) * 0.01)
   monkeypatch.setattr(spae.assets, "builtin_vocabulary", lambda name: plain)
   with pytest.raises(SystemExit, match="not Q8_0"):
     tool.main(["pack", "--minilm-dir", str(BERT), "--out", str(tmp_path / "p")])
+  narrow = spae.Vocabulary.from_arrays(vocab.pieces, np.zeros((64, 40), np.float32))
+  monkeypatch.setattr(spae.assets, "builtin_vocabulary", lambda name: narrow)
   with pytest.raises(SystemExit, match="blocks"):
-    tool.quantize_q8_0(np.zeros((2, 40), np.float32))
+    tool.main(["pack", "--minilm-dir", str(BERT), "--out", str(tmp_path / "p")])
+  assert not (tmp_path / "p").exists()
 
 
 def test_a_run_from_the_pack_matches_a_run_with_the_text_tower(tmp_path, monkeypatch):
@@ -99,7 +108,8 @@ def test_a_run_from_the_pack_matches_a_run_with_the_text_tower(tmp_path, monkeyp
   # A pack whose codebook no longer matches its fingerprint is refused.
   with np.load(tmp_path / "pack" / "codebook.npz") as f:
     arrays = dict(f)
-  arrays["scales"] = arrays["scales"] * np.float16(2)
+  arrays["q8_0"] = arrays["q8_0"].copy()
+  arrays["q8_0"][:, 1] ^= 0x04  # one scale's exponent bit: every row of that block doubles or halves
   np.savez(tmp_path / "pack" / "codebook.npz", **arrays)
   with pytest.raises(SystemExit, match="another fingerprint"):
     tool.main(["train", "--pack", str(tmp_path / "pack"), "--workdir", str(tmp_path / "w2"), "--config", config])

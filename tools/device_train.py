@@ -15,7 +15,8 @@ steps and exports it as a bundle (SHA-256 and training.json as for any run).
       --workdir W2 --out W2/export
 
 The codebook travels exactly: Gemma's table is stored in its file as Q8_0 (int8 codes times one float16 scale per
-32 numbers), so the codes and scales rebuild every float32 row bit for bit, and `train` checks the fingerprint.
+32 numbers), so its Q8_0 blocks (gguf-py's quantizer here, spae's GGUF reader there) rebuild every float32 row bit
+for bit, and `train` checks the fingerprint.
 The word embeddings travel as the rows of the teacher's own disk cache that training reads, keyed by that
 fingerprint. A run there is not bit-identical to a CPU run of the same recipe (other kernels and reduction
 orders); f32 matrix products use full precision. `--deadline-s` stops a run at the last chunk of `--chunk` steps
@@ -35,56 +36,46 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "gemma64_refocus.py"
-BLOCK = 32  # Q8_0: one float16 scale per 32 int8 codes
 
 
-def quantize_q8_0(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """float32 [V, d] -> (int8 codes [V, d], float16 scales [V, d/32]); exact for rows that were Q8_0 already."""
-  v, d = rows.shape
-  if d % BLOCK:
-    raise SystemExit(f"rows of width {d} are not whole {BLOCK}-number blocks; this codebook cannot travel as Q8_0.")
-  blocks = rows.reshape(v, d // BLOCK, BLOCK)
-  scales = (np.abs(blocks).max(-1) / 127).astype(np.float16)
-  s = scales.astype(np.float32)[..., None]
-  codes = np.round(blocks / np.where(s == 0, 1, s)).astype(np.int8)
-  return codes.reshape(v, d), scales
+def _teacher_dir(cfg) -> Path:
+  sys.path.insert(0, str(ROOT / "tools"))
+  from train_default_tokenizer import lit_teacher_folder
 
-
-def dequantize_q8_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-  v, d = codes.shape
-  blocks = codes.reshape(v, d // BLOCK, BLOCK).astype(np.float32)
-  return (scales.astype(np.float32)[..., None] * blocks).reshape(v, d)
-
-
-def _teacher_dir(config: str, overrides: list[str]) -> Path:
-  from spae import _specs, teachers  # noqa: F401  (registers the teacher specs)
-  from spae import train as T
-
-  spec = _specs.parse("teacher", T.load_config(config, overrides).semantic.teacher)
-  folder = Path(spec.body)
-  return folder if folder.is_absolute() else ROOT / folder
+  folder = lit_teacher_folder(cfg)
+  if folder is None:
+    raise SystemExit(f"{cfg.semantic.teacher!r} is not a LiT teacher folder; pack carries a `lit:FOLDER` teacher.")
+  return folder
 
 
 def pack(a: argparse.Namespace) -> int:
+  import gguf
+
   from spae import assets
   from spae import train as T
+  from spae._gguf_file import _dequantize_q8_0
   from spae._io import atomic_dir
   from spae.teachers._lit import LiTTeacher
 
   out = Path(a.out)
+  cfg = T.load_config(a.config, a.overrides)
   vocab = assets.builtin_vocabulary(a.vocab)
-  codes, scales = quantize_q8_0(vocab.embeddings)
-  if not np.array_equal(dequantize_q8_0(codes, scales).view(np.uint32), vocab.embeddings.view(np.uint32)):
+  # Gemma's table is Q8_0 in its file (int8 codes, one float16 scale per 32 numbers), so gguf-py's quantizer gives
+  # back the file's blocks and spae's own Q8_0 reader rebuilds every float32 row bit for bit from them.
+  if vocab.dim % 32:
+    raise SystemExit(f"the {a.vocab} codebook's rows are {vocab.dim} wide, not whole 32-number Q8_0 blocks; "
+                     "it cannot travel as Q8_0.")
+  blocks = gguf.quants.quantize(vocab.embeddings, gguf.GGMLQuantizationType.Q8_0)
+  if not np.array_equal(_dequantize_q8_0(blocks).view(np.uint32), vocab.embeddings.view(np.uint32)):
     raise SystemExit(f"the {a.vocab} codebook is not Q8_0 data; packing it as Q8_0 would change its rows.")
-  teacher_dir = _teacher_dir(a.config, a.overrides)
+  teacher_dir = _teacher_dir(cfg)
   teacher = LiTTeacher.load(teacher_dir, text_tower=a.minilm_dir)
   t = time.time()
   table = teacher.vocabulary_embeddings(vocab)  # the text tower's word table, in the default cache the trainer reads
   print(f"word embeddings for {len(vocab)} words in {time.time() - t:.0f} s (cached runs take no time)")
   # Under `semantic.whole_words` the other words score -1e4 whatever their row, so only the whole words' rows
   # travel (14,794 of Gemma's 32,768: 23 MB instead of 50) and `train` writes zeros for the rest.
-  whole = T.load_config(a.config, a.overrides).semantic.whole_words
-  rows = np.flatnonzero(teacher.whole_word_mask(vocab)) if whole else np.arange(len(vocab))
+  rows = np.flatnonzero(teacher.whole_word_mask(vocab)) if cfg.semantic.whole_words else np.arange(len(vocab))
   cached = teacher.cache_path(vocab, teacher.templates)
   with np.load(cached, allow_pickle=False) as f:
     fields = {k: f[k] for k in f.files if k != "embeddings"}
@@ -96,7 +87,7 @@ def pack(a: argparse.Namespace) -> int:
     for name in ("teacher.json", "image_tower.npz"):  # its own word table covers the default vocabulary only
       shutil.copy(teacher_dir / name, tmp / "teacher" / name)
     shutil.copy(Path(a.minilm_dir) / "vocab.txt", tmp / "minilm_vocab.txt")
-    np.savez(tmp / "codebook.npz", codes=codes, scales=scales, llm_ids=vocab.llm_ids,
+    np.savez(tmp / "codebook.npz", q8_0=blocks, llm_ids=vocab.llm_ids,
              pieces=np.array(vocab.pieces), metadata=np.array(json.dumps(vocab.metadata)),
              fingerprint=np.array(vocab.fingerprint()))
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -145,6 +136,7 @@ def _train(a: argparse.Namespace) -> int:
 
   from spae import Vocabulary
   from spae import train as T
+  from spae._gguf_file import _dequantize_q8_0
   from spae.teachers._lit import LiTTeacher
 
   p = Path(a.pack)
@@ -153,7 +145,7 @@ def _train(a: argparse.Namespace) -> int:
     raise SystemExit(f"{p} is not a complete pack (no {', '.join(missing)}); write it with "
                      f"`tools/device_train.py pack --minilm-dir MINILM --out {p}`.")
   with np.load(p / "codebook.npz", allow_pickle=False) as f:
-    vocab = Vocabulary.from_arrays([str(s) for s in f["pieces"]], dequantize_q8_0(f["codes"], f["scales"]),
+    vocab = Vocabulary.from_arrays([str(s) for s in f["pieces"]], _dequantize_q8_0(f["q8_0"]),
                                    f["llm_ids"], json.loads(str(f["metadata"])))
     if vocab.fingerprint() != str(f["fingerprint"]):
       raise SystemExit(f"{p}/codebook.npz rebuilt a codebook of another fingerprint; pack it again.")

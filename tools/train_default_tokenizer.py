@@ -56,17 +56,28 @@ def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
   return bdv.model_dir_from_args(a.minilm_wheel, a.minilm_dir, work)[0]
 
 
-def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
-  """`cfg` with its LiT teacher folder resolved: a relative `lit:FOLDER` is read from the repository root and,
-  when missing, trained there first by tools/train_default_teacher.py on `scenes` from its seed; the text tower is
-  the spec's own `text_tower`, else the MiniLM folder (its Gemma words go through it)."""
+def lit_teacher_folder(cfg) -> Path | None:
+  """The folder of cfg's `lit:FOLDER` teacher (a relative FOLDER is read from the repository root); None for any
+  other teacher spec, the shipped `lit:default` included."""
   from spae import _specs, teachers  # noqa: F401  (spae.teachers registers the teacher specs)
-  from spae import train as T
 
   spec = _specs.parse("teacher", cfg.semantic.teacher)
   if spec.scheme != "lit" or spec.body == "default":
+    return None
+  return Path(spec.body) if Path(spec.body).is_absolute() else ROOT / spec.body
+
+
+def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
+  """`cfg` with its LiT teacher folder resolved (`lit_teacher_folder`) and, when missing, trained there first by
+  tools/train_default_teacher.py on `scenes` from its seed; the text tower is the spec's own `text_tower`, else the
+  MiniLM folder (its Gemma words go through it)."""
+  from spae import _specs
+  from spae import train as T
+
+  folder = lit_teacher_folder(cfg)
+  if folder is None:
     return cfg
-  folder = Path(spec.body) if Path(spec.body).is_absolute() else ROOT / spec.body
+  spec = _specs.parse("teacher", cfg.semantic.teacher)
   minilm = spec.options(("text_tower",)).get("text_tower") or _minilm_dir(a, work)
   if not (folder / "teacher.json").exists():
     sys.path.insert(0, str(ROOT / "tools"))
