@@ -77,6 +77,12 @@ def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm
     out = tool._lit_teacher(cfg, args, tmp_path / "work")
     assert out.semantic.teacher == f"lit:{folder}#text_tower={minilm}"
   assert len(calls) == 1 and calls[0][:2] == ["--data", "scenes"] and calls[0][-1] == str(folder)
+  assert "--image-size" not in calls[0]
+  # The 64 px teacher's folder is trained by its own recipe.
+  t64 = T.apply_override(cfg, f"semantic.teacher=lit:{tmp_path / 'teacher_scenes64'}")
+  tool._lit_teacher(t64, args, tmp_path / "work")
+  assert calls[1][:4] == ["--data", "scenes", "--image-size", "64"]
+  assert T.load_config(ROOT / "configs" / "gemma64_teacher64.py").semantic.teacher == "lit:runs/teacher_scenes64"
   # A text tower the spec names itself is kept.
   own = T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={tmp_path / 'own'}")
   assert tool._lit_teacher(own, args, tmp_path / "work").semantic.teacher.endswith(f"#text_tower={tmp_path / 'own'}")
@@ -127,3 +133,19 @@ def test_long_recipe_is_the_shipped_recipe_trained_longer_with_the_same_frozen_t
   assert (long.steps, long.semantic.pool_reset) == (3300, 2900)
   assert dataclasses.replace(long, steps=refocus.steps, semantic=refocus.semantic) == refocus
   long.validate()
+
+
+def test_teacher64_recipe_is_the_refocus_recipe_with_the_64px_teacher():
+  """configs/gemma64_teacher64.py changes configs/gemma64_refocus.py only in its teacher folder, the one
+  tools/train_default_tokenizer.py trains at 64 px when missing."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  refocus = load_config(ROOT / "configs" / "gemma64_refocus.py")
+  t64 = load_config(ROOT / "configs" / "gemma64_teacher64.py")
+  assert t64.semantic.teacher == "lit:runs/teacher_scenes64" and refocus.semantic.teacher == "lit:runs/teacher_scenes"
+  same_teacher = dataclasses.replace(t64.semantic, teacher=refocus.semantic.teacher)
+  assert dataclasses.replace(t64, semantic=same_teacher) == refocus
+  assert "--image-size" in _tool().TEACHER_RECIPES["teacher_scenes64"]
+  t64.validate()

@@ -67,10 +67,18 @@ def lit_teacher_folder(cfg) -> Path | None:
   return Path(spec.body) if Path(spec.body).is_absolute() else ROOT / spec.body
 
 
+# How tools/train_default_teacher.py trains a recipe's missing teacher folder, by the folder's name (any other name:
+# the first entry's recipe). Each is seeded and deterministic on CPU.
+TEACHER_RECIPES = {
+    "teacher_scenes": ("--data", "scenes"),                           # configs/gemma64_named.py and later
+    "teacher_scenes64": ("--data", "scenes", "--image-size", "64"),   # configs/gemma64_teacher64.py
+}
+
+
 def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
   """`cfg` with its LiT teacher folder resolved (`lit_teacher_folder`) and, when missing, trained there first by
-  tools/train_default_teacher.py on `scenes` from its seed; the text tower is the spec's own `text_tower`, else the
-  MiniLM folder (its Gemma words go through it)."""
+  tools/train_default_teacher.py on `scenes` from its seed (TEACHER_RECIPES); the text tower is the spec's own
+  `text_tower`, else the MiniLM folder (its Gemma words go through it)."""
   from spae import _specs
   from spae import train as T
 
@@ -83,8 +91,9 @@ def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
     sys.path.insert(0, str(ROOT / "tools"))
     import train_default_teacher
 
-    print(f"training the scenes teacher into {folder} first (tools/train_default_teacher.py --data scenes)")
-    if train_default_teacher.main(["--data", "scenes", "--model-dir", str(minilm), "--out", str(folder)]) != 0:
+    recipe = list(TEACHER_RECIPES.get(folder.name, TEACHER_RECIPES["teacher_scenes"]))
+    print(f"training the scenes teacher into {folder} first (tools/train_default_teacher.py {' '.join(recipe)})")
+    if train_default_teacher.main([*recipe, "--model-dir", str(minilm), "--out", str(folder)]) != 0:
       raise SystemExit(f"training the teacher into {folder} failed; see its output above")
   return T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={minilm}")
 
