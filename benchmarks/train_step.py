@@ -128,7 +128,10 @@ def _breakdown(tr, x, repeats: int) -> list[dict]:
   balanced = getattr(T._step, "search_chunk", None)  # the step's search chunk (absent before it existed)
   search = balanced(len(tr.vocab), chunk) if balanced else chunk
   g = tr.state["g_params"]
-  table = tr.codebook
+  ae = models.autoencoder(g)
+  # The codes the step searches: the frozen table through the tokenizer's map ('projected': 12 dims, not 640).
+  table = jax.jit(lambda t: ae.codes(t))(tr.codebook)
+  sem_table = ae.semantic_codes(tr.codebook)
   rows = []
 
   def part(name, fn, *args):
@@ -141,12 +144,16 @@ def _breakdown(tr, x, repeats: int) -> list[dict]:
   dec = lambda g, zq: models.autoencoder(g).decoder(zq)
   z = jax.jit(enc)(g, x)
   part("encoder forward + backward", lambda g, x: jax.grad(lambda g: jnp.sum(enc(g, x) ** 2))(g), g, x)
-  part("SAQ search, all layers", lambda z, t: saq_quantize(z, t, spec, vocab_chunk=search)[0], z, table)
+  pool = ae.pool_weights(z)
+  part("SAQ search, all layers",
+       lambda z, t: saq_quantize(z, t, spec, vocab_chunk=search, pool_weights=pool, semantic_codebook=sem_table)[0],
+       z, table)
   q = jnp.asarray(np.random.default_rng(0).standard_normal((z.shape[0] * spec.grids[-1] ** 2, z.shape[-1])),
                   jnp.float32)
   part(f"  one {spec.grids[-1]}x{spec.grids[-1]} layer ({q.shape[0]} queries)",
        lambda q, t: nearest_tokens(q, t, vocab_chunk=search), q, table)
-  ids, recons = jax.jit(lambda z, t: saq_quantize(z, t, spec, vocab_chunk=chunk))(z, table)
+  ids, recons = jax.jit(lambda z, t: saq_quantize(z, t, spec, vocab_chunk=chunk, pool_weights=pool,
+                                                  semantic_codebook=sem_table))(z, table)
   zq = jnp.concatenate([z, z]) if cfg.loss.progressive else z
   part(f"decoder forward + backward ({zq.shape[0]} latents)",
        lambda g, zq: jax.grad(lambda g, zq: jnp.sum(dec(g, zq) ** 2), argnums=(0, 1))(g, zq), g, zq)
