@@ -29,6 +29,9 @@ class AutoencoderConfig:
     pixel_skip: add a linear patch path around each network: the encoder adds a 1×1 map of the f×f pixel
       patch under each latent cell, the decoder adds a 3×3 map of the latent to f×f×3 pixel patches. The
       convolutions then learn a residual over a linear patch codec, which a 16×16 thumbnail already is.
+    lean_upsample: each decoder upsampling convolution outputs the next level's width instead of keeping its
+      input's. With channel_multipliers (1, 2, 2) at 64 px the last one then maps 64→32 channels at full
+      resolution and the last level's block needs no shortcut: 28% fewer decoder FLOPs (873 → 630 MFLOP per image).
   """
 
   channels: int = 128
@@ -37,6 +40,7 @@ class AutoencoderConfig:
   latent_dim: int = 256
   norm_groups: int = 32
   pixel_skip: bool = False
+  lean_upsample: bool = False
 
   @property
   def downsample_factor(self) -> int:
@@ -140,14 +144,17 @@ class Decoder(nnx.Module):
     self.conv_in = nnx.Conv(cin, cin, (3, 3), rngs=rngs)
     self.mid = nnx.List([ResBlock(cin, cin, cfg.norm_groups, rngs=rngs) for _ in range(cfg.num_res_blocks)])
     levels, ups = [], []
-    for i, mult in enumerate(reversed(cfg.channel_multipliers)):
+    mults = tuple(reversed(cfg.channel_multipliers))
+    for i, mult in enumerate(mults):
       level = []
       for _ in range(cfg.num_res_blocks):
         level.append(ResBlock(cin, ch * mult, cfg.norm_groups, rngs=rngs))
         cin = ch * mult
       levels.append(nnx.List(level))
-      if i < len(cfg.channel_multipliers) - 1:
-        ups.append(nnx.Conv(cin, cin, (3, 3), rngs=rngs))
+      if i < len(mults) - 1:
+        cout = ch * mults[i + 1] if cfg.lean_upsample else cin
+        ups.append(nnx.Conv(cin, cout, (3, 3), rngs=rngs))
+        cin = cout
     self.levels = nnx.List(levels)
     self.up_convs = nnx.List(ups)
     self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin, cfg.norm_groups), rngs=rngs)
