@@ -148,3 +148,19 @@ def test_teacher64_recipe_is_the_refocus_recipe_with_the_64px_teacher():
   assert dataclasses.replace(t64, semantic=same_teacher) == refocus
   assert "--image-size" in _tool().TEACHER_RECIPES["teacher_scenes64"]
   t64.validate()
+
+
+def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer():
+  """configs/gemma64_lean.py changes configs/gemma64_teacher64.py only in its decoder's upsampling convolutions
+  (lean_upsample), its length (3,200 steps) and its reset step (2,900: the last 300 steps with a frozen scorer)."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  t64 = load_config(ROOT / "configs" / "gemma64_teacher64.py")
+  lean = load_config(ROOT / "configs" / "gemma64_lean.py")
+  assert lean.tokenizer.autoencoder.lean_upsample and not t64.tokenizer.autoencoder.lean_upsample
+  assert (lean.steps, lean.semantic.pool_reset) == (3200, 2900)
+  tok = dataclasses.replace(lean.tokenizer, autoencoder=t64.tokenizer.autoencoder)
+  assert dataclasses.replace(lean, tokenizer=tok, steps=t64.steps, semantic=t64.semantic) == t64
+  lean.validate()
