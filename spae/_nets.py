@@ -30,7 +30,7 @@ class AutoencoderConfig:
       patch under each latent cell, the decoder adds a 3×3 map of the latent to f×f×3 pixel patches. The
       convolutions then learn a residual over a linear patch codec, which a 16×16 thumbnail already is.
     lean_upsample: each decoder upsampling convolution outputs the next level's width instead of keeping its
-      input's. With channel_multipliers (1, 2, 2) at 64 px the last one then maps 64→32 channels at full
+      input's. With channels 32 and multipliers (1, 2, 2) at 64 px the last one then maps 64→32 channels at full
       resolution and the last level's block needs no shortcut: 28% fewer decoder FLOPs (873 → 630 MFLOP per image).
   """
 
