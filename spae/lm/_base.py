@@ -40,7 +40,7 @@ class LanguageModel(Protocol):
 
   Shapes: `next_logprobs` returns float [V'] log p(next id | ids) (V' >= every id it may return; entries outside
   `among` may be -inf); `score` returns [C] summed log-probabilities of each continuation given the shared
-  prefix; `generate` returns only the new ids (stop ids excluded).
+  prefix (`score_many`: the same for several requests); `generate` returns only the new ids (stop ids excluded).
   """
 
   tokenizer: TextTokenizer
@@ -49,6 +49,8 @@ class LanguageModel(Protocol):
   def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray: ...
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray: ...
+
+  def score_many(self, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[np.ndarray]: ...
 
   def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
                candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
@@ -199,6 +201,10 @@ class LanguageModelBase(abc.ABC):
       for j, t in enumerate(c):
         out[i] += float(self.next_logprobs(prefix + c[:j], np.asarray([t], np.int64))[t])
     return out
+
+  def score_many(self, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[np.ndarray]:
+    """`score` of each (prefix_ids, continuations) request, in order (a backend may share work between them)."""
+    return [self.score(prefix, conts) for prefix, conts in requests]
 
   def generate(self, ids: Sequence[int], max_new: int, *, allowed_ids: Iterable[int] | None = None,
                candidates: Sequence[Sequence[int]] | None = None, stop: Sequence[int] | None = None,
