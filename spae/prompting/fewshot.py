@@ -128,11 +128,7 @@ def classify_query(lm: LanguageModel, prefix: Sequence[int], label_ids: LabelIds
   labels = label_ids.labels
   if config.mode == "score":
     scored = [list(a.ids) for a in label_ids.answers]
-    scores = score_candidates(lm, prefix, scored, prefix_cache=config.prefix_cache)
-    if config.length_norm:
-      scores = scores / np.asarray([len(c) for c in scored], np.float64)
-    k = int(np.argmax(scores))
-    return k, labels[k], [float(s) for s in scores]
+    return _pick(score_candidates(lm, prefix, scored, prefix_cache=config.prefix_cache), label_ids, config)
   cands = [list(c) for c in label_ids.candidates]
   max_new = max(len(c) for c in cands) + (0 if config.constrained else 8)
   new = lm.generate(list(prefix), max_new, candidates=cands if config.constrained else None,
@@ -147,6 +143,15 @@ def classify_query(lm: LanguageModel, prefix: Sequence[int], label_ids: LabelIds
     if norm == normalize_label(l):
       return k, text, None
   return None, text, None
+
+
+def _pick(scores: np.ndarray, label_ids: LabelIds, config: FewShotConfig) -> tuple[int, str, list[float]]:
+  """Score mode's answer from the answers' summed log-probabilities [C] (mean per token with length_norm)."""
+  scores = np.asarray(scores, np.float64)
+  if config.length_norm:
+    scores = scores / np.asarray([len(a.ids) for a in label_ids.answers], np.float64)
+  k = int(np.argmax(scores))
+  return k, label_ids.labels[k], [float(s) for s in scores]
 
 
 def episode_template(episode: Episode, config: FewShotConfig) -> PromptTemplate:
@@ -256,19 +261,30 @@ def sweep_fewshot(configs: Sequence[FewShotConfig], tokenizer: Tokenizer, lm: La
   rows: list[dict[str, Any]] = []
   resumed = sum(1 for j in jobs if j[2] in done)
   with tqdm(total=len(jobs), initial=resumed, desc="few-shot episodes", unit="ep", disable=not progress) as bar:
+    pending: list[tuple[dict[str, Any], list[_Query]]] = []
+
+    def finish() -> None:  # the LM answers the pending rows' queries; the rows are then written, in order
+      _answer([q for _, qs in pending for q in qs], lm)
+      for row, _ in pending:
+        if results is not None:
+          results.append(row)
+      bar.update(len(pending))
+      pending.clear()
+
     for n, _, key, ep, layers, rep in jobs:
       row = done.get(key)
       if row is None:
         config, tmap = configs[n], tmaps.get(configs[n].token_mode)
         if layers is None:
-          row = _run_oracle(ep, rep, config, lm, tmap, {k: oracles[n](k) for k in ep.image_keys()})
+          row, queries = _run_oracle(ep, rep, config, lm, tmap, {k: oracles[n](k) for k in ep.image_keys()})
         else:
-          row = _run_episode(ep, layers, rep, config, lm, tmap, cache.episode(ep, layers), words)
+          row, queries = _run_episode(ep, layers, rep, config, lm, tmap, cache.episode(ep, layers), words)
         row.update(key=key, setup=setups[n], lm=lm_name, names=config.names if episodes is None else None)
-        if results is not None:
-          results.append(row)
-        bar.update(1)
+        pending.append((row, queries))
+        if len(pending) == _BATCH:
+          finish()
       rows.append(row)
+    finish()
   if resumed:
     log.info("resumed: %d of %d episode settings were already in %s", resumed, len(jobs), out)
   modes = sorted({t.mode for t in tmaps.values()}) or ["none"]
@@ -328,19 +344,49 @@ def _oracle_words(source: LabelledSource, probe: Episode):
   return lambda key: oracle_words(scene_attributes(source, key))
 
 
-def _ask(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable,
-         images: Mapping[Hashable, Sequence[int] | str], label_ids: LabelIds, config: FewShotConfig,
-         lm: LanguageModel, tmap: TokenMap) -> dict[str, Any]:
-  """The LM labels one query: {"prompt", "prediction", "label" (index or None), "prompt_tokens"[, "scores"]}."""
+# Jobs whose queries the LM answers together: in score mode one `score_many` call, so the LM's output head (a read
+# of its whole V x d table) runs once for all of them. An interrupted run loses at most this many rows.
+_BATCH = 16
+
+
+@dataclasses.dataclass
+class _Query:
+  """A query of an episode row, waiting for the LM's answer; `entry` (in the row) receives it."""
+
+  entry: dict[str, Any]
+  prompt: Any  # the rendered prompt: ids and text
+  label_ids: LabelIds
+  truth: int
+  field: str  # "lm_correct" or "oracle_correct"
+  config: FewShotConfig
+
+
+def _query(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable, truth: int,
+           images: Mapping[Hashable, Sequence[int] | str], label_ids: LabelIds, config: FewShotConfig,
+           lm: LanguageModel, tmap: TokenMap, entry: dict[str, Any], field: str) -> _Query:
+  """The prompt asking the LM for one query's label (a one-line error if it exceeds the LM's context)."""
   prompt = render(build_prompt(ep, support, qkey, images, label_ids, config), tmap)
   if len(prompt.ids) + label_ids.longest > lm.max_length:
     raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prompt.ids)} LM tokens, over the LM's "
                          f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
-  k, text, scores = classify_query(lm, prompt.ids, label_ids, config)
-  out = {"prompt": prompt.text, "prediction": text, "label": k, "prompt_tokens": len(prompt.ids)}
-  if scores is not None:
-    out["scores"] = scores
-  return out
+  return _Query(entry, prompt, label_ids, truth, field, config)
+
+
+def _answer(queries: Sequence[_Query], lm: LanguageModel | None) -> None:
+  """The LM labels the queries, in order; each entry gets {field: correct, "prompt", "prediction",
+  "prompt_tokens"[, "scores"]}. Score-mode queries with the prefix cache are scored in one `score_many` call."""
+  batched = [q for q in queries if q.config.mode == "score" and q.config.prefix_cache]
+  scores = dict(zip(map(id, batched), lm.score_many(
+      [(q.prompt.ids, [list(a.ids) for a in q.label_ids.answers]) for q in batched]))) if batched else {}
+  for q in queries:
+    if id(q) in scores:
+      k, text, s = _pick(scores[id(q)], q.label_ids, q.config)
+    else:
+      k, text, s = classify_query(lm, q.prompt.ids, q.label_ids, q.config)
+    q.entry.update({q.field: int(k == q.truth), "prompt": q.prompt.text, "prediction": text,
+                    "prompt_tokens": len(q.prompt.ids)})
+    if s is not None:
+      q.entry["scores"] = s
 
 
 def _row(ep: Episode, layers: int | None, rep: int, config: FewShotConfig, lm: LanguageModel | None,
@@ -352,7 +398,8 @@ def _row(ep: Episode, layers: int | None, rep: int, config: FewShotConfig, lm: L
 
 def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: LanguageModel | None,
                  tmap: TokenMap | None, image_tokens: Mapping[Hashable, list[int]], words: Sequence[str]
-                 ) -> dict[str, Any]:
+                 ) -> tuple[dict[str, Any], list[_Query]]:
+  """The episode's row (probes filled in) and its queries for the LM (`_answer` completes the row)."""
   support = repeated_support(ep, rep, config.seed)
   s_tokens = [image_tokens[k] for _, k in ep.support]
   s_classes = [c for c, _ in ep.support]
@@ -360,7 +407,7 @@ def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: 
            if config.probes else None)
   template = episode_template(ep, config)
   label_ids = LabelIds.of(tmap, ep.labels, template) if lm is not None else LabelIds.text_only(ep.labels, template)
-  queries = []
+  queries, asked = [], []
   for qi, (qc, qkey) in enumerate(ep.query):
     q: dict[str, Any] = {"truth": ep.labels[qc], "truth_class": ep.classes[qc]}
     if config.probes:
@@ -370,23 +417,23 @@ def _run_episode(ep: Episode, layers: int, rep: int, config: FewShotConfig, lm: 
     if lm is None:
       q["prompt"] = readable(build_prompt(ep, support, qkey, image_tokens, label_ids, config), words)
     else:
-      a = _ask(ep, support, qkey, image_tokens, label_ids, config, lm, tmap)
-      q.update(lm_correct=int(a.pop("label") == qc), **a)
+      asked.append(_query(ep, support, qkey, qc, image_tokens, label_ids, config, lm, tmap, q, "lm_correct"))
     queries.append(q)
-  return _row(ep, layers, rep, config, lm, queries)
+  return _row(ep, layers, rep, config, lm, queries), asked
 
 
 def _run_oracle(ep: Episode, rep: int, config: FewShotConfig, lm: LanguageModel, tmap: TokenMap,
-                descriptions: Mapping[Hashable, str]) -> dict[str, Any]:
-  """The oracle row: the same LM, episode and template with each image's attribute words for its tokens."""
+                descriptions: Mapping[Hashable, str]) -> tuple[dict[str, Any], list[_Query]]:
+  """The oracle row: the same LM, episode and template with each image's attribute words for its tokens (and
+  its queries, as `_run_episode`)."""
   support = repeated_support(ep, rep, config.seed)
   label_ids = LabelIds.of(tmap, ep.labels, episode_template(ep, config))
-  queries = []
+  queries, asked = [], []
   for qc, qkey in ep.query:
-    a = _ask(ep, support, qkey, descriptions, label_ids, config, lm, tmap)
-    queries.append({"truth": ep.labels[qc], "truth_class": ep.classes[qc], "oracle_correct": int(a.pop("label") == qc),
-                    **a})
-  return _row(ep, None, rep, config, lm, queries)
+    q = {"truth": ep.labels[qc], "truth_class": ep.classes[qc]}
+    asked.append(_query(ep, support, qkey, qc, descriptions, label_ids, config, lm, tmap, q, "oracle_correct"))
+    queries.append(q)
+  return _row(ep, None, rep, config, lm, queries), asked
 
 
 # ------------------------------------------------------------------------------------ CLI
