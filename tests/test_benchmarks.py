@@ -26,6 +26,8 @@ TIMEOUT_S = 240
 CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "quantizer": ("quantizer.py", [], {"benchmark", "machine", "args", "rows"}),
     "lm_scoring": ("lm_scoring.py", [], {"benchmark", "seconds_per_query", "speedup_vs_uncached", "machine"}),
+    "sweep_scoring": ("sweep_scoring.py", [], {"benchmark", "requests", "seconds_per_request",
+                                                "speedup_batched_vs_per_call", "ranking_changes", "machine"}),
     "fewshot": ("fewshot.py", [], {"summary", "machine", "timing", "args"}),
     "train_step": ("train_step.py", ["--breakdown"], {"benchmark", "machine", "matmul_gflops", "rows", "breakdown"}),
     "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
@@ -95,6 +97,14 @@ def _load(smoke_runs, name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_smoke_completes_with_json(smoke_runs, name):
   _load(smoke_runs, name)
+
+
+def test_sweep_scoring_replays_the_sweep_requests_both_ways_with_the_same_scores(smoke_runs):
+  data = _load(smoke_runs, "sweep_scoring")
+  # 4 (names x induction) x 1 episode x 2 shot counts x (2 layer counts + the oracle), 2 answers each
+  assert data["requests"] == 24 and data["scored_answers"] == 24 * 2
+  assert data["max_abs_score_diff"] < 1e-4 and data["ranking_changes"] == 0
+  assert set(data["seconds_per_request"]) == {"per_call", "batched"}
 
 
 def test_recon_scores_validation_scenes_instead_of_the_test_split(smoke_runs):

@@ -98,6 +98,34 @@ def test_one_run_sweeps_names_and_induction_into_separate_cells(tiny_tok, src, w
   assert all(r["queries"][0]["prompt"].startswith(configs[1].template.instruction.split("{")[0]) for r in induced)
 
 
+class BatchRecordingLM(FunctionLM):
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.batches = []
+
+  def score_many(self, requests):
+    self.batches.append(len(requests))
+    return super().score_many(requests)
+
+
+def test_the_sweep_scores_jobs_in_batches_with_the_rows_of_one_at_a_time(tiny_tok, src, wtok, monkeypatch,
+                                                                         tmp_path):
+  """The LM answers `_BATCH` jobs' queries in one score_many call; rows, their order and the file are those of
+  one job at a time."""
+  config = FewShotConfig(ways=(2,), shots=(1, 2), layers=(1, 2), episodes=5, nested=True)
+  runs, big = {}, fewshot._BATCH
+  assert 1 < big < 20
+  for batch in (big, 1):
+    monkeypatch.setattr(fewshot, "_BATCH", batch)
+    lm = BatchRecordingLM(wtok, copy_label_model(wtok, tiny_tok.vocabulary.llm_ids))
+    out = tmp_path / f"b{batch}.jsonl"
+    res = fewshot.evaluate_fewshot(config, tiny_tok, lm, source=src, progress=False, out=out)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == res["rows"] and len(written) == 5 * 2 * 2
+    runs[batch] = (lm.batches, res["rows"])
+  assert runs[1][0] == [1] * 20 and runs[big][0] == [big] * (20 // big) + [20 % big] * (20 % big > 0)
+  assert runs[big][1] == runs[1][1]
+
 def _args(argv):
   p = argparse.ArgumentParser()
   fewshot.add_fewshot_args(p)

@@ -105,6 +105,31 @@ def test_buckets_pad_at_most_a_quarter_and_respect_the_cap(smallest):
   assert _bucket(700, 512, 16) == 700 and _bucket(300, 320, 16) == 320 and _bucket(3, 100, 16) == 16
 
 
+def test_score_many_equals_score_per_request_with_one_head_pass(monkeypatch):
+  """score_many gives each request what `score` and the uncached forward give, running the requests in order
+  through the prefix cache (the second extends the first's prefix) and the output head once for all of them;
+  continuations that share a context share its head row."""
+  import spae.lm._gemma as G
+
+  lm = parity("gemma3", "hf")
+  lm.clear_cache()
+  rng = np.random.default_rng(7)
+  p1 = [2] + rng.integers(4, 320, size=11).tolist()
+  p2 = p1 + [9, 10]
+  p3 = [2, 5, 6]
+  reqs = [(p1, [[5, 6], [5, 7], [8]]), (p2, [[3], [4, 4, 4]]), (p3, [[5]])]
+  heads = []
+  head = G._token_logp_fn
+  monkeypatch.setattr(G, "_token_logp_fn", lambda *a: heads.append(a[2].shape) or head(*a))
+  got = lm.score_many(reqs)
+  assert len(heads) == 1 and len(got) == 3 and lm._cache[0] == p3
+  for (prefix, conts), g in zip(reqs, got):
+    assert g.shape == (len(conts),) and g.dtype == np.float32
+    np.testing.assert_allclose(g, [_uncached_score(lm, prefix, c) for c in conts], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(g, lm.score(prefix, conts), rtol=1e-6)
+  # rows: () and (5,) for p1's three continuations; (), (4,), (4, 4) for p2's
+  assert lm._branches(p1, reqs[0][1])[1] == 2 and lm._branches(p2, reqs[1][1])[1] == 3
+
 def test_logits_batch_and_1d():
   lm = parity("gemma2", "hf")
   ids = np.random.default_rng(0).integers(0, 320, size=(3, 9))
