@@ -183,8 +183,8 @@ def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cap: floa
   """Grouped-query attention: q [B, T, K, G, H] (scaled), k/v [B, S, K, H], mask [B, T, S] -> [B, T, K, G, H].
 
   The products run as GEMMs batched over (B, K) with the T x G queries as rows, so the cache needs no transpose
-  when K = 1: the same result bit for bit as einsums with (B, K) in the middle, in 12.2 instead of 14.8 ms per
-  layer at T = 336, S = 1024 (Gemma 3 270M's heads, the 2-core EPYC)."""
+  when K = 1. Against einsums with (B, K) in the middle: equal bit for bit on random inputs, 12.2 instead of
+  14.8 ms per layer at T = 336, S = 1024 (Gemma 3 270M's heads, the 2-core EPYC)."""
   b, t, kh, g, h = q.shape
   qq = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
   kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
