@@ -9,7 +9,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,13 @@ def machine_info() -> dict[str, Any]:
   except (OSError, ValueError):
     pass
   return info
+
+
+
+def machine_line(machine: dict[str, Any], load_before: Sequence[float], load_after: Sequence[float]) -> str:
+  """One header line: CPU, cores, jax version and the 1-minute load average before and after the run."""
+  return (f"{machine.get('cpu', '?')}, {machine['cpu_count']} CPUs, jax {machine['jax']}; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
 
 
 def time_fn(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3, min_seconds: float = 0.0) -> float:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 
 import _lm_real  # noqa: E402
-from _common import machine_info  # noqa: E402
+from _common import machine_info, machine_line  # noqa: E402
 from spae import lm as L  # noqa: E402
 from spae._io import write_json_atomic  # noqa: E402
 
@@ -174,9 +174,7 @@ def run_real(args) -> int:
   load = os.getloadavg()
   res = _lm_real.run(args, Path(__file__).resolve())
   res.update(benchmark="lm_scoring_real", machine=machine_info(), load_avg_before=load, load_avg_after=os.getloadavg())
-  m = res["machine"]
-  print(f"{m.get('cpu', '?')}, {m['cpu_count']} CPUs, jax {m['jax']}; load average {load[0]:.1f} before, "
-        f"{res['load_avg_after'][0]:.1f} after")
+  print(machine_line(res["machine"], load, res["load_avg_after"]))
   _lm_real.print_rows(res["rows"])
   for n in res["notes"]:
     print("note:", n)

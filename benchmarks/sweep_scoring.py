@@ -29,9 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info  # noqa: E402
+from _common import machine_info, machine_line, write_json  # noqa: E402
 from spae import lm as L  # noqa: E402
-from spae._io import write_json_atomic  # noqa: E402
 from spae.prompting import FewShotConfig, PromptTemplate, sweep_fewshot  # noqa: E402
 from spae.prompting import _cli  # noqa: E402
 
@@ -113,9 +112,7 @@ def main(argv=None) -> int:
          "speedup_batched_vs_per_call": sec["per_call"] / sec["batched"],
          "max_abs_score_diff": float(np.abs(a - b).max()), "ranking_changes": flips,
          "machine": machine_info(), "load_avg_before": load, "load_avg_after": os.getloadavg(), "smoke": args.smoke}
-  m = res["machine"]
-  print(f"{m.get('cpu', '?')}, {m['cpu_count']} CPUs, jax {m['jax']}; load average {load[0]:.1f} before, "
-        f"{res['load_avg_after'][0]:.1f} after")
+  print(machine_line(res["machine"], load, res["load_avg_after"]))
   print(f"{args.lm}: {len(requests)} scoring requests of a {args.episodes}-episode standard sweep "
         f"(mean prompt {res['mean_prompt_tokens']:.0f} tokens, {res['scored_answers']} answers)")
   for name, s in sec.items():
@@ -123,7 +120,7 @@ def main(argv=None) -> int:
   print(f"  batched (score_many x{args.batch}) vs per-call: x{res['speedup_batched_vs_per_call']:.2f}; "
         f"max |score diff| {res['max_abs_score_diff']:.1e}, ranking changes {flips}")
   if args.out:
-    write_json_atomic(args.out, res)
+    write_json(args.out, res)
     print(f"wrote {args.out}")
   return 0
 
