@@ -129,6 +129,13 @@ def test_score_many_equals_score_per_request_with_one_head_pass(monkeypatch):
     np.testing.assert_allclose(g, lm.score(prefix, conts), rtol=1e-6)
   # rows: () and (5,) for p1's three continuations; (), (4,), (4, 4) for p2's
   assert lm._branches(p1, reqs[0][1])[1] == 2 and lm._branches(p2, reqs[1][1])[1] == 3
+  # With room for 4 scored tokens per head pass, the head runs per group (p1; p2; p3) with the same scores.
+  heads.clear()
+  monkeypatch.setattr(G, "HEAD_ROWS", 4)
+  again = lm.score_many(reqs)
+  assert len(heads) == 3 and len(again) == 3
+  for g, w in zip(again, got):
+    np.testing.assert_allclose(g, w, rtol=1e-6)
 
 def test_logits_batch_and_1d():
   lm = parity("gemma2", "hf")
