@@ -375,12 +375,14 @@ def _query(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable,
 def _answer(queries: Sequence[_Query], lm: LanguageModel | None) -> None:
   """The LM labels the queries, in order; each entry gets {field: correct, "prompt", "prediction",
   "prompt_tokens"[, "scores"]}. Score-mode queries with the prefix cache are scored in one `score_many` call."""
-  batched = [q for q in queries if q.config.mode == "score" and q.config.prefix_cache]
-  scores = dict(zip(map(id, batched), lm.score_many(
-      [(q.prompt.ids, [list(a.ids) for a in q.label_ids.answers]) for q in batched]))) if batched else {}
+  def batched(q: _Query) -> bool:
+    return q.config.mode == "score" and q.config.prefix_cache
+
+  requests = [(q.prompt.ids, [list(a.ids) for a in q.label_ids.answers]) for q in queries if batched(q)]
+  scores = iter(lm.score_many(requests) if requests else ())  # in the order of the batched queries
   for q in queries:
-    if id(q) in scores:
-      k, text, s = _pick(scores[id(q)], q.label_ids, q.config)
+    if batched(q):
+      k, text, s = _pick(next(scores), q.label_ids, q.config)
     else:
       k, text, s = classify_query(lm, q.prompt.ids, q.label_ids, q.config)
     q.entry.update({q.field: int(k == q.truth), "prompt": q.prompt.text, "prediction": text,
