@@ -82,6 +82,10 @@ def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm
   t64 = T.apply_override(cfg, f"semantic.teacher=lit:{tmp_path / 'teacher_scenes64'}")
   tool._lit_teacher(t64, args, tmp_path / "work")
   assert calls[1][:4] == ["--data", "scenes", "--image-size", "64"]
+  # So is the teacher trained on 40,000 scenes.
+  t40k = T.apply_override(cfg, f"semantic.teacher=lit:{tmp_path / 'teacher_scenes40k'}")
+  tool._lit_teacher(t40k, args, tmp_path / "work")
+  assert calls[2][:4] == ["--data", "scenes", "--num-train", "40000"] and "--image-size" not in calls[2]
   # A text tower the spec names itself is kept.
   own = T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={tmp_path / 'own'}")
   assert tool._lit_teacher(own, args, tmp_path / "work").semantic.teacher.endswith(f"#text_tower={tmp_path / 'own'}")
@@ -148,6 +152,23 @@ def test_teacher64_recipe_is_the_refocus_recipe_with_the_64px_teacher():
   assert dataclasses.replace(t64, semantic=same_teacher) == refocus
   assert "--image-size" in _tool().TEACHER_RECIPES["teacher_scenes64"]
   t64.validate()
+
+
+def test_teacher40k_recipe_is_the_refocus_recipe_with_a_teacher_trained_on_40000_scenes():
+  """configs/gemma64_teacher40k.py changes configs/gemma64_refocus.py only in its teacher folder, the one
+  tools/train_default_tokenizer.py trains on 40,000 scenes when missing."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  refocus = load_config(ROOT / "configs" / "gemma64_refocus.py")
+  t40k = load_config(ROOT / "configs" / "gemma64_teacher40k.py")
+  assert t40k.semantic.teacher == "lit:runs/teacher_scenes40k"
+  assert dataclasses.replace(t40k, semantic=dataclasses.replace(t40k.semantic, teacher=refocus.semantic.teacher)) \
+      == refocus
+  recipe = _tool().TEACHER_RECIPES["teacher_scenes40k"]
+  assert recipe[recipe.index("--num-train") + 1] == "40000"
+  t40k.validate()
 
 
 def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer():
