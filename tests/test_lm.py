@@ -309,6 +309,13 @@ def test_bad_ids_and_specs():
     lm.score([2, 999], [[3]])
   with pytest.raises(spae.SpaeInputError, match="at least one token"):
     lm.score([2], [[]])
+  # One id where a list belongs, ragged nesting and text get one line that says what was expected.
+  with pytest.raises(spae.SpaeInputError, match=r"continuations\[0\] must be a flat sequence of token ids, got int"):
+    lm.score([2, 5], [5, 6])
+  with pytest.raises(spae.SpaeInputError, match="prefix_ids must be a flat sequence of token ids"):
+    lm.score_many([([[2, 5], [6]], [[3]])])
+  with pytest.raises(spae.SpaeInputError, match="not text"):
+    lm.score([2, 5], "red")
   with pytest.raises(spae.SpaeInputError, match="allowed_ids is empty"):
     lm.generate([2], 3, allowed_ids=[])
   with pytest.raises(spae.SpaeInputError, match="unknown model spec scheme"):

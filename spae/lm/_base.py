@@ -291,7 +291,12 @@ class LanguageModelBase(abc.ABC):
     return self.tokenizer.vocab_size
 
   def _as_ids(self, ids: Sequence[int], what: str) -> list[int]:
-    arr = np.asarray(list(ids))
+    try:  # one id where a list of them belongs, or ragged nesting, is not a sequence of ids
+      arr = None if isinstance(ids, (str, bytes)) else np.asarray(list(ids))
+    except (TypeError, ValueError):
+      arr = None
+    if arr is None:
+      raise SpaeInputError(f"{what} must be a flat sequence of token ids, got {type(ids).__name__} {ids!r:.40}.")
     if arr.ndim != 1:
       raise SpaeInputError(f"{what} must be a flat sequence of token ids, got shape {arr.shape}.")
     if arr.size == 0:
@@ -302,7 +307,9 @@ class LanguageModelBase(abc.ABC):
     return [int(i) for i in arr]
 
   def _check_continuations(self, prefix: list[int], continuations: Sequence[Sequence[int]]) -> list[list[int]]:
-    if isinstance(continuations, (str, bytes)) or len(continuations) == 0:
+    if isinstance(continuations, (str, bytes)):
+      raise SpaeInputError("continuations must be a list of token-id sequences, not text (score_text takes text).")
+    if len(continuations) == 0:
       raise SpaeInputError("continuations is empty; pass a list of at least one token-id sequence.")
     conts = [self._as_ids(c, f"continuations[{i}]") for i, c in enumerate(continuations)]
     if any(len(c) == 0 for c in conts):

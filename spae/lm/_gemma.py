@@ -451,7 +451,7 @@ class GemmaLM(LanguageModelBase):
     group: list[tuple[Sequence[int], Sequence[Sequence[int]]]] = []
     size = 0
     for request in requests:
-      n = sum(len(c) for c in request[1])  # its scored tokens: at least its head rows
+      n = sum(np.size(c) for c in request[1])  # its scored tokens (>= its head rows); _branches checks them
       if group and size + n > HEAD_ROWS:
         out += self._score_group(group)
         group, size = [], 0
