@@ -24,6 +24,8 @@ object's colour, its shape (recon.py's roles), beside the same share given anoth
   python benchmarks/teacher_words.py --vocab gemma3-270m \\
       --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
       --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
+--caption-bank 0 10000 adds the same first-word measure read through the teacher's first 10,000 training captions
+(`semantic.caption_bank`; a teacher folder with captions.npz), beside the direct reading (0).
 """
 
 from __future__ import annotations
@@ -110,14 +112,20 @@ def _training_images(data: str, n: int) -> np.ndarray:
 
 
 def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], sizes: list[int],
-                train_images: np.ndarray, centre: int) -> list[dict[str, Any]]:
-  """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc)."""
+                train_images: np.ndarray, centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
+  """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc);
+  `bank` > 0 reads the images through the teacher's first `bank` training captions (`semantic.caption_bank`)."""
   import jax
   import jax.numpy as jnp
 
   from spae.train._trainer import most_named
 
-  fn = teacher.relevance_fn(vocab).centred(train_images[:centre])
+  fn = teacher.relevance_fn(vocab)
+  if bank:
+    if getattr(teacher, "caption_bank", None) is None:
+      raise SystemExit(f"--caption-bank needs a teacher folder with captions.npz; {type(teacher).__name__} has none")
+    fn = fn.through_captions(teacher.caption_bank[:bank], bank_tau)
+  fn = fn.centred(train_images[:centre])
   whole = teacher.whole_word_mask(vocab)
   fn = fn if whole is None else fn.restricted(whole)
   score = jax.jit(lambda f, x: f(x))
@@ -152,6 +160,9 @@ def main(argv=None) -> int:
   p.add_argument("--data", default="mix:scenes=0.7,photos=0.3", help="training data spec the words are chosen on")
   p.add_argument("--vocab-images", type=int, default=1024)
   p.add_argument("--centre-images", type=int, default=256)
+  p.add_argument("--caption-bank", type=int, nargs="*", default=[0], metavar="N",
+                 help="first-word measure also read through the teacher's first N training captions (0 = directly)")
+  p.add_argument("--caption-tau", type=float, default=0.03)
   p.add_argument("--split", default="test", choices=("test", "validation"), help="held-out scenes' split")
   p.add_argument("--smoke", action="store_true", help="the shipped teacher and vocabulary, 8 images (CI)")
   p.add_argument("--out", default=None)
@@ -174,7 +185,8 @@ def main(argv=None) -> int:
     teacher = _load_teacher(spec)
     res = measure(teacher, vocab, images, attrs, a.top, reference)
     if a.subvocab:
-      res["first_word"] = first_words(teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images)
+      res["first_word"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in first_words(
+          teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images, n, a.caption_tau)]
     rows.append({"teacher": spec, **res})
     _common.write_json(a.out, {"benchmark": "teacher_words", "machine": _common.machine_info(), "args": vars(a),
                                "vocab_size": len(vocab), "rows": rows})
@@ -192,7 +204,8 @@ def main(argv=None) -> int:
                     "first image's top words": " ".join(t["example"])})
   print(f"first image: {rows[0]['example_caption']!r}")
   _common.print_table(table, list(table[0]))
-  sub = [{"teacher": r["teacher"].split("#")[0], "sub-vocabulary": f["size"],
+  sub = [{"teacher": r["teacher"].split("#")[0], "caption bank": f["caption_bank"] or "-",
+          "sub-vocabulary": f["size"],
           **{role: f"{100 * v:.1f}%" for role, v in f["roles"].items()},
           "main object": f"{100 * f['main object']:.1f}%",
           "another image's word": f"{100 * f['main object, other image']:.1f}%"}

@@ -197,6 +197,58 @@ def test_centred_relevance_removes_each_words_mean_and_masks_words(teacher):
     fn.centred(ref).restricted(np.zeros(4, bool))
 
 
+def test_through_captions_reads_the_image_as_a_mixture_of_its_nearest_captions(teacher, bert):
+  """rel(x, k) = (softmax(z . C / tau) C) . u_k: a cold softmax gives the nearest caption's word scores, a hot
+  one their mean; gradients still reach the images; offsets must come after, not before."""
+  t, vocab = teacher
+  fn = t.relevance_fn(vocab)
+  bank = np.asarray(bert.embed_ids(*bert.tokenize(["a red circle", "a blue square", "a red square"]), normalize=True))
+  images = _images(4, size=24, seed=3)
+  z = np.asarray(t.image_embeddings(images))
+  table = np.asarray(t.vocabulary_embeddings(vocab))
+  cold = np.asarray(jax.jit(lambda f, x: f(x))(fn.through_captions(bank, 1e-4), images))
+  np.testing.assert_allclose(cold, bank[np.argmax(z @ bank.T, axis=1)] @ table.T, atol=1e-4)
+  hot = np.asarray(fn.through_captions(bank, 1e4)(images))
+  np.testing.assert_allclose(hot, np.broadcast_to(bank.mean(0) @ table.T, hot.shape), atol=1e-4)
+  grad = jax.grad(lambda x: fn.through_captions(bank, 0.1)(x)[:, 0].sum())(jnp.asarray(images))
+  assert np.abs(np.asarray(grad)).max() > 0
+  ref = _images(6, size=24, seed=1)
+  np.testing.assert_allclose(np.asarray(fn.through_captions(bank, 0.1).centred(ref)(ref)).mean(0), 0.0, atol=1e-5)
+  with pytest.raises(spae.SpaeInputError, match="before centred"):
+    fn.centred(ref).through_captions(bank, 0.1)
+  with pytest.raises(spae.SpaeInputError, match="caption bank must be"):
+    fn.through_captions(bank[:, :5], 0.1)
+  with pytest.raises(spae.SpaeInputError, match="temperature"):
+    fn.through_captions(bank, 0.0)
+
+
+def test_captions_round_trip_and_the_trainer_reads_through_them(teacher, trained, bert, tmp_path):
+  from spae import train as T
+
+  t, vocab = teacher
+  captions = ["a red circle", "a blue square", "a red square"]
+  emb = tdt.embed_texts(bert, captions)
+  saved = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert, templates=TEMPLATES,
+                     captions=(captions, emb), cache_dir=tmp_path)
+  saved.save(tmp_path / "lit")
+  loaded = LiTTeacher.load(tmp_path / "lit", text_tower=BERT, cache_dir=tmp_path)
+  assert loaded.caption_texts == captions
+  np.testing.assert_allclose(loaded.caption_bank, emb, atol=2e-3)
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", ["semantic.weight=1.0", "semantic.caption_bank=2",
+                                                      "semantic.caption_tau=0.05"])
+  tiny = spae.tiny_vocabulary()
+  tr = T.Trainer(cfg, tmp_path / "run", vocabulary=tiny, teacher=loaded)
+  assert tr.teacher_fn.bank.shape == (2, CFG.dim) and tr.teacher_fn.bank_tau == 0.05  # the first 2 captions
+  np.testing.assert_allclose(np.asarray(tr.teacher_fn.bank), loaded.caption_bank[:2], atol=1e-6)
+  with pytest.raises(spae.SpaeInputError, match="keeps 3 captions"):
+    T.Trainer(T.load_config(ROOT / "configs" / "tiny.py", ["semantic.weight=1.0", "semantic.caption_bank=4"]),
+              tmp_path / "run2", vocabulary=tiny, teacher=loaded)
+  with pytest.raises(spae.SpaeInputError, match="keeps its training captions"):
+    T.Trainer(cfg, tmp_path / "run3", vocabulary=tiny, teacher=t)
+  with pytest.raises(spae.SpaeInputError, match="caption_bank"):
+    T.load_config(ROOT / "configs" / "tiny.py", ["semantic.caption_bank=-1"]).validate()
+
+
 def test_whole_word_mask_reads_the_text_tokenizer(teacher, bert):
   t, _ = teacher
   vocab = spae.Vocabulary.from_arrays(["red", "qzxv", "circle"], np.eye(3, dtype=np.float32))
@@ -307,3 +359,21 @@ def test_trainer_centres_the_teacher_on_training_images_and_keeps_whole_words(tr
   offline = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, templates=TEMPLATES, cache_dir=tmp_path)
   with pytest.raises(spae.SpaeInputError, match="needs a teacher with a text tokenizer"):
     T.Trainer(cfg, tmp_path / "run2", vocabulary=vocab, teacher=offline)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # 4 evaluation scenes leave some metrics' slices empty
+def test_tool_writes_a_teacher_with_its_training_captions(tmp_path):
+  """tools/train_default_teacher.py (tiny BERT, 8 scenes, 2 steps) saves the captions it trained against, in
+  training order, with their text-tower embeddings: the bank `semantic.caption_bank` reads through."""
+  vocab = spae.Vocabulary.from_arrays(["red", "blue", "circle", "square"], np.eye(4, dtype=np.float32))
+  vocab.save(tmp_path / "vocab")
+  out = tmp_path / "lit"
+  assert tdt.main(["--model-dir", str(BERT), "--vocab", str(tmp_path / "vocab"), "--out", str(out), "--data",
+                   "scenes", "--num-train", "8", "--num-eval", "4", "--steps", "2", "--batch-size", "4",
+                   "--image-size", "16", "--cache-dir", str(tmp_path / "cache")]) == 0
+  loaded = LiTTeacher.load(out)
+  _, captions, _ = tdt.render_scene_set(8, split="train", seed=0)
+  assert loaded.caption_texts == captions
+  bert = BertTextEncoder.from_pretrained(BERT, normalize=False)
+  np.testing.assert_allclose(loaded.caption_bank, tdt.embed_texts(bert, captions), atol=2e-3)
+  assert json.loads((out / "teacher.json").read_text())["metadata"]["captions"]["count"] == 8

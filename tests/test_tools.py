@@ -171,6 +171,21 @@ def test_teacher40k_recipe_is_the_refocus_recipe_with_a_teacher_trained_on_40000
   t40k.validate()
 
 
+def test_captions_recipe_is_the_teacher40k_recipe_read_through_10000_captions():
+  """configs/gemma64_captions.py changes configs/gemma64_teacher40k.py only in its caption bank (10,000 captions,
+  temperature 0.03)."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  t40k = load_config(ROOT / "configs" / "gemma64_teacher40k.py")
+  cap = load_config(ROOT / "configs" / "gemma64_captions.py")
+  assert (cap.semantic.caption_bank, cap.semantic.caption_tau) == (10000, 0.03) and t40k.semantic.caption_bank == 0
+  assert dataclasses.replace(cap, semantic=dataclasses.replace(cap.semantic, caption_bank=0, caption_tau=
+                                                               t40k.semantic.caption_tau)) == t40k
+  cap.validate()
+
+
 def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer():
   """configs/gemma64_lean.py changes configs/gemma64_teacher64.py only in its decoder's upsampling convolutions
   (lean_upsample), its length (3,200 steps) and its reset step (2,900: the last 300 steps with a frozen scorer)."""

@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                             views=views, view_probs=VIEW_PROBS, lr=args.lr, seed=args.seed)
     train_seconds = time.time() - t
     teacher = LiTTeacher(config, params, text_tower_identity=encoder.identity, text_tower=encoder)
+    # The captions it was trained against, in training order: the bank of `semantic.caption_bank`.
+    teacher.set_captions(captions, cap_emb)
 
     t = time.time()
     words = vocab.words(range(len(vocab)))
@@ -371,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                      **prov},
       "word_table": {"vocabulary_fingerprint": vocab.fingerprint(), "words": len(vocab), "dtype": "float16",
                      "templates": list(teacher.templates)},
+      "captions": {"count": len(captions), "dtype": "float16",
+                   "note": "the training captions in training order and their text-tower embeddings"},
       "training": {"tool": "tools/train_default_teacher.py", "seed": args.seed, "steps": args.steps,
                    "batch_size": args.batch_size, "lr": args.lr, "optimizer": "adamw, warmup 100, cosine",
                    "text_views": {"probabilities": list(VIEW_PROBS), "views": ["caption", "a {shape}",

@@ -52,13 +52,19 @@ class RelevanceFn:
   apply: Callable = dataclasses.field(metadata=dict(static=True))  # (config, params, images) -> [B, D]
   config: Hashable = dataclasses.field(metadata=dict(static=True))
   offset: jax.Array | None = None  # [V] subtracted from every image's scores (`centred`, `restricted`)
+  bank: jax.Array | None = None  # [N, D] unit caption embeddings the image is read through (`through_captions`)
+  bank_tau: float = dataclasses.field(default=0.03, metadata=dict(static=True))
 
   def image_embeddings(self, images: jax.Array) -> jax.Array:
     """[B, H, W, 3] -> [B, D], L2-normalised."""
     return l2_normalize(self.apply(self.config, jax.lax.stop_gradient(self.image_params), images))
 
   def __call__(self, images: jax.Array) -> jax.Array:
-    sims = self.image_embeddings(images) @ jax.lax.stop_gradient(self.text_embeddings).T
+    z = self.image_embeddings(images)
+    if self.bank is not None:  # the image's caption-space reading: a softmax mixture of its nearest captions
+      bank = jax.lax.stop_gradient(self.bank)
+      z = jax.nn.softmax(z @ bank.T / self.bank_tau, axis=-1) @ bank
+    sims = z @ jax.lax.stop_gradient(self.text_embeddings).T
     return sims if self.offset is None else sims - jax.lax.stop_gradient(self.offset)
 
   def centred(self, reference: Any, *, batch_size: int = 64) -> "RelevanceFn":
@@ -78,6 +84,26 @@ class RelevanceFn:
                 for i in range(0, len(reference), batch_size))
     return dataclasses.replace(self, offset=jnp.asarray((total / len(reference)).astype(np.float32)))
 
+  def through_captions(self, bank: Any, tau: float) -> "RelevanceFn":
+    """Scores read through a bank of caption embeddings c_n (unit rows [N, D], e.g. the teacher's training
+    captions) instead of the image embedding z itself:
+      rel'(x, k) = (sum_n softmax_n(z . c_n / tau) c_n) . u_k.
+    A tower trained to put images near their captions ranks captions far better than single words (whose
+    embeddings sit apart from every caption's), so the words nearest the captions it retrieves name more of what
+    is in the image (docs/method.md, "Caption-bank relevance"). Call before `centred` and `restricted`, whose
+    offsets belong to the scores they were made for."""
+    if self.offset is not None:
+      raise SpaeInputError("through_captions must come before centred/restricted: their offset was computed for "
+                           "the image's own scores.")
+    bank = np.asarray(bank, np.float32)
+    if bank.ndim != 2 or not len(bank) or bank.shape[1] != self.text_embeddings.shape[1]:
+      raise SpaeInputError(f"a caption bank must be [N, D={self.text_embeddings.shape[1]}] embeddings with N >= 1, "
+                           f"got shape {bank.shape}.")
+    if not float(tau) > 0:
+      raise SpaeInputError(f"the caption bank's temperature must be > 0, got {tau}.")
+    bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+    return dataclasses.replace(self, bank=jnp.asarray(bank), bank_tau=float(tau))
+
   def restricted(self, allowed: np.ndarray) -> "RelevanceFn":
     """Words outside `allowed` (bool [V]) never score: rel'(x, k) = -1e4 there; other scores are unchanged."""
     v = self.text_embeddings.shape[0]
@@ -88,8 +114,8 @@ class RelevanceFn:
     return dataclasses.replace(self, offset=jnp.asarray(np.where(allowed, offset, np.float32(1e4))))
 
 
-jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings", "offset"],
-                                 meta_fields=["apply", "config"])
+jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings", "offset", "bank"],
+                                 meta_fields=["apply", "config", "bank_tau"])
 
 
 class Teacher(abc.ABC):

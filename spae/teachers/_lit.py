@@ -10,6 +10,8 @@ Files of a saved teacher (a folder):
   image_tower.npz   float32 image-tower parameters (flat names; no pickle)
   word_table.npz    optional: `words` [V] and float16 `embeddings` [V, D], the prompt-ensemble text embedding of
                     every word of a vocabulary, so relevance over those words needs no text tower.
+  captions.npz      optional: `texts` [N] and float16 `embeddings` [N, D], the captions the image tower was trained
+                    against and their text-tower embeddings (the bank of `RelevanceFn.through_captions`).
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ class LiTTeacher(Teacher):
   def __init__(self, config: LiTConfig, params: dict, *, text_tower_identity: str,
                text_tower: BertTextEncoder | str | os.PathLike | None = None,
                word_table: tuple[Sequence[str], np.ndarray] | None = None,
+               captions: tuple[Sequence[str], np.ndarray] | None = None,
                templates: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
                cache_dir: str | os.PathLike | None = None, text_batch_size: int = 256):
     super().__init__(cache_dir=cache_dir, text_batch_size=text_batch_size)
@@ -186,6 +189,19 @@ class LiTTeacher(Teacher):
       # Rows are unit vectors; renormalise what float16 storage rounded.
       self.word_table = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
       self.word_index = {w: i for i, w in enumerate(words)}
+    self.caption_texts: list[str] | None = None
+    self.caption_bank: np.ndarray | None = None  # [N, D] unit rows
+    if captions is not None:
+      self.set_captions(*captions)
+
+  def set_captions(self, texts: Sequence[str], embeddings: np.ndarray) -> None:
+    """Keeps the training captions and their text embeddings [N, D] (saved as captions.npz)."""
+    table = np.asarray(embeddings, np.float32)
+    if table.shape != (len(texts), self.config.dim) or not len(texts):
+      raise SpaeInputError(f"LiT captions: embeddings of shape {table.shape} for {len(texts)} captions of width "
+                           f"{self.config.dim}.")
+    self.caption_texts = [str(t) for t in texts]
+    self.caption_bank = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
 
   # ---------------------------------------------------------------- loading and saving
   @classmethod
@@ -213,12 +229,17 @@ class LiTTeacher(Teacher):
     if (directory / "word_table.npz").is_file():
       with np.load(directory / "word_table.npz", allow_pickle=False) as f:
         word_table = ([str(w) for w in f["words"]], f["embeddings"])
+    captions = None
+    if (directory / "captions.npz").is_file():
+      with np.load(directory / "captions.npz", allow_pickle=False) as f:
+        captions = ([str(t) for t in f["texts"]], f["embeddings"])
     return cls(config, params, text_tower_identity=meta["text_tower_identity"], text_tower=text_tower,
-               word_table=word_table, templates=meta.get("templates"), metadata=meta.get("metadata"), **kw)
+               word_table=word_table, captions=captions, templates=meta.get("templates"), metadata=meta.get("metadata"), **kw)
 
   def save(self, directory: str | os.PathLike, *, logit_scale: float | None = None,
            table_dtype: Any = np.float16) -> Path:
-    """Writes the folder atomically; the word table (if any) is stored as `table_dtype` (float16 halves it)."""
+    """Writes the folder atomically; the word table and caption bank (if any) are stored as `table_dtype`
+    (float16 halves them)."""
     directory = Path(directory)
     params = {k: np.asarray(v, np.float32) for k, v in self.params.items()}
     meta = {"kind": "lit", "format": LIT_FORMAT, "config": self.config.to_dict(),
@@ -233,6 +254,9 @@ class LiTTeacher(Teacher):
         words = sorted(self.word_index, key=self.word_index.get)
         with open(tmp / "word_table.npz", "wb") as f:
           np.savez(f, words=np.array(words), embeddings=self.word_table.astype(table_dtype))
+      if self.caption_bank is not None:
+        with open(tmp / "captions.npz", "wb") as f:
+          np.savez(f, texts=np.array(self.caption_texts), embeddings=self.caption_bank.astype(table_dtype))
       (tmp / "teacher.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     return directory
 

@@ -74,6 +74,9 @@ class SemanticConfig:
   teacher_temperature: float = 0.07
   centre_images: int = 0            # > 0: subtract each word's mean score over this many training images
   whole_words: bool = False         # only words the teacher's text tokenizer reads as one whole token
+  caption_bank: int = 0             # > 0: read each image through the first this many of the teacher's training
+                                    # captions (RelevanceFn.through_captions; a LiT teacher's captions.npz)
+  caption_tau: float = 0.03         # that softmax's temperature
   pull: str = "targets"             # what the CE moves: 'targets' (the encoder), 'both', or 'codes' (a trainable
                                     # code map only: 'projected' / 'learned'); docs/method.md
   vocab_size: int = 0               # > 0: the top `layers` layers search only the `vocab_size` words the teacher
@@ -194,6 +197,8 @@ def _checks(c: TrainConfig):
   yield "semantic.centre_images", s.centre_images, is_int(s.centre_images) and s.centre_images >= 0, \
       nonneg + " (0 = no centring)"
   yield "semantic.whole_words", s.whole_words, isinstance(s.whole_words, bool), "true or false"
+  yield "semantic.caption_bank", s.caption_bank, is_int(s.caption_bank) and s.caption_bank >= 0, nonneg + " (0 = off)"
+  yield "semantic.caption_tau", s.caption_tau, is_num(s.caption_tau) and s.caption_tau > 0, "a number > 0"
   yield "semantic.pull", s.pull, s.pull == "targets" or (
       s.pull in ("both", "codes") and c.tokenizer.codebook.trainable), \
       "'targets', or 'both' / 'codes' with a trainable codebook (tokenizer.codebook.mode 'projected' or 'learned')"

@@ -171,6 +171,9 @@ class Trainer:
         self.teacher_fn = self._teacher_relevance(teacher, src)
         self._teacher_jit = jax.jit(dist)
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
+        if cfg.semantic.caption_bank:
+          raise SpaeInputError("semantic.caption_bank needs a teacher with relevance_fn (a spae teacher); this "
+                               "teacher is a plain callable. Set semantic.caption_bank=0.")
         self.teacher_fn = teacher
         self._teacher_jit = jax.jit(lambda fn, mask, im: dist(teacher, mask, im), static_argnums=0)
       self._teacher_mask = jnp.ones((len(self.vocab),), bool)
@@ -196,13 +199,24 @@ class Trainer:
 
   # ---------------------------------------------------------------- pieces
   def _teacher_relevance(self, teacher: Any, src: Any) -> Any:
-    """The teacher's RelevanceFn over the vocabulary, centred on the first training images and restricted to
-    whole words where the config asks (docs/method.md, "Centred, whole-word relevance")."""
+    """The teacher's RelevanceFn over the vocabulary, read through its first training captions, centred on the
+    first training images and restricted to whole words where the config asks (docs/method.md, "Centred,
+    whole-word relevance" and "Caption-bank relevance")."""
     sem = self.cfg.semantic
     allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
     if sem.whole_words and allowed is None:  # checked before centring, which embeds the reference images
       raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
     fn = teacher.relevance_fn(self.vocab)
+    if sem.caption_bank:
+      bank = getattr(teacher, "caption_bank", None)
+      if bank is None:
+        raise SpaeInputError(f"semantic.caption_bank needs a teacher that keeps its training captions (a LiT folder "
+                             f"with captions.npz, written by tools/train_default_teacher.py); {sem.teacher!r} has "
+                             "none. Set semantic.caption_bank=0 or retrain the teacher.")
+      if len(bank) < sem.caption_bank:
+        raise SpaeInputError(f"semantic.caption_bank={sem.caption_bank} but the teacher {sem.teacher!r} keeps "
+                             f"{len(bank)} captions; set semantic.caption_bank <= {len(bank)}.")
+      fn = fn.through_captions(bank[:sem.caption_bank], sem.caption_tau)
     if sem.centre_images:
       fn = fn.centred(self._reference_images(src, sem.centre_images))
     return fn if allowed is None else fn.restricted(allowed)
