@@ -24,7 +24,7 @@ object's colour, its shape (recon.py's roles), beside the same share given anoth
   python benchmarks/teacher_words.py --vocab gemma3-270m \\
       --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
       --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
---caption-bank 0 10000 adds the same first-word measure read through the teacher's first 10,000 training captions
+--caption-bank 0 10000 adds both measures read through the teacher's first 10,000 training captions
 (`semantic.caption_bank`; a teacher folder with captions.npz), beside the direct reading (0).
 """
 
@@ -58,31 +58,37 @@ def _hits(scores: np.ndarray, words: list[str], attrs: list[dict[str, Any]], k: 
           "either": float(np.mean([c or s for c, s in zip(col, shp)]))}
 
 
-def _embed(teacher: Any, images: np.ndarray) -> np.ndarray:
-  return np.concatenate([np.asarray(teacher.image_embeddings(images[i:i + 64].astype(np.float32) / 255.0))
-                         for i in range(0, len(images), 64)])
-
-
 def measure(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], k: int,
-            reference: np.ndarray) -> dict[str, Any]:
+            reference: np.ndarray, banks: tuple[int, ...] = (0,), bank_tau: float = 0.03) -> dict[str, Any]:
   """Hit shares for the raw relevance and for relevance centred by each word's mean over `reference` images
   (train-split scenes), over all codebook words and over the words that are whole tokens of the teacher's text
-  tokenizer (when it has one)."""
+  tokenizer (when it has one); for each bank size N > 0 in `banks`, the same read through the teacher's first N
+  training captions (`RelevanceFn.through_captions`)."""
+  import jax
+
   from spae.data import _scenes
 
   words = list(vocab.words(np.arange(len(vocab))))
   table = np.asarray(teacher.vocabulary_embeddings(vocab), np.float32)  # [V, D], unit rows
-  raw = _embed(teacher, images) @ table.T
-  # The trainer's centring (RelevanceFn.centred): each word's mean relevance over `reference` removed.
-  offset = teacher.relevance_fn(vocab).centred(reference.astype(np.float32) / 255.0).offset
-  centred = raw - np.asarray(offset)
+  score = jax.jit(lambda f, x: f(x))
+  scores = {}
+  for n in banks:
+    fn = teacher.relevance_fn(vocab)
+    if n:
+      fn = fn.through_captions(teacher.caption_bank[:n], bank_tau)
+    raw = np.concatenate([np.asarray(score(fn, images[i:i + 64].astype(np.float32) / 255.0))
+                          for i in range(0, len(images), 64)])
+    # The trainer's centring (RelevanceFn.centred): each word's mean relevance over `reference` removed.
+    offset = fn.centred(reference.astype(np.float32) / 255.0).offset
+    tag = f"{n} captions: " if n else ""
+    scores[f"{tag}raw"], scores[f"{tag}centred"] = raw, raw - np.asarray(offset)
   masks = {"all words": None}
   whole = teacher.whole_word_mask(vocab)
   if whole is not None:
     masks["whole text-tower tokens"] = whole
   out: dict[str, Any] = {"variants": {}}
   for mname, mask in masks.items():
-    for sname, sc in (("raw", raw), ("centred", centred)):
+    for sname, sc in scores.items():
       sc = sc if mask is None else np.where(mask[None], sc, -np.inf)
       out["variants"][f"{sname}, {mname}"] = {
           **_hits(sc, words, attrs, k), "words": int(len(words) if mask is None else mask.sum()),
@@ -122,8 +128,6 @@ def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[s
 
   fn = teacher.relevance_fn(vocab)
   if bank:
-    if getattr(teacher, "caption_bank", None) is None:
-      raise SystemExit(f"--caption-bank needs a teacher folder with captions.npz; {type(teacher).__name__} has none")
     fn = fn.through_captions(teacher.caption_bank[:bank], bank_tau)
   fn = fn.centred(train_images[:centre])
   whole = teacher.whole_word_mask(vocab)
@@ -161,7 +165,7 @@ def main(argv=None) -> int:
   p.add_argument("--vocab-images", type=int, default=1024)
   p.add_argument("--centre-images", type=int, default=256)
   p.add_argument("--caption-bank", type=int, nargs="*", default=[0], metavar="N",
-                 help="first-word measure also read through the teacher's first N training captions (0 = directly)")
+                 help="also read through the teacher's first N training captions (0 = directly)")
   p.add_argument("--caption-tau", type=float, default=0.03)
   p.add_argument("--split", default="test", choices=("test", "validation"), help="held-out scenes' split")
   p.add_argument("--smoke", action="store_true", help="the shipped teacher and vocabulary, 8 images (CI)")
@@ -183,7 +187,10 @@ def main(argv=None) -> int:
   rows = []
   for spec in teachers:
     teacher = _load_teacher(spec)
-    res = measure(teacher, vocab, images, attrs, a.top, reference)
+    if any(a.caption_bank) and getattr(teacher, "caption_bank", None) is None:
+      raise SystemExit(f"--caption-bank needs a teacher that keeps its training captions (a LiT folder with "
+                       f"captions.npz, written by tools/train_default_teacher.py); {spec!r} has none.")
+    res = measure(teacher, vocab, images, attrs, a.top, reference, tuple(a.caption_bank), a.caption_tau)
     if a.subvocab:
       res["first_word"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in first_words(
           teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images, n, a.caption_tau)]
