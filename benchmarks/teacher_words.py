@@ -24,6 +24,11 @@ object's colour, its shape (recon.py's roles), beside the same share given anoth
   python benchmarks/teacher_words.py --vocab gemma3-270m \\
       --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
       --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
+--tokenizer DIR adds whether that tokenizer's layer-1 word is the teacher's first word in its own semantic
+sub-vocabulary (read the trainer's way), on the held-out scenes and on the --vocab-images training images, beside
+the same against another image's first word; pass the teacher (and --caption-bank) the tokenizer was trained with.
+  python benchmarks/teacher_words.py --vocab gemma3-270m --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
+      --tokenizer spae/assets/default/tokenizer --vocab-images 256 --split validation --num-images 120
 --caption-bank 0 10000 adds both measures read through the teacher's first 10,000 training captions
 (`semantic.caption_bank`; a teacher folder with captions.npz), beside the direct reading (0).
 """
@@ -151,6 +156,45 @@ def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[s
   return out
 
 
+def follows(teacher: Any, tok: Any, images: np.ndarray, attrs: list[dict[str, Any]], train_images: np.ndarray,
+            centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
+  """Does a tokenizer's layer-1 word reproduce its teacher? On the held-out scenes and on `train_images`: the share
+  whose layer-1 token is the teacher's first word among the tokenizer's semantic sub-vocabulary (read the trainer's
+  way: through `bank` captions when > 0, centred on the first `centre` training images, whole words), beside the
+  same share against another image's first word (the next image's: the baseline); on held-out scenes also how
+  often each names the main object."""
+  import jax
+  import jax.numpy as jnp
+
+  sub = np.asarray(tok.config.pyramid.semantic_vocab, np.int64)
+  if not len(sub):
+    raise SystemExit("--tokenizer: this tokenizer has no semantic sub-vocabulary (PyramidSpec.semantic_vocab); "
+                     "pass one trained with semantic.vocab_size > 0.")
+  vocab = tok.vocabulary
+  fn = teacher.relevance_fn(vocab)
+  if bank:
+    fn = fn.through_captions(teacher.caption_bank[:bank], bank_tau)
+  fn = fn.centred(train_images[:centre])
+  whole = teacher.whole_word_mask(vocab)
+  fn = fn if whole is None else fn.restricted(whole)
+  score = jax.jit(lambda f, x: f(x))
+  words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
+  mains = [{r["main colour"], r["main shape"]} for r in (recon.role_words(a) for a in attrs)]
+  out = []
+  for name, x in (("held-out scenes", images.astype(np.float32) / 255.0), ("training images", train_images)):
+    rel = np.concatenate([np.asarray(score(fn, jnp.asarray(x[i:i + 64], jnp.float32)))
+                          for i in range(0, len(x), 64)])
+    first = sub[rel[:, sub].argmax(1)]
+    l1 = np.asarray(tok.encode(x, layers=1).ids[0]).reshape(len(x), -1)[:, 0]
+    row = {"set": name, "images": len(x), "layer 1 = teacher's first word": float(np.mean(l1 == first)),
+           "layer 1 = another image's first word": float(np.mean(l1 == np.roll(first, 1)))}
+    if name == "held-out scenes":
+      row["teacher's first word names the main object"] = recon.naming_share([{words[i]} for i in first], mains)
+      row["layer-1 word names the main object"] = recon.naming_share([{words[i]} for i in l1], mains)
+    out.append(row)
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--teacher", action="append", default=[], help="a teacher spec (spae.teachers.load); repeatable")
@@ -167,8 +211,10 @@ def main(argv=None) -> int:
   p.add_argument("--caption-bank", type=int, nargs="*", default=[0], metavar="N",
                  help="also read through the teacher's first N training captions (0 = directly)")
   p.add_argument("--caption-tau", type=float, default=0.03)
+  p.add_argument("--tokenizer", default=None, help="a tokenizer folder: also measure whether its layer-1 word "
+                 "is the teacher's first word (`follows`), on held-out scenes and --vocab-images training images")
   p.add_argument("--split", default="test", choices=("test", "validation"), help="held-out scenes' split")
-  p.add_argument("--smoke", action="store_true", help="the shipped teacher and vocabulary, 8 images (CI)")
+  p.add_argument("--smoke", action="store_true", help="the shipped teacher, vocabulary and tokenizer, 8 images (CI)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   from spae import train as T
@@ -179,7 +225,9 @@ def main(argv=None) -> int:
   teachers = a.teacher or ["lit:default"]
   vocab = T.build_vocabulary(a.vocab)
   images, attrs = recon.new_scenes(a.num_images, 64, a.seed, a.split)
-  train_images = _training_images(a.data, a.vocab_images) if a.subvocab else None
+  # --smoke: the shipped tokenizer (its 24 semantic words), read against the shipped teacher.
+  tok = recon.load_tokenizer(a.tokenizer, smoke=False)[0] if a.tokenizer or a.smoke else None
+  train_images = _training_images(a.data, a.vocab_images) if a.subvocab or tok is not None else None
   from spae.data import SceneSource
 
   ref = SceneSource(a.num_reference, 64, seed=a.seed, split="train")
@@ -194,6 +242,9 @@ def main(argv=None) -> int:
     if a.subvocab:
       res["first_word"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in first_words(
           teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images, n, a.caption_tau)]
+    if tok is not None:
+      res["follows"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in follows(
+          teacher, tok, images, attrs, train_images, a.centre_images, n, a.caption_tau)]
     rows.append({"teacher": spec, **res})
     _common.write_json(a.out, {"benchmark": "teacher_words", "machine": _common.machine_info(), "args": vars(a),
                                "vocab_size": len(vocab), "rows": rows})
@@ -221,6 +272,13 @@ def main(argv=None) -> int:
     print(f"\nthe teacher's first word in its sub-vocabulary ({a.split} scenes; chosen on {a.vocab_images} "
           f"training images of {a.data}):")
     _common.print_table(sub, list(sub[0]))
+  fol = [{"teacher": r["teacher"].split("#")[0], "caption bank": f["caption_bank"] or "-",
+          **{k: (f"{100 * v:.1f}%" if isinstance(v, float) else v) for k, v in f.items() if k != "caption_bank"}}
+         for r in rows for f in r.get("follows", [])]
+  if fol:
+    print(f"\ndoes the tokenizer ({a.tokenizer or 'smoke'}) follow the teacher? its layer-1 word against the teacher's "
+          "first word in its sub-vocabulary:")
+    _common.print_table(fol, list(fol[0]))
   return 0
 
 

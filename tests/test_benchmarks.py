@@ -170,6 +170,11 @@ def test_teacher_words_reports_shares_and_chance(smoke_runs):
                                                                               "main shape"}
   assert all(0.0 <= v <= 1.0 for v in (*first["roles"].values(), first["main object"],
                                        first["main object, other image"]))
+  # --smoke also asks whether the shipped tokenizer's layer-1 word is the teacher's first word.
+  held, train = row["follows"]
+  assert (held["set"], held["images"], train["set"], train["images"]) == ("held-out scenes", 8, "training images", 16)
+  assert all(0.0 <= f[k] <= 1.0 for f in (held, train) for k in f if k.startswith("layer 1 ="))
+  assert 0.0 <= held["layer-1 word names the main object"] <= 1.0
 
 
 def test_speed_baselines_match_or_are_skipped(smoke_runs):

@@ -234,7 +234,8 @@ class LiTTeacher(Teacher):
       with np.load(directory / "captions.npz", allow_pickle=False) as f:
         captions = ([str(t) for t in f["texts"]], f["embeddings"])
     return cls(config, params, text_tower_identity=meta["text_tower_identity"], text_tower=text_tower,
-               word_table=word_table, captions=captions, templates=meta.get("templates"), metadata=meta.get("metadata"), **kw)
+               word_table=word_table, captions=captions, templates=meta.get("templates"),
+               metadata=meta.get("metadata"), **kw)
 
   def save(self, directory: str | os.PathLike, *, logit_scale: float | None = None,
            table_dtype: Any = np.float16) -> Path:
