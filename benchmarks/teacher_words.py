@@ -122,24 +122,31 @@ def _training_images(data: str, n: int) -> np.ndarray:
   return reference_images(T.open_data(data), n, 64, "center")
 
 
-def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], sizes: list[int],
-                train_images: np.ndarray, centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
-  """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc);
-  `bank` > 0 reads the images through the teacher's first `bank` training captions (`semantic.caption_bank`)."""
+def _trainer_relevance(teacher: Any, vocab: Any, reference: np.ndarray, bank: int = 0,
+                       bank_tau: float = 0.03) -> Any:
+  """images [N, H, W, 3] in [0, 1] -> numpy relevance [N, V], read as the trainer reads it: through the teacher's
+  first `bank` training captions when > 0, centred on `reference` (training images), whole words only."""
   import jax
   import jax.numpy as jnp
-
-  from spae.train._trainer import most_named
 
   fn = teacher.relevance_fn(vocab)
   if bank:
     fn = fn.through_captions(teacher.caption_bank[:bank], bank_tau)
-  fn = fn.centred(train_images[:centre])
+  fn = fn.centred(reference)
   whole = teacher.whole_word_mask(vocab)
   fn = fn if whole is None else fn.restricted(whole)
   score = jax.jit(lambda f, x: f(x))
-  rel = lambda x: np.concatenate([np.asarray(score(fn, jnp.asarray(x[i:i + 64], jnp.float32)))
-                                  for i in range(0, len(x), 64)])
+  return lambda x: np.concatenate([np.asarray(score(fn, jnp.asarray(x[i:i + 64], jnp.float32)))
+                                   for i in range(0, len(x), 64)])
+
+
+def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], sizes: list[int],
+                train_images: np.ndarray, centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
+  """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc);
+  `bank` > 0 reads the images through the teacher's first `bank` training captions (`semantic.caption_bank`)."""
+  from spae.train._trainer import most_named
+
+  rel = _trainer_relevance(teacher, vocab, train_images[:centre], bank, bank_tau)
   counts = np.bincount(rel(train_images).argmax(1), minlength=len(vocab))
   held = rel(images.astype(np.float32) / 255.0)
   words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
@@ -163,28 +170,17 @@ def follows(teacher: Any, tok: Any, images: np.ndarray, attrs: list[dict[str, An
   way: through `bank` captions when > 0, centred on the first `centre` training images, whole words), beside the
   same share against another image's first word (the next image's: the baseline); on held-out scenes also how
   often each names the main object."""
-  import jax
-  import jax.numpy as jnp
-
   sub = np.asarray(tok.config.pyramid.semantic_vocab, np.int64)
   if not len(sub):
     raise SystemExit("--tokenizer: this tokenizer has no semantic sub-vocabulary (PyramidSpec.semantic_vocab); "
                      "pass one trained with semantic.vocab_size > 0.")
   vocab = tok.vocabulary
-  fn = teacher.relevance_fn(vocab)
-  if bank:
-    fn = fn.through_captions(teacher.caption_bank[:bank], bank_tau)
-  fn = fn.centred(train_images[:centre])
-  whole = teacher.whole_word_mask(vocab)
-  fn = fn if whole is None else fn.restricted(whole)
-  score = jax.jit(lambda f, x: f(x))
+  rel = _trainer_relevance(teacher, vocab, train_images[:centre], bank, bank_tau)
   words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
   mains = [{r["main colour"], r["main shape"]} for r in (recon.role_words(a) for a in attrs)]
   out = []
   for name, x in (("held-out scenes", images.astype(np.float32) / 255.0), ("training images", train_images)):
-    rel = np.concatenate([np.asarray(score(fn, jnp.asarray(x[i:i + 64], jnp.float32)))
-                          for i in range(0, len(x), 64)])
-    first = sub[rel[:, sub].argmax(1)]
+    first = sub[rel(x)[:, sub].argmax(1)]
     l1 = np.asarray(tok.encode(x, layers=1).ids[0]).reshape(len(x), -1)[:, 0]
     row = {"set": name, "images": len(x), "layer 1 = teacher's first word": float(np.mean(l1 == first)),
            "layer 1 = another image's first word": float(np.mean(l1 == np.roll(first, 1)))}
