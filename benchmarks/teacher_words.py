@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     teacher = _load_teacher(spec)
     if any(a.caption_bank) and getattr(teacher, "caption_bank", None) is None:
       raise SystemExit(f"--caption-bank needs a teacher that keeps its training captions (a LiT folder with "
-                       f"captions.npz, written by tools/train_default_teacher.py); {spec!r} has none.")
+                       f"captions.npz: tools/train_default_teacher.py --captions); {spec!r} has none.")
     res = measure(teacher, vocab, images, attrs, a.top, reference, tuple(a.caption_bank), a.caption_tau)
     if a.subvocab:
       res["first_word"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in first_words(

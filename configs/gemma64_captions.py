@@ -7,10 +7,11 @@ poorly: a bare word's text embedding sits apart from every caption's, so over Ge
 are position words and hubs and rarely the object's shape. Read through a bank of its first 10,000 training
 captions (each image becomes the softmax mixture, temperature 0.03, of the captions it is nearest), the teacher's
 first word among the 24 it names first most often names the main object of 51.5% of training-split scenes (seed
-1, never in the bank or the teacher's first 10,000) against 30.2% read directly, and shapes appear among the 24
+1; the bank and the teacher's training scenes are seed 0's) against 30.2% read directly, and shapes appear among the 24
 words. The bank size and temperature were chosen on those training scenes only (tau 0.003 / 0.01 / 0.03 / 0.1:
 32 / 45 / 51.5 / 37%). The captions come with the teacher folder (captions.npz, written by
-tools/train_default_teacher.py); nothing else changes.
+tools/train_default_teacher.py --captions, which tools/train_default_tokenizer.py passes for this folder);
+nothing else changes.
 
 What it did, from seed 0 on CPU (70.3 min with the tool here, the teacher folder present): on validation scenes
 the teacher's first word names the main object in 47.5% of them (30% read directly), the full pyramid reaches

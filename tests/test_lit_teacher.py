@@ -363,17 +363,22 @@ def test_trainer_centres_the_teacher_on_training_images_and_keeps_whole_words(tr
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # 4 evaluation scenes leave some metrics' slices empty
 def test_tool_writes_a_teacher_with_its_training_captions(tmp_path):
-  """tools/train_default_teacher.py (tiny BERT, 8 scenes, 2 steps) saves the captions it trained against, in
-  training order, with their text-tower embeddings: the bank `semantic.caption_bank` reads through."""
+  """tools/train_default_teacher.py --captions (tiny BERT, 8 scenes, 2 steps) saves the captions it trained
+  against, in training order, with their text-tower embeddings: the bank `semantic.caption_bank` reads through.
+  Without --captions (the shipped teacher's recipe) the folder has none."""
   vocab = spae.Vocabulary.from_arrays(["red", "blue", "circle", "square"], np.eye(4, dtype=np.float32))
   vocab.save(tmp_path / "vocab")
   out = tmp_path / "lit"
   assert tdt.main(["--model-dir", str(BERT), "--vocab", str(tmp_path / "vocab"), "--out", str(out), "--data",
                    "scenes", "--num-train", "8", "--num-eval", "4", "--steps", "2", "--batch-size", "4",
-                   "--image-size", "16", "--cache-dir", str(tmp_path / "cache")]) == 0
+                   "--image-size", "16", "--cache-dir", str(tmp_path / "cache"), "--captions"]) == 0
   loaded = LiTTeacher.load(out)
   _, captions, _ = tdt.render_scene_set(8, split="train", seed=0)
   assert loaded.caption_texts == captions
   bert = BertTextEncoder.from_pretrained(BERT, normalize=False)
   np.testing.assert_allclose(loaded.caption_bank, tdt.embed_texts(bert, captions), atol=2e-3)
   assert json.loads((out / "teacher.json").read_text())["metadata"]["captions"]["count"] == 8
+  assert tdt.main(["--model-dir", str(BERT), "--vocab", str(tmp_path / "vocab"), "--out", str(tmp_path / "plain"),
+                   "--data", "scenes", "--num-train", "8", "--num-eval", "4", "--steps", "2", "--batch-size", "4",
+                   "--image-size", "16", "--cache-dir", str(tmp_path / "cache")]) == 0
+  assert not (tmp_path / "plain" / "captions.npz").exists() and LiTTeacher.load(tmp_path / "plain").caption_bank is None

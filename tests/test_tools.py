@@ -86,6 +86,7 @@ def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm
   t40k = T.apply_override(cfg, f"semantic.teacher=lit:{tmp_path / 'teacher_scenes40k'}")
   tool._lit_teacher(t40k, args, tmp_path / "work")
   assert calls[2][:4] == ["--data", "scenes", "--num-train", "40000"] and "--image-size" not in calls[2]
+  assert "--captions" in calls[2]  # configs/gemma64_captions.py reads through them
   # A text tower the spec names itself is kept.
   own = T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={tmp_path / 'own'}")
   assert tool._lit_teacher(own, args, tmp_path / "work").semantic.teacher.endswith(f"#text_tower={tmp_path / 'own'}")
@@ -167,7 +168,7 @@ def test_teacher40k_recipe_is_the_refocus_recipe_with_a_teacher_trained_on_40000
   assert dataclasses.replace(t40k, semantic=dataclasses.replace(t40k.semantic, teacher=refocus.semantic.teacher)) \
       == refocus
   recipe = _tool().TEACHER_RECIPES["teacher_scenes40k"]
-  assert recipe[recipe.index("--num-train") + 1] == "40000"
+  assert recipe[recipe.index("--num-train") + 1] == "40000" and "--captions" in recipe  # gemma64_captions.py's bank
   t40k.validate()
 
 

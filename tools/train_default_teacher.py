@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--data", choices=("shapes", "scenes"), default="shapes",
                   help="'shapes' (the shipped teacher) or 'scenes' (spae.data's whole-colour-range renderer)")
+  ap.add_argument("--captions", action="store_true",
+                  help="also save the training captions and their embeddings (captions.npz, float16: 0.8 MB per "
+                       "1,000 captions), the bank a recipe with semantic.caption_bank reads through")
   ap.add_argument("--train-classes", choices=("train", "all"), default="train",
                   help="'train': every object's colour/shape pair in SHAPES_TRAIN_CLASSES; 'all': any scene")
   args = ap.parse_args(argv)
@@ -335,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                             views=views, view_probs=VIEW_PROBS, lr=args.lr, seed=args.seed)
     train_seconds = time.time() - t
     teacher = LiTTeacher(config, params, text_tower_identity=encoder.identity, text_tower=encoder)
-    # The captions it was trained against, in training order: the bank of `semantic.caption_bank`.
-    teacher.set_captions(captions, cap_emb)
+    if args.captions:  # the captions it was trained against, in training order: `semantic.caption_bank`'s bank
+      teacher.set_captions(captions, cap_emb)
 
     t = time.time()
     words = vocab.words(range(len(vocab)))
@@ -373,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                      **prov},
       "word_table": {"vocabulary_fingerprint": vocab.fingerprint(), "words": len(vocab), "dtype": "float16",
                      "templates": list(teacher.templates)},
-      "captions": {"count": len(captions), "dtype": "float16",
-                   "note": "the training captions in training order and their text-tower embeddings"},
+      **({"captions": {"count": len(captions), "dtype": "float16",
+                       "note": "the training captions in training order and their text-tower embeddings"}}
+         if args.captions else {}),
       "training": {"tool": "tools/train_default_teacher.py", "seed": args.seed, "steps": args.steps,
                    "batch_size": args.batch_size, "lr": args.lr, "optimizer": "adamw, warmup 100, cosine",
                    "text_views": {"probabilities": list(VIEW_PROBS), "views": ["caption", "a {shape}",

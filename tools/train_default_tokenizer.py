@@ -72,7 +72,8 @@ def lit_teacher_folder(cfg) -> Path | None:
 TEACHER_RECIPES = {
     "teacher_scenes": ("--data", "scenes"),                           # configs/gemma64_named.py and later
     "teacher_scenes64": ("--data", "scenes", "--image-size", "64"),   # configs/gemma64_teacher64.py
-    "teacher_scenes40k": ("--data", "scenes", "--num-train", "40000"),  # configs/gemma64_teacher40k.py
+    # configs/gemma64_teacher40k.py and gemma64_captions.py (which reads through the captions it keeps)
+    "teacher_scenes40k": ("--data", "scenes", "--num-train", "40000", "--captions"),
 }
 
 

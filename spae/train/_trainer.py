@@ -211,7 +211,7 @@ class Trainer:
       bank = getattr(teacher, "caption_bank", None)
       if bank is None:
         raise SpaeInputError(f"semantic.caption_bank needs a teacher that keeps its training captions (a LiT folder "
-                             f"with captions.npz, written by tools/train_default_teacher.py); {sem.teacher!r} has "
+                             f"with captions.npz: tools/train_default_teacher.py --captions); {sem.teacher!r} has "
                              "none. Set semantic.caption_bank=0 or retrain the teacher.")
       if len(bank) < sem.caption_bank:
         raise SpaeInputError(f"semantic.caption_bank={sem.caption_bank} but the teacher {sem.teacher!r} keeps "
