@@ -26,7 +26,8 @@ object's colour, its shape (recon.py's roles), beside the same share given anoth
       --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
 --tokenizer DIR adds whether that tokenizer's layer-1 word is the teacher's first word in its own semantic
 sub-vocabulary (read the trainer's way), on the held-out scenes and on the --vocab-images training images, beside
-the same against another image's first word; pass the teacher (and --caption-bank) the tokenizer was trained with.
+the same against another image's first word, and how often the teacher's first word survives a left-right mirror
+(the trainer flips its images); pass the teacher (and --caption-bank) the tokenizer was trained with.
   python benchmarks/teacher_words.py --vocab gemma3-270m --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
       --tokenizer spae/assets/default/tokenizer --vocab-images 256 --split validation --num-images 120
 --caption-bank 0 10000 adds both measures read through the teacher's first 10,000 training captions
@@ -163,13 +164,23 @@ def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[s
   return out
 
 
+def mirror_agreement(rel: Any, images: np.ndarray, sub: np.ndarray) -> float:
+  """The share of `images` [N, H, W, 3] whose first word among the rows `sub` (by the relevance function `rel`) is
+  the same for the image mirrored left to right. The trainer flips its images (`TrainConfig.flip`) and a mirror
+  keeps a scene's colours and shapes, so a word that names them survives it: this share bounds how consistent a
+  target the teacher gives the layer-1 word."""
+  first = rel(images)[:, sub].argmax(1)
+  return float(np.mean(first == rel(images[:, :, ::-1])[:, sub].argmax(1)))
+
+
 def follows(teacher: Any, tok: Any, images: np.ndarray, attrs: list[dict[str, Any]], train_images: np.ndarray,
             centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
   """Does a tokenizer's layer-1 word reproduce its teacher? On the held-out scenes and on `train_images`: the share
   whose layer-1 token is the teacher's first word among the tokenizer's semantic sub-vocabulary (read the trainer's
   way: through `bank` captions when > 0, centred on the first `centre` training images, whole words), beside the
-  same share against another image's first word (the next image's: the baseline); on held-out scenes also how
-  often each names the main object."""
+  same share against another image's first word (the next image's: the baseline); how often the teacher's first
+  word stays the same when the image is mirrored left to right (beside how often it equals the next image's); on
+  held-out scenes also how often each names the main object."""
   sub = np.asarray(tok.config.pyramid.semantic_vocab, np.int64)
   if not len(sub):
     raise SystemExit("--tokenizer: this tokenizer has no semantic sub-vocabulary (PyramidSpec.semantic_vocab); "
@@ -183,7 +194,9 @@ def follows(teacher: Any, tok: Any, images: np.ndarray, attrs: list[dict[str, An
     first = sub[rel(x)[:, sub].argmax(1)]
     l1 = np.asarray(tok.encode(x, layers=1).ids[0]).reshape(len(x), -1)[:, 0]
     row = {"set": name, "images": len(x), "layer 1 = teacher's first word": float(np.mean(l1 == first)),
-           "layer 1 = another image's first word": float(np.mean(l1 == np.roll(first, 1)))}
+           "layer 1 = another image's first word": float(np.mean(l1 == np.roll(first, 1))),
+           "teacher's first word survives a mirror": mirror_agreement(rel, x, sub),
+           "teacher's first word = another image's": float(np.mean(first == np.roll(first, 1)))}
     if name == "held-out scenes":
       row["teacher's first word names the main object"] = recon.naming_share([{words[i]} for i in first], mains)
       row["layer-1 word names the main object"] = recon.naming_share([{words[i]} for i in l1], mains)

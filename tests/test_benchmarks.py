@@ -175,6 +175,23 @@ def test_teacher_words_reports_shares_and_chance(smoke_runs):
   assert (held["set"], held["images"], train["set"], train["images"]) == ("held-out scenes", 8, "training images", 16)
   assert all(0.0 <= f[k] <= 1.0 for f in (held, train) for k in f if k.startswith("layer 1 ="))
   assert 0.0 <= held["layer-1 word names the main object"] <= 1.0
+  assert all(0.0 <= f["teacher's first word survives a mirror"] <= 1.0 for f in (held, train))
+
+
+def test_mirror_agreement_counts_first_words_a_left_right_mirror_keeps():
+  import numpy as np
+
+  sys.path.insert(0, str(BENCH))
+  import teacher_words
+
+  # word 0 scores the left half's brightness, word 1 the right half's, word 2 is never first
+  rel = lambda x: np.stack([x[:, :, :2].mean((1, 2, 3)), x[:, :, 2:].mean((1, 2, 3)), -np.ones(len(x))], 1)
+  left = np.zeros((3, 4, 4, 3)); left[:, :, :2] = 1.0  # bright on the left: the mirror is bright on the right
+  even = np.full((2, 4, 4, 3), 0.5); even[:, 1:3] = 0.9  # symmetric: a mirror changes nothing
+  sub = np.array([0, 1, 2])
+  assert teacher_words.mirror_agreement(rel, left, sub) == 0.0
+  assert teacher_words.mirror_agreement(rel, np.concatenate([left, even]), sub) == 0.4
+  assert teacher_words.mirror_agreement(rel, left, np.array([0, 2])) == 1.0  # without word 1, word 0 stays first
 
 
 def test_speed_baselines_match_or_are_skipped(smoke_runs):
