@@ -201,3 +201,62 @@ def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer(
   tok = dataclasses.replace(lean.tokenizer, autoencoder=t64.tokenizer.autoencoder)
   assert dataclasses.replace(lean, tokenizer=tok, steps=t64.steps, semantic=t64.semantic) == t64
   lean.validate()
+
+
+def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
+  """configs/gemma64_refit.py changes configs/gemma64_refocus.py only in its refit after training (6,400 images)."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  refocus = load_config(ROOT / "configs" / "gemma64_refocus.py")
+  refit = load_config(ROOT / "configs" / "gemma64_refit.py")
+  assert refit.semantic.refit_images == 6400 and refocus.semantic.refit_images == 0
+  assert dataclasses.replace(refit, semantic=dataclasses.replace(refit.semantic, refit_images=0)) == refocus
+  refit.validate()
+
+
+def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path, capsys):
+  """tools/refit_tokenizer.py on a tokenizer trained without the refit equals the same recipe trained with it (its
+  steps do not depend on the refit); a recipe without a refit or a tokenizer of another recipe is one line."""
+  import argparse
+  import sys
+
+  import numpy as np
+  import pytest
+
+  import spae
+  from spae import train as T
+
+  sys.path.insert(0, str(ROOT / "tests"))
+  from test_train import ToyTeacher
+
+  sys.path.insert(0, str(ROOT / "tools"))
+  import refit_tokenizer
+  import train_default_tokenizer as tool
+
+  over = ["tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
+          "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.layers=1",
+          "semantic.pull=codes", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.vocab_size=6",
+          "semantic.vocab_images=16", "semantic.code_means=0.5", "steps=2", "gan.adversarial_weight=0",
+          "logging.image_every=0"]
+  tiny = ROOT / "configs" / "tiny.py"
+  teacher = ToyTeacher(len(spae.tiny_vocabulary()))
+  for name, refit in (("plain", 0), ("full", 40)):
+    T.Trainer(T.load_config(tiny, over + [f"semantic.refit_images={refit}"]), tmp_path / name, teacher=teacher).run(
+        progress=False)
+  args = lambda **kw: argparse.Namespace(**{"config": str(tiny), "tokenizer": tmp_path / "plain" / "tokenizer",
+                                            "out": tmp_path / "refit", "overrides": over + ["semantic.refit_images=40"],
+                                            "minilm_wheel": None, "minilm_dir": None, **kw})
+  assert refit_tokenizer.refit(args(), teacher=teacher) == 0
+  full, plain = (tool.params_digest(tmp_path / n / "tokenizer") for n in ("full", "plain"))
+  rec = json.loads((tmp_path / "refit" / "training.json").read_text())
+  assert rec["params_sha256"] == full != plain and rec["input_params_sha256"] == plain
+  w = spae.Tokenizer.load(tmp_path / "refit").model.codebook.semantic_weight.get_value()
+  np.testing.assert_array_equal(w, spae.Tokenizer.load(tmp_path / "full" / "tokenizer").model.codebook
+                                .semantic_weight.get_value())
+  with pytest.raises(SystemExit, match="refit_images is 0"):
+    refit_tokenizer.refit(args(overrides=over), teacher=teacher)
+  with pytest.raises(SystemExit, match="not the one"):
+    refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "tokenizer.codebook.dim=4"],
+                               out=tmp_path / "other"), teacher=teacher)

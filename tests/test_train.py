@@ -525,3 +525,51 @@ def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):
   with pytest.raises(spae.SpaeInputError, match="semantic_map"):
     T.apply_override(T.apply_override(tiny_cfg, "tokenizer.codebook.mode=projected"),
                      "tokenizer.codebook.semantic_map=true").validate()
+
+
+def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_cfg, tmp_path):
+  """`semantic.refit_images=N`: after the last step the semantic words' codes are the exact class means of the final
+  encoder's layer-1 inputs (the block mean of z at a 1x1 grid) over the first N training images, grouped by the
+  teacher's first word among the semantic sub-vocabulary; a run resumed after its end refits to the same codes."""
+  from spae._codebook import unit_rows
+  from spae.train._trainer import reference_images
+
+  cfg = tiny_cfg
+  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
+            "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.layers=1",
+            "semantic.pull=codes", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.vocab_size=6",
+            "semantic.vocab_images=16", "semantic.code_means=0.5", "semantic.refit_images=40", "steps=2",
+            "gan.adversarial_weight=0", "logging.image_every=0"):
+    cfg = T.apply_override(cfg, o)
+  vocab = spae.tiny_vocabulary()
+  teacher = ToyTeacher(len(vocab))
+  tr = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  tr.run(progress=False)
+  tok = spae.Tokenizer.load(tmp_path / "a" / "tokenizer")
+  rows = np.asarray(tok.config.pyramid.semantic_vocab)
+  images = reference_images(T.open_data(cfg.data), 40, 32, cfg.crop)
+  first = np.asarray(teacher(jnp.asarray(images)))[:, rows].argmax(1)
+  z = np.asarray(tok.encode_latents(images)).mean((1, 2))  # [N, d]: layer 1's input
+  codes = np.asarray(unit_rows(tok.table[rows]) @ tok.model.codebook.semantic_weight.get_value())
+  named = np.unique(first)
+  assert len(named) >= 2  # the check below compares more than one class
+  want = np.stack([z[first == k].mean(0) for k in named])
+  np.testing.assert_allclose(codes[named], want, atol=2e-4)
+  ema = jax.device_get(tr.state["ema_params"]["codebook"]["semantic_weight"])
+  np.testing.assert_array_equal(ema, tok.model.codebook.semantic_weight.get_value())
+  # The running means alone (no refit) leave other codes; resuming the finished run refits to the same ones.
+  plain = T.Trainer(T.apply_override(cfg, "semantic.refit_images=0"), tmp_path / "b", teacher=teacher)
+  plain.run(progress=False)
+  assert not np.allclose(jax.device_get(plain.state["g_params"]["codebook"]["semantic_weight"]), ema, atol=1e-4)
+  again = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  again.run(progress=False)
+  for key in ("g_params", "ema_params"):
+    np.testing.assert_array_equal(jax.device_get(again.state[key]["codebook"]["semantic_weight"]),
+                                  jax.device_get(tr.state[key]["codebook"]["semantic_weight"]))
+  with pytest.raises(spae.SpaeInputError, match="refit_images"):
+    T.apply_override(cfg, "semantic.code_means=0").validate()
+  untaught = T.apply_override(cfg, "semantic.vocab_size=0")
+  pyr = dataclasses.replace(untaught.tokenizer.pyramid, semantic_layers=1, semantic_vocab=(0, 5))
+  untaught = dataclasses.replace(untaught, tokenizer=dataclasses.replace(untaught.tokenizer, pyramid=pyr))
+  with pytest.raises(spae.SpaeInputError, match="refit_images needs a teacher"):
+    T.Trainer(untaught, tmp_path / "c")  # no teacher: the refit would have nothing to group the images by

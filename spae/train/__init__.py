@@ -5,10 +5,10 @@
   trainer.run()                 # resumes from the latest checkpoint, exports WORKDIR/tokenizer
 
 Modules: `_config` (TrainConfig and its groups, `--set` overrides, validation), `_inputs` (vocabulary and data
-specs), `_step` (models, optimisers, the jitted step), `_checkpoints` (orbax, falling back past unreadable ones),
-`_trainer` (the loop, metrics.jsonl/TensorBoard, previews, export), `_cli` (the command). Training-only building
-blocks (the discriminator, the RQ ablation quantizer) are exported here rather than from `spae`; the training
-losses live in `spae.losses`.
+specs), `_step` (models, optimisers, the jitted step), `_refit` (class-mean semantic codes), `_checkpoints` (orbax,
+falling back past unreadable ones), `_trainer` (the loop, metrics.jsonl/TensorBoard, previews, export), `_cli` (the
+command). Training-only building blocks (the discriminator, the RQ ablation quantizer) are exported here rather
+than from `spae`; the training losses live in `spae.losses`.
 """
 
 from spae._nets import Discriminator, DiscriminatorConfig

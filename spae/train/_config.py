@@ -86,6 +86,9 @@ class SemanticConfig:
   code_means: float = 0.0           # > 0 (an EMA decay, with codebook.semantic_map): each step sets the semantic
                                     # words' codes to the running mean layer-1 input of the images the teacher
                                     # names them for, instead of learning W_s by gradient (docs/method.md)
+  refit_images: int = 0            # > 0 (with code_means): after the last step the semantic codes become the exact
+                                    # class means of the trained encoder's layer-1 inputs over this many training
+                                    # images (the teacher's reading as in training), replacing the running EMA's
   learn_pool: bool = True           # the CE trains the pooled layers' attention scorer; False keeps its initial
                                     # contrast pooling (under code_means the CE drifts it toward the block mean)
   pool_reset: int = 0               # > 0: at this step the scorer returns to its initial contrast pooling and is
@@ -212,6 +215,8 @@ def _checks(c: TrainConfig):
   yield "semantic.code_means", s.code_means, is_num(s.code_means) and 0 <= s.code_means < 1 and (
       not s.code_means or c.tokenizer.codebook.semantic_map), \
       "in [0, 1) (0 = off); > 0 needs tokenizer.codebook.semantic_map=true"
+  yield "semantic.refit_images", s.refit_images, is_int(s.refit_images) and s.refit_images >= 0 and (
+      not s.refit_images or s.code_means > 0), nonneg + " (0 = off); > 0 needs semantic.code_means > 0"
   yield "semantic.learn_pool", s.learn_pool, isinstance(s.learn_pool, bool), "true or false"
   yield "semantic.pool_reset", s.pool_reset, is_int(s.pool_reset) and s.pool_reset >= 0 and (
       not s.pool_reset or (c.tokenizer.pyramid.pooled_layers > 0 and s.learn_pool is True)), \

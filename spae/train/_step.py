@@ -23,6 +23,7 @@ from spae._nets import Autoencoder, Discriminator
 from spae._codebook import unit_rows
 from spae._pyramid import layer_target, pyramid_quantize, straight_through
 from spae.train._config import TrainConfig
+from spae.train._refit import class_sums
 
 
 def _schedule(cfg: TrainConfig, lr: float) -> optax.Schedule:
@@ -222,9 +223,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
         v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
                             vocab_chunk=chunk, codebook_grad=pull != "targets")
         if means_decay and l == 1:  # this batch's class sums of the layer-1 input, per teacher word
-          named = jnp.sum(jax.nn.one_hot(jnp.asarray(sub_pos)[extras["teacher_idx"]], len(sub_rows))
-                          * extras["teacher_probs"][..., None], axis=1)  # [B, S]
-          stats = {"sum": named.T @ jax.lax.stop_gradient(t[:, 0]), "count": jnp.sum(named, 0)}
+          stats = class_sums(jax.lax.stop_gradient(t[:, 0]), jnp.asarray(sub_pos)[extras["teacher_idx"]],
+                             extras["teacher_probs"], len(sub_rows))
         terms[f"semantic_l{l}"] = v
         sem = sem + w[l - 1] * v
       terms["semantic"] = sem

@@ -147,7 +147,7 @@ class Trainer:
     # Data
     from spae import data as D
 
-    src = source if source is not None else open_data(cfg.data)
+    src = self._source = source if source is not None else open_data(cfg.data)
     self.data = D.BatchIterator(
         src, cfg.batch_size // n_proc,
         D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip),
@@ -188,6 +188,9 @@ class Trainer:
       raise SpaeInputError("semantic.vocab_size needs a teacher to choose the words: set semantic.teacher.")
     elif cfg.semantic.weight:
       log.warning("no teacher given: the semantic loss is off.")
+    if cfg.semantic.refit_images and self.teacher_fn is None:
+      raise SpaeInputError("semantic.refit_images needs a teacher to name the images: set semantic.teacher (with "
+                           "semantic.weight > 0), or semantic.refit_images=0.")
     self.models = Models(cfg, self.vocab.embeddings.shape)
     self._steps: dict[tuple[bool, bool], Callable] = {}
     # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
@@ -262,6 +265,35 @@ class Trainer:
     # The EMA gets its own buffers: the step donates the state, and a donated buffer may appear in it only once.
     self.state = dict(self.state, g_params=dict(self.state["g_params"], pool=initial),
                       ema_params=dict(self.state["ema_params"], pool=jax.tree.map(jnp.array, initial)))
+
+  def refit_codes(self) -> None:
+    """`semantic.refit_images`: the semantic words' codes (trained and averaged weights alike) become the exact class
+    means of each one's final layer-1 inputs over the first that many training images (`_reference_images`), read
+    by the teacher as during training (docs/method.md, "The refit after training"). A function of the encoder and
+    scorer only, so a run resumed after its last step refits to the same codes."""
+    from spae.train._refit import refit_class_means
+    from spae.train._step import set_semantic_codes
+
+    spec, quantizer = self.models.tokenizer_config.pyramid, self.models.tokenizer_config.quantizer
+    images = self._reference_images(self._source, self.cfg.semantic.refit_images)
+    rows = np.asarray(spec.semantic_vocab, np.int64)
+    pos = np.full(len(self.vocab), -1, np.int32)
+    pos[rows] = np.arange(len(rows), dtype=np.int32)
+    named, probs, batch = [], [], 64
+    for start in range(0, len(images), batch):
+      x = images[start:start + batch]
+      x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])  # one shape, one compile
+      idx, p = jax.device_get(self._teacher_jit(self.teacher_fn, self._teacher_mask, jnp.asarray(x)))
+      named.append(pos[np.asarray(idx)])
+      probs.append(np.asarray(p))
+    named, probs = np.concatenate(named)[:len(images)], np.concatenate(probs)[:len(images)]
+    new = dict(self.state)
+    for key in ("g_params", "ema_params"):
+      params = jax.device_get(self.state[key])
+      means = refit_class_means(self.models.autoencoder(jax.tree.map(jnp.asarray, params)), spec, quantizer,
+                                images, named, probs)
+      new[key] = jax.device_put(set_semantic_codes(params, self.codebook, rows, means), self.replicated)
+    self.state = new
 
   def extras_for(self, images: jax.Array) -> dict[str, Any]:
     ex: dict[str, Any] = {}
@@ -380,6 +412,8 @@ class Trainer:
       self.checkpoints.wait()
       book.close()
     if done >= cfg.steps:
+      if cfg.semantic.refit_images and self.teacher_fn is not None:
+        self.refit_codes()
       self.export()
     return last
 

