@@ -557,10 +557,8 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   np.testing.assert_allclose(codes[named], want, atol=2e-4)
   ema = jax.device_get(tr.state["ema_params"]["codebook"]["semantic_weight"])
   np.testing.assert_array_equal(ema, tok.model.codebook.semantic_weight.get_value())
-  # The running means alone (no refit) leave other codes; resuming the finished run refits to the same ones.
-  plain = T.Trainer(T.apply_override(cfg, "semantic.refit_images=0"), tmp_path / "b", teacher=teacher)
-  plain.run(progress=False)
-  assert not np.allclose(jax.device_get(plain.state["g_params"]["codebook"]["semantic_weight"]), ema, atol=1e-4)
+  # (The running means of two steps at γ = 0.5 are not these means: without the refit the check above fails.)
+  # Resuming the finished run refits to the same codes.
   again = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
   again.run(progress=False)
   for key in ("g_params", "ema_params"):
