@@ -216,6 +216,21 @@ def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   refit.validate()
 
 
+def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_reset():
+  """configs/gemma64_refit2000.py changes configs/gemma64_refocus.py only in its refit: 6,400 images, at step 2,000
+  (the scorer reset), the codes held from then on."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  refocus = load_config(ROOT / "configs" / "gemma64_refocus.py")
+  moved = load_config(ROOT / "configs" / "gemma64_refit2000.py")
+  assert (moved.semantic.refit_images, moved.semantic.refit_step) == (6400, 2000) == (6400, refocus.semantic.pool_reset)
+  plain = dataclasses.replace(moved.semantic, refit_images=0, refit_step=0)
+  assert dataclasses.replace(moved, semantic=plain) == refocus
+  moved.validate()
+
+
 def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path, capsys):
   """tools/refit_tokenizer.py on a tokenizer trained without the refit equals the same recipe trained with it (its
   steps do not depend on the refit); a recipe without a refit or a tokenizer of another recipe is one line."""
@@ -257,6 +272,9 @@ def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path
                                 .semantic_weight.get_value())
   with pytest.raises(SystemExit, match="refit_images is 0"):
     refit_tokenizer.refit(args(overrides=over), teacher=teacher)
+  with pytest.raises(SystemExit, match="refit_step=1 refits during training"):
+    refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "semantic.refit_step=1"]),
+                          teacher=teacher)
   with pytest.raises(SystemExit, match="not the one"):
     refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "tokenizer.codebook.dim=4"],
                                out=tmp_path / "other"), teacher=teacher)

@@ -571,3 +571,47 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   untaught = dataclasses.replace(untaught, tokenizer=dataclasses.replace(untaught.tokenizer, pyramid=pyr))
   with pytest.raises(spae.SpaeInputError, match="refit_images needs a teacher"):
     T.Trainer(untaught, tmp_path / "c")  # no teacher: the refit would have nothing to group the images by
+
+
+def test_refit_step_refits_during_training_and_then_holds_the_codes(tiny_cfg, tmp_path):
+  """`semantic.refit_step=2` of 4: when the loop reaches step 2 the semantic codes become the class means of that
+  step's encoder, and stay exactly so while the encoder and decoder train two more steps; a run interrupted at
+  step 2 resumes to the same state as one that was not."""
+  from spae._codebook import unit_rows
+  from spae.train._trainer import reference_images
+
+  cfg = tiny_cfg
+  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
+            "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.layers=1",
+            "semantic.pull=codes", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.vocab_size=6",
+            "semantic.vocab_images=16", "semantic.code_means=0.5", "semantic.refit_images=40",
+            "semantic.refit_step=2", "steps=4", "gan.adversarial_weight=0", "logging.image_every=0"):
+    cfg = T.apply_override(cfg, o)
+  teacher = ToyTeacher(len(spae.tiny_vocabulary()))
+  a = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  a.run(progress=False, stop_after=2)
+  at_refit = a.tokenizer(ema=False)  # step 2's weights, before the refit
+  rows = np.asarray(at_refit.config.pyramid.semantic_vocab)
+  images = reference_images(T.open_data(cfg.data), 40, 32, cfg.crop)
+  first = np.asarray(teacher(jnp.asarray(images)))[:, rows].argmax(1)
+  z = np.asarray(at_refit.encode_latents(images)).mean((1, 2))
+  named = np.unique(first)
+  assert len(named) >= 2
+  b = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  b.run(progress=False)  # resumes at step 2: refits, then two steps with the codes held
+  assert int(b.state["step"]) == 4
+  end = jax.device_get(b.state["g_params"])
+  codes = np.asarray(unit_rows(at_refit.table[rows]) @ end["codebook"]["semantic_weight"])
+  np.testing.assert_allclose(codes[named], np.stack([z[first == k].mean(0) for k in named]), atol=2e-4)
+  assert not _tree_equal(end["encoder"], jax.device_get(a.state["g_params"]["encoder"]))  # training went on
+  c = T.Trainer(cfg, tmp_path / "c", teacher=teacher)
+  c.run(progress=False)
+  for key in ("g_params", "ema_params", "g_opt"):
+    assert _tree_equal(b.state[key], c.state[key]), key
+  # No second refit after the last step: the final encoder's class means are not the codes.
+  final = c.tokenizer(ema=False)
+  z_end = np.asarray(final.encode_latents(images)).mean((1, 2))
+  assert not np.allclose(codes[named], np.stack([z_end[first == k].mean(0) for k in named]), atol=1e-3)
+  for bad in ("semantic.refit_step=4", "semantic.refit_images=0"):
+    with pytest.raises(spae.SpaeInputError, match="refit_step"):
+      T.apply_override(cfg, bad).validate()

@@ -63,6 +63,10 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
   if not cfg.semantic.refit_images:
     raise SystemExit(f"--config {a.config}: semantic.refit_images is 0, so there is nothing to refit; pass a recipe "
                      "that sets it (configs/gemma64_refit.py) or --set semantic.refit_images=N.")
+  if cfg.semantic.refit_step:
+    raise SystemExit(f"--config {a.config}: semantic.refit_step={cfg.semantic.refit_step} refits during training "
+                     "and the steps after it depend on the refit, so it cannot be applied afterwards; train that "
+                     "recipe (tools/train_default_tokenizer.py --config ...).")
   source = spae.Tokenizer.load(a.tokenizer)
   with tempfile.TemporaryDirectory() as work:
     if teacher is None:

@@ -89,6 +89,9 @@ class SemanticConfig:
   refit_images: int = 0            # > 0 (with code_means): after the last step the semantic codes become the exact
                                     # class means of the trained encoder's layer-1 inputs over this many training
                                     # images (the teacher's reading as in training), replacing the running EMA's
+  refit_step: int = 0               # > 0 (with refit_images): the refit happens when the loop reaches this step
+                                    # (after a pool_reset at the same step) instead of after the last, and the
+                                    # codes then stay fixed, so the decoder and lower layers learn them
   learn_pool: bool = True           # the CE trains the pooled layers' attention scorer; False keeps its initial
                                     # contrast pooling (under code_means the CE drifts it toward the block mean)
   pool_reset: int = 0               # > 0: at this step the scorer returns to its initial contrast pooling and is
@@ -217,6 +220,9 @@ def _checks(c: TrainConfig):
       "in [0, 1) (0 = off); > 0 needs tokenizer.codebook.semantic_map=true"
   yield "semantic.refit_images", s.refit_images, is_int(s.refit_images) and s.refit_images >= 0 and (
       not s.refit_images or s.code_means > 0), nonneg + " (0 = off); > 0 needs semantic.code_means > 0"
+  yield "semantic.refit_step", s.refit_step, is_int(s.refit_step) and s.refit_step >= 0 and (
+      not s.refit_step or (s.refit_images > 0 and s.refit_step < c.steps)), \
+      nonneg + " (0 = after the last step); > 0 needs semantic.refit_images > 0 and must be under steps"
   yield "semantic.learn_pool", s.learn_pool, isinstance(s.learn_pool, bool), "true or false"
   yield "semantic.pool_reset", s.pool_reset, is_int(s.pool_reset) and s.pool_reset >= 0 and (
       not s.pool_reset or (c.tokenizer.pyramid.pooled_layers > 0 and s.learn_pool is True)), \

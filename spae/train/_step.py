@@ -138,10 +138,12 @@ def set_semantic_codes(g_params: dict, table: jax.Array, rows: np.ndarray, means
 
 
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
-                    semantic: bool = False, freeze_pool: bool = False) -> Callable:
+                    semantic: bool = False, freeze_pool: bool = False, freeze_codes: bool = False) -> Callable:
   """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
 
   freeze_pool: the pooled layers' scorer gets no update at all (after `semantic.pool_reset`; the Trainer resets it).
+  freeze_codes: the semantic words' codes (W_s) get no update at all, neither running means nor gradient (after a
+  `semantic.refit_step`; the Trainer refits them).
 
   extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on). With a
   semantic sub-vocabulary in the pyramid, every teacher id must be one of its rows (the Trainer masks the teacher).
@@ -160,7 +162,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   sub_rows = np.asarray(spec.semantic_vocab, np.int32)
   sub_pos = np.full(models.vocab_size, -1, np.int32)
   sub_pos[sub_rows] = np.arange(len(sub_rows), dtype=np.int32)
-  means_decay = cfg.semantic.code_means if semantic else 0.0
+  means_decay = cfg.semantic.code_means if semantic and not freeze_codes else 0.0
 
   def forward(g_params, d_params, state, images, table, extras, rng):
     ae = models.autoencoder(g_params)
@@ -261,8 +263,12 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     new = dict(state)
     finite = jnp.isfinite(g_loss) & jnp.isfinite(d_loss)
     g_updates, g_opt = g_tx.update(g_grads, state["g_opt"], state["g_params"])
-    if freeze_pool:  # no gradient reaches it now, but Adam's momentum and weight decay would still move it
+    # A frozen group: no gradient need reach it, but Adam's momentum and weight decay would still move it.
+    if freeze_pool:
       g_updates = dict(g_updates, pool=jax.tree.map(jnp.zeros_like, g_updates["pool"]))
+    if freeze_codes:
+      g_updates = dict(g_updates, codebook=dict(g_updates["codebook"], semantic_weight=jnp.zeros_like(
+          g_updates["codebook"]["semantic_weight"])))
     g_params = optax.apply_updates(state["g_params"], g_updates)
     if use_gan:
       _, d_grads = vjp((zero, one))
@@ -279,6 +285,9 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
     if freeze_pool:  # d·x + (1 - d)·x need not round back to x
       ema = dict(ema, pool=state["ema_params"]["pool"])
+    if freeze_codes:  # the averaged weights keep their own refit codes
+      kept = state["ema_params"]["codebook"]["semantic_weight"]
+      ema = dict(ema, codebook=dict(ema["codebook"], semantic_weight=kept))
     # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
     keep = lambda new_v, old_v: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_v, old_v)
     new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),

@@ -192,7 +192,7 @@ class Trainer:
       raise SpaeInputError("semantic.refit_images needs a teacher to name the images: set semantic.teacher (with "
                            "semantic.weight > 0), or semantic.refit_images=0.")
     self.models = Models(cfg, self.vocab.embeddings.shape)
-    self._steps: dict[tuple[bool, bool], Callable] = {}
+    self._steps: dict[tuple[bool, bool, bool], Callable] = {}
     # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
     self._initial_pool = jax.device_get(self.models.g_init["pool"]) if cfg.semantic.pool_reset else None
     self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
@@ -249,11 +249,11 @@ class Trainer:
                   sem.vocab_size, len(chosen), n)
     return tuple(sorted(int(i) for i in chosen))
 
-  def step_fn(self, use_gan: bool, freeze_pool: bool = False) -> Callable:
-    key = (use_gan, freeze_pool)
+  def step_fn(self, use_gan: bool, freeze_pool: bool = False, freeze_codes: bool = False) -> Callable:
+    key = (use_gan, freeze_pool, freeze_codes)
     if key not in self._steps:
       fn = make_train_step(self.cfg, self.models, use_gan=use_gan, perceptual=self.perceptual,
-                           semantic=self.teacher_fn is not None, freeze_pool=freeze_pool)
+                           semantic=self.teacher_fn is not None, freeze_pool=freeze_pool, freeze_codes=freeze_codes)
       self._steps[key] = jax.jit(fn, donate_argnums=(0,))
     return self._steps[key]
 
@@ -268,9 +268,10 @@ class Trainer:
 
   def refit_codes(self) -> None:
     """`semantic.refit_images`: the semantic words' codes (trained and averaged weights alike) become the exact class
-    means of each one's final layer-1 inputs over the first that many training images (`_reference_images`), read
-    by the teacher as during training (docs/method.md, "The refit after training"). A function of the encoder and
-    scorer only, so a run resumed after its last step refits to the same codes."""
+    means of each one's current layer-1 inputs over the first that many training images (`_reference_images`), read
+    by the teacher as during training (docs/method.md, "The refit after training"). Done after the last step, or
+    at `semantic.refit_step`. A function of the encoder and scorer only, so a run resumed from a checkpoint saved
+    before it refits to the same codes."""
     from spae.train._refit import refit_class_means
     from spae.train._step import set_semantic_codes
 
@@ -315,11 +316,14 @@ class Trainer:
     """
     x = self.global_batch(np.asarray(images, np.float32))
     use_gan = bool(self.cfg.gan.adversarial_weight) and step >= self.cfg.gan.disc_start
-    reset = self.cfg.semantic.pool_reset
+    reset, refit = self.cfg.semantic.pool_reset, self.cfg.semantic.refit_step
     if reset and step == reset:
       self.reset_pool()
-    freeze = bool(reset) and step >= reset
-    self.state, metrics, ids = self.step_fn(use_gan, freeze)(self.state, x, self.codebook, self.extras_for(x))
+    if refit and step == refit:  # after the reset: the codes are means of what the frozen scorer pools
+      self.refit_codes()
+    freeze_pool, freeze_codes = bool(reset) and step >= reset, bool(refit) and step >= refit
+    step_fn = self.step_fn(use_gan, freeze_pool, freeze_codes)
+    self.state, metrics, ids = step_fn(self.state, x, self.codebook, self.extras_for(x))
     return metrics, ids
 
   def train_step(self, images: np.ndarray) -> dict[str, float]:
@@ -412,7 +416,7 @@ class Trainer:
       self.checkpoints.wait()
       book.close()
     if done >= cfg.steps:
-      if cfg.semantic.refit_images and self.teacher_fn is not None:
+      if cfg.semantic.refit_images and not cfg.semantic.refit_step:
         self.refit_codes()
       self.export()
     return last
