@@ -194,6 +194,26 @@ def test_mirror_agreement_counts_first_words_a_left_right_mirror_keeps():
   assert teacher_words.mirror_agreement(rel, left, np.array([0, 2])) == 1.0  # without word 1, word 0 stays first
 
 
+def test_trainer_relevance_on_a_sub_vocabulary_is_those_columns_of_the_whole_one():
+  """teacher_words.follows scores only the tokenizer's semantic words (so a teacher without its text tower can read
+  a Gemma tokenizer): every step of the trainer's reading is per word, so the columns must be the same."""
+  import numpy as np
+
+  sys.path.insert(0, str(BENCH))
+  import teacher_words
+
+  import spae
+
+  teacher, vocab = spae.teachers.load("lit:default"), spae.assets.default_vocabulary()
+  rng = np.random.default_rng(0)
+  images, reference = rng.random((2, 3, 32, 32, 3), np.float32)
+  sub = np.array([5, 17, 400, 8000])
+  whole = teacher_words._trainer_relevance(teacher, vocab, reference)(images)
+  part = teacher_words._trainer_relevance(teacher, vocab.subset(sub), reference)(images)
+  np.testing.assert_allclose(part, whole[:, sub], atol=1e-6)
+  assert not np.allclose(part, whole[:, sub[::-1]], atol=1e-3)
+
+
 def test_speed_baselines_match_or_are_skipped(smoke_runs):
   data = _load(smoke_runs, "speed")
   impls = {r["impl"] for r in data["rows"]}
