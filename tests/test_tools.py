@@ -218,7 +218,7 @@ def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
 
 def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_reset():
   """configs/gemma64_refit2000.py changes configs/gemma64_refocus.py only in its refit: 6,400 images, at step 2,000
-  (the scorer reset), the codes held from then on."""
+  (the scorer reset), the codes held from then on; configs/gemma64_refit1800.py moves reset and refit to 1,800."""
   import dataclasses
 
   from spae.train import load_config
@@ -229,6 +229,12 @@ def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_res
   plain = dataclasses.replace(moved.semantic, refit_images=0, refit_step=0)
   assert dataclasses.replace(moved, semantic=plain) == refocus
   moved.validate()
+  # configs/gemma64_refit1800.py: the same with both the scorer reset and the refit at step 1,800.
+  earlier = load_config(ROOT / "configs" / "gemma64_refit1800.py")
+  assert (earlier.semantic.pool_reset, earlier.semantic.refit_step) == (1800, 1800)
+  assert dataclasses.replace(earlier, semantic=dataclasses.replace(earlier.semantic, pool_reset=2000,
+                                                                    refit_step=2000)) == moved
+  earlier.validate()
 
 
 def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path, capsys):
