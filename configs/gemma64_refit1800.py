@@ -1,7 +1,7 @@
 """Measured, not shipped (benchmarks/README.md, "The refit at step 1,800"): configs/gemma64_refit2000.py moved 200
-steps earlier: the pooled layers' scorer reset (`semantic.pool_reset`) and the refit of the semantic words' codes (`semantic.refit_step`, 6,400 training images) both at step 1,800 of 2,200,
-so the decoder and the lower layers have 400 steps, at a higher learning rate than the last 200, to settle on the
-codes the tokenizer ships.
+steps earlier: the pooled layers' scorer reset (`semantic.pool_reset`) and the refit of the semantic words' codes
+(`semantic.refit_step`, 6,400 training images) both at step 1,800 of 2,200, so the decoder and the lower layers have
+400 steps, at a higher learning rate than the last 200, to settle on the codes the tokenizer ships.
 
 Why 1,800: refit at step 2,000 (configs/gemma64_refit2000.py) the top words named more, but the last 200 steps did
 not recover the deep layers (full pyramid 24.17 dB on validation scenes, under its thumbnail's 24.25); of the scorer
