@@ -6,6 +6,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Trainers built in different tests (and subprocesses) compile identical programs: share them on disk.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "spae-test-xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Word-embedding tables go to a fresh folder per test process, not ~/.cache/spae: a test must not pass only
+# because an earlier run on this machine cached a table that a fresh machine lacks (subprocesses inherit it).
+if "SPAE_CACHE_DIR" not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+
+  os.environ["SPAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="spae-test-cache-")
+  atexit.register(shutil.rmtree, os.environ["SPAE_CACHE_DIR"], True)
 # Compute as the `spae` command does (its XLA:CPU convolution setting, spae._xla_flags); subprocesses inherit it.
 from spae._xla_flags import xla_convolutions_on_cpu  # noqa: E402
 

@@ -250,17 +250,13 @@ def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path
   from spae import train as T
 
   sys.path.insert(0, str(ROOT / "tests"))
-  from test_train import ToyTeacher
+  from test_train import REFIT_RECIPE, ToyTeacher
 
   sys.path.insert(0, str(ROOT / "tools"))
   import refit_tokenizer
   import train_default_tokenizer as tool
 
-  over = ["tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
-          "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.layers=1",
-          "semantic.pull=codes", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.vocab_size=6",
-          "semantic.vocab_images=16", "semantic.code_means=0.5", "steps=2", "gan.adversarial_weight=0",
-          "logging.image_every=0"]
+  over = [*REFIT_RECIPE, "steps=2"]
   tiny = ROOT / "configs" / "tiny.py"
   teacher = ToyTeacher(len(spae.tiny_vocabulary()))
   for name, refit in (("plain", 0), ("full", 40)):

@@ -527,6 +527,15 @@ def test_a_semantic_map_takes_the_semantic_loss_off_the_shared_codes(tiny_cfg):
                      "tokenizer.codebook.semantic_map=true").validate()
 
 
+# The tiny recipe the refit tests train (here and in test_tools.py): a projected 8-dim codebook with a semantic map,
+# grids 1 and 2, one pooled semantic layer over a 6-word sub-vocabulary, codes pulled by the CE and running means.
+REFIT_RECIPE = ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8",
+                "tokenizer.codebook.semantic_map=true", "tokenizer.pyramid.grids=[1, 2]",
+                "tokenizer.pyramid.subsample=pool", "semantic.layers=1", "semantic.pull=codes", "semantic.weight=1",
+                "semantic.teacher_top_k=1", "semantic.vocab_size=6", "semantic.vocab_images=16",
+                "semantic.code_means=0.5", "gan.adversarial_weight=0", "logging.image_every=0")
+
+
 def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_cfg, tmp_path):
   """`semantic.refit_images=N`: after the last step the semantic words' codes are the exact class means of the final
   encoder's layer-1 inputs (the block mean of z at a 1x1 grid) over the first N training images, grouped by the
@@ -535,11 +544,7 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   from spae.train._trainer import reference_images
 
   cfg = tiny_cfg
-  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
-            "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.layers=1",
-            "semantic.pull=codes", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.vocab_size=6",
-            "semantic.vocab_images=16", "semantic.code_means=0.5", "semantic.refit_images=40", "steps=2",
-            "gan.adversarial_weight=0", "logging.image_every=0"):
+  for o in (*REFIT_RECIPE, "semantic.refit_images=40", "steps=2"):
     cfg = T.apply_override(cfg, o)
   vocab = spae.tiny_vocabulary()
   teacher = ToyTeacher(len(vocab))
@@ -581,11 +586,7 @@ def test_refit_step_refits_during_training_and_then_holds_the_codes(tiny_cfg, tm
   from spae.train._trainer import reference_images
 
   cfg = tiny_cfg
-  for o in ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.codebook.semantic_map=true",
-            "tokenizer.pyramid.grids=[1, 2]", "tokenizer.pyramid.subsample=pool", "semantic.layers=1",
-            "semantic.pull=codes", "semantic.weight=1", "semantic.teacher_top_k=1", "semantic.vocab_size=6",
-            "semantic.vocab_images=16", "semantic.code_means=0.5", "semantic.refit_images=40",
-            "semantic.refit_step=2", "steps=4", "gan.adversarial_weight=0", "logging.image_every=0"):
+  for o in (*REFIT_RECIPE, "semantic.refit_images=40", "semantic.refit_step=2", "steps=4"):
     cfg = T.apply_override(cfg, o)
   teacher = ToyTeacher(len(spae.tiny_vocabulary()))
   a = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
