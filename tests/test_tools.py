@@ -204,7 +204,8 @@ def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer(
 
 
 def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
-  """configs/gemma64_refit.py changes configs/gemma64_refocus.py only in its refit after training (6,400 images)."""
+  """configs/gemma64_refit.py changes configs/gemma64_refocus.py only in its refit after training (6,400 images);
+  configs/gemma64_tune.py adds a decoder tune to it."""
   import dataclasses
 
   from spae.train import load_config
@@ -214,6 +215,10 @@ def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   assert refit.semantic.refit_images == 6400 and refocus.semantic.refit_images == 0
   assert dataclasses.replace(refit, semantic=dataclasses.replace(refit.semantic, refit_images=0)) == refocus
   refit.validate()
+  # configs/gemma64_tune.py: that refit, then a 400-step decoder tune from 2e-4.
+  tune = load_config(ROOT / "configs" / "gemma64_tune.py")
+  assert (tune.tune.steps, tune.tune.lr) == (400, 2e-4) and refit.tune.steps == 0
+  assert dataclasses.replace(tune, tune=refit.tune) == refit
 
 
 def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_reset():
@@ -237,9 +242,10 @@ def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_res
   earlier.validate()
 
 
-def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path, capsys):
-  """tools/refit_tokenizer.py on a tokenizer trained without the refit equals the same recipe trained with it (its
-  steps do not depend on the refit); a recipe without a refit or a tokenizer of another recipe is one line."""
+def test_refit_tool_gives_the_weights_the_recipe_with_the_refit_and_tune_trains_to(tmp_path, capsys):
+  """tools/refit_tokenizer.py on a tokenizer trained without the refit and decoder tune equals the same recipe
+  trained with them, bit for bit (its steps do not depend on them); a recipe with neither, or a tokenizer of another
+  recipe, is one line."""
   import argparse
   import sys
 
@@ -259,20 +265,21 @@ def test_refit_tool_gives_the_codes_the_recipe_with_the_refit_trains_to(tmp_path
   over = [*REFIT_RECIPE, "steps=2"]
   tiny = ROOT / "configs" / "tiny.py"
   teacher = ToyTeacher(len(spae.tiny_vocabulary()))
-  for name, refit in (("plain", 0), ("full", 40)):
-    T.Trainer(T.load_config(tiny, over + [f"semantic.refit_images={refit}"]), tmp_path / name, teacher=teacher).run(
-        progress=False)
+  after = ["semantic.refit_images=40", "tune.steps=2"]  # the refit, then a decoder tune
+  for name, extra in (("plain", []), ("full", after)):
+    T.Trainer(T.load_config(tiny, over + extra), tmp_path / name, teacher=teacher).run(progress=False)
   args = lambda **kw: argparse.Namespace(**{"config": str(tiny), "tokenizer": tmp_path / "plain" / "tokenizer",
-                                            "out": tmp_path / "refit", "overrides": over + ["semantic.refit_images=40"],
+                                            "out": tmp_path / "refit", "overrides": over + after,
                                             "minilm_wheel": None, "minilm_dir": None, **kw})
   assert refit_tokenizer.refit(args(), teacher=teacher) == 0
   full, plain = (tool.params_digest(tmp_path / n / "tokenizer") for n in ("full", "plain"))
   rec = json.loads((tmp_path / "refit" / "training.json").read_text())
   assert rec["params_sha256"] == full != plain and rec["input_params_sha256"] == plain
+  assert rec["tune_steps"] == 2 and rec["tune_last"]["step"] == 4 and rec["tune_last"]["tune_l2"] > 0
   w = spae.Tokenizer.load(tmp_path / "refit").model.codebook.semantic_weight.get_value()
   np.testing.assert_array_equal(w, spae.Tokenizer.load(tmp_path / "full" / "tokenizer").model.codebook
                                 .semantic_weight.get_value())
-  with pytest.raises(SystemExit, match="refit_images is 0"):
+  with pytest.raises(SystemExit, match="refit_images and tune.steps are 0"):
     refit_tokenizer.refit(args(overrides=over), teacher=teacher)
   with pytest.raises(SystemExit, match="refit_step=1 refits during training"):
     refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "semantic.refit_step=1"]),

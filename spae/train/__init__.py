@@ -5,24 +5,26 @@
   trainer.run()                 # resumes from the latest checkpoint, exports WORKDIR/tokenizer
 
 Modules: `_config` (TrainConfig and its groups, `--set` overrides, validation), `_inputs` (vocabulary and data
-specs), `_step` (models, optimisers, the jitted step), `_refit` (class-mean semantic codes), `_checkpoints` (orbax,
-falling back past unreadable ones), `_trainer` (the loop, metrics.jsonl/TensorBoard, previews, export), `_cli` (the
-command). Training-only building blocks (the discriminator, the RQ ablation quantizer) are exported here rather
-than from `spae`; the training losses live in `spae.losses`.
+specs), `_step` (models, optimisers, the jitted step), `_refit` (class-mean semantic codes), `_tune` (the decoder
+tune after training), `_checkpoints` (orbax, falling back past unreadable ones), `_metrics_log`
+(metrics.jsonl, TensorBoard), `_trainer` (the loop, previews, export), `_cli` (the command).
+Training-only building blocks (the discriminator, the RQ ablation quantizer) are exported here rather than from
+`spae`; the training losses live in `spae.losses`.
 """
 
 from spae._nets import Discriminator, DiscriminatorConfig
 from spae._pyramid import rq_quantize
 from spae.train._cli import add_args, run_cli
 from spae.train._config import (CheckpointConfig, GANConfig, LoggingConfig, LossConfig, OptimConfig, SemanticConfig,
-                                TrainConfig, apply_override, load_config)
+                                TrainConfig, TuneConfig, apply_override, load_config)
 from spae.train._inputs import build_vocabulary, open_data
-from spae.train._step import Models, init_state, make_optimizers, make_train_step, semantic_targets
+from spae.train._step import (Models, init_state, make_optimizers, make_train_step, semantic_targets,
+                              tune_optimizer)
 from spae.train._trainer import NonFiniteLossError, Trainer, train
 
 __all__ = [
     "CheckpointConfig", "Discriminator", "DiscriminatorConfig", "GANConfig", "LoggingConfig", "LossConfig", "Models",
-    "NonFiniteLossError", "OptimConfig", "SemanticConfig", "TrainConfig", "Trainer", "add_args",
+    "NonFiniteLossError", "OptimConfig", "SemanticConfig", "TrainConfig", "Trainer", "TuneConfig", "add_args",
     "apply_override", "build_vocabulary", "init_state", "load_config", "make_optimizers", "make_train_step",
-    "open_data", "rq_quantize", "run_cli", "semantic_targets", "train",
+    "open_data", "rq_quantize", "run_cli", "semantic_targets", "train", "tune_optimizer",
 ]

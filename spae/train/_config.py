@@ -99,6 +99,17 @@ class SemanticConfig:
 
 
 @dataclasses.dataclass
+class TuneConfig:
+  """The decoder tune (docs/method.md, "The decoder tune"): `steps` more steps after the last one and its refit in
+  which only the decoder learns, from the reconstruction terms, so the decoder learns the final codes while every
+  token stays what the trained encoder and codes make it. It starts from the weights the run exports, with its own
+  optimiser state, data order and prefix draws (seed + 1), so it is a function of the trained tokenizer alone."""
+
+  steps: int = 0                    # 0 = no tune
+  lr: float = 2e-4                  # a cosine from lr to lr * optim.final_lr_ratio over the tune's steps
+
+
+@dataclasses.dataclass
 class LoggingConfig:
   """metrics.jsonl / TensorBoard every `every` steps, reconstruction grids every `image_every` (0 = never)."""
 
@@ -124,7 +135,7 @@ class CheckpointConfig:
 class TrainConfig:
   """Everything a run needs. Configs are Python files whose `get_config()` returns one of these.
 
-  Groups: `optim`, `loss`, `gan`, `semantic`, `logging`, `checkpoints`; `--set group.field=value` overrides one.
+  Groups: `optim`, `loss`, `gan`, `semantic`, `tune`, `logging`, `checkpoints`; `--set group.field=value` overrides one.
   """
 
   tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
@@ -141,6 +152,7 @@ class TrainConfig:
   loss: LossConfig = dataclasses.field(default_factory=LossConfig)
   gan: GANConfig = dataclasses.field(default_factory=GANConfig)
   semantic: SemanticConfig = dataclasses.field(default_factory=SemanticConfig)
+  tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
   logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
   checkpoints: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
 
@@ -228,6 +240,8 @@ def _checks(c: TrainConfig):
       not s.pool_reset or (c.tokenizer.pyramid.pooled_layers > 0 and s.learn_pool is True)), \
       nonneg + " (0 = never); > 0 needs pooled layers (tokenizer.pyramid.pooled_layers) and semantic.learn_pool=true"
   yield "semantic.vocab_images", s.vocab_images, is_int(s.vocab_images) and s.vocab_images >= 1, pos
+  yield "tune.steps", c.tune.steps, is_int(c.tune.steps) and c.tune.steps >= 0, nonneg + " (0 = no tune)"
+  yield "tune.lr", c.tune.lr, is_num(c.tune.lr) and c.tune.lr > 0, "a number > 0"
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
   yield "logging.usage_window", lg.usage_window, is_int(lg.usage_window) and lg.usage_window >= 1, pos

@@ -137,18 +137,42 @@ def set_semantic_codes(g_params: dict, table: jax.Array, rows: np.ndarray, means
   return dict(g_params, codebook=codebook)
 
 
+def tune_schedule(cfg: TrainConfig) -> optax.Schedule:
+  """The decoder tune's learning rate: a cosine from `tune.lr` to `tune.lr * optim.final_lr_ratio` over its steps."""
+  return optax.cosine_decay_schedule(cfg.tune.lr, max(cfg.tune.steps, 1), cfg.optim.final_lr_ratio)
+
+
+def tune_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+  """The decoder tune's optimiser (`tune.steps`): the generator's AdamW and clip on the decoder alone, on
+  `tune_schedule`; every other parameter is held."""
+  o = cfg.optim
+  adam = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adamw(
+      tune_schedule(cfg), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  labels = lambda params: {k: jax.tree.map(lambda _: "train" if k == "decoder" else "held", v)
+                           for k, v in params.items()}
+  return optax.multi_transform({"train": adam, "held": optax.set_to_zero()}, labels)
+
+
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
-                    semantic: bool = False, freeze_pool: bool = False, freeze_codes: bool = False) -> Callable:
+                    semantic: bool = False, freeze_pool: bool = False, freeze_codes: bool = False,
+                    decoder_only: bool = False) -> Callable:
   """Returns step(state, images, codebook, extras) -> (state, metrics); pure and jittable.
 
   freeze_pool: the pooled layers' scorer gets no update at all (after `semantic.pool_reset`; the Trainer resets it).
   freeze_codes: the semantic words' codes (W_s) get no update at all, neither running means nor gradient (after a
   `semantic.refit_step`; the Trainer refits them).
+  decoder_only: the decoder tune (`tune.steps`): the decoder alone learns, with `tune_optimizer` (whose state
+  `g_opt` must then hold), from the reconstruction terms; the encoder's output enters stopped, so every token and
+  every other parameter stays as it is. Needs use_gan=False and semantic=False.
 
   extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on). With a
   semantic sub-vocabulary in the pyramid, every teacher id must be one of its rows (the Trainer masks the teacher).
   """
+  if decoder_only and (use_gan or semantic):
+    raise ValueError("the decoder tune has no adversarial or semantic term: pass use_gan=False, semantic=False.")
   g_tx, d_tx = make_optimizers(cfg)
+  if decoder_only:
+    g_tx = tune_optimizer(cfg)
   spec = models.tokenizer_config.pyramid
   # The semantic logsumexp keeps the tokenizer's chunk: another split of its online sum would round differently
   # (and change what a given recipe trains to); the search's ids do not depend on the split.
@@ -169,6 +193,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     x = images * 2.0 - 1.0
     b = x.shape[0]
     z = ae.encoder(x)
+    if decoder_only:  # the tokens are final: no gradient need reach the encoder (nor the scorer, which reads z)
+      z = jax.lax.stop_gradient(z)
     # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
     codebook = ae.codes(table)
     sem_codebook = ae.semantic_codes(table)  # the semantic layers' own map (None: they use `codebook`)
@@ -201,7 +227,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       add("perceptual", cfg.loss.perceptual_weight,
           perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
     add("commitment", cfg.loss.commitment_weight if cfg.loss.quantize else 0.0, L.commitment_loss(z, recons))
-    if models.tokenizer_config.codebook.trainable and cfg.loss.quantize:
+    if models.tokenizer_config.codebook.trainable and cfg.loss.quantize and not decoder_only:
       # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
       add("codebook", 1.0, L.codebook_loss(z, recons))
     if semantic:
@@ -285,6 +311,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
     if freeze_pool:  # d·x + (1 - d)·x need not round back to x
       ema = dict(ema, pool=state["ema_params"]["pool"])
+    if decoder_only:  # only the decoder moved (d·x + (1 - d)·x need not round back to x)
+      ema = dict(state["ema_params"], decoder=ema["decoder"])
     if freeze_codes:  # the averaged weights keep their own refit codes
       kept = state["ema_params"]["codebook"]["semantic_weight"]
       ema = dict(ema, codebook=dict(ema["codebook"], semantic_weight=kept))

@@ -7,10 +7,8 @@ from an image-text teacher's relevance scores over that vocabulary.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +25,7 @@ from spae._vocab import Vocabulary
 from spae.train._checkpoints import Checkpoints
 from spae.train._config import TrainConfig
 from spae.train._inputs import build_vocabulary, open_data
+from spae.train._metrics_log import MetricsLog, Throughput
 from spae.train._step import Models, _schedule, init_state, make_train_step
 
 log = logging.getLogger("spae.train")
@@ -34,72 +33,6 @@ log = logging.getLogger("spae.train")
 
 class NonFiniteLossError(RuntimeError):
   """`max_consecutive_nan` non-finite losses in a row: the run stopped (after a checkpoint)."""
-
-
-class _Throughput:
-  """Images per second between two log steps (the time includes the device work, which the log step waits for)."""
-
-  def __init__(self):
-    self.t0, self.images = time.perf_counter(), 0
-
-  def add(self, images: int) -> None:
-    self.images += images
-
-  def rate(self) -> float:
-    now = time.perf_counter()
-    r = self.images / max(now - self.t0, 1e-9)
-    self.t0, self.images = now, 0
-    return r
-
-
-def _row_step(line: str) -> int | None:
-  """The step of a metrics.jsonl row, or None for a line an interrupted write left incomplete."""
-  try:
-    step = json.loads(line).get("step")
-  except (json.JSONDecodeError, AttributeError):
-    return None
-  return step if isinstance(step, int) else None
-
-
-class MetricsLog:
-  """WORKDIR/metrics.jsonl (one JSON row per log step) and TensorBoard scalars under WORKDIR/tb.
-
-  A run resumed at step S first drops what an interrupted run logged past S (rows of metrics.jsonl, and TensorBoard
-  events through purge_step), since those steps run again: every step is logged once.
-  """
-
-  def __init__(self, workdir: Path, *, start_step: int = 0, enabled: bool = True):
-    self.path = workdir / "metrics.jsonl"
-    self.writer = None
-    if enabled:
-      from tensorboardX import SummaryWriter
-
-      self._truncate(start_step)
-      self.writer = SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1)
-
-  def _truncate(self, step: int) -> None:
-    if not self.path.is_file():
-      return
-    lines = self.path.read_text().splitlines()
-    keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
-    if len(keep) != len(lines):
-      log.info("metrics.jsonl: dropped %d row(s) past step %d, which run again", len(lines) - len(keep), step)
-      tmp = self.path.with_name(self.path.name + ".tmp")
-      tmp.write_text("".join(line + "\n" for line in keep))
-      os.replace(tmp, self.path)
-
-  def write(self, row: dict[str, Any]) -> None:
-    if self.writer is None:
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-    for k, v in row.items():
-      if isinstance(v, (int, float)) and k != "step":
-        self.writer.add_scalar(k, v, row["step"])
-
-  def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
 
 
 def reference_images(src: Any, n: int, image_size: int, crop: str) -> np.ndarray:
@@ -192,7 +125,7 @@ class Trainer:
       raise SpaeInputError("semantic.refit_images needs a teacher to name the images: set semantic.teacher (with "
                            "semantic.weight > 0), or semantic.refit_images=0.")
     self.models = Models(cfg, self.vocab.embeddings.shape)
-    self._steps: dict[tuple[bool, bool, bool], Callable] = {}
+    self._steps: dict[tuple[bool, ...], Callable] = {}
     # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
     self._initial_pool = jax.device_get(self.models.g_init["pool"]) if cfg.semantic.pool_reset else None
     self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
@@ -249,11 +182,13 @@ class Trainer:
                   sem.vocab_size, len(chosen), n)
     return tuple(sorted(int(i) for i in chosen))
 
-  def step_fn(self, use_gan: bool, freeze_pool: bool = False, freeze_codes: bool = False) -> Callable:
-    key = (use_gan, freeze_pool, freeze_codes)
+  def step_fn(self, use_gan: bool, freeze_pool: bool = False, freeze_codes: bool = False,
+              decoder_only: bool = False) -> Callable:
+    key = (use_gan, freeze_pool, freeze_codes, decoder_only)
     if key not in self._steps:
       fn = make_train_step(self.cfg, self.models, use_gan=use_gan, perceptual=self.perceptual,
-                           semantic=self.teacher_fn is not None, freeze_pool=freeze_pool, freeze_codes=freeze_codes)
+                           semantic=self.teacher_fn is not None and not decoder_only, freeze_pool=freeze_pool,
+                           freeze_codes=freeze_codes, decoder_only=decoder_only)
       self._steps[key] = jax.jit(fn, donate_argnums=(0,))
     return self._steps[key]
 
@@ -383,7 +318,7 @@ class Trainer:
     usage = M.UsageWindow(self.models.tokenizer_config.pyramid.num_layers, len(self.vocab), cfg.logging.usage_window)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True)
     last: dict[str, float] = {}
-    clock = _Throughput()
+    clock = Throughput()
     done = start
     try:
       for step in range(start, cfg.steps):
@@ -416,10 +351,25 @@ class Trainer:
       self.checkpoints.wait()
       book.close()
     if done >= cfg.steps:
-      if cfg.semantic.refit_images and not cfg.semantic.refit_step:
-        self.refit_codes()
-      self.export()
+      self.finish()
     return last
+
+  def finish(self, directory: str | os.PathLike | None = None) -> Path:
+    """After the last step: the refit (`semantic.refit_images` without a `refit_step`), the decoder tune
+    (`tune.steps`, its rows appended to metrics.jsonl), the export (to `directory`, else WORKDIR/tokenizer; its
+    path is returned). A function of the last step's state, so a
+    finished run that is resumed, or tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
+    from spae.train._tune import tune_decoder
+
+    if self.cfg.semantic.refit_images and not self.cfg.semantic.refit_step:
+      self.refit_codes()
+    rows = tune_decoder(self)
+    if rows and jax.process_index() == 0:
+      book = MetricsLog(self.workdir, start_step=self.cfg.steps)  # drops an earlier finish's tune rows
+      for row in rows:
+        book.write(row)
+      book.close()
+    return self.export(directory)
 
   def _stop_if_diverged(self, nan: dict[str, Any], done: int) -> None:
     """Raises NonFiniteLossError (after a checkpoint) once the device-side guard has tripped."""
