@@ -94,6 +94,8 @@ def write_json(path: str | None, obj: Any) -> None:
 
 def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
   def fmt(v):
+    if isinstance(v, (list, tuple)):  # an interval
+      return "[" + ", ".join(f"{x:.2f}" if isinstance(x, float) else str(x) for x in v) + "]"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
   widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]

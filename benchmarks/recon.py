@@ -11,6 +11,8 @@ tokens for the default pyramid) it reports:
                         the prefix's deepest layer grid; gain_db = psnr - thumb_psnr (a prefix should beat it);
   dips                  the share of images whose PSNR at prefix l is below their PSNR at prefix l - 1 (each added
                         layer should make every picture better; the mean can rise while some images fall);
+  rise_db, rise_ci95    the mean per-image PSNR change from prefix l - 1 to l and its 95% interval (normal
+                        approximation over images): whether a rise or a fall is more than these images' noise;
   lpips                 with --lpips-weights FILE (VGG16 + LPIPS heads through spae.perceptual);
   rfid                  with --inception-weights FILE (pytorch-fid InceptionV3 pool3 via spae.metrics);
   usage                 unique ids of layer l over the whole eval set / V;
@@ -225,6 +227,14 @@ def naming_share(tops: list[set[str]], mains: list[set[str]]) -> float:
   return sum(bool(t & m) for t, m in zip(tops, mains)) / max(1, len(tops))
 
 
+def mean_interval(values: np.ndarray) -> tuple[float, list[float]]:
+  """(mean, [lo, hi]): the mean of per-image values and its 95% interval, mean ± 1.96 standard errors."""
+  values = np.asarray(values, np.float64)
+  half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+  m = float(values.mean())
+  return m, [m - half, m + half]
+
+
 def naming_interval(tops: list[set[str]], mains: list[set[str]]) -> tuple[float, float]:
   """95% (Wilson) interval of `naming_share` over these images: with 120 scenes it spans about ±9 points, so a
   share within that of a target is not told apart from it by this sample."""
@@ -259,6 +269,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   usage = metrics.UsageWindow(L, V, window=max(1, len(images)) * max(spec.tokens_per_layer()))
   sums = {k: np.zeros(2 * L) for k in ("psnr", "ssim", "mse", "lpips")}
   dips = np.zeros(L)  # per prefix: images whose PSNR falls below the previous prefix's
+  rises = []  # per batch: [L - 1, n] per-image PSNR change from one prefix to the next
   feats = None
   if inception is not None:
     feats = {"real": metrics.FeatureStats(), **{l: metrics.FeatureStats() for l in range(1, L + 1)}}
@@ -282,6 +293,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     per_image = np.asarray(metrics.psnr(flat_x, flat_y)).reshape(2 * L, n)
     sums["psnr"] += per_image.sum(1)
     dips[1:] += (per_image[1:L] < per_image[:L - 1]).sum(1)  # SAQ prefixes only
+    rises.append(per_image[1:L] - per_image[:L - 1])
     fs = min(11, x.shape[1])
     sums["ssim"] += np.asarray(metrics.ssim(flat_x, flat_y, filter_size=fs)).reshape(2 * L, n).sum(1)
     sums["mse"] += mse.sum(1)
@@ -319,6 +331,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
            "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen, "thumb_side": thumb_sides[s],
            "thumb_psnr": thumb_sums[thumb_sides[s]] / seen, "dips": dips[s] / seen}
     row["gain_db"] = row["psnr"] - row["thumb_psnr"]
+    if l > 1:
+      row["rise_db"], row["rise_ci95"] = mean_interval(np.concatenate(rises, axis=1)[l - 2])
     row["rq_over_saq_mse"] = row["rq_mse"] / row["saq_mse"] if row["saq_mse"] > 0 else float("nan")
     if lpips_fn is not None:
       row["lpips"], row["rq_lpips"] = sums["lpips"][s] / seen, sums["lpips"][r] / seen
@@ -427,7 +441,7 @@ def main(argv=None) -> int:
   print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
-  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "dips", "ssim", "lpips", "rfid", "usage",
+  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "dips", "rise_db", "rise_ci95", "ssim", "lpips", "rfid", "usage",
           "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():

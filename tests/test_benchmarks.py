@@ -133,6 +133,10 @@ def test_recon_reports_every_prefix(smoke_runs):
     for prev, r in zip(rows, rows[1:]):
       assert r["dips"] > 0.0 or r["psnr"] >= prev["psnr"] - 1e-4, name
       assert r["dips"] < 1.0 or r["psnr"] < prev["psnr"], name
+      # rise_db: the mean per-image change, which is the change of the means, inside its interval.
+      lo, hi = r["rise_ci95"]
+      assert r["rise_db"] == pytest.approx(r["psnr"] - prev["psnr"], abs=1e-4) and lo <= r["rise_db"] <= hi, name
+    assert "rise_db" not in rows[0]
     # SAQ and RQ pick the same first-layer token (both target z at layer 1): equal latent error there.
     assert res["rows"][0]["saq_mse"] == pytest.approx(res["rows"][0]["rq_mse"], rel=1e-5)
   sem = data["datasets"]["shapes-heldout"]["semantic_precision"]
