@@ -632,3 +632,6 @@ def test_refit_step_refits_during_training_and_then_holds_the_codes(tiny_cfg, tm
   for bad in ("semantic.refit_step=4", "semantic.refit_images=0"):
     with pytest.raises(spae.SpaeInputError, match="refit_step"):
       T.apply_override(cfg, bad).validate()
+  # A refit before the scorer reset is refused (its codes would be means of a pooling the reset discards).
+  with pytest.raises(spae.SpaeInputError, match="not before semantic.pool_reset"):
+    T.apply_override(T.apply_override(cfg, "tokenizer.pyramid.pooled_layers=1"), "semantic.pool_reset=3").validate()

@@ -232,9 +232,11 @@ def _checks(c: TrainConfig):
       "in [0, 1) (0 = off); > 0 needs tokenizer.codebook.semantic_map=true"
   yield "semantic.refit_images", s.refit_images, is_int(s.refit_images) and s.refit_images >= 0 and (
       not s.refit_images or s.code_means > 0), nonneg + " (0 = off); > 0 needs semantic.code_means > 0"
+  # A refit before the scorer reset would fit the codes to a pooling the reset then throws away.
   yield "semantic.refit_step", s.refit_step, is_int(s.refit_step) and s.refit_step >= 0 and (
-      not s.refit_step or (s.refit_images > 0 and s.refit_step < c.steps)), \
-      nonneg + " (0 = after the last step); > 0 needs semantic.refit_images > 0 and must be under steps"
+      not s.refit_step or (s.refit_images > 0 and s.refit_step < c.steps and s.refit_step >= s.pool_reset)), \
+      nonneg + " (0 = after the last step); > 0 needs semantic.refit_images > 0, must be under steps and not " \
+      "before semantic.pool_reset"
   yield "semantic.learn_pool", s.learn_pool, isinstance(s.learn_pool, bool), "true or false"
   yield "semantic.pool_reset", s.pool_reset, is_int(s.pool_reset) and s.pool_reset >= 0 and (
       not s.pool_reset or (c.tokenizer.pyramid.pooled_layers > 0 and s.learn_pool is True)), \
