@@ -8,7 +8,6 @@ import platform
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -83,13 +82,12 @@ def load_tokenizer_bundle(path: str) -> Any:
 
 
 def write_json(path: str | None, obj: Any) -> None:
-  if not path:
-    return
-  p = Path(path)
-  p.parent.mkdir(parents=True, exist_ok=True)
-  tmp = p.with_name(p.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1, default=float))
-  os.replace(tmp, p)
+  """--out: the results as JSON (numpy scalars as floats), written through spae's one atomic writer; no-op without
+  a path."""
+  from spae._io import write_text_atomic
+
+  if path:
+    write_text_atomic(path, json.dumps(obj, indent=1, default=float))
 
 
 def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:

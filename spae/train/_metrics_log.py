@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from spae._io import write_text_atomic
 
 log = logging.getLogger("spae.train")
 
@@ -61,9 +62,7 @@ class MetricsLog:
     keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
     if len(keep) != len(lines):
       log.info("metrics.jsonl: dropped %d row(s) past step %d, which run again", len(lines) - len(keep), step)
-      tmp = self.path.with_name(self.path.name + ".tmp")
-      tmp.write_text("".join(line + "\n" for line in keep))
-      os.replace(tmp, self.path)
+      write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
   def write(self, row: dict[str, Any]) -> None:
     if self.writer is None:
