@@ -311,8 +311,6 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
     if freeze_pool:  # d·x + (1 - d)·x need not round back to x
       ema = dict(ema, pool=state["ema_params"]["pool"])
-    if decoder_only:  # only the decoder moved (d·x + (1 - d)·x need not round back to x)
-      ema = dict(state["ema_params"], decoder=ema["decoder"])
     if freeze_codes:  # the averaged weights keep their own refit codes
       kept = state["ema_params"]["codebook"]["semantic_weight"]
       ema = dict(ema, codebook=dict(ema["codebook"], semantic_weight=kept))

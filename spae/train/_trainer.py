@@ -357,8 +357,8 @@ class Trainer:
   def finish(self, directory: str | os.PathLike | None = None) -> Path:
     """After the last step: the refit (`semantic.refit_images` without a `refit_step`), the decoder tune
     (`tune.steps`, its rows appended to metrics.jsonl), the export (to `directory`, else WORKDIR/tokenizer; its
-    path is returned). A function of the last step's state, so a
-    finished run that is resumed, or tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
+    path is returned). A function of the last step's state, so a finished run that is resumed, or
+    tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
     from spae.train._tune import tune_decoder
 
     if self.cfg.semantic.refit_images and not self.cfg.semantic.refit_step:
