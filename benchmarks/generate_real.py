@@ -102,13 +102,11 @@ def _class_row(lm: Any, tok: Any, config: Any, query: int, n_refs: int, work: Pa
 
 def _mean_ci(values: list[float]) -> tuple[float, float, float]:
   """(mean, lo, hi): Wilson for 0/1 outcomes, else mean +- 1.96 standard errors (dB are not clipped to [0, 1])."""
-  from spae.prompting._stats import confidence_interval
+  from spae.prompting._stats import confidence_interval, normal_interval
 
   v = np.asarray(values, np.float64)
-  if np.all((v == 0) | (v == 1)):
-    return (float(v.mean()), *confidence_interval(v))
-  half = 1.96 * float(v.std(ddof=1)) / np.sqrt(v.size) if v.size > 1 else float("inf")
-  return (float(v.mean()), float(v.mean()) - half, float(v.mean()) + half)
+  binary = np.all((v == 0) | (v == 1))
+  return (float(v.mean()), *(confidence_interval(v) if binary else normal_interval(v)))
 
 
 def _summary(rows: list[dict[str, Any]], layers: int) -> list[dict[str, Any]]:

@@ -227,14 +227,6 @@ def naming_share(tops: list[set[str]], mains: list[set[str]]) -> float:
   return sum(bool(t & m) for t, m in zip(tops, mains)) / max(1, len(tops))
 
 
-def mean_interval(values: np.ndarray) -> tuple[float, list[float]]:
-  """(mean, [lo, hi]): the mean of per-image values and its 95% interval, mean ± 1.96 standard errors."""
-  values = np.asarray(values, np.float64)
-  half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-  m = float(values.mean())
-  return m, [m - half, m + half]
-
-
 def naming_interval(tops: list[set[str]], mains: list[set[str]]) -> tuple[float, float]:
   """95% (Wilson) interval of `naming_share` over these images: with 120 scenes it spans about ±9 points, so a
   share within that of a target is not told apart from it by this sample."""
@@ -321,8 +313,11 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
         tops.append(top)
         mains.append(main)
     seen += n
+  from spae.prompting._stats import normal_interval
+
   cum = spec.cumulative_tokens()
   use = usage.usage()
+  rises = np.concatenate(rises, axis=1)  # [L - 1, images]
   rows = []
   for l in range(1, L + 1):
     s, r = l - 1, L + l - 1
@@ -332,7 +327,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
            "thumb_psnr": thumb_sums[thumb_sides[s]] / seen, "dips": dips[s] / seen}
     row["gain_db"] = row["psnr"] - row["thumb_psnr"]
     if l > 1:
-      row["rise_db"], row["rise_ci95"] = mean_interval(np.concatenate(rises, axis=1)[l - 2])
+      row["rise_db"], row["rise_ci95"] = float(rises[l - 2].mean()), list(normal_interval(rises[l - 2]))
     row["rq_over_saq_mse"] = row["rq_mse"] / row["saq_mse"] if row["saq_mse"] > 0 else float("nan")
     if lpips_fn is not None:
       row["lpips"], row["rq_lpips"] = sums["lpips"][s] / seen, sums["lpips"][r] / seen
@@ -441,8 +436,8 @@ def main(argv=None) -> int:
   print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
-  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "dips", "rise_db", "rise_ci95", "ssim", "lpips", "rfid", "usage",
-          "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
+  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "dips", "rise_db", "rise_ci95", "ssim",
+          "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():
     print(f"\n## {name}: {res['num_images']} images ({res['source']}), {res['seconds']:.1f} s")

@@ -128,6 +128,14 @@ def test_confidence_interval():
   assert hi == 1.0 and 0.6 < lo < 0.75
   lo, hi = confidence_interval([0.5, 0.75, 0.25, 0.5])
   assert lo < 0.5 < hi
+  # Unbounded values (dB): mean ± 1.96 standard errors, not clipped to [0, 1]; the bounded one clips the same interval.
+  from spae.prompting._stats import normal_interval
+
+  v = [-0.4, 0.3, 0.1, -0.2]
+  half = 1.96 * np.std(v, ddof=1) / 2
+  assert normal_interval(v) == pytest.approx((-0.05 - half, -0.05 + half))
+  assert confidence_interval(v) == pytest.approx((0.0, -0.05 + half))
+  assert normal_interval([2.0]) == (-np.inf, np.inf)
 
 
 # ------------------------------------------------------------------------------------ prompts

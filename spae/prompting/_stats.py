@@ -10,8 +10,19 @@ import numpy as np
 METHODS = ("lm", "oracle", "jaccard", "ridge")
 
 
+def normal_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+  """95% interval of the mean of per-item values, mean ± z standard errors, unbounded (for dB and other
+  unbounded measures); (-inf, inf) for one value, NaN for none."""
+  v = np.asarray(values, np.float64)
+  if v.size == 0:
+    return (float("nan"), float("nan"))
+  m = float(v.mean())
+  half = z * float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else float("inf")
+  return (m - half, m + half)
+
+
 def confidence_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
-  """95% interval of the mean of per-episode accuracies: Wilson for 0/1 outcomes, normal otherwise."""
+  """95% interval of the mean of per-episode accuracies: Wilson for 0/1 outcomes, normal otherwise (in [0, 1])."""
   v = np.asarray(values, np.float64)
   n = v.size
   if n == 0:
@@ -22,8 +33,8 @@ def confidence_interval(values: Sequence[float], z: float = 1.96) -> tuple[float
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return (max(0.0, centre - half), min(1.0, centre + half))
-  half = z * float(v.std(ddof=1)) / math.sqrt(n) if n > 1 else float("inf")
-  return (max(0.0, p - half), min(1.0, p + half))
+  lo, hi = normal_interval(v, z)
+  return (max(0.0, lo), min(1.0, hi))
 
 
 def _cell_order(cell: tuple) -> tuple:
