@@ -73,18 +73,13 @@ class Trainer:
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
-    n_dev, n_proc = jax.device_count(), jax.process_count()
+    n_dev = jax.device_count()
     if cfg.batch_size % n_dev:
       raise SpaeInputError(f"batch_size {cfg.batch_size} must be divisible by the {n_dev} devices.")
     self.codebook = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)
     # Data
-    from spae import data as D
-
     src = self._source = source if source is not None else open_data(cfg.data)
-    self.data = D.BatchIterator(
-        src, cfg.batch_size // n_proc,
-        D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip),
-        seed=cfg.seed, shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
+    self.data = self.batches(cfg.seed)
     # Optional terms
     from spae.perceptual import make_perceptual_loss
 
@@ -134,6 +129,16 @@ class Trainer:
     self._preview: Tokenizer | None = None
 
   # ---------------------------------------------------------------- pieces
+  def batches(self, seed: int) -> Any:
+    """This host's shard of the training batches in the order `seed` draws (a spae.data.BatchIterator): the
+    loop's (cfg.seed) and the decoder tune's (cfg.seed + 1)."""
+    from spae import data as D
+
+    cfg, n_proc = self.cfg, jax.process_count()
+    return D.BatchIterator(self._source, cfg.batch_size // n_proc,
+                           D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip), seed=seed,
+                           shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
+
   def _teacher_relevance(self, teacher: Any, src: Any) -> Any:
     """The teacher's RelevanceFn over the vocabulary, read through its first training captions, centred on the
     first training images and restricted to whole words where the config asks (docs/method.md, "Centred,

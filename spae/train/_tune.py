@@ -25,17 +25,12 @@ def tune_decoder(trainer: Any) -> list[dict[str, float]]:
   g_params and ema_params both hold the last tuned weights, which the export then takes). Returns one row per
   `logging.every` steps and the last: {'step': training steps + tune steps so far, 'tune_l2', 'tune_lr', ...}.
   Waits for the device once, at the end."""
-  from spae import data as D
   from spae.train._step import tune_optimizer, tune_schedule
 
   cfg = trainer.cfg
   if not cfg.tune.steps:
     return []
-  n_proc = jax.process_count()
-  data = D.BatchIterator(trainer._source, cfg.batch_size // n_proc,
-                         D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip),
-                         seed=cfg.seed + 1, shard_index=jax.process_index(), num_shards=n_proc,
-                         num_threads=cfg.num_data_threads)
+  data = trainer.batches(cfg.seed + 1)
   params = trainer.state["ema_params" if cfg.optim.ema_decay > 0 else "g_params"]
   tx = tune_optimizer(cfg)
   # Own buffers for each copy: the step donates the state, and a donated buffer may appear in it only once.
