@@ -26,7 +26,7 @@ __all__ = [
     "d_loss_nonsaturating", "g_loss_nonsaturating", "r1_penalty", "lecam_loss", "update_lecam_ema",
     "teacher_distribution", "semantic_loss", "semantic_loss_dense", "semantic_layer_weights",
     "codebook_loss", "commitment_loss", "straight_through",
-    "sample_prefix", "pick_prefix_recon",
+    "sample_prefix", "pick_prefix_recon", "monotone_loss",
 ]
 
 
@@ -234,3 +234,16 @@ def pick_prefix_recon(rng: Array, recons: Sequence[Array], *, min_layers: int = 
   """
   prefix = sample_prefix(rng, len(recons), min_layers=min_layers)
   return jnp.stack(list(recons))[prefix - 1], prefix
+
+
+def monotone_loss(y: Array, y_previous: Array, target: Array, prefix: Array) -> Array:
+  """Each added layer must make the picture better: mean over images of relu(e_k − e_{k−1}), e the per-image MSE
+  of a prefix-k reconstruction `y` and of the prefix-(k−1) one `y_previous` [B, H, W, C] against `target`.
+
+  e_{k−1} enters stopped, so the gradient only asks prefix k to do better, never prefix k−1 to do worse. Zero where
+  `prefix` (int scalar, traceable) is 1: there is no shorter prefix to beat.
+  """
+  err = lambda a: jnp.mean(jnp.square(jnp.asarray(a, jnp.float32) - jnp.asarray(target, jnp.float32)),
+                           axis=tuple(range(1, jnp.ndim(target))))
+  worse = jax.nn.relu(err(y) - jax.lax.stop_gradient(err(y_previous)))
+  return jnp.where(prefix > 1, jnp.mean(worse), 0.0)

@@ -242,6 +242,22 @@ def test_sample_prefix_and_pick_prefix_recon():
     losses.sample_prefix(jax.random.key(0), 3, min_layers=4)
 
 
+
+def test_monotone_loss_charges_only_images_the_longer_prefix_made_worse():
+  """relu(e_k − e_{k−1}) per image, averaged: zero where prefix k is better, its excess where worse; the gradient
+  reaches prefix k alone (the shorter prefix is held), and at prefix 1 there is nothing to beat."""
+  target = jnp.zeros((2, 2, 2, 3))
+  y = jnp.stack([jnp.full((2, 2, 3), 0.5), jnp.full((2, 2, 3), 0.1)])       # errors 0.25 and 0.01
+  y_prev = jnp.stack([jnp.full((2, 2, 3), 0.3), jnp.full((2, 2, 3), 0.2)])  # errors 0.09 and 0.04
+  loss = lambda a, b, k: losses.monotone_loss(a, b, target, jnp.int32(k))
+  assert float(loss(y, y_prev, 2)) == pytest.approx((0.25 - 0.09) / 2)  # only image 0 got worse
+  assert float(loss(y_prev, y, 2)) == pytest.approx((0.04 - 0.01) / 2)  # only image 1
+  assert float(loss(y, y_prev, 1)) == 0.0 and float(loss(y_prev, y_prev, 3)) == 0.0
+  g_k, g_prev = jax.grad(loss, argnums=(0, 1))(y, y_prev, 2)
+  assert float(jnp.abs(g_prev).sum()) == 0.0 and float(jnp.abs(g_k[1]).sum()) == 0.0
+  assert float(jnp.min(g_k[0])) > 0.0  # image 0's error falls by moving its pixels toward the target
+  assert float(loss(y - 0.1 * g_k / jnp.abs(g_k).max(), y_prev, 2)) < float(loss(y, y_prev, 2))
+
 # ------------------------------------------------------------------------------------ perceptual
 def _random_lpips_tensors(seed=0, lin=True, slice_names=False):
   """Random weights in the torchvision (OIHW) / LPIPS naming, like a converted vgg16 + lpips file."""

@@ -205,7 +205,7 @@ def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer(
 
 def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   """configs/gemma64_refit.py changes configs/gemma64_refocus.py only in its refit after training (6,400 images);
-  configs/gemma64_tune.py adds a decoder tune to it."""
+  configs/gemma64_tune.py adds a decoder tune to it, and configs/gemma64_monotone.py the tune's hinge."""
   import dataclasses
 
   from spae.train import load_config
@@ -219,6 +219,11 @@ def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   tune = load_config(ROOT / "configs" / "gemma64_tune.py")
   assert (tune.tune.steps, tune.tune.lr) == (400, 2e-4) and refit.tune.steps == 0
   assert dataclasses.replace(tune, tune=refit.tune) == refit
+  # configs/gemma64_monotone.py: that tune with its monotone hinge at weight 1.
+  mono = load_config(ROOT / "configs" / "gemma64_monotone.py")
+  assert mono.tune.monotone == 1.0 and tune.tune.monotone == 0.0
+  assert dataclasses.replace(mono, tune=dataclasses.replace(mono.tune, monotone=0.0)) == tune
+  mono.validate()
 
 
 def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_reset():

@@ -584,7 +584,7 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   assert [r["step"] for r in rows if "tune_l2" in r] == [3, 4, 5, 6]  # one row a step past the last training step
   with pytest.raises(spae.SpaeInputError, match="refit_images"):
     T.apply_override(cfg, "semantic.code_means=0").validate()
-  for bad in ("tune.steps=-1", "tune.lr=0"):
+  for bad in ("tune.steps=-1", "tune.lr=0", "tune.monotone=-1", "tune.monotone=1"):  # the last: no tune steps
     with pytest.raises(spae.SpaeInputError, match=bad.split("=")[0]):
       T.apply_override(cfg, bad).validate()
   untaught = T.apply_override(cfg, "semantic.vocab_size=0")
@@ -592,6 +592,44 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   untaught = dataclasses.replace(untaught, tokenizer=dataclasses.replace(untaught.tokenizer, pyramid=pyr))
   with pytest.raises(spae.SpaeInputError, match="refit_images needs a teacher"):
     T.Trainer(untaught, tmp_path / "c")  # no teacher: the refit would have nothing to group the images by
+
+
+def test_tune_monotone_adds_its_hinge_on_the_drawn_prefix_and_the_one_a_layer_shorter(tiny_cfg):
+  """`tune.monotone=w`: the decoder tune's loss gains w × the hinge between the drawn prefix k and prefix k−1
+  (spae.losses.monotone_loss), which is zero when prefix 1 is drawn and is what the decoder outputs give."""
+  from spae.train._step import Models, init_state, make_train_step, tune_optimizer
+
+  cfg = tiny_cfg
+  for o in ("tokenizer.pyramid.grids=[1, 2]", "tune.steps=1", "tune.monotone=2"):
+    cfg = T.apply_override(cfg, o)
+  cfg.validate()
+  vocab = spae.tiny_vocabulary()
+  table = jnp.asarray(vocab.embeddings, jnp.float32)
+  images = jnp.asarray(np.random.default_rng(0).random((4, 32, 32, 3)), jnp.float32)
+  models = Models(cfg, table.shape)
+  state = dict(init_state(cfg, models), g_opt=tune_optimizer(cfg).init(models.g_init))
+  step = jax.jit(make_train_step(cfg, models, use_gan=False, decoder_only=True))
+  by_prefix = {}
+  for seed in range(8):
+    _, m, ids = step(dict(state, rng=jax.random.key_data(jax.random.key(seed))), images, table, {})
+    by_prefix.setdefault(int(m["prefix"]), (m, ids))
+  assert set(by_prefix) == {1, 2}
+  m1, _ = by_prefix[1]
+  assert float(m1["monotone"]) == 0.0
+  m2, ids = by_prefix[2]
+  want = cfg.loss.l2_weight * m2["l2"] + cfg.loss.commitment_weight * m2["commitment"] + 2 * m2["monotone"]
+  assert float(m2["g_loss"]) == pytest.approx(float(want), rel=1e-5)
+  # The hinge of what the step's weights decode from the step's own tokens at prefixes 2 and 1.
+  from spae._pyramid import reconstruct_from_ids
+
+  tok = spae.Tokenizer(cfg.tokenizer, vocab, models.autoencoder(models.g_init))
+  assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(tok.encode(np.asarray(images)).ids, ids))
+  hw = (tok.config.latent_size,) * 2
+  r = reconstruct_from_ids([jnp.asarray(a) for a in ids], tok.codebook, hw, mode=tok.config.quantizer,
+                           semantic_codebook=tok.semantic_codebook, spec=tok.config.pyramid)
+  y2, y1 = (tok.model.decoder(r[k - 1]) for k in (2, 1))
+  want = spae.losses.monotone_loss(y2, y1, images * 2 - 1, jnp.int32(2))
+  assert float(m2["monotone"]) == pytest.approx(float(want), rel=1e-3)
 
 
 def test_refit_step_refits_during_training_and_then_holds_the_codes(tiny_cfg, tmp_path):

@@ -107,6 +107,7 @@ class TuneConfig:
 
   steps: int = 0                    # 0 = no tune
   lr: float = 2e-4                  # a cosine from lr to lr * optim.final_lr_ratio over the tune's steps
+  monotone: float = 0.0             # weight of the hinge asking each prefix to beat the one a layer shorter
 
 
 @dataclasses.dataclass
@@ -244,6 +245,9 @@ def _checks(c: TrainConfig):
   yield "semantic.vocab_images", s.vocab_images, is_int(s.vocab_images) and s.vocab_images >= 1, pos
   yield "tune.steps", c.tune.steps, is_int(c.tune.steps) and c.tune.steps >= 0, nonneg + " (0 = no tune)"
   yield "tune.lr", c.tune.lr, is_num(c.tune.lr) and c.tune.lr > 0, "a number > 0"
+  yield "tune.monotone", c.tune.monotone, is_num(c.tune.monotone) and c.tune.monotone >= 0 and (
+      not c.tune.monotone or (c.tune.steps > 0 and c.loss.progressive is True)), \
+      "a number >= 0 (0 = off); > 0 needs tune.steps > 0 and loss.progressive=true"
   yield "logging.every", lg.every, is_int(lg.every) and lg.every >= 1, pos
   yield "logging.image_every", lg.image_every, is_int(lg.image_every) and lg.image_every >= 0, nonneg + " (0 = never)"
   yield "logging.usage_window", lg.usage_window, is_int(lg.usage_window) and lg.usage_window >= 1, pos

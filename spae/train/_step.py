@@ -163,7 +163,8 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   `semantic.refit_step`; the Trainer refits them).
   decoder_only: the decoder tune (`tune.steps`): the decoder alone learns, with `tune_optimizer` (whose state
   `g_opt` must then hold), from the reconstruction terms; the encoder's output enters stopped, so every token and
-  every other parameter stays as it is. Needs use_gan=False and semantic=False.
+  every other parameter stays as it is; with `tune.monotone` > 0 (and progressive prefixes) it adds the hinge
+  `losses.monotone_loss` between the drawn prefix and the one a layer shorter. Needs use_gan=False, semantic=False.
 
   extras: {'perceptual': params or None, 'teacher_idx': [B,k], 'teacher_probs': [B,k]} (only what is on). With a
   semantic sub-vocabulary in the pyramid, every teacher id must be one of its rows (the Trainer masks the teacher).
@@ -221,6 +222,11 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
         g_loss = g_loss + weight * value
 
     add("l2", cfg.loss.l2_weight, L.l2_loss(y, target))
+    if decoder_only and cfg.tune.monotone:  # validated: progressive prefixes
+      # The tune's hinge: the drawn prefix k must reconstruct each image no worse than prefix k−1 (which the
+      # hinge holds still; at k = 1 it is zero).
+      y_prev = ae.decoder(jnp.stack(recons)[jnp.maximum(prefix - 2, 0)])
+      add("monotone", cfg.tune.monotone, L.monotone_loss(y[b:], y_prev, x, prefix))
     if cfg.loss.l1_weight:
       add("l1", cfg.loss.l1_weight, L.l1_loss(y, target))
     if perceptual is not None and cfg.loss.perceptual_weight:
