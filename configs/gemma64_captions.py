@@ -15,7 +15,7 @@ nothing else changes.
 
 What it did, from seed 0 on CPU (70.3 min with the tool here, the teacher folder present): on validation scenes
 the teacher's first word names the main object in 47.5% of them (30% read directly), the full pyramid reaches
-24.26 dB (thumbnail 24.25; shipped default 24.32), but layers 1-2 name the main object in 36.7%, so it failed the
+24.26 dB (thumbnail 24.25; 2026-12-04 default 24.32), but layers 1-2 name the main object in 36.7%, so it failed the
 rule set before its run (naming at least 50%). Its layer-1 word is the teacher's first word for only 18% of
 validation scenes and 11% of its own training images: the semantic layers do not reproduce the teacher.
 

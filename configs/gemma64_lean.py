@@ -6,8 +6,8 @@ recipe with the 64 px `scenes` teacher) with a decoder whose upsampling convolut
 Why it was tried: the 64 px teacher names the main object more often, but at 2,200 steps its full pyramid ends
 under the thumbnail, and more steps fix that; the lean decoder buys them within the CPU budget. What it did, from
 seed 0 on CPU (94 min for the tokenizer here, 120 with the teacher) and on validation scenes: 51.7% naming and
-24.40 dB at the full pyramid (thumbnail 24.25; the shipped default 47.5% and 24.32), but 23.33 dB on photos
-against the shipped default's 23.53, and layer 2 lowers the photos' mean PSNR (12.73 → 12.56 dB): two parts of
+24.40 dB at the full pyramid (thumbnail 24.25; the 2026-12-04 default 47.5% and 24.32), but 23.33 dB on photos
+against its 23.53, and layer 2 lowers the photos' mean PSNR (12.73 → 12.56 dB): two parts of
 the rule set before its run failed. Two more seeds on a GPU named 41.7% and 40.8%: the CPU run's naming was a
 lucky draw.
 

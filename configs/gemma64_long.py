@@ -1,4 +1,4 @@
-"""Measured, not shipped (benchmarks/README.md, "Longer runs"): the shipped recipe (configs/gemma64_refocus.py)
+"""Measured, not shipped (benchmarks/README.md, "Longer runs"): the 2026-12-04 recipe (configs/gemma64_refocus.py)
 trained 3,300 steps instead of 2,200, with the scorer reset at step 2,900, so it keeps the 400 frozen-scorer steps
 that R = 1,800 had ("Earlier scorer resets").
 

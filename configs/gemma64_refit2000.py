@@ -9,7 +9,7 @@ the new codes and on photos the 5-token prefix fell under the 1-token one.
 
 What it did (one run from seed 0, 76.5 min here): on validation scenes layers 1-2 name the main object in 55.8%
 (shipped 47.5%) and the 1- and 5-token prefixes gain 0.2-0.7 dB, but the full pyramid ends at 24.17 dB on scenes
-(its thumbnail 24.25, the shipped default 24.32) and 23.24 dB on photos (shipped 23.53), and on photos prefix 2
+(its thumbnail 24.25, the 2026-12-04 default 24.32) and 23.24 dB on photos (that default 23.53), and on photos prefix 2
 still falls under prefix 1 (13.48 -> 13.39 dB): it failed the rule set before it was measured.
 
   python tools/train_default_tokenizer.py --config configs/gemma64_refit2000.py --minilm-dir MINILM_FOLDER \\

@@ -1,6 +1,7 @@
-"""The shipped recipe (since 2026-12-04): configs/gemma64_named.py whose pooled layers' attention scorer learns for
-the first 2,000 steps and then returns to its initial contrast pooling, frozen, for the last 200
-(`semantic.pool_reset=2000`).
+"""The shipped recipe's training steps (alone the shipped recipe from 2026-12-04 to 2026-12-05; the default since,
+configs/gemma64_monotone.py, adds the refit and the decoder tune after them): configs/gemma64_named.py whose pooled
+layers' attention scorer learns for the first 2,000 steps and then returns to its initial contrast pooling, frozen,
+for the last 200 (`semantic.pool_reset=2000`).
 
 Why (benchmarks/README.md, "Why naming fell" and "The scorer reset"): under `code_means` the semantic CE's only
 learner is that scorer, and its targets are class means of its own output, so over the named recipe's 2,200 steps

