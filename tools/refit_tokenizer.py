@@ -101,12 +101,11 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
     params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
     trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))
     out = trainer.finish(a.out)
-    last = tool.tune_last(Path(work), cfg.steps)
   shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
   record = {"config": Path(a.config).name, "overrides": a.overrides, "refit_of": str(a.tokenizer),
             "input_params_sha256": tool.params_digest(a.tokenizer), "params_sha256": tool.params_digest(out),
             "refit_images": cfg.semantic.refit_images, "tune_steps": cfg.tune.steps,
-            "tune_last": last, "seconds": round(time.time() - start, 1),
+            "tune_last": trainer.tune_rows[-1] if trainer.tune_rows else None, "seconds": round(time.time() - start, 1),
             "vocabulary_shared_with_assets": shared, "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": record["params_sha256"], "seconds": record["seconds"]}))

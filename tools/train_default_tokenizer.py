@@ -51,15 +51,6 @@ def params_digest(tokenizer_dir: Path) -> str:
   return h.hexdigest()
 
 
-def tune_last(workdir: Path, steps: int) -> dict | None:
-  """The last row the decoder tune (`tune.steps`) wrote to WORKDIR/metrics.jsonl after training step `steps`, or
-  None without one."""
-  log = Path(workdir) / "metrics.jsonl"
-  rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-  rows = [r for r in rows if r.get("step", 0) > steps and "tune_l2" in r]
-  return rows[-1] if rows else None
-
-
 def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
   sys.path.insert(0, str(ROOT / "tools"))
   import build_default_vocab as bdv
@@ -149,7 +140,7 @@ def main(argv=None) -> int:
             "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
             "teacher": cfg.semantic.teacher, "vocabulary_shared_with_assets": shared,
             "refit_images": cfg.semantic.refit_images, "tune_steps": cfg.tune.steps,
-            "tune_last": tune_last(Path(a.workdir), cfg.steps), "machine": numerics_record()}
+            "tune_last": trainer.tune_rows[-1] if trainer.tune_rows else None, "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": digest}))
   return 0

@@ -127,6 +127,7 @@ class Trainer:
     self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.checkpoints.keep,
                                    async_save=cfg.checkpoints.async_save)
     self._preview: Tokenizer | None = None
+    self.tune_rows: list[dict[str, float]] = []  # the decoder tune's metrics rows, once finish() ran it
 
   # ---------------------------------------------------------------- pieces
   def batches(self, seed: int) -> Any:
@@ -361,14 +362,14 @@ class Trainer:
 
   def finish(self, directory: str | os.PathLike | None = None) -> Path:
     """After the last step: the refit (`semantic.refit_images` without a `refit_step`), the decoder tune
-    (`tune.steps`, its rows appended to metrics.jsonl), the export (to `directory`, else WORKDIR/tokenizer; its
+    (`tune.steps`, its rows appended to metrics.jsonl and kept in `tune_rows`), the export (to `directory`, else WORKDIR/tokenizer; its
     path is returned). A function of the last step's state, so a finished run that is resumed, or
     tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
     from spae.train._tune import tune_decoder
 
     if self.cfg.semantic.refit_images and not self.cfg.semantic.refit_step:
       self.refit_codes()
-    rows = tune_decoder(self)
+    rows = self.tune_rows = tune_decoder(self)
     if rows and jax.process_index() == 0:
       book = MetricsLog(self.workdir, start_step=self.cfg.steps)  # drops an earlier finish's tune rows
       for row in rows:
