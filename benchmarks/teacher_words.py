@@ -32,6 +32,11 @@ the same against another image's first word, and how often the teacher's first w
       --tokenizer spae/assets/default/tokenizer --vocab-images 256 --split validation --num-images 120
 --caption-bank 0 10000 adds both measures read through the teacher's first 10,000 training captions
 (`semantic.caption_bank`; a teacher folder with captions.npz), beside the direct reading (0).
+--readings N (with --tokenizer) adds how often the teacher's first word in that tokenizer's sub-vocabulary names the
+main object under the refit's four readings (centred, mirror-averaged, standardised, both: docs/method.md), on N
+training-split scenes of --readings-seed (where configs/gemma64_standardised.py was chosen) and on the held-out ones.
+  python benchmarks/teacher_words.py --vocab gemma3-270m --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \
+      --tokenizer spae/assets/default/tokenizer --vocab-images 256 --readings 800 --split validation --num-images 120
 """
 
 from __future__ import annotations
@@ -209,6 +214,39 @@ def follows(teacher: Any, tok: Any, images: np.ndarray, attrs: list[dict[str, An
   return out
 
 
+def readings(teacher: Any, tok: Any, sets: dict[str, tuple[np.ndarray, list[dict[str, Any]]]],
+             centre: np.ndarray, offline_only: bool = False) -> list[dict[str, Any]]:
+  """The refit's readings of the teacher (`semantic.refit_mirrored` / `refit_standardised`, docs/method.md): for
+  each, on each named set of scenes (images [N, H, W, 3] floats in [0, 1], attributes), the share whose first word
+  among the tokenizer's semantic sub-vocabulary names the main object, beside the same given another image's.
+  Every reading is centred on `centre` (training images) and kept to whole words, as the trainer reads;
+  offline_only as in `follows`."""
+  import jax
+
+  sub = np.asarray(tok.config.pyramid.semantic_vocab, np.int64)
+  if offline_only:
+    sub = np.asarray([i for i in sub if teacher.covers(tok.vocabulary.subset([i]))], np.int64)
+  vocab = tok.vocabulary.subset(sub)
+  words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
+  whole = teacher.whole_word_mask(vocab)
+  base = teacher.relevance_fn(vocab)
+  variants = {"centred (training's)": base.centred(centre), "mirrored": base.mirror_averaged().centred(centre),
+              "standardised": base.standardised(centre),
+              "mirrored + standardised": base.mirror_averaged().standardised(centre)}
+  score = jax.jit(lambda f, x: f(x))
+  out = []
+  for name, fn in variants.items():
+    fn = fn if whole is None else fn.restricted(whole)
+    row: dict[str, Any] = {"reading": name}
+    for set_name, (x, attrs) in sets.items():
+      first = np.concatenate([np.asarray(score(fn, x[i:i + 64])) for i in range(0, len(x), 64)]).argmax(1)
+      mains = [{r["main colour"], r["main shape"]} for r in (recon.role_words(a) for a in attrs)]
+      row[set_name] = recon.naming_share([{words[i]} for i in first], mains)
+      row[f"{set_name}, another image's"] = recon.other_image_naming([{words[i]} for i in first], mains)
+    out.append(row)
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--teacher", action="append", default=[], help="a teacher spec (spae.teachers.load); repeatable")
@@ -227,6 +265,10 @@ def main(argv=None) -> int:
   p.add_argument("--caption-tau", type=float, default=0.03)
   p.add_argument("--tokenizer", default=None, help="a tokenizer folder: also measure whether its layer-1 word "
                  "is the teacher's first word (`follows`), on held-out scenes and --vocab-images training images")
+  p.add_argument("--readings", type=int, default=0, metavar="N",
+                 help="with --tokenizer: the refit's readings of the teacher on N training-split scenes of "
+                      "--readings-seed and on the held-out scenes (`readings`)")
+  p.add_argument("--readings-seed", type=int, default=1)
   p.add_argument("--split", default="test", choices=("test", "validation"), help="held-out scenes' split")
   p.add_argument("--smoke", action="store_true", help="the shipped teacher, vocabulary and tokenizer, 8 images (CI)")
   p.add_argument("--out", default=None)
@@ -235,7 +277,7 @@ def main(argv=None) -> int:
 
   if a.smoke:
     a.teacher, a.vocab, a.num_images, a.num_reference = ["lit:default"], "default", 8, 8
-    a.subvocab, a.vocab_images, a.centre_images = [4], 16, 8
+    a.subvocab, a.vocab_images, a.centre_images, a.readings = [4], 16, 8, 8
   teachers = a.teacher or ["lit:default"]
   vocab = T.build_vocabulary(a.vocab)
   images, attrs = recon.new_scenes(a.num_images, 64, a.seed, a.split)
@@ -256,6 +298,14 @@ def main(argv=None) -> int:
     if a.subvocab:
       res["first_word"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in first_words(
           teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images, n, a.caption_tau)]
+    if tok is not None and a.readings:
+      from spae.data import _scenes
+
+      ex = [_scenes.scene_example(a.readings_seed, "train", i) for i in range(a.readings)]
+      sets = {f"training scenes (seed {a.readings_seed})": (np.stack([e[0] for e in ex]).astype(np.float32) / 255.0,
+                                                            [e[2] for e in ex]),
+              f"{a.split} scenes": (images.astype(np.float32) / 255.0, attrs)}
+      res["readings"] = readings(teacher, tok, sets, train_images[:a.centre_images], offline_only=a.smoke)
     if tok is not None:
       res["follows"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in follows(
           teacher, tok, images, attrs, train_images, a.centre_images, n, a.caption_tau, offline_only=a.smoke)]
@@ -286,6 +336,13 @@ def main(argv=None) -> int:
     print(f"\nthe teacher's first word in its sub-vocabulary ({a.split} scenes; chosen on {a.vocab_images} "
           f"training images of {a.data}):")
     _common.print_table(sub, list(sub[0]))
+  rd = [{"teacher": r["teacher"].split("#")[0], **{k: (f"{100 * v:.1f}%" if isinstance(v, float) else v)
+                                                     for k, v in f.items()}}
+        for r in rows for f in r.get("readings", [])]
+  if rd:
+    print(f"\nthe refit's readings of the teacher: its first word in the tokenizer's sub-vocabulary names the main "
+          f"object (semantic.refit_mirrored / refit_standardised):")
+    _common.print_table(rd, list(rd[0]))
   fol = [{"teacher": r["teacher"].split("#")[0], "caption bank": f["caption_bank"] or "-",
           **{k: (f"{100 * v:.1f}%" if isinstance(v, float) else v) for k, v in f.items() if k != "caption_bank"}}
          for r in rows for f in r.get("follows", [])]

@@ -180,6 +180,13 @@ def test_teacher_words_reports_shares_and_chance(smoke_runs):
   assert all(0.0 <= f[k] <= 1.0 for f in (held, train) for k in f if k.startswith("layer 1 ="))
   assert 0.0 <= held["layer-1 word names the main object"] <= 1.0
   assert all(0.0 <= f["teacher's first word survives a mirror"] <= 1.0 for f in (held, train))
+  # --smoke also reads the teacher the refit's four ways, on 8 training-split scenes and the held-out ones.
+  assert [r["reading"] for r in row["readings"]] == ["centred (training's)", "mirrored", "standardised",
+                                                     "mirrored + standardised"]
+  for r in row["readings"]:
+    assert set(r) == {"reading", "training scenes (seed 1)", "training scenes (seed 1), another image's",
+                      "test scenes", "test scenes, another image's"}
+    assert all(0.0 <= v <= 1.0 for k, v in r.items() if k != "reading")
 
 
 def test_mirror_agreement_counts_first_words_a_left_right_mirror_keeps():

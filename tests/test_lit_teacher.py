@@ -197,6 +197,30 @@ def test_centred_relevance_removes_each_words_mean_and_masks_words(teacher):
     fn.centred(ref).restricted(np.zeros(4, bool))
 
 
+def test_standardised_and_mirror_averaged_readings(teacher):
+  """standardised: (rel - mean_r) / std_r per word, so on the reference set every word has mean 0 and spread 1;
+  mirror_averaged: the mean of an image's and its left-right mirror's scores, the same for an image and its mirror.
+  A later `centred` drops the scale; mirroring after an offset is refused."""
+  t, vocab = teacher
+  fn = t.relevance_fn(vocab)
+  ref, query = _images(6, size=24, seed=1), _images(2, size=24, seed=2)
+  plain_ref, plain_q = np.asarray(fn(ref)), np.asarray(fn(query))
+  std = fn.standardised(ref)
+  on_ref = np.asarray(jax.jit(lambda f, x: f(x))(std, ref))
+  np.testing.assert_allclose(on_ref.mean(0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(on_ref.std(0), 1.0, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(std(query)), (plain_q - plain_ref.mean(0)) / plain_ref.std(0), rtol=1e-3,
+                             atol=1e-4)
+  np.testing.assert_allclose(np.asarray(std.centred(ref)(query)), plain_q - plain_ref.mean(0), atol=1e-5)
+  mirror = fn.mirror_averaged()
+  flipped = query[:, :, ::-1]
+  np.testing.assert_allclose(np.asarray(mirror(query)), 0.5 * (plain_q + np.asarray(fn(flipped))), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(mirror(query)), np.asarray(mirror(flipped)), atol=1e-5)
+  assert not np.allclose(plain_q, np.asarray(fn(flipped)), atol=1e-5)  # the towers see the mirror as another image
+  with pytest.raises(spae.SpaeInputError, match="mirror_averaged must come before"):
+    fn.centred(ref).mirror_averaged()
+
+
 def test_through_captions_reads_the_image_as_a_mixture_of_its_nearest_captions(teacher, bert):
   """rel(x, k) = (softmax(z . C / tau) C) . u_k: a cold softmax gives the nearest caption's word scores, a hot
   one their mean; gradients still reach the images; offsets must come after, not before."""
@@ -359,6 +383,46 @@ def test_trainer_centres_the_teacher_on_training_images_and_keeps_whole_words(tr
   offline = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, templates=TEMPLATES, cache_dir=tmp_path)
   with pytest.raises(spae.SpaeInputError, match="needs a teacher with a text tokenizer"):
     T.Trainer(cfg, tmp_path / "run2", vocabulary=vocab, teacher=offline)
+
+
+def test_the_refit_reads_the_teacher_mirrored_and_standardised_where_asked(trained, bert, tmp_path):
+  """`semantic.refit_mirrored` / `refit_standardised` change the refit's reading alone: the codes become the class
+  means of the layer-1 inputs grouped by the mirror-averaged, standardised first word, while training reads the
+  teacher centred as before. A plain-callable teacher cannot be read that way: one-line error."""
+  from spae import train as T
+  from spae._codebook import unit_rows
+  from spae.train._refit import layer1_inputs_fn
+  from spae.train._trainer import reference_images
+  from test_train import REFIT_RECIPE
+
+  vocab = spae.tiny_vocabulary()
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", [*REFIT_RECIPE, "semantic.centre_images=4",
+                                                      "semantic.whole_words=true", "semantic.refit_images=24",
+                                                      "semantic.refit_mirrored=true", "semantic.refit_standardised=true"])
+  t = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert, templates=TEMPLATES,
+                 cache_dir=tmp_path)
+  tr = T.Trainer(cfg, tmp_path / "run", vocabulary=vocab, teacher=t)
+  assert not tr.teacher_fn.mirrored and tr.teacher_fn.scale is None  # training's reading is the centred one
+  src = T.open_data(cfg.data)
+  images = reference_images(src, 24, cfg.tokenizer.image_size, cfg.crop)
+  mask = t.whole_word_mask(vocab)
+  want = t.relevance_fn(vocab).mirror_averaged().standardised(images[:4]).restricted(mask)
+  rows = np.asarray(tr.models.tokenizer_config.pyramid.semantic_vocab)
+  first = rows[np.asarray(want(images))[:, rows].argmax(1)]
+  centred = rows[np.asarray(tr.teacher_fn(images))[:, rows].argmax(1)]
+  assert (first != centred).any()  # the two readings disagree here, so the check below tells them apart
+  tr.refit_codes()
+  params = jax.device_get(tr.state["g_params"])
+  z = np.asarray(layer1_inputs_fn(tr.models.tokenizer_config.pyramid, tr.models.tokenizer_config.quantizer)(
+      tr.models.autoencoder(jax.tree.map(jnp.asarray, params)), jnp.asarray(images)))
+  codes = np.asarray(unit_rows(tr.codebook[rows]) @ params["codebook"]["semantic_weight"])
+  for k in np.unique(first):
+    np.testing.assert_allclose(codes[list(rows).index(k)], z[first == k].mean(0), atol=2e-4)
+  with pytest.raises(spae.SpaeInputError, match="plain callable"):
+    T.Trainer(cfg, tmp_path / "run2", vocabulary=vocab, teacher=lambda x: jnp.zeros((len(x), len(vocab))))
+  for bad in ("semantic.refit_images=0", "semantic.centre_images=0"):
+    with pytest.raises(spae.SpaeInputError, match="refit_mirrored|refit_standardised"):
+      T.apply_override(cfg, bad).validate()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # 4 evaluation scenes leave some metrics' slices empty

@@ -205,7 +205,8 @@ def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer(
 
 def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   """configs/gemma64_refit.py changes configs/gemma64_refocus.py only in its refit after training (6,400 images);
-  configs/gemma64_tune.py adds a decoder tune to it, and configs/gemma64_monotone.py the tune's hinge."""
+  configs/gemma64_tune.py adds a decoder tune to it, configs/gemma64_monotone.py the tune's hinge, and
+  configs/gemma64_standardised.py the refit's mirror-averaged, standardised reading of the teacher."""
   import dataclasses
 
   from spae.train import load_config
@@ -224,6 +225,11 @@ def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   assert mono.tune.monotone == 1.0 and tune.tune.monotone == 0.0
   assert dataclasses.replace(mono, tune=dataclasses.replace(mono.tune, monotone=0.0)) == tune
   mono.validate()
+  std = load_config(ROOT / "configs" / "gemma64_standardised.py")
+  assert std.semantic.refit_mirrored and std.semantic.refit_standardised
+  assert dataclasses.replace(std, semantic=dataclasses.replace(std.semantic, refit_mirrored=False,
+                                                               refit_standardised=False)) == mono
+  std.validate()
 
 
 def test_refit2000_recipe_is_the_refocus_recipe_with_its_refit_at_the_scorer_reset():

@@ -54,35 +54,66 @@ class RelevanceFn:
   offset: jax.Array | None = None  # [V] subtracted from every image's scores (`centred`, `restricted`)
   bank: jax.Array | None = None  # [N, D] unit caption embeddings the image is read through (`through_captions`)
   bank_tau: float = dataclasses.field(default=0.03, metadata=dict(static=True))
+  scale: jax.Array | None = None  # [V] divides the scores once the offset is removed (`standardised`)
+  mirrored: bool = dataclasses.field(default=False, metadata=dict(static=True))  # `mirror_averaged`
 
   def image_embeddings(self, images: jax.Array) -> jax.Array:
     """[B, H, W, 3] -> [B, D], L2-normalised."""
     return l2_normalize(self.apply(self.config, jax.lax.stop_gradient(self.image_params), images))
 
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def _read(self, images: jax.Array) -> jax.Array:
     z = self.image_embeddings(images)
     if self.bank is not None:  # the image's caption-space reading: a softmax mixture of its nearest captions
       bank = jax.lax.stop_gradient(self.bank)
       z = jax.nn.softmax(z @ bank.T / self.bank_tau, axis=-1) @ bank
-    sims = z @ jax.lax.stop_gradient(self.text_embeddings).T
-    return sims if self.offset is None else sims - jax.lax.stop_gradient(self.offset)
+    return z @ jax.lax.stop_gradient(self.text_embeddings).T
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    sims = self._read(images)
+    if self.mirrored:
+      sims = 0.5 * (sims + self._read(images[:, :, ::-1]))
+    if self.offset is not None:
+      sims = sims - jax.lax.stop_gradient(self.offset)
+    return sims if self.scale is None else sims / jax.lax.stop_gradient(self.scale)
 
   def centred(self, reference: Any, *, batch_size: int = 64) -> "RelevanceFn":
-    """Scores minus each word's mean cosine over `reference` images (replaces any earlier offset).
+    """Scores minus each word's mean cosine over `reference` images (replaces any earlier offset and scale).
 
     Hub words sit close to every image embedding and would top every image's list; subtracting the word's mean
     over typical images (as CSLS does for word translation) leaves what is particular to each image:
       rel'(x, k) = cos(x, k) - mean_{r in reference} cos(r, k).
     reference: [N, H, W, 3] floats in [0, 1] (training images).
     """
-    plain = dataclasses.replace(self, offset=None)
+    plain = dataclasses.replace(self, offset=None, scale=None)
     fn = jax.jit(lambda f, x: f(x).sum(axis=0))
     reference = np.asarray(reference, np.float32)
     if reference.ndim != 4 or not len(reference):
       raise SpaeInputError(f"centring needs reference images [N, H, W, 3], got shape {reference.shape}.")
     total = sum(np.asarray(fn(plain, jnp.asarray(reference[i:i + batch_size])), np.float64)
                 for i in range(0, len(reference), batch_size))
-    return dataclasses.replace(self, offset=jnp.asarray((total / len(reference)).astype(np.float32)))
+    return dataclasses.replace(self, offset=jnp.asarray((total / len(reference)).astype(np.float32)), scale=None)
+
+  def standardised(self, reference: Any, *, batch_size: int = 64) -> "RelevanceFn":
+    """`centred`, then each word's score divided by its standard deviation over the same `reference` images:
+      rel'(x, k) = (rel(x, k) - mean_r rel(r, k)) / std_r rel(r, k).
+    Centred scores of words that spread widely across images outrun those of words that spread little, so a few
+    words win most images; in these units each word wins where it stands out most against its own spread."""
+    centred = dataclasses.replace(self, scale=None).centred(reference, batch_size=batch_size)
+    fn = jax.jit(lambda f, x: jnp.sum(f(x) ** 2, axis=0))
+    reference = np.asarray(reference, np.float32)
+    total = sum(np.asarray(fn(centred, jnp.asarray(reference[i:i + batch_size])), np.float64)
+                for i in range(0, len(reference), batch_size))
+    std = np.sqrt(total / len(reference))
+    return dataclasses.replace(centred, scale=jnp.asarray(np.maximum(std, 1e-6).astype(np.float32)))
+
+  def mirror_averaged(self) -> "RelevanceFn":
+    """Scores of an image as the mean of its own and its left-right mirror's: a mirror keeps what a scene holds
+    (colours, shapes), so the reading no longer depends on which way the image faces (the trainer flips its
+    images). Call before `centred` / `standardised` / `restricted`, whose offsets belong to the reading."""
+    if self.offset is not None:
+      raise SpaeInputError("mirror_averaged must come before centred/standardised/restricted: their offset was "
+                           "computed for the unmirrored scores.")
+    return dataclasses.replace(self, mirrored=True)
 
   def through_captions(self, bank: Any, tau: float) -> "RelevanceFn":
     """Scores read through a bank of caption embeddings c_n (unit rows [N, D], e.g. the teacher's training
@@ -114,8 +145,9 @@ class RelevanceFn:
     return dataclasses.replace(self, offset=jnp.asarray(np.where(allowed, offset, np.float32(1e4))))
 
 
-jax.tree_util.register_dataclass(RelevanceFn, data_fields=["image_params", "text_embeddings", "offset", "bank"],
-                                 meta_fields=["apply", "config", "bank_tau"])
+jax.tree_util.register_dataclass(RelevanceFn,
+                                 data_fields=["image_params", "text_embeddings", "offset", "bank", "scale"],
+                                 meta_fields=["apply", "config", "bank_tau", "mirrored"])
 
 
 class Teacher(abc.ABC):

@@ -92,6 +92,10 @@ class SemanticConfig:
   refit_step: int = 0               # > 0 (with refit_images): the refit happens when the loop reaches this step
                                     # (after a pool_reset at the same step) instead of after the last, and the
                                     # codes then stay fixed, so the decoder and lower layers learn them
+  refit_mirrored: bool = False      # the refit reads each image as the mean of its and its left-right mirror's
+                                    # scores (RelevanceFn.mirror_averaged); training's reading is unchanged
+  refit_standardised: bool = False  # the refit divides each word's centred score by its spread over the
+                                    # centring images (RelevanceFn.standardised; needs centre_images > 0)
   learn_pool: bool = True           # the CE trains the pooled layers' attention scorer; False keeps its initial
                                     # contrast pooling (under code_means the CE drifts it toward the block mean)
   pool_reset: int = 0               # > 0: at this step the scorer returns to its initial contrast pooling and is
@@ -238,6 +242,11 @@ def _checks(c: TrainConfig):
       not s.refit_step or (s.refit_images > 0 and s.refit_step < c.steps and s.refit_step >= s.pool_reset)), \
       nonneg + " (0 = after the last step); > 0 needs semantic.refit_images > 0, must be under steps and not " \
       "before semantic.pool_reset"
+  yield "semantic.refit_mirrored", s.refit_mirrored, isinstance(s.refit_mirrored, bool) and (
+      not s.refit_mirrored or s.refit_images > 0), "true or false; true needs semantic.refit_images > 0"
+  yield "semantic.refit_standardised", s.refit_standardised, isinstance(s.refit_standardised, bool) and (
+      not s.refit_standardised or (s.refit_images > 0 and s.centre_images > 0)), \
+      "true or false; true needs semantic.refit_images > 0 and semantic.centre_images > 0"
   yield "semantic.learn_pool", s.learn_pool, isinstance(s.learn_pool, bool), "true or false"
   yield "semantic.pool_reset", s.pool_reset, is_int(s.pool_reset) and s.pool_reset >= 0 and (
       not s.pool_reset or (c.tokenizer.pyramid.pooled_layers > 0 and s.learn_pool is True)), \

@@ -85,6 +85,7 @@ class Trainer:
 
     self.perceptual = make_perceptual_loss(cfg.loss.perceptual_weights) if cfg.loss.perceptual_weight else None
     self.teacher_fn = None
+    self._refit_fn = None  # the refit's own reading of the teacher, where the config asks for one
     if teacher is None and cfg.semantic.teacher and cfg.semantic.weight:
       from spae import teachers
 
@@ -98,7 +99,13 @@ class Trainer:
         # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
         self.teacher_fn = self._teacher_relevance(teacher, src)
         self._teacher_jit = jax.jit(dist)
+        if cfg.semantic.refit_mirrored or cfg.semantic.refit_standardised:
+          self._refit_fn = self._teacher_relevance(teacher, src, mirrored=cfg.semantic.refit_mirrored,
+                                                   standardised=cfg.semantic.refit_standardised)
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
+        if cfg.semantic.refit_mirrored or cfg.semantic.refit_standardised:
+          raise SpaeInputError("semantic.refit_mirrored / refit_standardised need a teacher with relevance_fn (a spae "
+                               "teacher); this teacher is a plain callable. Set both to false.")
         if cfg.semantic.caption_bank:
           raise SpaeInputError("semantic.caption_bank needs a teacher with relevance_fn (a spae teacher); this "
                                "teacher is a plain callable. Set semantic.caption_bank=0.")
@@ -140,15 +147,19 @@ class Trainer:
                            D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip), seed=seed,
                            shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
 
-  def _teacher_relevance(self, teacher: Any, src: Any) -> Any:
+  def _teacher_relevance(self, teacher: Any, src: Any, *, mirrored: bool = False, standardised: bool = False) -> Any:
     """The teacher's RelevanceFn over the vocabulary, read through its first training captions, centred on the
     first training images and restricted to whole words where the config asks (docs/method.md, "Centred,
-    whole-word relevance" and "Caption-bank relevance")."""
+    whole-word relevance" and "Caption-bank relevance"). `mirrored` / `standardised`: the refit's reading
+    (`semantic.refit_mirrored` / `refit_standardised`): each image averaged with its mirror, and each word's
+    centred score divided by its spread over the same centring images."""
     sem = self.cfg.semantic
     allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
     if sem.whole_words and allowed is None:  # checked before centring, which embeds the reference images
       raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
     fn = teacher.relevance_fn(self.vocab)
+    if mirrored:
+      fn = fn.mirror_averaged()
     if sem.caption_bank:
       bank = getattr(teacher, "caption_bank", None)
       if bank is None:
@@ -160,7 +171,8 @@ class Trainer:
                              f"{len(bank)} captions; set semantic.caption_bank <= {len(bank)}.")
       fn = fn.through_captions(bank[:sem.caption_bank], sem.caption_tau)
     if sem.centre_images:
-      fn = fn.centred(self._reference_images(src, sem.centre_images))
+      reference = self._reference_images(src, sem.centre_images)
+      fn = fn.standardised(reference) if standardised else fn.centred(reference)
     return fn if allowed is None else fn.restricted(allowed)
 
   def _reference_images(self, src: Any, n: int) -> np.ndarray:
@@ -210,7 +222,8 @@ class Trainer:
   def refit_codes(self) -> None:
     """`semantic.refit_images`: the semantic words' codes (trained and averaged weights alike) become the exact class
     means of each one's current layer-1 inputs over the first that many training images (`_reference_images`), read
-    by the teacher as during training (docs/method.md, "The refit after training"). Done after the last step, or
+    by the teacher as during training, or as `semantic.refit_mirrored` / `refit_standardised` ask (docs/method.md,
+    "The refit after training"). Done after the last step, or
     at `semantic.refit_step`. A function of the encoder and scorer only, so a run resumed from a checkpoint saved
     before it refits to the same codes."""
     from spae.train._refit import refit_class_means
@@ -221,11 +234,12 @@ class Trainer:
     rows = np.asarray(spec.semantic_vocab, np.int64)
     pos = np.full(len(self.vocab), -1, np.int32)
     pos[rows] = np.arange(len(rows), dtype=np.int32)
+    reading = self.teacher_fn if self._refit_fn is None else self._refit_fn
     named, probs, batch = [], [], 64
     for start in range(0, len(images), batch):
       x = images[start:start + batch]
       x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])  # one shape, one compile
-      idx, p = jax.device_get(self._teacher_jit(self.teacher_fn, self._teacher_mask, jnp.asarray(x)))
+      idx, p = jax.device_get(self._teacher_jit(reading, self._teacher_mask, jnp.asarray(x)))
       named.append(pos[np.asarray(idx)])
       probs.append(np.asarray(p))
     named, probs = np.concatenate(named)[:len(images)], np.concatenate(probs)[:len(images)]
