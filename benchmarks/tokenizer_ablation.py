@@ -30,6 +30,7 @@ the held-out photographs are test data and are left out), e.g. the code dimensio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -177,18 +178,21 @@ def main(argv=None) -> int:
 
     crops = heldout_photo_crops(size)
     datasets["photos-heldout"] = {"images": np.stack([crops.load(i) for i in range(len(crops))])}
-  work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="spae-ablation-"))
   results = _finished_rows(a.out, vars(a), rows)
-  for row in rows:
-    if any(r["row"] == row for r in results):
-      print(f"{row}: already in {a.out}, kept", flush=True)
-      continue
-    res = run_row(base, row, a.steps, work, datasets, a.batch_size, vocab, teacher)
-    results.append(res)
-    results.sort(key=lambda r: rows.index(r["row"]))
-    _common.write_json(a.out, {"benchmark": "tokenizer_ablation", "machine": _common.machine_info(),
-                               "args": vars(a), "vocab_size": len(vocab), "results": results})
-    print(json.dumps({"row": row, "sec_per_step": round(res["sec_per_step"], 2)}), flush=True)
+  # Without --workdir the rows train in a temporary folder that goes when the run ends: only --out is kept.
+  with contextlib.ExitStack() as stack:
+    work = Path(a.workdir) if a.workdir else Path(stack.enter_context(
+        tempfile.TemporaryDirectory(prefix="spae-ablation-")))
+    for row in rows:
+      if any(r["row"] == row for r in results):
+        print(f"{row}: already in {a.out}, kept", flush=True)
+        continue
+      res = run_row(base, row, a.steps, work, datasets, a.batch_size, vocab, teacher)
+      results.append(res)
+      results.sort(key=lambda r: rows.index(r["row"]))
+      _common.write_json(a.out, {"benchmark": "tokenizer_ablation", "machine": _common.machine_info(),
+                                 "args": vars(a), "vocab_size": len(vocab), "results": results})
+      print(json.dumps({"row": row, "sec_per_step": round(res["sec_per_step"], 2)}), flush=True)
 
   info = _common.machine_info()
   print(f"\n# tokenizer ablation: {Path(config).name} {' '.join(a.overrides)}; {a.steps} steps per row; "

@@ -49,21 +49,24 @@ HAS_VQ = HAS_TORCH and importlib.util.find_spec("vector_quantize_pytorch") is no
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-  """Starts every existing benchmark's smoke run at once; returns name -> (returncode, output, json path, seconds)."""
+  """Starts every existing benchmark's smoke run at once; returns name -> (returncode, output, json path, seconds,
+  what the run left in its own temporary folder)."""
   out_dir = tmp_path_factory.mktemp("bench")
-  env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
   procs = {}
   for name, (script, extra, _) in CASES.items():
     if not (BENCH / script).exists():
       continue
     out = out_dir / f"{name}.json"
     log = open(out_dir / f"{name}.log", "w+")
+    tmp = out_dir / "tmp" / name  # each run's TMPDIR: whatever it leaves there, it left behind
+    tmp.mkdir(parents=True)
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"), "TMPDIR": str(tmp)}
     cmd = [sys.executable, str(BENCH / script), "--smoke", "--out", str(out), *extra]
     procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log, out,
-                   time.perf_counter())
+                   time.perf_counter(), tmp)
   done: dict[str, tuple] = {}
   while len(done) < len(procs):
-    for name, (proc, log, out, t0) in procs.items():
+    for name, (proc, log, out, t0, tmp) in procs.items():
       if name in done:
         continue
       rc = proc.poll()
@@ -73,7 +76,7 @@ def smoke_runs(tmp_path_factory):
         rc = "timeout"
       if rc is not None:
         log.seek(0)
-        done[name] = (rc, log.read()[-4000:], out, time.perf_counter() - t0)
+        done[name] = (rc, log.read()[-4000:], out, time.perf_counter() - t0, sorted(p.name for p in tmp.iterdir()))
         log.close()
     time.sleep(0.2)
   results = done
@@ -84,7 +87,7 @@ def smoke_runs(tmp_path_factory):
 def _load(smoke_runs, name):
   if name not in smoke_runs:
     pytest.skip(f"benchmarks/{CASES[name][0]} does not exist")
-  rc, output, out, _ = smoke_runs[name]
+  rc, output, out, _, _ = smoke_runs[name]
   assert rc == 0, f"{name} --smoke failed ({rc}):\n{output}"
   assert out.exists(), f"{name} --smoke wrote no JSON:\n{output}"
   data = json.loads(out.read_text())
@@ -97,6 +100,8 @@ def _load(smoke_runs, name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_smoke_completes_with_json(smoke_runs, name):
   _load(smoke_runs, name)
+  left = smoke_runs[name][4]
+  assert not left, f"{name} --smoke left {left} in its temporary folder"
 
 
 def test_sweep_scoring_replays_the_sweep_requests_both_ways_with_the_same_scores(smoke_runs):
