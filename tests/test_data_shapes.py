@@ -124,7 +124,9 @@ def test_build_reads_back_what_was_rendered(shapes_dir):
     assert seen == set(range(len(ds)))
 
 
-def test_build_is_deterministic(shapes_dir, tmp_path):
+def test_build_is_deterministic(shapes_dir, tmp_path, monkeypatch):
+  import tempfile
+
   import tensorflow_datasets as tfds
 
   def png_bytes(path):
@@ -133,8 +135,12 @@ def test_build_is_deterministic(shapes_dir, tmp_path):
     return {int(r["index"]): r["image"] for r in ds}
 
   _, path = shapes_dir
+  scratch = tmp_path / "tmp"  # the temporary folder while building: nothing may be left in it
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
   again = data.build_shapes(tmp_path / "a", image_size=32, num_train=40, num_validation=8, num_test=6, seed=3)
   other = data.build_shapes(tmp_path / "b", image_size=32, num_train=40, num_validation=0, num_test=0, seed=4)
+  assert not list(scratch.iterdir())
   assert png_bytes(path) == png_bytes(again)
   first, third = png_bytes(path), png_bytes(other)
   assert sum(first[i] == third[i] for i in first) == 0

@@ -317,6 +317,14 @@ def _builder_cls():
 
     spec: ShapesSpec = DEFAULT_SPEC
 
+  class LocalInfo(tfds.core.DatasetInfo):
+    """The info of a dataset generated here: tfds has nothing for it in its GCS bucket, so the lookup a builder
+    makes when the dataset is not built yet is skipped (offline it finds nothing, and it leaves an empty
+    temporary folder behind every time)."""
+
+    def initialize_from_bucket(self) -> None:
+      pass
+
   class Shapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic captioned scenes of 1-3 coloured, textured shapes (see spae.data._shapes)."""
 
@@ -342,7 +350,7 @@ def _builder_cls():
       f = tfds.features
       cl = f.ClassLabel
       size = self.builder_config.spec.image_size
-      return tfds.core.DatasetInfo(
+      return LocalInfo(
           builder=self,
           description=__doc__,
           features=f.FeaturesDict({
