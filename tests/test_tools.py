@@ -45,7 +45,9 @@ def test_shipped_tokenizer_is_what_its_training_record_says():
   assert rec["config"] == tool.DEFAULT_CONFIG.name and rec["overrides"] == [] and rec["seed"] == 0
   from spae.train import load_config
 
-  assert rec["steps"] == load_config(tool.DEFAULT_CONFIG).steps  # a recipe edited since would not match
+  cfg = load_config(tool.DEFAULT_CONFIG)
+  assert rec["steps"] == cfg.steps  # a recipe edited since would not match
+  assert (rec["refit_images"], rec["tune_steps"]) == (cfg.semantic.refit_images, cfg.tune.steps)
   assert tool.params_digest(shipped) == rec["params_sha256"]
 
 
@@ -205,8 +207,9 @@ def test_lean_recipe_is_the_teacher64_recipe_with_a_lean_decoder_trained_longer(
 
 def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   """configs/gemma64_refit.py changes configs/gemma64_refocus.py only in its refit after training (6,400 images);
-  configs/gemma64_tune.py adds a decoder tune to it, configs/gemma64_monotone.py the tune's hinge, and
-  configs/gemma64_standardised.py the refit's mirror-averaged, standardised reading of the teacher."""
+  configs/gemma64_tune.py adds a decoder tune to it, configs/gemma64_monotone.py the tune's hinge,
+  configs/gemma64_tune1600.py a tune four times as long, and configs/gemma64_standardised.py the refit's
+  mirror-averaged, standardised reading of the teacher."""
   import dataclasses
 
   from spae.train import load_config
@@ -225,6 +228,10 @@ def test_refit_recipe_is_the_refocus_recipe_with_a_refit_of_6400_images():
   assert mono.tune.monotone == 1.0 and tune.tune.monotone == 0.0
   assert dataclasses.replace(mono, tune=dataclasses.replace(mono.tune, monotone=0.0)) == tune
   mono.validate()
+  # configs/gemma64_tune1600.py (the shipped default): that hinged tune, four times as long.
+  long = load_config(ROOT / "configs" / "gemma64_tune1600.py")
+  assert long.tune.steps == 1600 and dataclasses.replace(long, tune=mono.tune) == mono
+  long.validate()
   std = load_config(ROOT / "configs" / "gemma64_standardised.py")
   assert std.semantic.refit_mirrored and std.semantic.refit_standardised
   assert dataclasses.replace(std, semantic=dataclasses.replace(std.semantic, refit_mirrored=False,

