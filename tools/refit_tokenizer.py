@@ -13,7 +13,7 @@ sub-vocabulary), puts those parameters in, runs the stages (`Trainer.finish`), a
 the input's digest, the output's and the tune's last metrics. A tokenizer whose training.json says it was already
 refit or tuned (the shipped default since 2026-12-05 is) is refused. About 2 minutes on two cores for N = 6,400,
 plus about 1.3-1.5 s a tune step (the whole tool: 679 s for configs/gemma64_tune.py, 705 s with `tune.monotone`;
-3,651 s for the 1,600 steps of configs/gemma64_tune1600.py with the cores shared with other runs for most of it).
+2,601 s for the 1,600 steps of configs/gemma64_tune1600.py).
 
   git worktree add /tmp/spae-e587 937044e     # where the training steps' parameters were shipped
   python tools/refit_tokenizer.py --config configs/gemma64_tune.py \\
