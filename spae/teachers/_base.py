@@ -84,27 +84,38 @@ class RelevanceFn:
       rel'(x, k) = cos(x, k) - mean_{r in reference} cos(r, k).
     reference: [N, H, W, 3] floats in [0, 1] (training images).
     """
-    plain = dataclasses.replace(self, offset=None, scale=None)
-    fn = jax.jit(lambda f, x: f(x).sum(axis=0))
-    reference = np.asarray(reference, np.float32)
-    if reference.ndim != 4 or not len(reference):
-      raise SpaeInputError(f"centring needs reference images [N, H, W, 3], got shape {reference.shape}.")
-    total = sum(np.asarray(fn(plain, jnp.asarray(reference[i:i + batch_size])), np.float64)
-                for i in range(0, len(reference), batch_size))
-    return dataclasses.replace(self, offset=jnp.asarray((total / len(reference)).astype(np.float32)), scale=None)
+    mean, _ = self._reference_moments(reference, batch_size, spread=False)
+    return dataclasses.replace(self, offset=jnp.asarray(mean.astype(np.float32)), scale=None)
 
   def standardised(self, reference: Any, *, batch_size: int = 64) -> "RelevanceFn":
     """`centred`, then each word's score divided by its standard deviation over the same `reference` images:
       rel'(x, k) = (rel(x, k) - mean_r rel(r, k)) / std_r rel(r, k).
     Centred scores of words that spread widely across images outrun those of words that spread little, so a few
     words win most images; in these units each word wins where it stands out most against its own spread."""
-    centred = dataclasses.replace(self, scale=None).centred(reference, batch_size=batch_size)
-    fn = jax.jit(lambda f, x: jnp.sum(f(x) ** 2, axis=0))
+    mean, std = self._reference_moments(reference, batch_size, spread=True)
+    return dataclasses.replace(self, offset=jnp.asarray(mean.astype(np.float32)),
+                               scale=jnp.asarray(np.maximum(std, 1e-6).astype(np.float32)))
+
+  def _reference_moments(self, reference: Any, batch_size: int, *,
+                         spread: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each word's mean [V] (float64) of the unoffset, unscaled scores over `reference`, and with `spread` their
+    standard deviation, in the same pass of the image tower (None without). Without it the program is a plain
+    sum, as it always was, so the centring offset of the shipped recipes keeps its bits."""
+    plain = dataclasses.replace(self, offset=None, scale=None)
+    if spread:
+      fn = jax.jit(lambda f, x: (lambda s: (s.sum(axis=0), (s * s).sum(axis=0)))(f(x)))
+    else:
+      total = jax.jit(lambda f, x: f(x).sum(axis=0))
+      fn = lambda f, x: (total(f, x),)
     reference = np.asarray(reference, np.float32)
-    total = sum(np.asarray(fn(centred, jnp.asarray(reference[i:i + batch_size])), np.float64)
-                for i in range(0, len(reference), batch_size))
-    std = np.sqrt(total / len(reference))
-    return dataclasses.replace(centred, scale=jnp.asarray(np.maximum(std, 1e-6).astype(np.float32)))
+    if reference.ndim != 4 or not len(reference):
+      raise SpaeInputError(f"centring needs reference images [N, H, W, 3], got shape {reference.shape}.")
+    sums = None
+    for i in range(0, len(reference), batch_size):
+      part = [np.asarray(v, np.float64) for v in fn(plain, jnp.asarray(reference[i:i + batch_size]))]
+      sums = part if sums is None else [a + b for a, b in zip(sums, part)]
+    mean = sums[0] / len(reference)
+    return mean, np.sqrt(np.maximum(sums[1] / len(reference) - mean * mean, 0.0)) if spread else None
 
   def mirror_averaged(self) -> "RelevanceFn":
     """Scores of an image as the mean of its own and its left-right mirror's: a mirror keeps what a scene holds

@@ -223,9 +223,8 @@ class Trainer:
     """`semantic.refit_images`: the semantic words' codes (trained and averaged weights alike) become the exact class
     means of each one's current layer-1 inputs over the first that many training images (`_reference_images`), read
     by the teacher as during training, or as `semantic.refit_mirrored` / `refit_standardised` ask (docs/method.md,
-    "The refit after training"). Done after the last step, or
-    at `semantic.refit_step`. A function of the encoder and scorer only, so a run resumed from a checkpoint saved
-    before it refits to the same codes."""
+    "The refit after training"). Done after the last step, or at `semantic.refit_step`. A function of the encoder
+    and scorer only, so a run resumed from a checkpoint saved before it refits to the same codes."""
     from spae.train._refit import refit_class_means
     from spae.train._step import set_semantic_codes
 
@@ -376,9 +375,9 @@ class Trainer:
 
   def finish(self, directory: str | os.PathLike | None = None) -> Path:
     """After the last step: the refit (`semantic.refit_images` without a `refit_step`), the decoder tune
-    (`tune.steps`, its rows appended to metrics.jsonl and kept in `tune_rows`), the export (to `directory`, else WORKDIR/tokenizer; its
-    path is returned). A function of the last step's state, so a finished run that is resumed, or
-    tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
+    (`tune.steps`, its rows appended to metrics.jsonl and kept in `tune_rows`), the export (to `directory`, else
+    WORKDIR/tokenizer; its path is returned). A function of the last step's state, so a finished run that is
+    resumed, or tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
     from spae.train._tune import tune_decoder
 
     if self.cfg.semantic.refit_images and not self.cfg.semantic.refit_step:
