@@ -123,7 +123,7 @@ def measure(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, 
 def _training_images(data: str, n: int) -> np.ndarray:
   """The first `n` training images of a data spec as the trainer's teacher sees them (64 px, centre crop)."""
   from spae import train as T
-  from spae.train._trainer import reference_images
+  from spae.train._inputs import reference_images
 
   return reference_images(T.open_data(data), n, 64, "center")
 
@@ -150,7 +150,7 @@ def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[s
                 train_images: np.ndarray, centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
   """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc);
   `bank` > 0 reads the images through the teacher's first `bank` training captions (`semantic.caption_bank`)."""
-  from spae.train._trainer import most_named
+  from spae.train._semantic import most_named
 
   rel = _trainer_relevance(teacher, vocab, train_images[:centre], bank, bank_tau)
   counts = np.bincount(rel(train_images).argmax(1), minlength=len(vocab))

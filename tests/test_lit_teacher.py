@@ -392,7 +392,7 @@ def test_the_refit_reads_the_teacher_mirrored_and_standardised_where_asked(train
   from spae import train as T
   from spae._codebook import unit_rows
   from spae.train._refit import layer1_inputs_fn
-  from spae.train._trainer import reference_images
+  from spae.train._inputs import reference_images
   from test_train import REFIT_RECIPE
 
   vocab = spae.tiny_vocabulary()

@@ -544,7 +544,7 @@ def test_refit_sets_the_semantic_codes_to_the_trained_encoders_class_means(tiny_
   from flax import nnx
 
   from spae._codebook import unit_rows
-  from spae.train._trainer import reference_images
+  from spae.train._inputs import reference_images
 
   cfg = tiny_cfg
   for o in (*REFIT_RECIPE, "semantic.refit_images=40", "steps=2"):
@@ -637,7 +637,7 @@ def test_refit_step_refits_during_training_and_then_holds_the_codes(tiny_cfg, tm
   step's encoder, and stay exactly so while the encoder and decoder train two more steps; a run interrupted at
   step 2 resumes to the same state as one that was not."""
   from spae._codebook import unit_rows
-  from spae.train._trainer import reference_images
+  from spae.train._inputs import reference_images
 
   cfg = tiny_cfg
   for o in (*REFIT_RECIPE, "semantic.refit_images=40", "semantic.refit_step=2", "steps=4"):

@@ -5,9 +5,10 @@
   trainer.run()                 # resumes from the latest checkpoint, exports WORKDIR/tokenizer
 
 Modules: `_config` (TrainConfig and its groups, `--set` overrides, validation), `_inputs` (vocabulary and data
-specs), `_step` (models, optimisers, the jitted step), `_refit` (class-mean semantic codes), `_tune` (the decoder
-tune after training), `_checkpoints` (orbax, falling back past unreadable ones), `_metrics_log`
-(metrics.jsonl, TensorBoard), `_trainer` (the loop, previews, export), `_cli` (the command).
+specs, reference images), `_step` (models, optimisers, the jitted step), `_semantic` (how the trainer reads its
+teacher), `_refit` (class-mean semantic codes), `_tune` (the decoder tune after training), `_checkpoints` (orbax,
+falling back past unreadable ones), `_metrics_log` (metrics.jsonl, TensorBoard), `_trainer` (the loop, previews,
+export), `_cli` (the command).
 Training-only building blocks (the discriminator, the RQ ablation quantizer) are exported here rather than from
 `spae`; the training losses live in `spae.losses`.
 """

@@ -67,3 +67,23 @@ def refit_class_means(model: Any, spec: PyramidSpec, quantizer: str, images: np.
     s = sums(state, jnp.asarray(x, jnp.float32), jnp.asarray(pos), jnp.asarray(p, jnp.float32))
     total = s if total is None else jax.tree.map(jnp.add, total, s)
   return total
+
+
+def refit_state(state: dict, models: Any, codebook: jax.Array, images: np.ndarray, named: np.ndarray,
+                probs: np.ndarray, sharding: Any) -> dict:
+  """`state` with the semantic words' codes of the trained and averaged weights alike set to the exact class means
+  of each one's own layer-1 inputs over `images` [N, H, W, 3], whose teacher named the vocabulary rows `named`
+  [N, k] with `probs` [N, k] (`spae.train._semantic.label_images`). The new weights are placed with `sharding`."""
+  from spae.train._step import set_semantic_codes
+
+  spec, quantizer = models.tokenizer_config.pyramid, models.tokenizer_config.quantizer
+  rows = np.asarray(spec.semantic_vocab, np.int64)
+  pos = np.full(codebook.shape[0], -1, np.int32)
+  pos[rows] = np.arange(len(rows), dtype=np.int32)
+  new = dict(state)
+  for key in ("g_params", "ema_params"):
+    params = jax.device_get(state[key])
+    means = refit_class_means(models.autoencoder(jax.tree.map(jnp.asarray, params)), spec, quantizer, images,
+                              pos[named], probs)
+    new[key] = jax.device_put(set_semantic_codes(params, codebook, rows, means), sharding)
+  return new

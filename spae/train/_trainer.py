@@ -24,8 +24,9 @@ from spae._tokenizer import Tokenizer
 from spae._vocab import Vocabulary
 from spae.train._checkpoints import Checkpoints
 from spae.train._config import TrainConfig
-from spae.train._inputs import build_vocabulary, open_data
+from spae.train._inputs import build_vocabulary, open_data, reference_images
 from spae.train._metrics_log import MetricsLog, Throughput
+from spae.train._semantic import label_images, most_named, teacher_relevance
 from spae.train._step import Models, _schedule, init_state, make_train_step
 
 log = logging.getLogger("spae.train")
@@ -33,23 +34,6 @@ log = logging.getLogger("spae.train")
 
 class NonFiniteLossError(RuntimeError):
   """`max_consecutive_nan` non-finite losses in a row: the run stopped (after a checkpoint)."""
-
-
-def reference_images(src: Any, n: int, image_size: int, crop: str) -> np.ndarray:
-  """The first `n` images of a training source as the model sees them, without random augmentation (a random
-  crop becomes the centre crop; no flip): [n, S, S, 3] floats in [0, 1]. What the teacher is centred on and
-  chooses the semantic sub-vocabulary from."""
-  from spae import data as D
-
-  prep = D.Preprocess(image_size, crop="center" if crop == "random" else crop, flip=False)
-  return np.stack([D.preprocess(src.load(i), prep) for i in range(min(n, len(src)))])
-
-
-def most_named(counts: np.ndarray, size: int) -> np.ndarray:
-  """The (at most) `size` rows with the highest counts, zero counts dropped; ties go to the lower row. The rule
-  that picks a semantic sub-vocabulary from how often the teacher names each word (`semantic.vocab_size`)."""
-  order = np.lexsort((np.arange(len(counts)), -np.asarray(counts)))[:size]
-  return order[np.asarray(counts)[order] > 0]
 
 
 class Trainer:
@@ -78,8 +62,9 @@ class Trainer:
       raise SpaeInputError(f"batch_size {cfg.batch_size} must be divisible by the {n_dev} devices.")
     self.codebook = jax.device_put(jnp.asarray(self.vocab.embeddings), self.replicated)
     # Data
-    src = self._source = source if source is not None else open_data(cfg.data)
+    self._source = source if source is not None else open_data(cfg.data)
     self.data = self.batches(cfg.seed)
+    self._references: dict[int, np.ndarray] | None = {}  # reference images by count, kept while __init__ runs
     # Optional terms
     from spae.perceptual import make_perceptual_loss
 
@@ -97,10 +82,10 @@ class Trainer:
                                                          cfg.semantic.teacher_temperature)
       if hasattr(teacher, "relevance_fn"):
         # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
-        self.teacher_fn = self._teacher_relevance(teacher, src)
+        self.teacher_fn = self._teacher_relevance(teacher)
         self._teacher_jit = jax.jit(dist)
         if cfg.semantic.refit_mirrored or cfg.semantic.refit_standardised:
-          self._refit_fn = self._teacher_relevance(teacher, src, mirrored=cfg.semantic.refit_mirrored,
+          self._refit_fn = self._teacher_relevance(teacher, mirrored=cfg.semantic.refit_mirrored,
                                                    standardised=cfg.semantic.refit_standardised)
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
         if cfg.semantic.refit_mirrored or cfg.semantic.refit_standardised:
@@ -114,7 +99,7 @@ class Trainer:
       self._teacher_mask = jnp.ones((len(self.vocab),), bool)
       if cfg.semantic.vocab_size:
         pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=min(cfg.semantic.layers, len(
-            cfg.tokenizer.pyramid.grids)), semantic_vocab=self._teacher_vocab(src))
+            cfg.tokenizer.pyramid.grids)), semantic_vocab=self._teacher_vocab())
         cfg = self.cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
       rows = list(cfg.tokenizer.pyramid.semantic_vocab)
       if rows:  # the teacher names only words the semantic layers can pick
@@ -126,6 +111,7 @@ class Trainer:
     if cfg.semantic.refit_images and self.teacher_fn is None:
       raise SpaeInputError("semantic.refit_images needs a teacher to name the images: set semantic.teacher (with "
                            "semantic.weight > 0), or semantic.refit_images=0.")
+    self._references = None  # the refit renders its own later: no need to hold these through the run
     self.models = Models(cfg, self.vocab.embeddings.shape)
     self._steps: dict[tuple[bool, ...], Callable] = {}
     # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
@@ -147,57 +133,34 @@ class Trainer:
                            D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip), seed=seed,
                            shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
 
-  def _teacher_relevance(self, teacher: Any, src: Any, *, mirrored: bool = False, standardised: bool = False) -> Any:
-    """The teacher's RelevanceFn over the vocabulary, read through its first training captions, centred on the
-    first training images and restricted to whole words where the config asks (docs/method.md, "Centred,
-    whole-word relevance" and "Caption-bank relevance"). `mirrored` / `standardised`: the refit's reading
-    (`semantic.refit_mirrored` / `refit_standardised`): each image averaged with its mirror, and each word's
-    centred score divided by its spread over the same centring images."""
-    sem = self.cfg.semantic
-    allowed = teacher.whole_word_mask(self.vocab) if sem.whole_words else None
-    if sem.whole_words and allowed is None:  # checked before centring, which embeds the reference images
-      raise SpaeInputError(f"semantic.whole_words needs a teacher with a text tokenizer; {sem.teacher!r} has none.")
-    fn = teacher.relevance_fn(self.vocab)
-    if mirrored:
-      fn = fn.mirror_averaged()
-    if sem.caption_bank:
-      bank = getattr(teacher, "caption_bank", None)
-      if bank is None:
-        raise SpaeInputError(f"semantic.caption_bank needs a teacher that keeps its training captions (a LiT folder "
-                             f"with captions.npz: tools/train_default_teacher.py --captions); {sem.teacher!r} has "
-                             "none. Set semantic.caption_bank=0 or retrain the teacher.")
-      if len(bank) < sem.caption_bank:
-        raise SpaeInputError(f"semantic.caption_bank={sem.caption_bank} but the teacher {sem.teacher!r} keeps "
-                             f"{len(bank)} captions; set semantic.caption_bank <= {len(bank)}.")
-      fn = fn.through_captions(bank[:sem.caption_bank], sem.caption_tau)
-    if sem.centre_images:
-      reference = self._reference_images(src, sem.centre_images)
-      fn = fn.standardised(reference) if standardised else fn.centred(reference)
-    return fn if allowed is None else fn.restricted(allowed)
+  def _teacher_relevance(self, teacher: Any, *, mirrored: bool = False, standardised: bool = False) -> Any:
+    """`spae.train._semantic.teacher_relevance` over this run's vocabulary and reference images."""
+    return teacher_relevance(teacher, self.vocab, self.cfg.semantic, self._reference_images, mirrored=mirrored,
+                             standardised=standardised)
 
-  def _reference_images(self, src: Any, n: int) -> np.ndarray:
-    return reference_images(src, n, self.cfg.tokenizer.image_size, self.cfg.crop)
+  def _reference_images(self, n: int) -> np.ndarray:
+    """The first n training images as the teacher sees them (`reference_images`), rendered once per n while the
+    trainer is built (training's and the refit's readings centre on the same images)."""
+    if self._references is not None and n in self._references:
+      return self._references[n]
+    images = reference_images(self._source, n, self.cfg.tokenizer.image_size, self.cfg.crop)
+    if self._references is not None:
+      self._references[n] = images
+    return images
 
-  def _teacher_vocab(self, src: Any) -> tuple[int, ...]:
+  def _teacher_vocab(self) -> tuple[int, ...]:
     """The `semantic.vocab_size` words the teacher puts in its top k most often over the first
     `semantic.vocab_images` training images (`_reference_images`); ties go to the lower row. Sorted by row."""
     sem = self.cfg.semantic
-    images = self._reference_images(src, sem.vocab_images)
-    n, batch, v = len(images), 64, len(self.vocab)
-    counts = np.zeros(v, np.int64)
-    for start in range(0, n, batch):
-      x = images[start:start + batch]
-      m = len(x)
-      x = np.concatenate([x, np.repeat(x[-1:], batch - m, axis=0)])  # one shape, one compile
-      idx, _ = self._teacher_jit(self.teacher_fn, self._teacher_mask, jnp.asarray(x))
-      counts += np.bincount(np.asarray(idx)[:m].ravel(), minlength=v)
-    chosen = most_named(counts, sem.vocab_size)
+    images = self._reference_images(sem.vocab_images)
+    idx, _ = label_images(self._teacher_jit, self.teacher_fn, self._teacher_mask, images)
+    chosen = most_named(np.bincount(idx.ravel(), minlength=len(self.vocab)), sem.vocab_size)
     if len(chosen) < sem.teacher_top_k:
-      raise SpaeInputError(f"the teacher named only {len(chosen)} distinct words over {n} training images, fewer "
-                           f"than semantic.teacher_top_k={sem.teacher_top_k}; use more semantic.vocab_images.")
+      raise SpaeInputError(f"the teacher named only {len(chosen)} distinct words over {len(images)} training images, "
+                           f"fewer than semantic.teacher_top_k={sem.teacher_top_k}; use more semantic.vocab_images.")
     if len(chosen) < sem.vocab_size:
       log.warning("semantic.vocab_size=%d but the teacher named only %d distinct words over %d images; using those.",
-                  sem.vocab_size, len(chosen), n)
+                  sem.vocab_size, len(chosen), len(images))
     return tuple(sorted(int(i) for i in chosen))
 
   def step_fn(self, use_gan: bool, freeze_pool: bool = False, freeze_codes: bool = False,
@@ -225,30 +188,12 @@ class Trainer:
     by the teacher as during training, or as `semantic.refit_mirrored` / `refit_standardised` ask (docs/method.md,
     "The refit after training"). Done after the last step, or at `semantic.refit_step`. A function of the encoder
     and scorer only, so a run resumed from a checkpoint saved before it refits to the same codes."""
-    from spae.train._refit import refit_class_means
-    from spae.train._step import set_semantic_codes
+    from spae.train._refit import refit_state
 
-    spec, quantizer = self.models.tokenizer_config.pyramid, self.models.tokenizer_config.quantizer
-    images = self._reference_images(self._source, self.cfg.semantic.refit_images)
-    rows = np.asarray(spec.semantic_vocab, np.int64)
-    pos = np.full(len(self.vocab), -1, np.int32)
-    pos[rows] = np.arange(len(rows), dtype=np.int32)
+    images = self._reference_images(self.cfg.semantic.refit_images)
     reading = self.teacher_fn if self._refit_fn is None else self._refit_fn
-    named, probs, batch = [], [], 64
-    for start in range(0, len(images), batch):
-      x = images[start:start + batch]
-      x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])  # one shape, one compile
-      idx, p = jax.device_get(self._teacher_jit(reading, self._teacher_mask, jnp.asarray(x)))
-      named.append(pos[np.asarray(idx)])
-      probs.append(np.asarray(p))
-    named, probs = np.concatenate(named)[:len(images)], np.concatenate(probs)[:len(images)]
-    new = dict(self.state)
-    for key in ("g_params", "ema_params"):
-      params = jax.device_get(self.state[key])
-      means = refit_class_means(self.models.autoencoder(jax.tree.map(jnp.asarray, params)), spec, quantizer,
-                                images, named, probs)
-      new[key] = jax.device_put(set_semantic_codes(params, self.codebook, rows, means), self.replicated)
-    self.state = new
+    named, probs = label_images(self._teacher_jit, reading, self._teacher_mask, images)
+    self.state = refit_state(self.state, self.models, self.codebook, images, named, probs, self.replicated)
 
   def extras_for(self, images: jax.Array) -> dict[str, Any]:
     ex: dict[str, Any] = {}
