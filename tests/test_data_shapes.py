@@ -5,7 +5,7 @@ import pytest
 
 import spae
 from spae import data
-from spae.data import _shapes
+from spae.data import _shapes, _shapes_tfds
 
 SPEC = data.ShapesSpec(image_size=32, num_train=40, num_validation=8, num_test=6, seed=3)
 
@@ -224,7 +224,7 @@ def test_iterator_over_tfds_shapes_with_threads(shapes_dir):
 
 
 def test_predefined_and_custom_configs_construct(tmp_path):
-  cls = _shapes._builder_cls()
+  cls = _shapes_tfds._builder_cls()
   for spec in (data.ShapesSpec(), data.ShapesSpec(image_size=128), SPEC):
     builder = cls(spec=spec, data_dir=str(tmp_path), file_format="array_record")
     assert builder.builder_config.spec == spec and builder.builder_config.name == spec.config_name

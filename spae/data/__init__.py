@@ -19,7 +19,8 @@ from spae.data._scenes import TRAIN_CLASSES as SCENE_TRAIN_CLASSES, scene_exampl
 from spae.data._shapes import BACKGROUND_NAMES, CLASSES as SHAPES_CLASSES, COLOUR_NAMES, COLOURS
 from spae.data._shapes import HELDOUT_CLASSES as SHAPES_HELDOUT_CLASSES, SHAPES, SIZES, TEXTURES
 from spae.data._shapes import TRAIN_CLASSES as SHAPES_TRAIN_CLASSES
-from spae.data._shapes import ShapesSpec, build_shapes, caption_for, render_scene, scene_rng
+from spae.data._shapes import caption_for, render_scene, scene_rng
+from spae.data._shapes_tfds import ShapesSpec, build_shapes
 from spae.data._open import make_source
 from spae.data._sources import (ArraySource, ClassSubset, FolderSource, ImageSource, LabelledSource, TfdsSource,
                                 render_shapes_source, shapes_source)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from spae import _specs
 from spae._io import SpaeInputError
-from spae.data import _shapes
+from spae.data import _shapes_tfds
 from spae.data._generated import DEFAULT_MIX_SIZE, PhotoCropSource, SceneSource, heldout_photo_crops, mixed_source
 from spae.data._sources import CheckMode, FolderSource, ImageSource, TfdsSource, render_shapes_source, shapes_source
 
@@ -17,7 +17,7 @@ __all__ = ["make_source"]
 
 def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str] | None = None,
                 require_labels: bool = False, check: CheckMode = "header",
-                shapes_spec: _shapes.ShapesSpec | None = None) -> ImageSource:
+                shapes_spec: _shapes_tfds.ShapesSpec | None = None) -> ImageSource:
   """Opens an image source from a spec string.
 
   Specs (a leading `~` in a path is the home folder):
@@ -55,7 +55,7 @@ def make_source(spec: str | os.PathLike | ImageSource, *, classes: Sequence[str]
 
 # Each resolver takes make_source's `check` and `shapes_spec`; most need neither.
 @_specs.register_scheme("data", "shapes", "shapes:[SPLIT@]DATA_DIR", takes="@")
-def _shapes_dataset(spec: _specs.Spec, shapes_spec: _shapes.ShapesSpec | None = None, **_: Any) -> ImageSource:
+def _shapes_dataset(spec: _specs.Spec, shapes_spec: _shapes_tfds.ShapesSpec | None = None, **_: Any) -> ImageSource:
   data_dir = spec.body if spec.location is None else spec.location
   if not data_dir:
     raise spec.error("names no DATA_DIR")

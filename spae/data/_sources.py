@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from spae._io import SpaeInputError
-from spae.data import _shapes
+from spae.data import _shapes, _shapes_tfds
 from spae.data._preprocess import UnreadableImageError, decode_image, to_rgb
 
 log = logging.getLogger("spae.data")
@@ -402,17 +402,17 @@ class ClassSubset(ImageSource):
 
 
 def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool = True,
-                  spec: _shapes.ShapesSpec | None = None) -> TfdsSource:
+                  spec: _shapes_tfds.ShapesSpec | None = None) -> TfdsSource:
   """A split of the `shapes` dataset under `data_dir`.
 
   With `spec`, that configuration (built first if missing and `build`). Without, the one already built there (the
   default config if several are), or else the default config (64 px, 10k/1k/1k; ~40 s to build) is built.
   """
-  built = _shapes.built_shapes(data_dir)
+  built = _shapes_tfds.built_shapes(data_dir)
   if spec is not None:
-    path = _shapes.shapes_dir(data_dir, spec)
+    path = _shapes_tfds.shapes_dir(data_dir, spec)
   elif built:
-    path = _shapes.shapes_dir(data_dir)
+    path = _shapes_tfds.shapes_dir(data_dir)
     if path not in built:
       if len(built) > 1:
         raise SpaeInputError(
@@ -420,14 +420,14 @@ def shapes_source(data_dir: str | os.PathLike, split: str = "train", build: bool
             "default; choose one with make_source(..., shapes_spec=spae.data.ShapesSpec(...)).")
       path = built[0]
   else:
-    path = _shapes.shapes_dir(data_dir)
+    path = _shapes_tfds.shapes_dir(data_dir)
   if path not in built:
     if not build:
       raise SpaeInputError(f"no shapes dataset {path.parent.name!r} under {str(data_dir)!r}; build it with "
                            "spae.data.build_shapes(data_dir, ...).")
     log.info("building the shapes dataset %s under %s", path.parent.name, data_dir)
-    s = spec or _shapes.DEFAULT_SPEC
-    _shapes.build_shapes(data_dir, s.image_size, s.num_train, s.num_validation, s.num_test, s.seed, s.max_objects)
+    s = spec or _shapes_tfds.DEFAULT_SPEC
+    _shapes_tfds.build_shapes(data_dir, s.image_size, s.num_train, s.num_validation, s.num_test, s.seed, s.max_objects)
   src = TfdsSource(None, split, builder_dir=path)
   src.name = f"shapes:{split}@{data_dir}"
   return src
