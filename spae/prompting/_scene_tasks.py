@@ -31,6 +31,7 @@ from spae.prompting._jsonl import JsonlLog
 from spae.prompting._prompt import PromptTemplate
 from spae.prompting._render import Answer, Segment, Text, fill, tokens
 from spae.prompting._stats import confidence_interval
+from spae.prompting._tokencache import TokenCache
 from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class Prepared:
   """What every row of a run needs: the episodes, the token cache, the LM's view of image tokens."""
 
   episodes: list[SceneEpisode]
-  cache: Any  # fewshot.TokenCache over the pools: each image encoded once for the whole run
+  cache: TokenCache  # over the pools: each image encoded once for the whole run
   tmap: TokenMap | None
   lm_name: str
   setup: dict[str, Any]  # fields of the setup hash common to both tasks
@@ -244,8 +245,6 @@ class Prepared:
 
 def prepare(config: SceneTaskConfig, tokenizer: Any, lm: Any, pools: ScenePools, lm_name: str | None) -> Prepared:
   """Validates a run and samples its episodes (cheap checks first, nothing encoded yet)."""
-  from spae.prompting.fewshot import TokenCache
-
   config.validate()
   if lm is None and not config.baselines:
     raise SpaeInputError("nothing to evaluate: no LM and the baselines are off.")

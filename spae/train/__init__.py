@@ -19,9 +19,9 @@ from spae.train._cli import add_args, run_cli
 from spae.train._config import (CheckpointConfig, GANConfig, LoggingConfig, LossConfig, OptimConfig, SemanticConfig,
                                 TrainConfig, TuneConfig, apply_override, load_config)
 from spae.train._inputs import build_vocabulary, open_data
-from spae.train._step import (Models, init_state, make_optimizers, make_train_step, semantic_targets,
-                              tune_optimizer)
-from spae.train._trainer import NonFiniteLossError, Trainer, train
+from spae.train._step import (Models, NonFiniteLossError, init_state, make_optimizers, make_train_step,
+                              semantic_targets, tune_optimizer)
+from spae.train._trainer import Trainer, train
 
 __all__ = [
     "CheckpointConfig", "Discriminator", "DiscriminatorConfig", "GANConfig", "LoggingConfig", "LossConfig", "Models",

@@ -9,7 +9,8 @@ from pathlib import Path
 import jax
 
 from spae.train._config import load_config
-from spae.train._trainer import NonFiniteLossError, Trainer
+from spae.train._step import NonFiniteLossError
+from spae.train._trainer import Trainer
 
 
 def add_args(p) -> None:

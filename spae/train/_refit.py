@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spae._codebook import unit_rows
 from spae._pyramid import PyramidSpec, layer_target
 
 
@@ -37,6 +38,22 @@ def layer1_inputs_fn(spec: PyramidSpec, quantizer: str) -> Callable[[Any, jax.Ar
     t = layer_target(z, None, 1, spec.grids[0], spec.subsample, quantizer, weights)
     return t.reshape(z.shape[0], -1, z.shape[-1])[:, 0]
   return fn
+
+
+def set_semantic_codes(g_params: dict, table: jax.Array, rows: np.ndarray, means: dict[str, jax.Array]) -> dict:
+  """`g_params` with W_s solved so that the semantic words' codes are their running class means.
+
+  codes = U W_s with U the unit rows of `table[rows]` [S, D]; W_s = U⁺ M, the minimum-norm solution: with S ≤ D
+  distinct words U has full row rank and the codes equal M exactly (else M's least-squares fit). A word no image
+  has been named for yet keeps its current code.
+  """
+  u = unit_rows(table[rows])
+  w = g_params["codebook"]["semantic_weight"]
+  hi = jax.lax.Precision.HIGHEST
+  seen = means["count"] > 1e-6
+  m = jnp.where(seen[:, None], means["sum"] / jnp.maximum(means["count"], 1e-6)[:, None], jnp.dot(u, w, precision=hi))
+  codebook = dict(g_params["codebook"], semantic_weight=jnp.dot(jnp.linalg.pinv(u), m, precision=hi))
+  return dict(g_params, codebook=codebook)
 
 
 def refit_class_means(model: Any, spec: PyramidSpec, quantizer: str, images: np.ndarray, word_pos: np.ndarray,
@@ -74,8 +91,6 @@ def refit_state(state: dict, models: Any, codebook: jax.Array, images: np.ndarra
   """`state` with the semantic words' codes of the trained and averaged weights alike set to the exact class means
   of each one's own layer-1 inputs over `images` [N, H, W, 3], whose teacher named the vocabulary rows `named`
   [N, k] with `probs` [N, k] (`spae.train._semantic.label_images`). The new weights are placed with `sharding`."""
-  from spae.train._step import set_semantic_codes
-
   spec, quantizer = models.tokenizer_config.pyramid, models.tokenizer_config.quantizer
   rows = np.asarray(spec.semantic_vocab, np.int64)
   pos = np.full(codebook.shape[0], -1, np.int32)

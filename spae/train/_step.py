@@ -23,7 +23,12 @@ from spae._nets import Autoencoder, Discriminator
 from spae._codebook import unit_rows
 from spae._pyramid import layer_target, pyramid_quantize, straight_through
 from spae.train._config import TrainConfig
-from spae.train._refit import class_sums
+from spae.train._refit import class_sums, set_semantic_codes
+
+
+class NonFiniteLossError(RuntimeError):
+  """`max_consecutive_nan` non-finite losses in a row (the step's guard, `nan` in its state): the run stopped (after a
+  checkpoint)."""
 
 
 def _schedule(cfg: TrainConfig, lr: float) -> optax.Schedule:
@@ -119,22 +124,6 @@ def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ..
     t = layer_target(z, previous, l, grids[l - 1], mode, quantizer, weights)
     out.append(t.reshape(z.shape[0], grids[l - 1] ** 2, z.shape[-1]))
   return out
-
-
-def set_semantic_codes(g_params: dict, table: jax.Array, rows: np.ndarray, means: dict[str, jax.Array]) -> dict:
-  """`g_params` with W_s solved so that the semantic words' codes are their running class means.
-
-  codes = U W_s with U the unit rows of `table[rows]` [S, D]; W_s = U⁺ M, the minimum-norm solution: with S ≤ D
-  distinct words U has full row rank and the codes equal M exactly (else M's least-squares fit). A word no image
-  has been named for yet keeps its current code.
-  """
-  u = unit_rows(table[rows])
-  w = g_params["codebook"]["semantic_weight"]
-  hi = jax.lax.Precision.HIGHEST
-  seen = means["count"] > 1e-6
-  m = jnp.where(seen[:, None], means["sum"] / jnp.maximum(means["count"], 1e-6)[:, None], jnp.dot(u, w, precision=hi))
-  codebook = dict(g_params["codebook"], semantic_weight=jnp.dot(jnp.linalg.pinv(u), m, precision=hi))
-  return dict(g_params, codebook=codebook)
 
 
 def tune_schedule(cfg: TrainConfig) -> optax.Schedule:

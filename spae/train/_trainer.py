@@ -27,13 +27,10 @@ from spae.train._config import TrainConfig
 from spae.train._inputs import build_vocabulary, open_data, reference_images
 from spae.train._metrics_log import MetricsLog, Throughput
 from spae.train._semantic import label_images, most_named, teacher_relevance
-from spae.train._step import Models, _schedule, init_state, make_train_step
+from spae.train._step import Models, NonFiniteLossError, _schedule, init_state, make_train_step
+from spae.train._tune import tune_decoder
 
 log = logging.getLogger("spae.train")
-
-
-class NonFiniteLossError(RuntimeError):
-  """`max_consecutive_nan` non-finite losses in a row: the run stopped (after a checkpoint)."""
 
 
 class Trainer:
@@ -323,8 +320,6 @@ class Trainer:
     (`tune.steps`, its rows appended to metrics.jsonl and kept in `tune_rows`), the export (to `directory`, else
     WORKDIR/tokenizer; its path is returned). A function of the last step's state, so a finished run that is
     resumed, or tools/refit_tokenizer.py given its tokenizer, finishes the same way."""
-    from spae.train._tune import tune_decoder
-
     if self.cfg.semantic.refit_images and not self.cfg.semantic.refit_step:
       self.refit_codes()
     rows = self.tune_rows = tune_decoder(self)

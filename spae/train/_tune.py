@@ -19,14 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spae.train._step import NonFiniteLossError, tune_optimizer, tune_schedule
+
 
 def tune_decoder(trainer: Any) -> list[dict[str, float]]:
   """Runs `trainer.cfg.tune.steps` decoder-only steps on `trainer.state` (replaced by the tuned state, whose
   g_params and ema_params both hold the last tuned weights, which the export then takes). Returns one row per
   `logging.every` steps and the last: {'step': training steps + tune steps so far, 'tune_l2', 'tune_lr', ...}.
   Waits for the device once, at the end."""
-  from spae.train._step import tune_optimizer, tune_schedule
-
   cfg = trainer.cfg
   if not cfg.tune.steps:
     return []
@@ -49,8 +49,6 @@ def tune_decoder(trainer: Any) -> list[dict[str, float]]:
   # The tune exports its last weights: an average over a few hundred steps at decay 0.999 would barely have moved.
   trainer.state = dict(state, ema_params=jax.tree.map(jnp.array, state["g_params"]))
   if int(nan["tripped"]):
-    from spae.train._trainer import NonFiniteLossError
-
     raise NonFiniteLossError(f"the decoder tune met {cfg.max_consecutive_nan} non-finite losses in a row; lower "
                              "tune.lr. The training checkpoint at its last step is intact: rerun to resume there.")
   lr = tune_schedule(cfg)
