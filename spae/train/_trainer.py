@@ -7,6 +7,7 @@ from an image-text teacher's relevance scores over that vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from pathlib import Path
@@ -61,7 +62,8 @@ class Trainer:
     # Data
     self._source = source if source is not None else open_data(cfg.data)
     self.data = self.batches(cfg.seed)
-    self._references: dict[int, np.ndarray] | None = {}  # reference images by count, kept while __init__ runs
+    # Training's and the refit's readings centre on the same images: each count is rendered once while building.
+    reference = functools.cache(self._reference_images)
     # Optional terms
     from spae.perceptual import make_perceptual_loss
 
@@ -79,10 +81,10 @@ class Trainer:
                                                          cfg.semantic.teacher_temperature)
       if hasattr(teacher, "relevance_fn"):
         # A pytree RelevanceFn: its weights are jit arguments, not constants baked into the program.
-        self.teacher_fn = self._teacher_relevance(teacher)
+        self.teacher_fn = self._teacher_relevance(teacher, reference)
         self._teacher_jit = jax.jit(dist)
         if cfg.semantic.refit_mirrored or cfg.semantic.refit_standardised:
-          self._refit_fn = self._teacher_relevance(teacher, mirrored=cfg.semantic.refit_mirrored,
+          self._refit_fn = self._teacher_relevance(teacher, reference, mirrored=cfg.semantic.refit_mirrored,
                                                    standardised=cfg.semantic.refit_standardised)
       else:  # any callable images [B,H,W,3] in [0,1] -> relevance [B, V]
         if cfg.semantic.refit_mirrored or cfg.semantic.refit_standardised:
@@ -96,7 +98,7 @@ class Trainer:
       self._teacher_mask = jnp.ones((len(self.vocab),), bool)
       if cfg.semantic.vocab_size:
         pyr = dataclasses.replace(cfg.tokenizer.pyramid, semantic_layers=min(cfg.semantic.layers, len(
-            cfg.tokenizer.pyramid.grids)), semantic_vocab=self._teacher_vocab())
+            cfg.tokenizer.pyramid.grids)), semantic_vocab=self._teacher_vocab(reference))
         cfg = self.cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, pyramid=pyr))
       rows = list(cfg.tokenizer.pyramid.semantic_vocab)
       if rows:  # the teacher names only words the semantic layers can pick
@@ -108,7 +110,6 @@ class Trainer:
     if cfg.semantic.refit_images and self.teacher_fn is None:
       raise SpaeInputError("semantic.refit_images needs a teacher to name the images: set semantic.teacher (with "
                            "semantic.weight > 0), or semantic.refit_images=0.")
-    self._references = None  # the refit renders its own later: no need to hold these through the run
     self.models = Models(cfg, self.vocab.embeddings.shape)
     self._steps: dict[tuple[bool, ...], Callable] = {}
     # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
@@ -130,26 +131,21 @@ class Trainer:
                            D.Preprocess(cfg.tokenizer.image_size, crop=cfg.crop, flip=cfg.flip), seed=seed,
                            shard_index=jax.process_index(), num_shards=n_proc, num_threads=cfg.num_data_threads)
 
-  def _teacher_relevance(self, teacher: Any, *, mirrored: bool = False, standardised: bool = False) -> Any:
-    """`spae.train._semantic.teacher_relevance` over this run's vocabulary and reference images."""
-    return teacher_relevance(teacher, self.vocab, self.cfg.semantic, self._reference_images, mirrored=mirrored,
+  def _teacher_relevance(self, teacher: Any, reference: Callable[[int], np.ndarray], *, mirrored: bool = False,
+                         standardised: bool = False) -> Any:
+    """`spae.train._semantic.teacher_relevance` over this run's vocabulary, centred on `reference(n)`."""
+    return teacher_relevance(teacher, self.vocab, self.cfg.semantic, reference, mirrored=mirrored,
                              standardised=standardised)
 
   def _reference_images(self, n: int) -> np.ndarray:
-    """The first n training images as the teacher sees them (`reference_images`), rendered once per n while the
-    trainer is built (training's and the refit's readings centre on the same images)."""
-    if self._references is not None and n in self._references:
-      return self._references[n]
-    images = reference_images(self._source, n, self.cfg.tokenizer.image_size, self.cfg.crop)
-    if self._references is not None:
-      self._references[n] = images
-    return images
+    """The first n training images as the teacher sees them (`reference_images`)."""
+    return reference_images(self._source, n, self.cfg.tokenizer.image_size, self.cfg.crop)
 
-  def _teacher_vocab(self) -> tuple[int, ...]:
+  def _teacher_vocab(self, reference: Callable[[int], np.ndarray]) -> tuple[int, ...]:
     """The `semantic.vocab_size` words the teacher puts in its top k most often over the first
     `semantic.vocab_images` training images (`_reference_images`); ties go to the lower row. Sorted by row."""
     sem = self.cfg.semantic
-    images = self._reference_images(sem.vocab_images)
+    images = reference(sem.vocab_images)
     idx, _ = label_images(self._teacher_jit, self.teacher_fn, self._teacher_mask, images)
     chosen = most_named(np.bincount(idx.ravel(), minlength=len(self.vocab)), sem.vocab_size)
     if len(chosen) < sem.teacher_top_k:
