@@ -1,4 +1,4 @@
-"""CI smoke runs of every benchmark in benchmarks/: each runs with --smoke in its own subprocess (in parallel, so
+"""CI smoke runs of every benchmark in benchmarks/: each runs with --smoke in its own subprocess (all in parallel, so
 the file costs about as much as the slowest one) and must exit 0 and write well-formed JSON with its expected keys.
 
 Nothing is timed here; the numbers inside the JSON are not checked beyond being finite where they must be. Torch is
@@ -47,21 +47,15 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_VQ = HAS_TORCH and importlib.util.find_spec("vector_quantize_pytorch") is not None
 
 
-# A run that compiles the same programs as another starts when that one has finished, so it reads them from the
-# persistent compile cache instead of compiling them at the same time (with an empty cache both would miss it).
-AFTER = {"recon_validation": "recon", "speed_no_torch": "speed"}
-
-
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-  """Runs every existing benchmark's smoke run, all at once except the `AFTER` ones; returns name -> (returncode,
-  output, json path, seconds, what the run left in its own temporary folder)."""
+  """Starts every existing benchmark's smoke run at once; returns name -> (returncode, output, json path, seconds,
+  what the run left in its own temporary folder)."""
   out_dir = tmp_path_factory.mktemp("bench")
-  names = [name for name, (script, _, _) in CASES.items() if (BENCH / script).exists()]
   procs = {}
-
-  def start(name):
-    script, extra, _ = CASES[name]
+  for name, (script, extra, _) in CASES.items():
+    if not (BENCH / script).exists():
+      continue
     out = out_dir / f"{name}.json"
     log = open(out_dir / f"{name}.log", "w+")
     tmp = out_dir / "tmp" / name  # each run's TMPDIR: whatever it leaves there, it left behind
@@ -70,13 +64,9 @@ def smoke_runs(tmp_path_factory):
     cmd = [sys.executable, str(BENCH / script), "--smoke", "--out", str(out), *extra]
     procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log, out,
                    time.perf_counter(), tmp)
-
-  for name in names:
-    if AFTER.get(name) not in names:
-      start(name)
   done: dict[str, tuple] = {}
-  while len(done) < len(names):
-    for name, (proc, log, out, t0, tmp) in list(procs.items()):
+  while len(done) < len(procs):
+    for name, (proc, log, out, t0, tmp) in procs.items():
       if name in done:
         continue
       rc = proc.poll()
@@ -88,9 +78,6 @@ def smoke_runs(tmp_path_factory):
         log.seek(0)
         done[name] = (rc, log.read()[-4000:], out, time.perf_counter() - t0, sorted(p.name for p in tmp.iterdir()))
         log.close()
-        for later in names:
-          if AFTER.get(later) == name:
-            start(later)
     time.sleep(0.2)
   results = done
   print("smoke seconds:", {k: round(v[3], 1) for k, v in results.items()})  # shown with pytest -s
