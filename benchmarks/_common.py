@@ -28,6 +28,7 @@ def machine_info() -> dict[str, Any]:
   if numerics["cpu"]:
     info["cpu"] = numerics["cpu"]
   info["xla_flags"] = numerics["xla_flags"]
+  info["packages"] = numerics["packages"]
   try:
     info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
   except (OSError, ValueError):

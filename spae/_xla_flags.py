@@ -13,13 +13,24 @@ restores XLA's default bit for bit, and any XLA_FLAGS that already sets the fusi
 from __future__ import annotations
 
 import os
+import platform
+from importlib import metadata
 from pathlib import Path
-from typing import MutableMapping
+from typing import Any, Mapping, MutableMapping
 
 _FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 CPU_CONVOLUTIONS_FLAG = f"{_FLAG}=-individual_convolution"
 
-__all__ = ["CPU_CONVOLUTIONS_FLAG", "numerics_record", "xla_convolutions_on_cpu"]
+# The installed distributions a training run's bits depend on: XLA's numerics (jax, jaxlib), the optimiser and
+# initialisers (flax, optax, ml_dtypes), the data (numpy renders and draws the scenes; Pillow, scikit-image and
+# scipy read, crop and resize the photographs; tensorflow-datasets and array_record store them) and the vocabulary
+# (gguf reads Gemma's table). pip resolves spae's lower bounds to whatever the registry holds that day, so two
+# machines built on different days can train one recipe to different bits.
+NUMERICS_PACKAGES = ("jax", "jaxlib", "numpy", "flax", "optax", "ml_dtypes", "pillow", "scipy", "scikit-image",
+                     "tensorflow-datasets", "array_record", "gguf")
+
+__all__ = ["CPU_CONVOLUTIONS_FLAG", "NUMERICS_PACKAGES", "numerics_differences", "numerics_record",
+           "xla_convolutions_on_cpu"]
 
 
 def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -39,12 +50,34 @@ def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> 
   return True
 
 
-def numerics_record() -> dict[str, str]:
+def numerics_record() -> dict[str, Any]:
   """What a run's bits depend on besides its code, config and seed: the CPU model ('' where /proc/cpuinfo does not
-  name one) and XLA_FLAGS."""
+  name one), XLA_FLAGS, the Python version and the installed versions of NUMERICS_PACKAGES (those not installed are
+  left out)."""
   try:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
   except OSError:
     lines = []
   cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "")
-  return {"cpu": cpu, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  packages = {}
+  for name in NUMERICS_PACKAGES:
+    try:
+      packages[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  return {"cpu": cpu, "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version(),
+          "packages": packages}
+
+
+def numerics_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+  """One line per way `current` (a numerics_record()) differs from `recorded` (one a run wrote down): the reasons a
+  rerun of that run may not reproduce its bits. Fields the record lacks (records older than a field) are skipped."""
+  out = []
+  for key, label in (("cpu", "CPU"), ("xla_flags", "XLA_FLAGS"), ("python", "Python")):
+    if key in recorded and recorded[key] != current.get(key):
+      out.append(f"{label} {current.get(key)!r} here, {recorded[key]!r} in the record")
+  theirs, ours = recorded.get("packages", {}), current.get("packages", {})
+  for name in sorted(theirs):
+    if theirs[name] != ours.get(name):
+      out.append(f"{name} {ours.get(name, 'not installed')} here, {theirs[name]} in the record")
+  return out

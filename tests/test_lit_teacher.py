@@ -1,5 +1,6 @@
 """The LiT teacher and its build tool, with the tiny random BERT fixture standing in for all-MiniLM-L6-v2."""
 
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -441,7 +442,9 @@ def test_tool_writes_a_teacher_with_its_training_captions(tmp_path):
   assert loaded.caption_texts == captions
   bert = BertTextEncoder.from_pretrained(BERT, normalize=False)
   np.testing.assert_allclose(loaded.caption_bank, tdt.embed_texts(bert, captions), atol=2e-3)
-  assert json.loads((out / "teacher.json").read_text())["metadata"]["captions"]["count"] == 8
+  meta = json.loads((out / "teacher.json").read_text())["metadata"]
+  assert meta["captions"]["count"] == 8
+  assert meta["training"]["packages"]["jaxlib"] == importlib.metadata.version("jaxlib")  # what its bits depend on
   assert tdt.main(["--model-dir", str(BERT), "--vocab", str(tmp_path / "vocab"), "--out", str(tmp_path / "plain"),
                    "--data", "scenes", "--num-train", "8", "--num-eval", "4", "--steps", "2", "--batch-size", "4",
                    "--image-size", "16", "--cache-dir", str(tmp_path / "cache")]) == 0

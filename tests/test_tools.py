@@ -51,6 +51,24 @@ def test_shipped_tokenizer_is_what_its_training_record_says():
   assert tool.params_digest(shipped) == rec["params_sha256"]
 
 
+def test_the_tool_names_how_this_machine_differs_from_the_one_that_trained_the_shipped_parameters(tmp_path):
+  """A run of the shipped recipe on other package versions (or CPU, or XLA flags) says so before it trains."""
+  from spae._xla_flags import numerics_record
+
+  tool = _tool()
+  here = numerics_record()
+  record = tmp_path / "training.json"
+  record.write_text(json.dumps({"machine": here}))
+  default = str(tool.DEFAULT_CONFIG)
+  assert tool.environment_notes(default, [], record) == []
+  record.write_text(json.dumps({"machine": dict(here, packages=dict(here["packages"], jaxlib="0.0.1"))}))
+  assert tool.environment_notes(default, [], record) == [f"jaxlib {here['packages']['jaxlib']} here, 0.0.1 in the "
+                                                         "record"]
+  # Another recipe, or the shipped one with overrides, is not the shipped parameters' run.
+  assert tool.environment_notes(str(ROOT / "configs" / "tiny.py"), [], record) == []
+  assert tool.environment_notes(default, ["steps=3"], record) == []
+
+
 def test_tool_trains_a_missing_lit_teacher_first_then_reads_words_through_minilm(tmp_path, monkeypatch):
   """A recipe whose teacher is a LiT folder: the tool trains it on `scenes` when the folder is missing (once),
   and points the run at it with the MiniLM text tower."""

@@ -79,3 +79,26 @@ def test_runs_record_the_flags_they_computed_under(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", CPU_CONVOLUTIONS_FLAG)
   rec = numerics_record()
   assert rec["xla_flags"] == CPU_CONVOLUTIONS_FLAG and isinstance(rec["cpu"], str)
+
+
+def test_runs_record_the_package_versions_their_bits_depend_on():
+  from importlib import metadata
+
+  from spae._xla_flags import NUMERICS_PACKAGES, numerics_record
+
+  rec = numerics_record()
+  assert rec["packages"]["jax"] == metadata.version("jax") and rec["packages"]["numpy"] == metadata.version("numpy")
+  assert set(rec["packages"]) <= set(NUMERICS_PACKAGES) and rec["python"].count(".") == 2
+
+
+def test_differences_name_each_field_that_changed_and_skip_fields_the_record_lacks():
+  from spae._xla_flags import numerics_differences, numerics_record
+
+  here = numerics_record()
+  assert numerics_differences(here, here) == []
+  assert numerics_differences({"cpu": here["cpu"]}, here) == []  # an old record: no packages, no Python
+  other = dict(here, xla_flags="--other", packages=dict(here["packages"], jax="0.0.1", gone="1.0"))
+  lines = numerics_differences(other, here)
+  assert len(lines) == 3 and any(l.startswith("XLA_FLAGS") for l in lines)
+  assert f"jax {here['packages']['jax']} here, 0.0.1 in the record" in lines
+  assert "gone not installed here, 1.0 in the record" in lines

@@ -37,6 +37,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "gemma64_tune1600.py"  # the shipped default's recipe
+SHIPPED_RECORD = ROOT / "spae" / "assets" / "default" / "tokenizer" / "training.json"
+
+
+def environment_notes(config: str, overrides: list[str], record_path: Path = SHIPPED_RECORD) -> list[str]:
+  """Where this machine differs from the one that trained the shipped parameters (their training.json's
+  `machine`), for a run of the shipped recipe: each difference may change the bits, so the printed digest would
+  not be the shipped one. Empty for any other recipe, or without a record."""
+  from spae._xla_flags import numerics_differences, numerics_record
+
+  if Path(config).resolve() != DEFAULT_CONFIG.resolve() or overrides or not record_path.is_file():
+    return []
+  recorded = json.loads(record_path.read_text()).get("machine", {})
+  return numerics_differences(recorded, numerics_record())
 
 
 def params_digest(tokenizer_dir: Path) -> str:
@@ -127,6 +140,8 @@ def main(argv=None) -> int:
 
   config = str(ROOT / "configs" / "tiny.py") if a.smoke else a.config
   cfg = T.load_config(config, a.overrides)
+  for line in environment_notes(config, a.overrides):
+    print(f"note: {line} (spae/assets/default/tokenizer/training.json): the digest may differ from the shipped one")
   if cfg.semantic.teacher == "default" and cfg.semantic.weight and cfg.vocab != "default":
     # The shipped LiT word table covers only the shipped vocabulary: other words go through the text tower.
     cfg = T.apply_override(cfg, f"semantic.teacher=lit:default#text_tower={_minilm_dir(a, Path(a.workdir))}")
