@@ -314,17 +314,23 @@ def test_config_overrides_and_errors(tmp_path):
 
 
 def test_data_specs_expand_home(monkeypatch, tmp_path):
+  import tempfile
+
   from PIL import Image
 
   from spae import _specs
 
   monkeypatch.setenv("HOME", str(tmp_path))
+  scratch = tmp_path / "tmp"  # the temporary folder meanwhile: an unprepared tfds dataset may leave nothing there
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
   (tmp_path / "imgs" / "cat").mkdir(parents=True)
   Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "cat" / "a.png")
   src = T.open_data("~/imgs")
   assert src.root == tmp_path / "imgs" and src.classes == ["cat"]
   with pytest.raises(spae.SpaeInputError, match=f"tfds imagenet2012:train@{tmp_path}/tfds"):
     T.open_data("tfds:imagenet2012@~/tfds")
+  assert not list(scratch.iterdir())
   assert _specs.parse("data", "shapes:~/d").body == f"{tmp_path}/d"
   with pytest.raises(spae.SpaeInputError, match="shapes-memory:N"):
     T.open_data("shapes-memory:x")

@@ -254,6 +254,22 @@ class FolderSource(ImageSource):
     return [i for i in super().images_of(class_name) if i not in self._bad]
 
 
+def _registered_builder(name: str, data_dir: str | os.PathLike | None) -> Any:
+  """tfds.builder(name, data_dir), with nothing left in the temporary folder: for a dataset not prepared under
+  data_dir, tfds looks its info up in its GCS bucket through a mkdtemp folder it never removes (offline it finds
+  nothing), so the lookup runs with a private temporary folder that is removed afterwards."""
+  import tempfile
+
+  import tensorflow_datasets as tfds
+
+  with tempfile.TemporaryDirectory() as scratch:
+    previous, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+      return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+    finally:
+      tempfile.tempdir = previous
+
+
 class TfdsSource(ImageSource):
   """A split of a prepared tfds dataset, read through `tfds.data_source` (array_record; no TensorFlow).
 
@@ -279,7 +295,7 @@ class TfdsSource(ImageSource):
       if builder_dir is not None:
         builder = tfds.builder_from_directory(os.fspath(builder_dir))
       else:
-        builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+        builder = _registered_builder(name, data_dir)
       features = builder.info.features
       if image_key not in features:
         raise SpaeInputError(f"{where}: no image feature {image_key!r}; features are {sorted(features.keys())}.")
