@@ -6,16 +6,17 @@ Why: the tune trains the decoder alone, so every token stays the refit's (naming
 for bit), and at 400 steps it had only started to learn the refit codes. The step count was fixed before
 measuring; one run, no other count tried (benchmarks/README.md, "A longer decoder tune").
 
-The shipped default since 2026-12-05 (night), SHA-256 f1f1964e...: on validation every prefix of scenes and photos is
-as good as or better than the 400-step tune's (full pyramid +0.30 dB on scenes, +0.32 on photos) and PSNR rises
-with every layer on every set.
-
-Its training steps are configs/gemma64_refocus.py's, so tools/train_default_tokenizer.py trains it from seed 0 and
-tools/refit_tokenizer.py turns those steps' parameters (e5874670..., E5874670_TOKENIZER below: the bundle
-spae/assets/default/tokenizer at commit 937044e) into it:
+The shipped recipe since 2026-12-05 (night): on validation every prefix of scenes and photos is as good as or better
+than the 400-step tune's (full pyramid +0.30 dB on scenes, +0.32 on photos) and PSNR rises with every layer on every
+set. Its parameters then (f1f1964e...) were made by tools/refit_tokenizer.py from the training steps shipped on
+2026-12-04 (e5874670..., the bundle spae/assets/default/tokenizer at commit 937044e):
 
   python tools/refit_tokenizer.py --config configs/gemma64_tune1600.py --tokenizer E5874670_TOKENIZER \\
       --minilm-dir MINILM_FOLDER --out runs/tune1600/tokenizer
+
+Those steps no longer rebuild (their environment is gone), so since 2026-12-06 the shipped parameters are this
+recipe as tools/train_default_tokenizer.py trains it whole from seed 0 (e7137c5c...; benchmarks/README.md,
+"Re-shipping what the tool trains").
 """
 
 import dataclasses

