@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(metrics, indent=1))
 
+  numerics = numerics_record()  # what the tower's bits depend on besides the code
   teacher.metadata = {
       "description": ("LiT-style offline semantic teacher: a small CNN image tower trained contrastively against the "
                       f"frozen all-MiniLM-L6-v2 text tower on captions of synthetic `{args.data}` scenes."),
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                                      else "all 80 colour/shape pairs"), "split": "train",
                    "final": history[-1] if history else None, "train_seconds": round(train_seconds, 1),
                    "jax": jax.__version__, "platform": jax.default_backend(),
-                   "xla_flags": numerics_record()["xla_flags"], "packages": numerics_record()["packages"]},
+                   **{k: numerics[k] for k in ("xla_flags", "packages")}},
       "metrics": metrics,
       "metrics_note": (f"held-out: split 'test' scenes; 'test_all' = {args.num_eval} random scenes; " + (
                        f"'test_heldout_classes' = {args.num_eval} scenes led by one of the 39 HELDOUT_CLASSES "

@@ -257,7 +257,8 @@ class FolderSource(ImageSource):
 def _registered_builder(name: str, data_dir: str | os.PathLike | None) -> Any:
   """tfds.builder(name, data_dir), with nothing left in the temporary folder: for a dataset not prepared under
   data_dir, tfds looks its info up in its GCS bucket through a mkdtemp folder it never removes (offline it finds
-  nothing), so the lookup runs with a private temporary folder that is removed afterwards."""
+  nothing), so the lookup runs with a private temporary folder that is removed afterwards. tempfile.tempdir is
+  process-wide: another thread making a temporary file during this call would make it there too."""
   import tempfile
 
   import tensorflow_datasets as tfds
