@@ -94,8 +94,8 @@ def attention_readout(ztr: np.ndarray, ytr: np.ndarray, zte: np.ndarray, yte: np
 
     s_p = v·tanh(A [z_p ; z_p − z̄] + c),  a = softmax_p(s),  f = Σ_p a_p z_p,  logits = W f + b
 
-  (z̄ the block mean, which only steers the pooling). Full-batch Adam on the training scenes for a fixed budget; nothing is chosen on the test
-  scenes.
+  (z̄ the block mean, which only steers the pooling). Full-batch Adam on the training scenes for a fixed budget;
+  nothing is chosen on the test scenes.
   """
   import jax
   import jax.numpy as jnp

@@ -1,9 +1,9 @@
 """Exact nearest-word search: spae's chunked scan against the naive full-matrix argmin peers use.
 
 Default: a 262,144 × 2304 random table (Gemma-2 scale) and one or more images of 597 pyramid tokens.
-Each case runs in its own process; memory is reported as XLA's working (temp) memory of the compiled search, and peak RSS. Prints a table with
-tokens/s, achieved GFLOP/s as a fraction of a plain matmul of the same shape measured in the same
-run, and peak memory; writes JSON with --out.
+Each case runs in its own process; memory is reported as XLA's working (temp) memory of the compiled search, and
+peak RSS. Prints a table with tokens/s, achieved GFLOP/s as a fraction of a plain matmul of the same shape measured
+in the same run, and peak memory; writes JSON with --out.
 
   python benchmarks/quantizer.py                 # full size (a few minutes on 2 CPU cores)
   python benchmarks/quantizer.py --smoke         # tiny, for CI

@@ -67,7 +67,8 @@ def main(argv=None) -> int:
   ap.add_argument("--episodes", type=int, default=2, help="nested episodes per cell")
   ap.add_argument("--batch", type=int, default=16, help="requests per score_many call (the sweep's)")
   ap.add_argument("--repeats", type=int, default=1, help="timed passes of each way")
-  ap.add_argument("--smoke", action="store_true", help="tiny random Gemma and tiny tokenizer, 2-way 1/3-shot, layers 1-2")
+  ap.add_argument("--smoke", action="store_true",
+                  help="tiny random Gemma and tiny tokenizer, 2-way 1/3-shot, layers 1-2")
   ap.add_argument("--out", type=Path)
   args = ap.parse_args(argv)
   args.ways, args.shots, args.layers, args.token_mode = [2, 5], [1, 3, 5], [1, 2, 3], "auto"

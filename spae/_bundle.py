@@ -75,7 +75,8 @@ def load_vocab(directory: Path) -> Vocabulary:
                          f"a bundle can reference only {', '.join(_specs.builtin_names('vocab'))}.")
   vocab = _specs.resolve_builtin("vocab", name)
   if vocab.fingerprint() != ref["fingerprint"]:
-    raise SpaeInputError(f"{directory} was trained on the {name!r} vocabulary with fingerprint {ref['fingerprint'][:20]}, "
+    raise SpaeInputError(f"{directory} was trained on the {name!r} vocabulary with fingerprint "
+                         f"{ref['fingerprint'][:20]}, "
                          f"but this installation gives {vocab.fingerprint()}; use the matching spae version.")
   return vocab
 

@@ -67,7 +67,8 @@ def decode_image(data: bytes | str | os.PathLike, what: str = "image", *, max_pi
       orientation = im.getexif().get(_ORIENTATION, 1)
       out = _reduce(im, min_size)
       method = _TRANSPOSE.get(orientation)
-      return out if method is None else np.ascontiguousarray(np.asarray(Image.fromarray(out).transpose(Image.Transpose[method])))
+      return out if method is None else np.ascontiguousarray(
+          np.asarray(Image.fromarray(out).transpose(Image.Transpose[method])))
   except SpaeInputError:
     raise
   except Image.DecompressionBombError as e:
@@ -209,7 +210,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   except UnreadableImageError as e:
     if e.__cause__ is None:
       raise
-    raise UnreadableImageError(f"cannot read image {str(path)!r}: {e.__cause__}. Pass a valid PNG/JPEG/... file.") from e
+    raise UnreadableImageError(f"cannot read image {str(path)!r}: {e.__cause__}. "
+                               f"Pass a valid PNG/JPEG/... file.") from e
 
 
 def as_float_batch(images: Any) -> tuple[np.ndarray, bool]:

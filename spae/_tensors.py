@@ -7,9 +7,9 @@
 - `.npz` (members read on access, never with pickle) and `.npy` (memory-mapped; the tensor is named by the
   file's stem).
 - orbax checkpoint directories: restored once; names are key paths joined by `sep` (`embedder/input_embedding`).
-- GGUF (llama.cpp): header parsed by `spae._gguf_file`, data memory-mapped; names as stored (`blk.0.attn_q.weight`); shapes in
-  numpy order (ggml lists dimensions innermost first, so they are reversed); quantized tensors (Q8_0, Q4_K, ...)
-  are dequantized on `get` (gguf.quants); the key/value metadata is `Tensors.metadata`.
+- GGUF (llama.cpp): header parsed by `spae._gguf_file`, data memory-mapped; names as stored (`blk.0.attn_q.weight`);
+  shapes in numpy order (ggml lists dimensions innermost first, so they are reversed); quantized tensors (Q8_0,
+  Q4_K, ...) are dequantized on `get` (gguf.quants); the key/value metadata is `Tensors.metadata`.
 
 `Tensors.get(name, shape=None, dtype=None)` checks that the tensor exists, has the expected shape and can be
 read as the requested dtype, and raises `SpaeInputError` naming the file and the tensor otherwise.

@@ -137,7 +137,8 @@ def read_document(path: str | os.PathLike) -> Any:
   try:
     return json.loads(path.read_bytes().decode("utf-8"))
   except UnicodeDecodeError:
-    raise SpaeInputError(f"{name} is not valid JSON (not UTF-8 text); pass the file written by `spae encode -o`.") from None
+    raise SpaeInputError(f"{name} is not valid JSON (not UTF-8 text); "
+                         f"pass the file written by `spae encode -o`.") from None
   except RecursionError:
     raise SpaeInputError(f"{name} is not valid JSON for tokens (nested too deeply).") from None
   except ValueError as e:  # JSONDecodeError, and integers longer than Python's digit limit

@@ -122,7 +122,8 @@ def _check_semantic_shapes(targets, codebook, idx, probs):
   if codebook.ndim != 2 or codebook.shape[1] != targets.shape[2]:
     raise SpaeInputError(f"codebook must be [V, d={targets.shape[2]}], got shape {codebook.shape}.")
   if idx.shape != probs.shape or idx.ndim != 2 or idx.shape[0] != targets.shape[0]:
-    raise SpaeInputError(f"teacher idx/probs must both be [B={targets.shape[0]}, k], got {idx.shape} and {probs.shape}.")
+    raise SpaeInputError(f"teacher idx/probs must both be [B={targets.shape[0]}, k], "
+                         f"got {idx.shape} and {probs.shape}.")
 
 
 def semantic_loss(targets: Array, codebook: Array, idx: Array, probs: Array, tau: float, *,

@@ -131,7 +131,8 @@ class PerceptualNet(nnx.Module):
   def __call__(self, x: Array, y: Array) -> Array:
     """Perceptual distance per image: x, y [B, H, W, 3] in [-1, 1] -> [B]. Needs H, W >= 16."""
     if x.shape != y.shape or x.ndim != 4 or x.shape[-1] != 3:
-      raise SpaeInputError(f"perceptual distance needs two [B, H, W, 3] images of equal shape, got {x.shape}, {y.shape}.")
+      raise SpaeInputError(f"perceptual distance needs two [B, H, W, 3] images of equal shape, "
+                           f"got {x.shape}, {y.shape}.")
     if min(x.shape[1:3]) < 16:
       raise SpaeInputError(f"perceptual distance needs images of at least 16×16 (4 VGG poolings), got {x.shape[1:3]}.")
     b = x.shape[0]

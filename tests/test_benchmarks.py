@@ -400,7 +400,8 @@ def test_a_bad_tokenizer_bundle_is_one_line_not_a_traceback(tmp_path):
   import recon
 
   (tmp_path / "config.json").write_text("{}")
-  for call in (lambda: recon.load_tokenizer(str(tmp_path), False), lambda: fewshot.main(["--tokenizer", str(tmp_path)])):
+  for call in (lambda: recon.load_tokenizer(str(tmp_path), False),
+               lambda: fewshot.main(["--tokenizer", str(tmp_path)])):
     with pytest.raises(SystemExit) as e:
       call()
     msg = str(e.value)

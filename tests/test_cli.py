@@ -47,9 +47,11 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tiny_tok_dir, tmp_path, c
   assert main(["encode", str(bad), "--tokenizer", str(tmp_path / "none")]) == 2
   assert "does not exist" in capsys.readouterr().err
   (tmp_path / "t.json").write_text("{not json")
-  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir), "-o", str(tmp_path / "o.png")]) == 2
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir),
+               "-o", str(tmp_path / "o.png")]) == 2
   assert "not valid JSON" in capsys.readouterr().err
   (tmp_path / "t.json").write_text(json.dumps({"ids": [[[[0]]], [[[0, 1], [2, 99999]]]]}))
-  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir), "-o", str(tmp_path / "o.png")]) == 2
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir),
+               "-o", str(tmp_path / "o.png")]) == 2
   assert "out of range" in capsys.readouterr().err
   assert not (tmp_path / "o.png").exists()

@@ -54,7 +54,8 @@ KEYS = ["ids", "images", "grids", "format", "vocabulary", "words", "path", "conf
         "fingerprint", "metadata", "image_size", "autoencoder", "pyramid", "codebook", "channels", "builtin"]
 LEAF = (st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.sampled_from([2**31, 2**63, -1, 0, 1])
         | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6))
-JSON = st.recursive(LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4),
+JSON = st.recursive(LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(KEYS)
+                                                                              | st.text(max_size=4),
                                                                               c, max_size=4), max_leaves=16)
 
 

@@ -399,7 +399,8 @@ def test_the_refit_reads_the_teacher_mirrored_and_standardised_where_asked(train
   vocab = spae.tiny_vocabulary()
   cfg = T.load_config(ROOT / "configs" / "tiny.py", [*REFIT_RECIPE, "semantic.centre_images=4",
                                                       "semantic.whole_words=true", "semantic.refit_images=24",
-                                                      "semantic.refit_mirrored=true", "semantic.refit_standardised=true"])
+                                                      "semantic.refit_mirrored=true",
+                                                      "semantic.refit_standardised=true"])
   t = LiTTeacher(CFG, trained[0], text_tower_identity=bert.identity, text_tower=bert, templates=TEMPLATES,
                  cache_dir=tmp_path)
   tr = T.Trainer(cfg, tmp_path / "run", vocabulary=vocab, teacher=t)

@@ -160,7 +160,8 @@ def test_semantic_toy_optimisation_raises_relevant_probability(sem_setup):
   def relevant_mass(t):  # q mass on the teacher's top-k tokens
     d2 = jnp.sum((t[:, :, None] - codebook[None, None]) ** 2, -1)
     q = jax.nn.softmax(-d2 / tau, -1)
-    return float(jnp.mean(jnp.take_along_axis(q, jnp.broadcast_to(idx[:, None], q.shape[:2] + idx.shape[1:]), 2).sum(-1)))
+    return float(jnp.mean(jnp.take_along_axis(q, jnp.broadcast_to(idx[:, None], q.shape[:2] + idx.shape[1:]),
+                                              2).sum(-1)))
 
   @jax.jit
   def step(t, _):
@@ -227,7 +228,8 @@ def test_commitment_gradient_pulls_z_toward_recon():
 def test_sample_prefix_and_pick_prefix_recon():
   draws = np.asarray(jax.vmap(lambda k: losses.sample_prefix(k, 4))(jax.random.split(jax.random.key(0), 400)))
   assert set(draws.tolist()) == {1, 2, 3, 4} and abs(draws.mean() - 2.5) < 0.2
-  draws = np.asarray(jax.vmap(lambda k: losses.sample_prefix(k, 4, min_layers=3))(jax.random.split(jax.random.key(1), 50)))
+  draws = np.asarray(jax.vmap(lambda k: losses.sample_prefix(k, 4, min_layers=3))(
+      jax.random.split(jax.random.key(1), 50)))
   assert set(draws.tolist()) == {3, 4}
   assert isinstance(int(losses.sample_prefix(jax.random.key(0), 4)), int)
   recons = [jnp.full((1, 2, 2, 3), float(l)) for l in range(1, 5)]

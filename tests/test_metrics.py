@@ -59,7 +59,8 @@ def test_ssim_constant_images_closed_form():
   a, b = 0.3, 0.6
   x, y = jnp.full((1, 12, 12, 3), a), jnp.full((1, 12, 12, 3), b)
   c1 = 0.01 ** 2
-  np.testing.assert_allclose(float(M.ssim(x, y)[0]), (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-4)  # f32 variance rounding
+  np.testing.assert_allclose(float(M.ssim(x, y)[0]), (2 * a * b + c1) / (a * a + b * b + c1),
+                             rtol=1e-4)  # f32 variance rounding
 
 
 # ------------------------------------------------------------------------------------ codebook health

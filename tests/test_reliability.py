@@ -153,7 +153,8 @@ def test_token_files_that_are_not_files_or_not_json(tmp_path):
 def test_decode_writes_every_image_of_a_batched_entry(tiny_tok, tiny_tok_dir, sample_images, tmp_path, capsys):
   entry = tiny_tok.encode(sample_images).to_json()  # one entry holding two images
   (tmp_path / "t.json").write_text(json.dumps(entry))
-  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir), "-o", str(tmp_path / "o.png")]) == 0
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", str(tiny_tok_dir),
+               "-o", str(tmp_path / "o.png")]) == 0
   assert sorted(p.name for p in tmp_path.glob("o-*.png")) == ["o-0.png", "o-1.png"]
   want = _images.to_uint8(tiny_tok.decode(tiny_tok.encode(sample_images)))
   got = spae.load_image(tmp_path / "o-1.png").astype(int)
@@ -260,7 +261,8 @@ BAD_BUNDLES = {
     "image_size -32": (_cfg(lambda m: m["config"].update(image_size=-32)), "image_size must be an integer >= 1"),
     "grids not a list": (_cfg(lambda m: m["config"]["pyramid"].update(grids=7)), "grids must be a non-empty list"),
     "garbage vocab.json": (lambda d: (d / "vocab" / "vocab.json").write_text("garbage"), "vocab.json.*not valid JSON"),
-    "garbage vocab.npz": (lambda d: (d / "vocab" / "vocab.npz").write_bytes(b"garbage" * 9), "vocab.npz is not an .npz"),
+    "garbage vocab.npz": (lambda d: (d / "vocab" / "vocab.npz").write_bytes(b"garbage" * 9),
+                          "vocab.npz is not an .npz"),
     "truncated vocab.npz": (lambda d: (d / "vocab" / "vocab.npz").write_bytes(
         (d / "vocab" / "vocab.npz").read_bytes()[:900]), "vocab.npz is damaged"),
     "garbage vocab.ref.json": (_ref("garbage"), "vocab.ref.json.*not valid JSON"),

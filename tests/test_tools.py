@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-  spec = importlib.util.spec_from_file_location("train_default_tokenizer", ROOT / "tools" / "train_default_tokenizer.py")
+  spec = importlib.util.spec_from_file_location("train_default_tokenizer",
+                                                ROOT / "tools" / "train_default_tokenizer.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod

@@ -259,7 +259,8 @@ def test_sigkill_mid_training_resumes(tmp_path):
   try:
     deadline = time.time() + 240
     while time.time() < deadline:
-      steps = [int(p.name) for p in (wd / "checkpoints").glob("*") if p.name.isdigit()] if (wd / "checkpoints").exists() else []
+      steps = ([int(p.name) for p in (wd / "checkpoints").glob("*") if p.name.isdigit()]
+               if (wd / "checkpoints").exists() else [])
       if steps and max(steps) >= 6:
         break
       time.sleep(0.5)

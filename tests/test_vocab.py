@@ -16,8 +16,9 @@ def sp_model(tmp_path_factory):
   rng = np.random.default_rng(0)
   lines = [" ".join(rng.choice(words, size=8)) for _ in range(400)]
   (d / "corpus.txt").write_text("\n".join(lines))
-  spm.SentencePieceTrainer.train(input=str(d / "corpus.txt"), model_prefix=str(d / "tok"), vocab_size=300, hard_vocab_limit=False,
-                                 byte_fallback=True, user_defined_symbols=["<unused0>", "<unused1>"],
+  spm.SentencePieceTrainer.train(input=str(d / "corpus.txt"), model_prefix=str(d / "tok"), vocab_size=300,
+                                 hard_vocab_limit=False, byte_fallback=True,
+                                 user_defined_symbols=["<unused0>", "<unused1>"],
                                  model_type="unigram", minloglevel=2)
   return d / "tok.model"
 

@@ -107,7 +107,8 @@ def _sidecar(kind: str, cfg) -> dict:
     side.update(attn_softcap=cfg.attn_logit_softcapping, final_softcap=cfg.final_logit_softcapping)
   else:
     rp = cfg.rope_parameters
-    side.update(rope_global_base=rp["full_attention"]["rope_theta"], rope_local_base=rp["sliding_attention"]["rope_theta"],
+    side.update(rope_global_base=rp["full_attention"]["rope_theta"],
+                rope_local_base=rp["sliding_attention"]["rope_theta"],
                 rope_global_scaling={"rope_type": "linear", "factor": rp["full_attention"]["factor"]})
   return side
 

@@ -251,8 +251,9 @@ class FakeCompletionsServer:
   """A vLLM-like OpenAI-compatible server on 127.0.0.1 (loopback only) backed by a local language model.
 
   Serves /v1/completions (echo + logprobs, greedy or seeded sampling, stop strings), /tokenize, /detokenize
-  and /v1/models from `lm` (a local model with full logits) and its tokenizer. Faults for tests: append to `faults` any of 'http500', 'badjson',
-  'auth401' (a 401 that echoes the Authorization header), ('sleep', seconds); each request takes the next fault (if any). `paths` and `headers` record every request.
+  and /v1/models from `lm` (a local model with full logits) and its tokenizer. Faults for tests: append to
+  `faults` any of 'http500', 'badjson', 'auth401' (a 401 that echoes the Authorization header), ('sleep',
+  seconds); each request takes the next fault (if any). `paths` and `headers` record every request.
 
       with FakeCompletionsServer(lm, model="tiny") as srv:
         remote = spae.lm.load(f"openai:{srv.url}#tiny")

@@ -22,11 +22,11 @@ from spae.prompting.generate import (GenerateConfig, GenerationResult, add_gener
                                      token_accuracy)
 
 __all__ = ["NONSENSE_NAMES", "Episode", "FileImages", "check_source", "normalize_label", "read_episodes",
-           "repeated_support", "sample_episodes", "sample_nested_episodes", "split_caption", "write_episodes", "FROZEN_TABLE",
-           "format_frozen_table", "frozen_induction", "read_frozen", "bag_of_tokens", "jaccard", "jaccard_probe",
-           "ridge_probe", "PromptTemplate", "Answer", "Rendered", "Segment", "Text", "Tokens", "fill", "readable",
-           "render", "confidence_interval", "format_table", "summarize", "TokenMap", "shares_vocabulary",
+           "repeated_support", "sample_episodes", "sample_nested_episodes", "split_caption", "write_episodes",
+           "FROZEN_TABLE", "format_frozen_table", "frozen_induction", "read_frozen", "bag_of_tokens", "jaccard",
+           "jaccard_probe", "ridge_probe", "PromptTemplate", "Answer", "Rendered", "Segment", "Text", "Tokens", "fill",
+           "readable", "render", "confidence_interval", "format_table", "summarize", "TokenMap", "shares_vocabulary",
            "FewShotConfig", "add_fewshot_args", "episode_template", "evaluate_fewshot", "run_fewshot",
-           "score_candidates", "sweep_fewshot", "GenerateConfig", "GenerationResult", "add_generate_args", "add_token_noise", "corrupt",
-           "generate_pyramid", "noise_schedule", "run_generate", "run_image_task", "run_text_task",
-           "token_accuracy"]
+           "score_candidates", "sweep_fewshot", "GenerateConfig", "GenerationResult", "add_generate_args",
+           "add_token_noise", "corrupt", "generate_pyramid", "noise_schedule", "run_generate", "run_image_task",
+           "run_text_task", "token_accuracy"]

@@ -10,9 +10,9 @@ Episode file format (JSONL, one episode per line; `write_episodes` writes it, `r
    "question": "Q: What is this? A: This is a"}       # optional, with captions: the text after the query image
 
 `image` is whatever the labelled source (a `spae.data.LabelledSource`) loads (an int index, or a key string),
-or, when no source is given, a path to an image file (relative paths are relative to the episode file). A CSV form is also read:
-a header `episode,role,class,image` (role = support | query), one row per image, rows in prompt order;
-`labels` then default to the class names.
+or, when no source is given, a path to an image file (relative paths are relative to the episode file). A CSV
+form is also read: a header `episode,role,class,image` (role = support | query), one row per image, rows in
+prompt order; `labels` then default to the class names.
 
 Episodes with captions (Frozen's published mini-ImageNet files, `spae.prompting.read_frozen`) carry their own
 texts: each support image is followed by its caption verbatim and the query image by the question, instead of the

@@ -15,7 +15,8 @@ from spae.teachers._siglip import (SigLIPConfig, SigLIPTeacher, SigLIPTokenizer,
 from spae.teachers._wordpiece import WordPieceTokenizer, basic_tokenize
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "RelevanceFn", "LiTConfig", "LiTTeacher", "init_lit_params", "lit_image_features", "Teacher", "default_cache_dir", "load", "SPEC_HELP",
+    "DEFAULT_TEMPLATES", "RelevanceFn", "LiTConfig", "LiTTeacher", "init_lit_params", "lit_image_features", "Teacher",
+    "default_cache_dir", "load", "SPEC_HELP",
     "CLIPTeacher", "CLIPConfig", "CLIPTokenizer", "clip_image_features", "clip_text_features",
     "SigLIPTeacher", "SigLIPConfig", "SigLIPTokenizer", "siglip_image_features", "siglip_text_features",
     "BertTextEncoder", "BertConfig", "bert_embed", "bert_hidden_states", "WordPieceTokenizer", "basic_tokenize",
