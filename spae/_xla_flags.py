@@ -29,8 +29,13 @@ CPU_CONVOLUTIONS_FLAG = f"{_FLAG}=-individual_convolution"
 NUMERICS_PACKAGES = ("jax", "jaxlib", "numpy", "flax", "optax", "ml_dtypes", "pillow", "scipy", "scikit-image",
                      "tensorflow-datasets", "array_record", "gguf")
 
-__all__ = ["CPU_CONVOLUTIONS_FLAG", "NUMERICS_PACKAGES", "numerics_differences", "numerics_record",
-           "xla_convolutions_on_cpu"]
+# The SIMD extensions XLA:CPU's LLVM backend may compile float loops with: it targets the host CPU, so a machine with
+# other ones (AVX-512 against AVX2 alone, say) vectorises reductions differently and rounds them differently.
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl",
+                     "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16", "amx_tile", "asimd", "sve", "sve2")
+
+__all__ = ["CPU_CONVOLUTIONS_FLAG", "NUMERICS_PACKAGES", "VECTOR_EXTENSIONS", "numerics_differences",
+           "numerics_record", "xla_convolutions_on_cpu"]
 
 
 def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -50,22 +55,41 @@ def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> 
   return True
 
 
+def _cpu_fields(lines: list[str]) -> dict[str, str]:
+  """The fields of /proc/cpuinfo's first processor that decide which code XLA:CPU compiles: the marketing name alone
+  ("AMD EPYC") names several generations."""
+  first: dict[str, str] = {}
+  for line in lines:
+    if not line.strip():
+      if first:
+        break
+      continue
+    key, _, value = line.partition(":")
+    first.setdefault(key.strip(), value.strip())
+  kind = " ".join(f"{label} {first[key]}" if label else first[key]
+                  for key, label in (("vendor_id", ""), ("cpu family", "family"), ("model", "model"),
+                                     ("CPU implementer", "implementer"), ("CPU part", "part"))  # the last two: Arm
+                  if key in first)
+  flags = set((first.get("flags") or first.get("Features") or "").split())
+  return {"cpu": first.get("model name", ""), "cpu_type": kind,
+          "cpu_vector": " ".join(f for f in VECTOR_EXTENSIONS if f in flags)}
+
+
 def numerics_record() -> dict[str, Any]:
-  """What a run's bits depend on besides its code, config and seed: the CPU model ('' where /proc/cpuinfo does not
-  name one), XLA_FLAGS, the Python version and the installed versions of NUMERICS_PACKAGES (those not installed are
-  left out)."""
+  """What a run's bits depend on besides its code, config and seed: the CPU's name, type (vendor, family and model)
+  and vector extensions ('' where /proc/cpuinfo does not say), XLA_FLAGS, the Python version and the installed
+  versions of NUMERICS_PACKAGES (those not installed are left out)."""
   try:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
   except OSError:
     lines = []
-  cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "")
   packages = {}
   for name in NUMERICS_PACKAGES:
     try:
       packages[name] = metadata.version(name)
     except metadata.PackageNotFoundError:
       pass
-  return {"cpu": cpu, "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version(),
+  return {**_cpu_fields(lines), "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version(),
           "packages": packages}
 
 
@@ -73,7 +97,8 @@ def numerics_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]
   """One line per way `current` (a numerics_record()) differs from `recorded` (one a run wrote down): the reasons a
   rerun of that run may not reproduce its bits. Fields the record lacks (records older than a field) are skipped."""
   out = []
-  for key, label in (("cpu", "CPU"), ("xla_flags", "XLA_FLAGS"), ("python", "Python")):
+  for key, label in (("cpu", "CPU"), ("cpu_type", "CPU type"), ("cpu_vector", "CPU vector extensions"),
+                     ("xla_flags", "XLA_FLAGS"), ("python", "Python")):
     if key in recorded and recorded[key] != current.get(key):
       out.append(f"{label} {current.get(key)!r} here, {recorded[key]!r} in the record")
   theirs, ours = recorded.get("packages", {}), current.get("packages", {})

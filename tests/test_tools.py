@@ -74,6 +74,10 @@ def test_the_tool_names_how_this_machine_differs_from_the_one_that_trained_the_s
   record.write_text(json.dumps({"machine": dict(here, packages=dict(here["packages"], jaxlib="0.0.1"))}))
   assert tool.environment_notes(default, [], record) == [f"jaxlib {here['packages']['jaxlib']} here, 0.0.1 in the "
                                                          "record"]
+  # Two CPUs of one marketing name ("AMD EPYC") but another generation compile other code: named too.
+  record.write_text(json.dumps({"machine": dict(here, cpu_type="GenuineIntel family 6 model 85")}))
+  assert tool.environment_notes(default, [], record) == [f"CPU type {here['cpu_type']!r} here, 'GenuineIntel family 6 "
+                                                         "model 85' in the record"]
   # Another recipe, or the shipped one with overrides, is not the shipped parameters' run.
   assert tool.environment_notes(str(ROOT / "configs" / "tiny.py"), [], record) == []
   assert tool.environment_notes(default, ["steps=3"], record) == []

@@ -102,3 +102,28 @@ def test_differences_name_each_field_that_changed_and_skip_fields_the_record_lac
   assert len(lines) == 3 and any(l.startswith("XLA_FLAGS") for l in lines)
   assert f"jax {here['packages']['jax']} here, 0.0.1 in the record" in lines
   assert "gone not installed here, 1.0 in the record" in lines
+
+
+def _cpuinfo(vendor: str, family: int, model: int, flags: str) -> list[str]:
+  one = [f"vendor_id\t: {vendor}", f"cpu family\t: {family}", f"model\t\t: {model}", "model name\t: AMD EPYC",
+         f"flags\t\t: fpu {flags} lm"]
+  return ["processor\t: 0", *one, "", "processor\t: 1", *one, ""]
+
+
+def test_the_record_tells_cpu_generations_apart_where_their_name_does_not():
+  """Two EPYC generations share the name "AMD EPYC" but not the code XLA compiles for them (AVX-512 or not): the
+  record names the type and vector extensions too, and a difference in either is reported."""
+  from spae._xla_flags import _cpu_fields, numerics_differences, numerics_record
+
+  zen3 = _cpu_fields(_cpuinfo("AuthenticAMD", 25, 1, "sse4_2 avx avx2 fma f16c"))
+  zen5 = _cpu_fields(_cpuinfo("AuthenticAMD", 26, 2, "avx512f sse4_2 avx avx512bw avx2 fma"))
+  assert zen3 == {"cpu": "AMD EPYC", "cpu_type": "AuthenticAMD family 25 model 1",
+                  "cpu_vector": "sse4_2 avx avx2 fma f16c"}
+  assert zen5["cpu_vector"] == "sse4_2 avx avx2 fma avx512f avx512bw"  # in VECTOR_EXTENSIONS' order
+  here = numerics_record()
+  lines = numerics_differences(dict(here, **zen3), dict(here, **zen5))
+  assert lines == ["CPU type 'AuthenticAMD family 26 model 2' here, 'AuthenticAMD family 25 model 1' in the record",
+                   "CPU vector extensions 'sse4_2 avx avx2 fma avx512f avx512bw' here, 'sse4_2 avx avx2 fma f16c' in "
+                   "the record"]
+  # Nothing to read (no /proc/cpuinfo): empty fields, not an error.
+  assert _cpu_fields([]) == {"cpu": "", "cpu_type": "", "cpu_vector": ""}
