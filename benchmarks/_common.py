@@ -25,8 +25,9 @@ def machine_info() -> dict[str, Any]:
           "jax": jax.__version__, "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "date": time.strftime("%Y-%m-%d")}
   numerics = numerics_record()
-  if numerics["cpu"]:
-    info["cpu"] = numerics["cpu"]
+  for key in ("cpu", "cpu_type", "cpu_vector"):  # the name alone ("AMD EPYC") spans CPU generations
+    if numerics[key]:
+      info[key] = numerics[key]
   info["xla_flags"] = numerics["xla_flags"]
   info["packages"] = numerics["packages"]
   try:
@@ -39,7 +40,8 @@ def machine_info() -> dict[str, Any]:
 
 def machine_line(machine: dict[str, Any], load_before: Sequence[float], load_after: Sequence[float]) -> str:
   """One header line: CPU, cores, jax version and the 1-minute load average before and after the run."""
-  return (f"{machine.get('cpu', '?')}, {machine['cpu_count']} CPUs, jax {machine['jax']}; load average "
+  kind = f" ({machine['cpu_type']})" if machine.get("cpu_type") else ""
+  return (f"{machine.get('cpu', '?')}{kind}, {machine['cpu_count']} CPUs, jax {machine['jax']}; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
 
 

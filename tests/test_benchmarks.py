@@ -423,3 +423,17 @@ def test_train_step_breakdown_times_the_teacher_and_semantic_loss(tmp_path):
   names = [r["part"] for r in rows]
   assert any(n.startswith("semantic CE") for n in names) and "teacher relevance (outside the step)" in names
   assert all(math.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows)
+
+
+def test_machine_info_names_the_cpu_type_beside_its_name():
+  """Benchmark figures of two CPU generations that share a name ("AMD EPYC") must not read as one machine's."""
+  sys.path.insert(0, str(BENCH))
+  from _common import machine_info, machine_line
+
+  from spae._xla_flags import numerics_record
+
+  here, info = numerics_record(), machine_info()
+  for key in ("cpu_type", "cpu_vector"):
+    assert info.get(key, "") == here[key]
+  line = machine_line(dict(info, cpu="AMD EPYC", cpu_type="AuthenticAMD family 26 model 2"), (0.5,), (1.0,))
+  assert line.startswith("AMD EPYC (AuthenticAMD family 26 model 2), ")
