@@ -9,6 +9,9 @@ tokens for the default pyramid) it reports:
   thumb_side, thumb_psnr  the baseline of the same budget measured in this run: the s×s thumbnail
                         (spae.metrics.thumbnail: box average, 24-bit cells, bicubic back up) with s the side of
                         the prefix's deepest layer grid; gain_db = psnr - thumb_psnr (a prefix should beat it);
+  bits, thumb_bits      the most a prefix can carry (spae.metrics.prefix_bits: log2 of the words its layer
+                        searches, per token) and the thumbnail's 24·s²: only a prefix with more bits has the
+                        larger budget (the default's full pyramid; its 1-5-layer prefixes have 0.19-0.82×);
   dips                  the share of images whose PSNR at prefix l is below their PSNR at prefix l - 1 (each added
                         layer should make every picture better; the mean can rise while some images fall);
   rise_db, rise_ci95    the mean per-image PSNR change from prefix l - 1 to l and its 95% interval (normal
@@ -273,6 +276,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   tops, mains = [], []  # per image: its layer-1/2 words, its main object's names
   layer_words, roles = [[] for _ in range(sem_layers)], []  # per semantic layer, per image: its words; the roles
   thumb_sides = [int(max(spec.grids[:l])) for l in range(1, L + 1)]
+  words = [len(spec.semantic_vocab) if l < spec.semantic_layers else V for l in range(L)]
+  bits = metrics.prefix_bits(spec.grids, words)  # what each prefix can carry, against the thumbnail's 24 s²
   thumb_sums = {s: 0.0 for s in set(thumb_sides)}
   seen = 0
   for x, n in batches(images, bs):
@@ -324,7 +329,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     row = {"layers": l, "tokens": int(cum[s]), "psnr": sums["psnr"][s] / seen, "ssim": sums["ssim"][s] / seen,
            "usage": float(use[s]), "saq_mse": sums["mse"][s] / seen, "rq_mse": sums["mse"][r] / seen,
            "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen, "thumb_side": thumb_sides[s],
-           "thumb_psnr": thumb_sums[thumb_sides[s]] / seen, "dips": dips[s] / seen}
+           "thumb_psnr": thumb_sums[thumb_sides[s]] / seen, "dips": dips[s] / seen, "bits": bits[s],
+           "thumb_bits": 24 * thumb_sides[s] ** 2}
     row["gain_db"] = row["psnr"] - row["thumb_psnr"]
     if l > 1:
       row["rise_db"], row["rise_ci95"] = float(rises[l - 2].mean()), list(normal_interval(rises[l - 2]))
@@ -436,7 +442,7 @@ def main(argv=None) -> int:
   print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
-  cols = ["layers", "tokens", "psnr", "thumb_side", "thumb_psnr", "gain_db", "dips", "rise_db", "rise_ci95", "ssim",
+  cols = ["layers", "tokens", "bits", "psnr", "thumb_side", "thumb_bits", "thumb_psnr", "gain_db", "dips", "rise_db", "rise_ci95", "ssim",
           "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():

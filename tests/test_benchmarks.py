@@ -142,6 +142,9 @@ def test_recon_reports_every_prefix(smoke_runs):
       lo, hi = r["rise_ci95"]
       assert r["rise_db"] == pytest.approx(r["psnr"] - prev["psnr"], abs=1e-4) and lo <= r["rise_db"] <= hi, name
     assert "rise_db" not in rows[0]
+    # bits: what each prefix can carry grows with every layer; the thumbnail's are 24 per cell.
+    assert all(b["bits"] > a["bits"] for a, b in zip(rows, rows[1:]))
+    assert all(r["thumb_bits"] == 24 * r["thumb_side"] ** 2 for r in rows), name
     # SAQ and RQ pick the same first-layer token (both target z at layer 1): equal latent error there.
     assert res["rows"][0]["saq_mse"] == pytest.approx(res["rows"][0]["rq_mse"], rel=1e-5)
   sem = data["datasets"]["shapes-heldout"]["semantic_precision"]

@@ -279,3 +279,18 @@ def test_inception_features_load_fold_bn_and_fid(tmp_path):
   del t["Mixed_6e.branch7x7dbl_4.bn.running_var"]
   with pytest.raises(spae.SpaeInputError, match="missing tensor 'Mixed_6e.branch7x7dbl_4.bn.running_var'"):
     M.InceptionFeatures.from_tensors(t)
+
+
+def test_prefix_bits_count_log2_of_each_layers_words_per_token():
+  """The default's pyramid: layers 1-2 pick among its 24 semantic words, layers 3-6 among 32,768 (15 bits). Only
+  the full pyramid spends more than the 16×16 thumbnail's 24·256 bits; prefix 1 spends less than one 24-bit cell."""
+  grids, words = (1, 2, 4, 8, 16, 16), (24, 24, 32768, 32768, 32768, 32768)
+  bits = M.prefix_bits(grids, words)
+  sem = np.log2(24)
+  np.testing.assert_allclose(bits, [sem, 5 * sem, 5 * sem + 240, 5 * sem + 1200, 5 * sem + 5040, 5 * sem + 8880])
+  thumb = [24 * max(grids[:l]) ** 2 for l in range(1, 7)]
+  assert [b > t for b, t in zip(bits, thumb)] == [False] * 5 + [True]
+  assert M.prefix_bits((1, 2), (1, 2)) == [0.0, 4.0]  # one word carries nothing
+  for bad in ((1,), (0, 5)):
+    with pytest.raises(spae.SpaeInputError, match="prefix_bits"):
+      M.prefix_bits((1, 2), bad)
