@@ -442,8 +442,8 @@ def main(argv=None) -> int:
   print(f"# recon: {tok_name}; {size}px, pyramid {tok.config.pyramid.grids}, V={len(tok.vocabulary)}, "
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
-  cols = ["layers", "tokens", "bits", "psnr", "thumb_side", "thumb_bits", "thumb_psnr", "gain_db", "dips", "rise_db", "rise_ci95", "ssim",
-          "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
+  cols = ["layers", "tokens", "bits", "psnr", "thumb_side", "thumb_bits", "thumb_psnr", "gain_db", "dips", "rise_db",
+          "rise_ci95", "ssim", "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():
     print(f"\n## {name}: {res['num_images']} images ({res['source']}), {res['seconds']:.1f} s")
