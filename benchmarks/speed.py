@@ -23,6 +23,7 @@ same functions. PyTorch baselines are skipped, with a note, when torch or vector
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import os
@@ -41,24 +42,37 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------ configuration
+def _searched_codes(tok: Any) -> np.ndarray:
+  """[V, d] the codes a tokenizer's quantizer searches: its frozen table as its codebook scores it (a learned
+  projection makes them narrower than the table's rows). Layers with a semantic map of their own search fewer words
+  than this in the tokenizer itself; here every layer searches the whole table."""
+  return np.asarray(tok.codebook)
+
+
 def resolve_config(a: argparse.Namespace) -> tuple[Any, np.ndarray, Any, str]:
   """(TokenizerConfig, codebook [V, d], trained model or None, description)."""
   import spae
 
   if a.smoke:
-    cfg = spae.tiny_config(dim=32)
-    cb = np.random.default_rng(0).standard_normal((256, 32)).astype(np.float32)
-    return cfg, cb, None, "smoke: spae.tiny_config(), random 256 x 32 codebook"
+    # As the shipped default does: codes through a learned projection (narrower than the table) and pooled top
+    # layers, so the smoke run takes the path a trained tokenizer takes.
+    from spae._codebook import CodebookConfig
+
+    cfg = spae.tiny_config(dim=8)
+    cfg = dataclasses.replace(cfg, codebook=CodebookConfig("projected", dim=8),
+                              pyramid=dataclasses.replace(cfg.pyramid, pooled_layers=2))
+    tok = spae.Tokenizer(cfg, spae.tiny_vocabulary(32), seed=0)
+    return cfg, _searched_codes(tok), tok.model, ("smoke: spae.tiny_config() with 8-dim projected codes and pooled "
+                                                  "top layers, tiny_vocabulary(32)")
   if a.tokenizer:
     tok = spae.Tokenizer.load(a.tokenizer)
-    return tok.config, tok.vocabulary.embeddings, tok.model, f"tokenizer {a.tokenizer}"
+    return tok.config, _searched_codes(tok), tok.model, f"tokenizer {a.tokenizer}"
   try:
     from spae.assets import default_tokenizer
     tok = default_tokenizer()
-    return tok.config, tok.vocabulary.embeddings, tok.model, "spae.assets.default_tokenizer()"
+    return tok.config, _searched_codes(tok), tok.model, "spae.assets.default_tokenizer()"
   except (ImportError, FileNotFoundError, spae.SpaeInputError):
     pass
-  import dataclasses
 
   spec = importlib.util.spec_from_file_location("shapes64_config", REPO / "configs" / "shapes64.py")
   mod = importlib.util.module_from_spec(spec)
@@ -243,7 +257,10 @@ def torch_state_from_spae(model: Any, codebook: np.ndarray) -> dict[str, np.ndar
       else:
         out[f"{prefix}{k}"] = v
 
-  walk(nnx.state(model, nnx.Param).to_pure_dict(), "")
+  # Only the networks: a tokenizer's codebook projection and pooling scorer have no counterpart in the baselines
+  # (the codes they make are `codebook` already).
+  params = nnx.state(model, nnx.Param).to_pure_dict()
+  walk({k: params[k] for k in ("encoder", "decoder")}, "")
   return out
 
 
@@ -294,7 +311,6 @@ def torch_worker(work: Path) -> None:
 
 def run_torch(model: Any, cfg: Any, codebook: np.ndarray, x: np.ndarray, repeats: int) -> tuple[dict, dict]:
   """Runs `torch_worker` in a subprocess; returns (result JSON, outputs)."""
-  import dataclasses
   import json
   import subprocess
   import tempfile
@@ -354,7 +370,10 @@ def main(argv=None) -> int:
     model = Autoencoder(cfg.autoencoder, rngs=nnx.Rngs(0))
   cb = jnp.asarray(codebook, jnp.float32)
   v, d = cb.shape
-  s, b, spec = cfg.image_size, a.batch_size, cfg.pyramid
+  # Plain SAQ on every layer, as the PyTorch baselines quantize: a tokenizer whose top layers pool their blocks and
+  # search a semantic sub-vocabulary does that for 5 of its 597 tokens, a negligible share of the search.
+  s, b = cfg.image_size, a.batch_size
+  spec = dataclasses.replace(cfg.pyramid, semantic_layers=0, semantic_vocab=(), pooled_layers=0)
   hw = cfg.latent_size
   tokens_pyr, tokens_vq = sum(spec.tokens_per_layer()), hw * hw
   flops = conv_flops(cfg, s)
