@@ -12,10 +12,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
+from spae._xla_flags import numerics_record, xla_cpu_settings
 
-# Every benchmark imports this module before it computes anything: time what the `spae` command and the tools run.
-xla_convolutions_on_cpu()
+# Every benchmark imports this module before it computes anything: time what the `spae` command and the tools run
+# (the benchmarks that an LLM's forward passes dominate run as `spae fewshot` does, without the AVX2 cap).
+LLM_BENCHMARKS = ("generate_real.py", "lm_scoring.py", "sweep_scoring.py")
+xla_cpu_settings(isa_cap=os.path.basename(sys.argv[0]) not in LLM_BENCHMARKS)
 
 
 def machine_info() -> dict[str, Any]:

@@ -14,7 +14,7 @@ from spae._pyramid import PyramidSpec, nearest_tokens, reconstruct_from_ids, saq
 from spae._tiny import tiny_config, tiny_tokenizer, tiny_vocabulary
 from spae._tokenizer import Tokenizer, TokenizerConfig, TokenPyramid
 from spae._vocab import Vocabulary
-from spae._xla_flags import xla_convolutions_on_cpu
+from spae._xla_flags import xla_convolutions_on_cpu, xla_cpu_settings
 from spae import assets  # registers the built-in vocabulary specs ('default', 'gemma3-270m') in spae._specs
 
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
     "PyramidSpec", "saq_quantize", "nearest_tokens", "reconstruct_from_ids",
     "load_image", "save_image",
     "tiny_config", "tiny_tokenizer", "tiny_vocabulary",
-    "xla_convolutions_on_cpu",
+    "xla_cpu_settings", "xla_convolutions_on_cpu",
 ]
 
 __version__ = "0.1.0"

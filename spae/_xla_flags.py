@@ -1,13 +1,21 @@
 """XLA:CPU settings spae's entry points choose before JAX starts its CPU backend.
 
-XLA:CPU hands convolutions to YNNPACK by default (its `individual_convolution` fusion). On AVX2-only CPUs (the
-2-core AMD EPYC of 2026-12-03, no AVX-512) that path ran the default tokenizer's decoder forward + backward 2.8-4.3×
-slower than XLA's own convolution emitter, and a training step 2.3× slower (benchmarks/README.md, train_step.py).
-Only convolutions leave YNNPACK: its matmul fusion stays, since turning it off too slowed a 2048² matmul by ~25%.
+1. XLA:CPU hands convolutions to YNNPACK by default (its `individual_convolution` fusion). On AVX2-only CPUs (the
+   2-core AMD EPYC of 2026-12-03, no AVX-512) that path ran the default tokenizer's decoder forward + backward
+   2.8-4.3× slower than XLA's own convolution emitter, and a training step 2.3× slower (benchmarks/README.md,
+   train_step.py). Only convolutions leave YNNPACK: its matmul fusion stays, since turning it off too slowed a 2048²
+   matmul by ~25%.
+2. On CPUs with AVX-512, XLA:CPU's code for the nearest-word search (distances to 32,768 words and their argmin, in
+   chunks) ran 3.6× slower than the same search compiled for AVX2 (the 2-core AMD EPYC family 26 of 2026-12-06:
+   0.72 against 0.20 s per step, every other part of the step alike), so a training step of the shipped recipe took
+   1.35 s instead of 0.85 (benchmarks/README.md, "XLA:CPU's AVX-512 code"). spae caps XLA's instruction set at AVX2
+   there (`--xla_cpu_max_isa=AVX2`). On CPUs without AVX-512 the cap would change nothing and is not added, so
+   XLA_FLAGS there, and the bits of a run, stay as they were.
 
-The two paths round differently (relative gradient differences ~1e-5), so runs are bit-reproducible only with the
-same setting on the same machine type. XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution
-restores XLA's default bit for bit, and any XLA_FLAGS that already sets the fusion type is left as it is.
+Each setting rounds differently (relative gradient differences ~1e-5), so runs are bit-reproducible only with the
+same settings on the same machine type. An XLA_FLAGS that already sets the YNN fusion type, or the instruction-set
+cap, is left as it is: XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution restores XLA's
+default convolutions, and XLA_FLAGS=--xla_cpu_max_isa=AVX512 (any value) lifts the cap.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from typing import Any, Mapping, MutableMapping
 
 _FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 CPU_CONVOLUTIONS_FLAG = f"{_FLAG}=-individual_convolution"
+_ISA = "--xla_cpu_max_isa"
+CPU_ISA_FLAG = f"{_ISA}=AVX2"  # added only where the CPU has AVX-512 (avx512f)
 
 # The installed distributions a training run's bits depend on: XLA's numerics (jax, jaxlib), the optimiser and
 # initialisers (flax, optax, ml_dtypes), the data (numpy renders and draws the scenes; Pillow, scikit-image and
@@ -34,25 +44,50 @@ NUMERICS_PACKAGES = ("jax", "jaxlib", "numpy", "flax", "optax", "ml_dtypes", "pi
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl",
                      "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16", "amx_tile", "asimd", "sve", "sve2")
 
-__all__ = ["CPU_CONVOLUTIONS_FLAG", "NUMERICS_PACKAGES", "VECTOR_EXTENSIONS", "numerics_differences",
-           "numerics_record", "xla_convolutions_on_cpu"]
+__all__ = ["CPU_CONVOLUTIONS_FLAG", "CPU_ISA_FLAG", "NUMERICS_PACKAGES", "VECTOR_EXTENSIONS", "numerics_differences",
+           "numerics_record", "xla_convolutions_on_cpu", "xla_cpu_settings"]
 
 
-def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> bool:
-  """Adds CPU_CONVOLUTIONS_FLAG to XLA_FLAGS unless XLA_FLAGS already sets the YNN fusion type or JAX's backends
-  already started (the flags are read once, at the first computation; adding it later would change nothing and
-  misreport the run). Returns whether it added the flag."""
+def xla_cpu_settings(environ: MutableMapping[str, str] | None = None, cpuinfo: list[str] | None = None, *,
+                     isa_cap: bool = True) -> list[str]:
+  """Adds spae's XLA:CPU settings to XLA_FLAGS: CPU_CONVOLUTIONS_FLAG unless XLA_FLAGS already sets the YNN fusion
+  type, and CPU_ISA_FLAG where the CPU has AVX-512 unless XLA_FLAGS already sets the instruction-set cap. Adds
+  nothing once JAX's backends started (the flags are read once, at the first computation; adding them later would
+  change nothing and misreport the run). Returns the flags it added.
+
+  environ: the environment to change (os.environ when None; then the backend check applies).
+  cpuinfo: /proc/cpuinfo's lines (read when None; nothing to read means no AVX-512 known, no cap).
+  isa_cap: False for programs that an LLM's matmuls dominate (Gemma 3 270M's batched scoring ran ~7% slower
+    capped); the cap pays where the tokenizer searches its vocabulary.
+  """
   env = os.environ if environ is None else environ
   flags = env.get("XLA_FLAGS", "")
-  if _FLAG in flags:
-    return False
   if environ is None:
     from jax._src import xla_bridge  # no public API tells whether the backends started
 
     if xla_bridge.backends_are_initialized():
-      return False
-  env["XLA_FLAGS"] = f"{flags} {CPU_CONVOLUTIONS_FLAG}".strip()
-  return True
+      return []
+  added = []
+  if _FLAG not in flags:
+    added.append(CPU_CONVOLUTIONS_FLAG)
+  vector = _cpu_fields(_read_cpuinfo() if cpuinfo is None else cpuinfo)["cpu_vector"].split()
+  if isa_cap and _ISA not in flags and "avx512f" in vector:
+    added.append(CPU_ISA_FLAG)
+  if added:
+    env["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+  return added
+
+
+def xla_convolutions_on_cpu(environ: MutableMapping[str, str] | None = None) -> list[str]:
+  """`xla_cpu_settings` under its name from before it capped the instruction set (kept for library callers)."""
+  return xla_cpu_settings(environ)
+
+
+def _read_cpuinfo() -> list[str]:
+  try:
+    return Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return []
 
 
 def _cpu_fields(lines: list[str]) -> dict[str, str]:
@@ -79,10 +114,7 @@ def numerics_record() -> dict[str, Any]:
   """What a run's bits depend on besides its code, config and seed: the CPU's name, type (vendor, family and model)
   and vector extensions ('' where /proc/cpuinfo does not say), XLA_FLAGS, the Python version and the installed
   versions of NUMERICS_PACKAGES (those not installed are left out)."""
-  try:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-  except OSError:
-    lines = []
+  lines = _read_cpuinfo()
   packages = {}
   for name in NUMERICS_PACKAGES:
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from spae._io import SpaeInputError, check_can_create, check_output_dir, check_output_file, write_json_atomic
-from spae._xla_flags import xla_convolutions_on_cpu
+from spae._xla_flags import xla_cpu_settings
 
 __all__ = ["build_parser", "main", "register"]
 
@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+# Subcommands whose time a frozen LLM's forward passes dominate.
+LLM_COMMANDS = frozenset({"fewshot", "caption", "vqa", "generate"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -250,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not args.command:
     parser.print_help()
     return 2
-  xla_convolutions_on_cpu()  # before any computation starts JAX's backend (spae._xla_flags says why)
+  # Before any computation starts JAX's backend (spae._xla_flags says why); no AVX2 cap where an LLM's matmuls
+  # dominate the time.
+  xla_cpu_settings(isa_cap=args.command not in LLM_COMMANDS)
   try:
     return int(_COMMANDS[args.command][2](args) or 0)
   except SpaeInputError as e:

@@ -22,10 +22,10 @@ if "SPAE_CACHE_DIR" not in os.environ:
 
   os.environ["SPAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="spae-test-cache-")
   atexit.register(shutil.rmtree, os.environ["SPAE_CACHE_DIR"], True)
-# Compute as the `spae` command does (its XLA:CPU convolution setting, spae._xla_flags); subprocesses inherit it.
-from spae._xla_flags import xla_convolutions_on_cpu  # noqa: E402
+# Compute as the `spae` command does (its XLA:CPU settings, spae._xla_flags); subprocesses inherit them.
+from spae._xla_flags import xla_cpu_settings  # noqa: E402
 
-xla_convolutions_on_cpu()
+xla_cpu_settings()
 
 import numpy as np
 import pytest

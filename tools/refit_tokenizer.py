@@ -72,9 +72,9 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
   from spae import train as T
   from spae._io import write_json_atomic
   from spae._tokenizer import share_default_vocabulary
-  from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
+  from spae._xla_flags import numerics_record, xla_cpu_settings
 
-  xla_convolutions_on_cpu()
+  xla_cpu_settings()
   start = time.time()
   cfg = T.load_config(a.config, a.overrides)
   if not cfg.semantic.refit_images and not cfg.tune.steps:

