@@ -90,6 +90,21 @@ def test_the_flag_takes_effect_when_added_after_import_jax():
   assert ours == preset  # so not XLA's default: the flag added after `import jax` took effect
 
 
+def test_the_cap_reaches_xla_when_added_after_import_jax(tmp_path):
+  """XLA records the options a program was compiled with: the cap spae adds after `import jax` is among them (the
+  CPU is given as an AVX-512 one, so this runs on any machine)."""
+  code = (f"import jax, jax.numpy as jnp\nfrom spae._xla_flags import xla_cpu_settings\n"
+          f"added = xla_cpu_settings(cpuinfo={_cpuinfo('AuthenticAMD', 26, 2, 'avx2 fma avx512f')!r})\n"
+          f"jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()\nprint(','.join(added))\n")
+  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": f"--xla_dump_to={tmp_path}"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       check=True).stdout.split()
+  assert out == [f"{CPU_CONVOLUTIONS_FLAG},{CPU_ISA_FLAG}"]
+  options = [p.read_text() for p in tmp_path.rglob("*debug_options")]
+  assert options and all('xla_cpu_max_isa: "AVX2"' in o for o in options)
+
+
 def test_the_spae_command_adds_it_before_a_subcommand(monkeypatch, tmp_path):
   """...with the AVX2 cap, except for the subcommands a frozen LLM's matmuls dominate."""
   calls = []
