@@ -9,8 +9,9 @@
    chunks) ran 3.6× slower than the same search compiled for AVX2 (the 2-core AMD EPYC family 26 of 2026-12-06:
    0.72 against 0.20 s per step, every other part of the step alike), so a training step of the shipped recipe took
    1.35 s instead of 0.85 (benchmarks/README.md, "XLA:CPU's AVX-512 code"). spae caps XLA's instruction set at AVX2
-   there (`--xla_cpu_max_isa=AVX2`). On CPUs without AVX-512 the cap would change nothing and is not added, so
-   XLA_FLAGS there, and the bits of a run, stay as they were.
+   there (`--xla_cpu_max_isa=AVX2`), except in programs that an LLM's matmuls dominate (`isa_cap=False`: Gemma 3
+   270M's batched scoring ran ~7% slower capped). On CPUs without AVX-512 the cap would change nothing and is not
+   added, so XLA_FLAGS there, and the bits of a run, stay as they were.
 
 Each setting rounds differently (relative gradient differences ~1e-5), so runs are bit-reproducible only with the
 same settings on the same machine type. An XLA_FLAGS that already sets the YNN fusion type, or the instruction-set
