@@ -42,15 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------ configuration
-def _searched_codes(tok: Any) -> np.ndarray:
-  """[V, d] the codes a tokenizer's quantizer searches: its frozen table as its codebook scores it (a learned
-  projection makes them narrower than the table's rows). Layers with a semantic map of their own search fewer words
-  than this in the tokenizer itself; here every layer searches the whole table."""
-  return np.asarray(tok.codebook)
-
-
 def resolve_config(a: argparse.Namespace) -> tuple[Any, np.ndarray, Any, str]:
-  """(TokenizerConfig, codebook [V, d], trained model or None, description)."""
+  """(TokenizerConfig, codebook [V, d], trained model or None, description). A tokenizer's codebook is the codes its
+  quantizer searches (`Tokenizer.codebook`: the frozen table as its codebook config scores it, narrower than the
+  table's rows under a learned projection)."""
   import spae
 
   if a.smoke:
@@ -62,15 +57,15 @@ def resolve_config(a: argparse.Namespace) -> tuple[Any, np.ndarray, Any, str]:
     cfg = dataclasses.replace(cfg, codebook=CodebookConfig("projected", dim=8),
                               pyramid=dataclasses.replace(cfg.pyramid, pooled_layers=2))
     tok = spae.Tokenizer(cfg, spae.tiny_vocabulary(32), seed=0)
-    return cfg, _searched_codes(tok), tok.model, ("smoke: spae.tiny_config() with 8-dim projected codes and pooled "
+    return cfg, np.asarray(tok.codebook), tok.model, ("smoke: spae.tiny_config() with 8-dim projected codes and pooled "
                                                   "top layers, tiny_vocabulary(32)")
   if a.tokenizer:
     tok = spae.Tokenizer.load(a.tokenizer)
-    return tok.config, _searched_codes(tok), tok.model, f"tokenizer {a.tokenizer}"
+    return tok.config, np.asarray(tok.codebook), tok.model, f"tokenizer {a.tokenizer}"
   try:
     from spae.assets import default_tokenizer
     tok = default_tokenizer()
-    return tok.config, _searched_codes(tok), tok.model, "spae.assets.default_tokenizer()"
+    return tok.config, np.asarray(tok.codebook), tok.model, "spae.assets.default_tokenizer()"
   except (ImportError, FileNotFoundError, spae.SpaeInputError):
     pass
 

@@ -71,9 +71,9 @@ def xla_cpu_settings(environ: MutableMapping[str, str] | None = None, cpuinfo: l
   added = []
   if _FLAG not in flags:
     added.append(CPU_CONVOLUTIONS_FLAG)
-  vector = _cpu_fields(_read_cpuinfo() if cpuinfo is None else cpuinfo)["cpu_vector"].split()
-  if isa_cap and _ISA not in flags and "avx512f" in vector:
-    added.append(CPU_ISA_FLAG)
+  if isa_cap and _ISA not in flags:
+    if "avx512f" in _cpu_fields(_read_cpuinfo() if cpuinfo is None else cpuinfo)["cpu_vector"].split():
+      added.append(CPU_ISA_FLAG)
   if added:
     env["XLA_FLAGS"] = " ".join([flags, *added]).strip()
   return added

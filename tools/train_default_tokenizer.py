@@ -1,10 +1,10 @@
 """Trains the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
 The shipped parameters (e7137c5c...) are this tool's output from seed 0 in one uninterrupted run (2026-12-05, night;
-124 min on the 2-core AVX2-only AMD EPYC from scratch). On the 2-core AVX-512 EPYC it takes 59.6 min from scratch
-with the AVX2 cap spae adds there (97.7 min without), and gives other bits. Its bits depend on the CPU type, XLA flags and package versions as well
-as the code: training.json records them, tools/default_recipe_constraints.txt pins the packages, and the tool prints a
-note for each way this machine differs before it trains the shipped recipe.
+124 min on the 2-core AVX2-only AMD EPYC from scratch). On the 2-core AVX-512 EPYC it takes 59.6 min from scratch with
+the AVX2 cap spae adds there (97.7 min without), and gives other bits. Its bits depend on the CPU type, XLA flags and
+package versions as well as the code: training.json records them, tools/default_recipe_constraints.txt pins the
+packages, and the tool prints a note for each way this machine differs before it trains the shipped recipe.
 
   python tools/train_default_tokenizer.py                       # configs/gemma64_tune1600.py (needs the models extra)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
