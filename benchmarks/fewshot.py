@@ -3,11 +3,19 @@
   python benchmarks/fewshot.py --smoke                      # CI-sized, untrained tiny tokenizer
   python benchmarks/fewshot.py --tokenizer DIR --lm hf:PATH --episodes 200 --out fewshot.json
 
-Episodes are N-way K-shot (2/5-way, 1/3/5-shot) over the `shapes` held-out classes (novel colour/shape pairs)
-rendered in memory at the tokenizer's image size, with 1-3 token layers per image. The Jaccard and ridge probes
-measure the class information in the tokens themselves; with `--lm` the same episodes are scored by the LLM.
-Accuracies are printed next to chance (1/N), the baseline measured here, as a ratio. An untrained tokenizer
-(the default) gives near-chance numbers: the point of the default is to exercise the pipeline.
+Episodes are N-way K-shot (2/5-way, 1/3/5-shot) over held-out classes (novel colour/shape pairs) rendered in memory
+at the tokenizer's image size, with 1-3 token layers per image: the `shapes` renderer's test split (the default), or
+with `--data scenes` the `scenes` renderer's, whose held-out classes never lead a training scene. The Jaccard and
+ridge probes measure the class information in the tokens themselves; with `--lm` the same episodes are scored by the
+LLM. Accuracies are printed next to chance (1/N), the baseline measured here, as a ratio.
+
+The same probes also read the images' true attribute words in place of the tokens, on the same episodes (the
+"oracle probes"): the labelled object's colour alone, the largest object's colour and shape, and every object's
+colour and shape. They say what a tokenizer whose top words named exactly that would score. A class is its
+labelled object's colour and shape; in `scenes` that object is the main one, the largest; in `shapes` it is the
+first object placed, which need not be the largest (a scene has 1-3 objects of random sizes).
+
+An untrained tokenizer (the default) gives near-chance numbers: the point of the default is to exercise the pipeline.
 """
 
 from __future__ import annotations
@@ -34,13 +42,65 @@ def machine_info() -> dict:
           "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
 
 
+def object_words(attrs: dict) -> list[tuple[str, str, float]]:
+  """(colour name, shape, radius) of every object of a `scenes` or `shapes` scene, the labelled object first."""
+  return [(o["colour"]["name"] if isinstance(o["colour"], dict) else o["colour"], o["shape"], float(o["radius"]))
+          for o in attrs["objects"]]
+
+
+# What an oracle's top words would say about a scene: word lists from `object_words`.
+ORACLES = {
+    "labelled colour": lambda objs: [objs[0][0]],
+    "largest object": lambda objs: list(max(objs, key=lambda o: o[2])[:2]),
+    "every object": lambda objs: [w for o in objs for w in o[:2]],
+}
+
+
+def attributes_getter(source, base_attributes):
+  """key of `source` (a class subset, possibly of a subset) -> base_attributes(index in the underlying source)."""
+  def get(key):
+    src, k = source, int(key)
+    while getattr(src, "indices", None) is not None:
+      src, k = src.base, int(src.indices[k])
+    return base_attributes(k)
+  return get
+
+
+def oracle_probes(episode_sets, attributes_of, oracles=None) -> list[dict]:
+  """The Jaccard and ridge probes on each oracle's words (`ORACLES`) in place of the tokens, on the same episodes:
+  one row per (ways, shots, oracle, method) with its accuracy and 95% interval."""
+  from spae.prompting._probes import jaccard_probe, ridge_probe
+  from spae.prompting._stats import confidence_interval
+
+  ids: dict[str, int] = {}
+  rows = []
+  for eps in episode_sets:
+    for name, fn in (oracles or ORACLES).items():
+      words = lambda key: [ids.setdefault(w, len(ids)) for w in fn(object_words(attributes_of(key)))]
+      for method in ("jaccard", "ridge"):
+        hits = []
+        for ep in eps:
+          support = [words(k) for _, k in ep.support]
+          classes = [c for c, _ in ep.support]
+          for c, q in ep.query:
+            guess = (jaccard_probe(support, classes, words(q)) if method == "jaccard"
+                     else int(ridge_probe(support, classes, [words(q)], ep.ways)[0]))
+            hits.append(float(guess == c))
+        rows.append({"ways": eps[0].ways, "shots": eps[0].shots, "oracle": name, "method": method,
+                     "accuracy": float(np.mean(hits)), "ci95": list(confidence_interval(hits)), "queries": len(hits)})
+  return rows
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: spae.tiny_tokenizer())")
   p.add_argument("--lm", default=None, help="also evaluate this LM (gemma:PATH, hf:PATH, openai:URL#model)")
   p.add_argument("--mode", choices=("score", "generate"), default="score")
   p.add_argument("--episodes", type=int, default=50, help="episodes per (ways, shots)")
-  p.add_argument("--images", type=int, default=6000, help="scenes rendered (a quarter are held-out classes)")
+  p.add_argument("--data", choices=("shapes", "scenes"), default="shapes",
+                 help="the renderer whose test-split held-out classes make the episodes")
+  p.add_argument("--images", type=int, default=6000,
+                 help="scenes rendered (a quarter of shapes', a quarter of scenes' are held-out classes)")
   p.add_argument("--ways", type=int, nargs="+", default=[2, 5])
   p.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5])
   p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
@@ -55,6 +115,7 @@ def main(argv=None) -> int:
   import spae
   import spae.data
   from spae.prompting import FewShotConfig, evaluate_fewshot, format_table
+  from spae.prompting.fewshot import sampled_episodes
   from spae.prompting._cli import load_lm
 
   t0 = time.perf_counter()
@@ -62,8 +123,13 @@ def main(argv=None) -> int:
   t_tok = time.perf_counter() - t0
   size = tok.config.image_size
   t0 = time.perf_counter()
-  full = spae.data.render_shapes_source(args.images, image_size=size, seed=args.seed, split="test")
-  held = full.subset(spae.data.SHAPES_HELDOUT_CLASSES)
+  if args.data == "scenes":
+    full = spae.data.SceneSource(args.images, image_size=size, seed=args.seed, split="test")
+    held, base_attributes = full.subset(spae.data.SCENE_HELDOUT_CLASSES), full.attributes
+  else:
+    full = spae.data.render_shapes_source(args.images, image_size=size, seed=args.seed, split="test")
+    held = full.subset(spae.data.SHAPES_HELDOUT_CLASSES)
+    base_attributes = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(args.seed, "test", i))
   need = max(args.shots) + 1
   usable = [c for c in held.classes if len(held.images_of(c)) >= need]
   if len(usable) < max(args.ways):
@@ -77,8 +143,14 @@ def main(argv=None) -> int:
   res = evaluate_fewshot(config, tok, lm, source=source, out=args.jsonl, lm_name=args.lm or "none",
                          progress=not args.smoke)
   t_eval = time.perf_counter() - t0
+  oracles = oracle_probes(sampled_episodes(config, source), attributes_getter(source, base_attributes))
   n_eps = len(res["rows"])
   print(format_table(res["summary"]))
+  print("\noracle probes: the same probes on the images' true attribute words, the same episodes:")
+  for r in oracles:
+    lo, hi = r["ci95"]
+    print(f"  {r['ways']}-way {r['shots']}-shot {r['oracle']:>15} {r['method']:>7}: {r['accuracy']:.3f} "
+          f"[{lo:.3f}, {hi:.3f}]")
   print("\naccuracy / chance (chance = 1/ways, the baseline):")
   for s in res["summary"]:
     s["chance"] = 1.0 / s["ways"]
@@ -95,7 +167,8 @@ def main(argv=None) -> int:
   if args.out:
     from spae._io import write_json_atomic
 
-    write_json_atomic(args.out, {"summary": res["summary"], "machine": info, "timing": timing,
+    write_json_atomic(args.out, {"summary": res["summary"], "oracle_probes": oracles, "machine": info,
+                                 "timing": timing,
                                  "classes": usable, "args": vars(args), "setup": res["setup"],
                                  "tokenizer": args.tokenizer or "spae.tiny_tokenizer()"})
     print(f"wrote {args.out}")

@@ -28,7 +28,7 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "lm_scoring": ("lm_scoring.py", [], {"benchmark", "seconds_per_query", "speedup_vs_uncached", "machine"}),
     "sweep_scoring": ("sweep_scoring.py", [], {"benchmark", "requests", "seconds_per_request",
                                                 "speedup_batched_vs_per_call", "ranking_changes", "machine"}),
-    "fewshot": ("fewshot.py", [], {"summary", "machine", "timing", "args"}),
+    "fewshot": ("fewshot.py", [], {"summary", "oracle_probes", "machine", "timing", "args"}),
     "train_step": ("train_step.py", ["--breakdown"], {"benchmark", "machine", "matmul_gflops", "rows", "breakdown"}),
     "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
     # the tokenizer-choosing mode: validation-split scenes in place of the test split's
@@ -275,6 +275,37 @@ def test_ablation_chooses_on_validation_scenes(smoke_runs):
   val, _ = recon.new_scenes(3, 32, 0, split="validation")
   test, _ = recon.new_scenes(3, 32, 0)
   assert val.shape == test.shape and not np.array_equal(val, test)
+
+
+@pytest.mark.parametrize("renderer", ["shapes", "scenes"])
+def test_fewshot_oracle_probes_read_each_episode_images_own_attributes(renderer):
+  """The oracle probes find each image's attributes through the class subsets: the labelled object's colour and
+  shape, which are its class, classify every query; its colour alone cannot tell classes of one colour apart; in
+  `shapes` the largest object is not always the labelled one, in `scenes` it is."""
+  sys.path.insert(0, str(BENCH))
+  import fewshot
+
+  import spae.data
+  from spae.prompting import FewShotConfig
+  from spae.prompting.fewshot import sampled_episodes
+
+  if renderer == "scenes":
+    full = spae.data.SceneSource(1500, image_size=16, seed=0, split="test")
+    base = full.attributes
+    held = full.subset(spae.data.SCENE_HELDOUT_CLASSES)
+  else:
+    full = spae.data.render_shapes_source(1200, image_size=16, seed=0, split="test")
+    base = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(0, "test", i))
+    held = full.subset(spae.data.SHAPES_HELDOUT_CLASSES)
+  source = held.subset([c for c in held.classes if len(held.images_of(c)) >= 2])
+  config = FewShotConfig(ways=(5,), shots=(1,), layers=(1,), episodes=40, seed=0)
+  oracles = dict(fewshot.ORACLES, labelled=lambda objs: list(objs[0][:2]))
+  rows = fewshot.oracle_probes(sampled_episodes(config, source), fewshot.attributes_getter(source, base), oracles)
+  acc = {(r["oracle"], r["method"]): r["accuracy"] for r in rows}
+  assert acc["labelled", "jaccard"] == 1.0 and acc["labelled", "ridge"] == 1.0
+  assert 0.2 < acc["labelled colour", "jaccard"] < 1.0
+  assert (acc["largest object", "jaccard"] == 1.0) == (renderer == "scenes")
+  assert all(r["queries"] == 40 and r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] for r in rows)
 
 
 def test_naming_reads_words_as_the_scenes_spell_them():

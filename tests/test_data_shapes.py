@@ -31,6 +31,12 @@ def test_render_scene_is_deterministic_and_sized():
   assert len(others) == 10
 
 
+def test_shapes_attributes_are_render_scenes_without_the_image():
+  for seed in range(20):
+    rng = data.scene_rng(0, "test", seed)
+    assert data.shapes_attributes(rng) == data.render_scene(data.scene_rng(0, "test", seed), 64)[2]
+
+
 def test_render_scene_is_antialiased():
   # Supersampling leaves edge pixels that are neither the background nor the object colour.
   image, _, attrs = data.render_scene(np.random.default_rng(0), 64)

@@ -19,7 +19,7 @@ from spae.data._scenes import TRAIN_CLASSES as SCENE_TRAIN_CLASSES, scene_exampl
 from spae.data._shapes import BACKGROUND_NAMES, CLASSES as SHAPES_CLASSES, COLOUR_NAMES, COLOURS
 from spae.data._shapes import HELDOUT_CLASSES as SHAPES_HELDOUT_CLASSES, SHAPES, SIZES, TEXTURES
 from spae.data._shapes import TRAIN_CLASSES as SHAPES_TRAIN_CLASSES
-from spae.data._shapes import caption_for, render_scene, scene_rng
+from spae.data._shapes import caption_for, render_scene, sample_attributes as shapes_attributes, scene_rng
 from spae.data._shapes_tfds import ShapesSpec, build_shapes
 from spae.data._open import make_source
 from spae.data._sources import (ArraySource, ClassSubset, FolderSource, ImageSource, LabelledSource, TfdsSource,
@@ -32,5 +32,5 @@ __all__ = [
     "SHAPES", "SHAPES_CLASSES", "SHAPES_HELDOUT_CLASSES", "SHAPES_TRAIN_CLASSES", "SIZES", "SceneSource",
     "ShapesSpec", "TEXTURES", "TRAIN_PHOTOS", "TfdsSource", "UnreadableImageError", "build_shapes", "caption_for",
     "decode_image", "heldout_photo_crops", "load_photo", "make_source", "mixed_source", "preprocess",
-    "render_scene", "render_shapes_source", "scene_example", "scene_rng", "shapes_source", "to_rgb",
+    "render_scene", "render_shapes_source", "scene_example", "scene_rng", "shapes_attributes", "shapes_source", "to_rgb",
 ]

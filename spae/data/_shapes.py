@@ -87,15 +87,21 @@ def render_scene(rng: np.random.Generator, size: int = 64,
   """
   if size < 16:
     raise SpaeInputError(f"shapes image size must be >= 16 pixels, got {size}.")
+  attrs = sample_attributes(rng, max_objects)
+  image = _draw(rng, size, attrs["background"], attrs["objects"])
+  return image, caption_for(attrs), attrs
+
+
+def sample_attributes(rng: np.random.Generator, max_objects: int = MAX_OBJECTS) -> dict[str, Any]:
+  """The attributes `render_scene` draws from `rng` before it renders (the same draws, so a generator in the same
+  state gives the same attributes without the cost of drawing the image)."""
   if not 1 <= max_objects <= MAX_OBJECTS:
     raise SpaeInputError(f"max_objects must be in 1..{MAX_OBJECTS}, got {max_objects}.")
   n = int(rng.integers(1, max_objects + 1))
   objects = _place_objects(rng, n)
   background = BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
-  image = _draw(rng, size, background, objects)
-  attrs = {"label": class_name(objects[0]["colour"], objects[0]["shape"]), "background": background,
-           "objects": objects}
-  return image, caption_for(attrs), attrs
+  return {"label": class_name(objects[0]["colour"], objects[0]["shape"]), "background": background,
+          "objects": objects}
 
 
 def _place_objects(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
