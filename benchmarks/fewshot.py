@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,13 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-
-def machine_info() -> dict:
-  import jax
-
-  return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-          "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
 
 
 def object_words(attrs: dict) -> list[tuple[str, str, float]]:
@@ -112,6 +104,7 @@ def main(argv=None) -> int:
   if args.smoke:
     args.episodes, args.images = min(args.episodes, 4), min(args.images, 1200)
 
+  load_before = os.getloadavg()
   import spae
   import spae.data
   from spae.prompting import FewShotConfig, evaluate_fewshot, format_table
@@ -158,17 +151,18 @@ def main(argv=None) -> int:
   for s in res["summary"]:
     print(f"  {s['ways']}-way {s['shots']}-shot layers={s['layers']} {s['method']:>7}: "
           f"{s['accuracy']:.3f} / {s['chance']:.3f} = {s['ratio_to_chance']:.2f}x")
-  info = machine_info()
+  info = _common.machine_info()
+  load = [load_before, os.getloadavg()]
   timing = {"tokenizer_build_s": t_tok, "render_s": t_data, "eval_s": t_eval, "episode_settings": n_eps,
             "eval_ms_per_episode_setting": 1000 * t_eval / max(1, n_eps)}
-  print(f"\nmachine: {info['platform']}, {info['cpus']} CPUs, jax {info['jax']} on {info['devices']}")
+  print("\nmachine: " + _common.machine_line(info, *load))
   print(f"held-out classes used: {len(usable)}; timing: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float)
                                                                       else f"{k}={v}" for k, v in timing.items()))
   if args.out:
     from spae._io import write_json_atomic
 
     write_json_atomic(args.out, {"summary": res["summary"], "oracle_probes": oracles, "machine": info,
-                                 "timing": timing,
+                                 "load_avg": [list(v) for v in load], "timing": timing,
                                  "classes": usable, "args": vars(args), "setup": res["setup"],
                                  "tokenizer": args.tokenizer or "spae.tiny_tokenizer()"})
     print(f"wrote {args.out}")

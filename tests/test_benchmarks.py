@@ -28,7 +28,7 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "lm_scoring": ("lm_scoring.py", [], {"benchmark", "seconds_per_query", "speedup_vs_uncached", "machine"}),
     "sweep_scoring": ("sweep_scoring.py", [], {"benchmark", "requests", "seconds_per_request",
                                                 "speedup_batched_vs_per_call", "ranking_changes", "machine"}),
-    "fewshot": ("fewshot.py", [], {"summary", "oracle_probes", "machine", "timing", "args"}),
+    "fewshot": ("fewshot.py", [], {"summary", "oracle_probes", "machine", "load_avg", "timing", "args"}),
     "train_step": ("train_step.py", ["--breakdown"], {"benchmark", "machine", "matmul_gflops", "rows", "breakdown"}),
     "recon": ("recon.py", [], {"benchmark", "machine", "load_avg", "datasets", "cumulative_tokens", "notes"}),
     # the tokenizer-choosing mode: validation-split scenes in place of the test split's
