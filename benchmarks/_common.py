@@ -15,9 +15,21 @@ import numpy as np
 from spae._xla_flags import numerics_record, xla_cpu_settings
 
 # Every benchmark imports this module before it computes anything: time what the `spae` command and the tools run
-# (the benchmarks that an LLM's forward passes dominate run as `spae fewshot` does, without the AVX2 cap).
+# (the benchmarks that an LLM's forward passes dominate run as `spae fewshot` does, without the AVX2 cap; fewshot.py
+# only when it is given an LLM).
 LLM_BENCHMARKS = ("generate_real.py", "lm_scoring.py", "sweep_scoring.py")
-xla_cpu_settings(isa_cap=os.path.basename(sys.argv[0]) not in LLM_BENCHMARKS)
+LLM_WITH_LM_FLAG = ("fewshot.py",)  # these time an LLM only when given one (--lm)
+
+
+def runs_an_llm(argv: Sequence[str]) -> bool:
+  """Whether the benchmark command line `argv` (sys.argv) runs an LLM's forward passes."""
+  name, args = os.path.basename(argv[0]), argv[1:]
+  return name in LLM_BENCHMARKS or (name in LLM_WITH_LM_FLAG and any(
+      a.startswith("--lm=") or (a == "--lm" and i + 1 < len(args) and args[i + 1] != "none")
+      for i, a in enumerate(args)))
+
+
+xla_cpu_settings(isa_cap=not runs_an_llm(sys.argv))
 
 
 def machine_info() -> dict[str, Any]:

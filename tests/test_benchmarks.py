@@ -308,6 +308,19 @@ def test_fewshot_oracle_probes_read_each_episode_images_own_attributes(renderer)
   assert all(r["queries"] == 40 and r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] for r in rows)
 
 
+def test_benchmarks_that_run_an_llm_are_told_apart_by_their_command_line():
+  """The AVX2 cap is left out where an LLM's matmuls dominate: the LLM benchmarks, and fewshot.py given an LM."""
+  sys.path.insert(0, str(BENCH))
+  import _common
+
+  assert _common.runs_an_llm(["benchmarks/sweep_scoring.py", "--smoke"])
+  assert _common.runs_an_llm(["benchmarks/fewshot.py", "--lm", "gguf:gemma3-270m"])
+  assert _common.runs_an_llm(["fewshot.py", "--lm=gguf:gemma3-270m"])
+  assert not _common.runs_an_llm(["benchmarks/fewshot.py", "--episodes", "100"])
+  assert not _common.runs_an_llm(["benchmarks/fewshot.py", "--lm", "none"])
+  assert not _common.runs_an_llm(["benchmarks/recon.py", "--lm", "x"])
+
+
 def test_naming_reads_words_as_the_scenes_spell_them():
   """The top-word naming share compares a word with the scenes' attribute names: 'grey' names a gray object."""
   sys.path.insert(0, str(BENCH))
