@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -363,6 +364,36 @@ def test_semantic_vocab_is_the_teachers_most_named_words(tiny_cfg, tmp_path):
   ids = tok.encode(np.asarray(x[:8])).ids
   assert all(np.isin(a, expect).all() for a in ids[:2])
   assert not all(np.isin(a, expect).all() for a in ids[2:])  # the lower layers search the whole vocabulary
+
+
+def test_semantic_vocab_from_captions_keeps_to_the_training_captions_words(tiny_cfg, tmp_path):
+  """semantic.vocab_from_captions: the sub-vocabulary is the teacher's most named words among those that occur in
+  the training captions; without it the same teacher picks words no caption has. Bad settings are one line."""
+  from spae.train._semantic import caption_word_mask
+
+  vocab = spae.tiny_vocabulary()
+  teacher = ToyTeacher(len(vocab))
+  cfg = T.apply_override(T.apply_override(tiny_cfg, "semantic.vocab_size=5"), "semantic.teacher_top_k=4")
+  cfg = T.apply_override(cfg, "semantic.vocab_images=40")
+  plain = T.Trainer(cfg, tmp_path / "plain", teacher=teacher).cfg.tokenizer.pyramid.semantic_vocab
+  tr = T.Trainer(T.apply_override(cfg, "semantic.vocab_from_captions=40"), tmp_path / "caps", teacher=teacher)
+  chosen = tr.cfg.tokenizer.pyramid.semantic_vocab
+  src = tr.data.source
+  said = {w for i in range(40) for w in re.findall(r"[a-z]+", src.caption(i).lower())}
+  words = vocab.words(np.arange(len(vocab)))
+  assert len(chosen) == 5 and all(words[i] in said for i in chosen)
+  assert any(words[i] not in said for i in plain)  # the toy teacher alone names words no caption holds
+  mask = caption_word_mask(src, vocab, 40)
+  assert {words[i] for i in np.flatnonzero(mask)} == said & set(words)
+  with pytest.raises(spae.SpaeInputError, match="semantic.vocab_from_captions"):
+    T.apply_override(tiny_cfg, "semantic.vocab_from_captions=8").validate()  # needs vocab_size
+  with pytest.raises(spae.SpaeInputError, match="has none"):
+    caption_word_mask(D_array_without_captions(), vocab, 8)
+
+
+def D_array_without_captions():
+  from spae import data as D
+  return D.ArraySource(np.zeros((2, 8, 8, 3), np.uint8), [0, 1], ["a", "b"], name="bare")
 
 
 def test_semantic_loss_runs_over_the_sub_vocabulary(tiny_cfg):

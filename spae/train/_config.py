@@ -83,6 +83,8 @@ class SemanticConfig:
                                     # puts in its top k most often over `vocab_images` training images (written
                                     # into the tokenizer's PyramidSpec.semantic_vocab); 0 = the whole vocabulary
   vocab_images: int = 1024
+  vocab_from_captions: int = 0      # > 0 (with vocab_size): those words are chosen only among the codebook words
+                                    # that occur in the first this many training captions (lower case, whole words)
   code_means: float = 0.0           # > 0 (an EMA decay, with codebook.semantic_map): each step sets the semantic
                                     # words' codes to the running mean layer-1 input of the images the teacher
                                     # names them for, instead of learning W_s by gradient (docs/method.md)
@@ -232,6 +234,9 @@ def _checks(c: TrainConfig):
       s.vocab_size >= s.teacher_top_k and s.weight > 0 and not c.tokenizer.pyramid.semantic_layers)), \
       nonneg + " (0 = the whole vocabulary); when > 0, at least semantic.teacher_top_k, with semantic.weight > 0 " \
       "and no semantic_vocab already in tokenizer.pyramid"
+  yield "semantic.vocab_from_captions", s.vocab_from_captions, is_int(s.vocab_from_captions) and (
+      s.vocab_from_captions >= 0) and (not s.vocab_from_captions or s.vocab_size > 0), \
+      nonneg + " (0 = off); > 0 needs semantic.vocab_size > 0"
   yield "semantic.code_means", s.code_means, is_num(s.code_means) and 0 <= s.code_means < 1 and (
       not s.code_means or c.tokenizer.codebook.semantic_map), \
       "in [0, 1) (0 = off); > 0 needs tokenizer.codebook.semantic_map=true"

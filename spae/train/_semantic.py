@@ -5,6 +5,7 @@ set of images (docs/method.md, "Semantic guidance" and "The refit's own reading 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import jax
@@ -15,7 +16,7 @@ from spae._io import SpaeInputError
 from spae._vocab import Vocabulary
 from spae.train._config import SemanticConfig
 
-__all__ = ["label_images", "most_named", "teacher_relevance"]
+__all__ = ["caption_word_mask", "label_images", "most_named", "teacher_relevance"]
 
 # Images per teacher call when labelling many; the last batch is padded so that one program serves every batch.
 LABEL_BATCH = 64
@@ -63,6 +64,23 @@ def label_images(distribution: Callable, reading: Any, mask: jax.Array,
     idx.append(np.asarray(i))
     probs.append(np.asarray(p))
   return np.concatenate(idx)[:len(images)], np.concatenate(probs)[:len(images)]
+
+
+def caption_word_mask(source: Any, vocab: Any, num_captions: int) -> np.ndarray:
+  """bool [V]: the codebook words (as `vocab.words` shows them) that occur as whole lower-case words in the first
+  `num_captions` captions of `source` (`semantic.vocab_from_captions`). Raises SpaeInputError when the source has
+  no captions or none of their words is in the codebook."""
+  if not getattr(source, "has_captions", False):
+    raise SpaeInputError(f"semantic.vocab_from_captions needs training data with captions; "
+                         f"{getattr(source, 'name', source)!r} has none. Set semantic.vocab_from_captions=0.")
+  found: set[str] = set()
+  for i in range(min(num_captions, len(source))):
+    found.update(re.findall(r"[a-z]+", (source.caption(i) or "").lower()))
+  mask = np.array([w in found for w in vocab.words(np.arange(len(vocab)))], bool)
+  if not mask.any():
+    raise SpaeInputError(f"no word of the first {num_captions} training captions is a codebook word; set "
+                         "semantic.vocab_from_captions=0.")
+  return mask
 
 
 def most_named(counts: np.ndarray, size: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from spae.train._checkpoints import Checkpoints
 from spae.train._config import TrainConfig
 from spae.train._inputs import build_vocabulary, open_data, reference_images
 from spae.train._metrics_log import MetricsLog, Throughput
-from spae.train._semantic import label_images, most_named, teacher_relevance
+from spae.train._semantic import caption_word_mask, label_images, most_named, teacher_relevance
 from spae.train._step import Models, NonFiniteLossError, _schedule, init_state, make_train_step
 from spae.train._tune import tune_decoder
 
@@ -146,7 +146,10 @@ class Trainer:
     `semantic.vocab_images` training images (`_reference_images`); ties go to the lower row. Sorted by row."""
     sem = self.cfg.semantic
     images = reference(sem.vocab_images)
-    idx, _ = label_images(self._teacher_jit, self.teacher_fn, self._teacher_mask, images)
+    mask = self._teacher_mask
+    if sem.vocab_from_captions:
+      mask = mask & jnp.asarray(caption_word_mask(self._source, self.vocab, sem.vocab_from_captions))
+    idx, _ = label_images(self._teacher_jit, self.teacher_fn, mask, images)
     chosen = most_named(np.bincount(idx.ravel(), minlength=len(self.vocab)), sem.vocab_size)
     if len(chosen) < sem.teacher_top_k:
       raise SpaeInputError(f"the teacher named only {len(chosen)} distinct words over {len(images)} training images, "
