@@ -206,6 +206,22 @@ def test_teacher40k_recipe_is_the_refocus_recipe_with_a_teacher_trained_on_40000
   t40k.validate()
 
 
+def test_capvocab_recipe_is_the_shipped_recipe_with_the_40000_scene_teacher_and_caption_words():
+  """configs/gemma64_capvocab.py changes the shipped recipe (configs/gemma64_tune1600.py) only in its teacher folder
+  (the 40,000-scene one) and in choosing layers 1-2's words among the first 1,024 training captions' words."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  shipped = load_config(ROOT / "configs" / "gemma64_tune1600.py")
+  cap = load_config(ROOT / "configs" / "gemma64_capvocab.py")
+  assert (cap.semantic.teacher, cap.semantic.vocab_from_captions) == ("lit:runs/teacher_scenes40k", 1024)
+  assert shipped.semantic.vocab_from_captions == 0
+  assert dataclasses.replace(cap, semantic=dataclasses.replace(
+      cap.semantic, teacher=shipped.semantic.teacher, vocab_from_captions=0)) == shipped
+  cap.validate()
+
+
 def test_captions_recipe_is_the_teacher40k_recipe_read_through_10000_captions():
   """configs/gemma64_captions.py changes configs/gemma64_teacher40k.py only in its caption bank (10,000 captions,
   temperature 0.03)."""
