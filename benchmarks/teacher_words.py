@@ -147,25 +147,34 @@ def _trainer_relevance(teacher: Any, vocab: Any, reference: np.ndarray, bank: in
 
 
 def first_words(teacher: Any, vocab: Any, images: np.ndarray, attrs: list[dict[str, Any]], sizes: list[int],
-                train_images: np.ndarray, centre: int, bank: int = 0, bank_tau: float = 0.03) -> list[dict[str, Any]]:
-  """Per sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the module doc);
-  `bank` > 0 reads the images through the teacher's first `bank` training captions (`semantic.caption_bank`)."""
+                train_images: np.ndarray, centre: int, bank: int = 0, bank_tau: float = 0.03,
+                candidates: dict[str, np.ndarray | None] | None = None) -> list[dict[str, Any]]:
+  """Per candidate set and sub-vocabulary size N: the role shares of the teacher's first word on `images` (see the
+  module doc), and how often its top five there name the main object; `bank` > 0 reads the images through the
+  teacher's first `bank` training captions (`semantic.caption_bank`). `candidates`: name -> bool [V] mask of the
+  words the sub-vocabulary is chosen among (`semantic.vocab_from_captions`), None for all (the default)."""
   from spae.train._semantic import most_named
 
   rel = _trainer_relevance(teacher, vocab, train_images[:centre], bank, bank_tau)
-  counts = np.bincount(rel(train_images).argmax(1), minlength=len(vocab))
+  train_rel = rel(train_images)
   held = rel(images.astype(np.float32) / 255.0)
   words = [recon._norm_word(w) for w in vocab.words(np.arange(len(vocab)))]
   roles = [recon.role_words(a) for a in attrs]
   mains = [{r["main colour"], r["main shape"]} for r in roles]
   out = []
-  for n in sizes:
-    sub = most_named(counts, n)
-    first = [{words[sub[j]]} for j in held[:, sub].argmax(1)]
-    out.append({"size": int(len(sub)), "words": [words[i] for i in sub],
-                "roles": recon.role_shares(first, roles),
-                "main object": recon.naming_share(first, mains),
-                "main object, other image": recon.other_image_naming(first, mains)})
+  for name, mask in (candidates or {"all words": None}).items():
+    counts = np.bincount((train_rel if mask is None else np.where(mask[None], train_rel, -np.inf)).argmax(1),
+                         minlength=len(vocab))
+    for n in sizes:
+      sub = most_named(counts, n)
+      first = [{words[sub[j]]} for j in held[:, sub].argmax(1)]
+      top5 = [{words[sub[j]] for j in row} for row in np.argsort(-held[:, sub], axis=1, kind="stable")[:, :5]]
+      out.append({"candidates": name, "size": int(len(sub)), "words": [words[i] for i in sub],
+                  "roles": recon.role_shares(first, roles),
+                  "main object": recon.naming_share(first, mains),
+                  "main object, other image": recon.other_image_naming(first, mains),
+                  "top five name the main object": recon.naming_share(top5, mains),
+                  "top five, other image": recon.other_image_naming(top5, mains)})
   return out
 
 
@@ -259,6 +268,9 @@ def main(argv=None) -> int:
                   help="sub-vocabulary sizes for the first-word measure (module doc)")
   p.add_argument("--data", default="mix:scenes=0.7,photos=0.3", help="training data spec the words are chosen on")
   p.add_argument("--vocab-images", type=int, default=1024)
+  p.add_argument("--vocab-from-captions", type=int, default=0, metavar="N",
+                 help="with --subvocab: also choose the sub-vocabulary among the words of the first N training "
+                      "captions of --data (semantic.vocab_from_captions)")
   p.add_argument("--centre-images", type=int, default=256)
   p.add_argument("--caption-bank", type=int, nargs="*", default=[0], metavar="N",
                  help="also read through the teacher's first N training captions (0 = directly)")
@@ -288,6 +300,11 @@ def main(argv=None) -> int:
 
   ref = SceneSource(a.num_reference, 64, seed=a.seed, split="train")
   reference = np.stack([ref.load(i) for i in range(len(ref))])
+  candidates: dict[str, np.ndarray | None] = {"all words": None}
+  if a.vocab_from_captions:
+    from spae.train._semantic import caption_word_mask
+
+    candidates["caption words"] = caption_word_mask(T.open_data(a.data), vocab, a.vocab_from_captions)
   rows = []
   for spec in teachers:
     teacher = _load_teacher(spec)
@@ -297,7 +314,7 @@ def main(argv=None) -> int:
     res = measure(teacher, vocab, images, attrs, a.top, reference, tuple(a.caption_bank), a.caption_tau)
     if a.subvocab:
       res["first_word"] = [{**f, "caption_bank": n} for n in a.caption_bank for f in first_words(
-          teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images, n, a.caption_tau)]
+          teacher, vocab, images, attrs, a.subvocab, train_images, a.centre_images, n, a.caption_tau, candidates)]
     if tok is not None and a.readings:
       from spae.data import _scenes
 
@@ -327,10 +344,12 @@ def main(argv=None) -> int:
   print(f"first image: {rows[0]['example_caption']!r}")
   _common.print_table(table, list(table[0]))
   sub = [{"teacher": r["teacher"].split("#")[0], "caption bank": f["caption_bank"] or "-",
-          "sub-vocabulary": f["size"],
+          "candidates": f["candidates"], "sub-vocabulary": f["size"],
           **{role: f"{100 * v:.1f}%" for role, v in f["roles"].items()},
           "main object": f"{100 * f['main object']:.1f}%",
-          "another image's word": f"{100 * f['main object, other image']:.1f}%"}
+          "another image's word": f"{100 * f['main object, other image']:.1f}%",
+          "top five: main object": f"{100 * f['top five name the main object']:.1f}%",
+          "another image's five": f"{100 * f['top five, other image']:.1f}%"}
          for r in rows for f in r.get("first_word", [])]
   if sub:
     print(f"\nthe teacher's first word in its sub-vocabulary ({a.split} scenes; chosen on {a.vocab_images} "

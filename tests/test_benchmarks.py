@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,7 +37,8 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     "speed": ("speed.py", [], {"benchmark", "machine", "load_avg", "rows", "parity", "notes", "matmul_gflops"}),
     "speed_no_torch": ("speed.py", ["--no-torch"], {"benchmark", "rows", "parity", "notes"}),
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
-    "teacher_words": ("teacher_words.py", [], {"benchmark", "machine", "args", "vocab_size", "rows"}),
+    "teacher_words": ("teacher_words.py", ["--vocab-from-captions", "16"],
+                      {"benchmark", "machine", "args", "vocab_size", "rows"}),
     "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
     "layer_readout": ("layer_readout.py", [], {"benchmark", "machine", "load_avg", "args", "tokenizer", "rows"}),
     # --split validation: the recipe-choosing mode (the test split is recon's default path, smoked above).
@@ -177,11 +179,19 @@ def test_teacher_words_reports_shares_and_chance(smoke_runs):
     assert all(0.0 <= v[k] <= 1.0 for k in ("colour", "shape", "either"))
     assert v["either"] >= max(v["colour"], v["shape"]) and len(v["example"]) == data["args"]["top"]
   assert 0.0 < row["chance_either"] < 0.05
-  (first,) = row["first_word"]  # --smoke: a 4-word sub-vocabulary chosen on 16 training images
-  assert first["size"] == len(first["words"]) <= 4 and set(first["roles"]) == {"background colour", "main colour",
-                                                                              "main shape"}
-  assert all(0.0 <= v <= 1.0 for v in (*first["roles"].values(), first["main object"],
-                                       first["main object, other image"]))
+  # --smoke: a 4-word sub-vocabulary chosen on 16 training images, among all words and among their captions' words
+  first, from_captions = row["first_word"]
+  assert (first["candidates"], from_captions["candidates"]) == ("all words", "caption words")
+  for f in (first, from_captions):
+    assert f["size"] == len(f["words"]) <= 4 and set(f["roles"]) == {"background colour", "main colour", "main shape"}
+    assert all(0.0 <= v <= 1.0 for v in (*f["roles"].values(), f["main object"], f["main object, other image"],
+                                         f["top five name the main object"], f["top five, other image"]))
+    assert f["top five name the main object"] >= f["main object"]
+  from spae import train as T
+
+  mix = T.open_data(data["args"]["data"])
+  said = {w for i in range(16) for w in re.findall(r"[a-z]+", mix.caption(i).lower())}
+  assert set(from_captions["words"]) <= said
   # --smoke also asks whether the shipped tokenizer's layer-1 word is the teacher's first word.
   held, train = row["follows"]
   assert (held["set"], held["images"], train["set"], train["images"]) == ("held-out scenes", 8, "training images", 16)
