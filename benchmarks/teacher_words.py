@@ -24,6 +24,9 @@ object's colour, its shape (recon.py's roles), beside the same share given anoth
   python benchmarks/teacher_words.py --vocab gemma3-270m \\
       --teacher "lit:runs/teacher_scenes#text_tower=MINILM" \\
       --subvocab 24 48 73 --split validation --num-images 120 --out tw_sub.json
+With --vocab-from-captions C it also chooses them only among the words of the first C training captions
+(`semantic.vocab_from_captions`), and both report how often the teacher's top five in the sub-vocabulary name the
+main object.
 --tokenizer DIR adds whether that tokenizer's layer-1 word is the teacher's first word in its own semantic
 sub-vocabulary (read the trainer's way), on the held-out scenes and on the --vocab-images training images, beside
 the same against another image's first word, and how often the teacher's first word survives a left-right mirror

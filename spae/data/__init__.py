@@ -32,5 +32,6 @@ __all__ = [
     "SHAPES", "SHAPES_CLASSES", "SHAPES_HELDOUT_CLASSES", "SHAPES_TRAIN_CLASSES", "SIZES", "SceneSource",
     "ShapesSpec", "TEXTURES", "TRAIN_PHOTOS", "TfdsSource", "UnreadableImageError", "build_shapes", "caption_for",
     "decode_image", "heldout_photo_crops", "load_photo", "make_source", "mixed_source", "preprocess",
-    "render_scene", "render_shapes_source", "scene_example", "scene_rng", "shapes_attributes", "shapes_source", "to_rgb",
+    "render_scene", "render_shapes_source", "scene_example", "scene_rng", "shapes_attributes", "shapes_source",
+    "to_rgb",
 ]
