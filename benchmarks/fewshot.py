@@ -21,6 +21,7 @@ An untrained tokenizer (the default) gives near-chance numbers: the point of the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -48,27 +49,23 @@ ORACLES = {
 }
 
 
-def attributes_getter(source, base_attributes):
-  """key of `source` (a class subset, possibly of a subset) -> base_attributes(index in the underlying source)."""
-  def get(key):
-    src, k = source, int(key)
-    while getattr(src, "indices", None) is not None:
-      src, k = src.base, int(src.indices[k])
-    return base_attributes(k)
-  return get
-
-
 def oracle_probes(episode_sets, attributes_of, oracles=None) -> list[dict]:
   """The Jaccard and ridge probes on each oracle's words (`ORACLES`) in place of the tokens, on the same episodes:
-  one row per (ways, shots, oracle, method) with its accuracy and 95% interval."""
+  one row per (ways, shots, oracle, method) with its accuracy and 95% interval. attributes_of: image key -> the
+  scene's attributes."""
   from spae.prompting._probes import jaccard_probe, ridge_probe
   from spae.prompting._stats import confidence_interval
 
   ids: dict[str, int] = {}
+  objects: dict = {}  # key -> object_words, read once per image for every oracle, method and episode
   rows = []
   for eps in episode_sets:
     for name, fn in (oracles or ORACLES).items():
-      words = lambda key: [ids.setdefault(w, len(ids)) for w in fn(object_words(attributes_of(key)))]
+      def words(key, fn=fn):
+        if key not in objects:
+          objects[key] = object_words(attributes_of(key))
+        return [ids.setdefault(w, len(ids)) for w in fn(objects[key])]
+
       for method in ("jaccard", "ridge"):
         hits = []
         for ep in eps:
@@ -108,6 +105,7 @@ def main(argv=None) -> int:
   import spae
   import spae.data
   from spae.prompting import FewShotConfig, evaluate_fewshot, format_table
+  from spae.prompting._episodes import scene_attributes
   from spae.prompting.fewshot import sampled_episodes
   from spae.prompting._cli import load_lm
 
@@ -118,11 +116,12 @@ def main(argv=None) -> int:
   t0 = time.perf_counter()
   if args.data == "scenes":
     full = spae.data.SceneSource(args.images, image_size=size, seed=args.seed, split="test")
-    held, base_attributes = full.subset(spae.data.SCENE_HELDOUT_CLASSES), full.attributes
+    held = full.subset(spae.data.SCENE_HELDOUT_CLASSES)
   else:
     full = spae.data.render_shapes_source(args.images, image_size=size, seed=args.seed, split="test")
+    # The oracle probes read each image's attributes as SceneSource gives them (scene_attributes, through subsets).
+    full.attributes = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(args.seed, "test", i))
     held = full.subset(spae.data.SHAPES_HELDOUT_CLASSES)
-    base_attributes = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(args.seed, "test", i))
   need = max(args.shots) + 1
   usable = [c for c in held.classes if len(held.images_of(c)) >= need]
   if len(usable) < max(args.ways):
@@ -136,7 +135,7 @@ def main(argv=None) -> int:
   res = evaluate_fewshot(config, tok, lm, source=source, out=args.jsonl, lm_name=args.lm or "none",
                          progress=not args.smoke)
   t_eval = time.perf_counter() - t0
-  oracles = oracle_probes(sampled_episodes(config, source), attributes_getter(source, base_attributes))
+  oracles = oracle_probes(sampled_episodes(config, source), functools.partial(scene_attributes, source))
   n_eps = len(res["rows"])
   print(format_table(res["summary"]))
   print("\noracle probes: the same probes on the images' true attribute words, the same episodes:")

@@ -297,20 +297,20 @@ def test_fewshot_oracle_probes_read_each_episode_images_own_attributes(renderer)
 
   import spae.data
   from spae.prompting import FewShotConfig
+  from spae.prompting._episodes import scene_attributes
   from spae.prompting.fewshot import sampled_episodes
 
   if renderer == "scenes":
     full = spae.data.SceneSource(1500, image_size=16, seed=0, split="test")
-    base = full.attributes
     held = full.subset(spae.data.SCENE_HELDOUT_CLASSES)
   else:
     full = spae.data.render_shapes_source(1200, image_size=16, seed=0, split="test")
-    base = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(0, "test", i))
+    full.attributes = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(0, "test", i))  # as fewshot.py does
     held = full.subset(spae.data.SHAPES_HELDOUT_CLASSES)
   source = held.subset([c for c in held.classes if len(held.images_of(c)) >= 2])
   config = FewShotConfig(ways=(5,), shots=(1,), layers=(1,), episodes=40, seed=0)
   oracles = dict(fewshot.ORACLES, labelled=lambda objs: list(objs[0][:2]))
-  rows = fewshot.oracle_probes(sampled_episodes(config, source), fewshot.attributes_getter(source, base), oracles)
+  rows = fewshot.oracle_probes(sampled_episodes(config, source), lambda k: scene_attributes(source, k), oracles)
   acc = {(r["oracle"], r["method"]): r["accuracy"] for r in rows}
   assert acc["labelled", "jaccard"] == 1.0 and acc["labelled", "ridge"] == 1.0
   assert 0.2 < acc["labelled colour", "jaccard"] < 1.0
