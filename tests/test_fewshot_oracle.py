@@ -1,6 +1,7 @@
 """The oracle row of `spae fewshot`: the same LM, episodes and template with the images' attribute words."""
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from spae.data import SceneSource
 from spae.prompting import FewShotConfig, evaluate_fewshot, fewshot, format_table
 from spae.prompting import _cli, _tokencache
 from spae.prompting._scene_tasks import COUNT_WORDS, REGIONS, oracle_words
-from spae.prompting.testing import FunctionLM, WordTokenizer
+from spae.prompting.testing import FunctionLM, WordTokenizer, _segments
 
 CLASSES = ["blue hexagon", "cyan diamond", "pink star", "orange arrow"]  # 8-10 scenes each in the first 600
 
@@ -100,7 +101,6 @@ def test_resume_reruns_only_new_cells(tiny_tok, scenes, wtok, tmp_path):
   evaluate_fewshot(config, tiny_tok, lm, source=scenes, out=out, progress=False)
   assert lm.calls == 4  # 2 token rows and 2 oracle rows
   lm.calls = 0
-  import dataclasses
   res = evaluate_fewshot(dataclasses.replace(config, layers=(1, 2)), tiny_tok, lm, source=scenes, out=out,
                          progress=False)
   assert lm.calls == 2 and res["resumed"] == 4  # only the new layer's rows
@@ -130,3 +130,74 @@ def test_cli_oracle_on_scene_classes(tiny_tok, wtok, tmp_path, monkeypatch, caps
   assert summary["config"]["oracle"] is True
   assert {s["method"] for s in summary["summary"]} == {"lm", "oracle", "jaccard", "ridge"}
   assert _cli.parse_classes("scenes-heldout") == list(spae.data.SCENE_HELDOUT_CLASSES)
+
+
+def recency_biased_reader(tok, words, match=4.0, bias=8.0):
+  """Continues the label of the support example whose input shares most words with the query's (+`match`), but
+  favours the last support example's label more (+`bias`): a prior over the labels that the prompt alone sets,
+  as small LMs have. A query without any of `words` (a content-free input) gets the bias alone."""
+  known = {tok.index[w] for w in words if w in tok.index}
+
+  def fn(ids):
+    out = np.zeros(tok.vocab_size, np.float32)
+    pairs = _segments(ids, tok)
+    if len(pairs) < 2:
+      return out
+    *support, (q_in, q_out) = pairs
+    q = {t for t in q_in if t in known}
+    if q_out:  # inside an answer: every label continues alike, so only the first token decides
+      cand = next((o for _, o in support if o[:len(q_out)] == q_out and len(o) > len(q_out)), None)
+      out[cand[len(q_out)] if cand else tok.newline_id] += 20.0
+      return out
+    out[support[-1][1][0]] += bias
+    if q:
+      best = max(support, key=lambda s: len(q & set(s[0])) / len(q | set(s[0])))
+      out[best[1][0]] += match
+    return out
+
+  return fn
+
+
+def test_calibration_removes_the_prior_the_prompt_alone_sets(tiny_tok, scenes, wtok, tmp_path):
+  words = [w for c in CLASSES for w in c.split()]
+  lm = FunctionLM(wtok, recency_biased_reader(wtok, words))
+  base = FewShotConfig(ways=(2,), shots=(1,), layers=(1,), episodes=12, oracle=True, probes=False,
+                       template=fewshot.PromptTemplate(example="Input: {tokens}\nOutput: {label}\n"))
+  raw = evaluate_fewshot(base, tiny_tok, lm, source=scenes, progress=False)
+  cal = evaluate_fewshot(dataclasses.replace(base, calibrate=("N/A",)), tiny_tok, lm, source=scenes, progress=False)
+  acc = lambda res, m: next(s["accuracy"] for s in res["summary"] if s["method"] == m)
+  # the prompt ends "...Output: <last support label>\nInput: <query words>\nOutput:"
+  last_label = np.mean([q["truth"] == q["prompt"].split("\n")[-3].removeprefix("Output: ")
+                        for r in raw["rows"] if r["layers"] is None for q in r["queries"]])
+  # Uncalibrated, the reader answers the last support label whatever the query; calibrated, the attribute words.
+  assert acc(raw, "oracle") == pytest.approx(last_label) and last_label < 0.9
+  assert acc(cal, "oracle") == 1.0 and acc(cal, "oracle_raw") == acc(raw, "oracle")
+  assert acc(cal, "lm_raw") == acc(raw, "lm")
+  assert raw["setup"] != cal["setup"]  # a results file never mixes them
+  row = next(r for r in cal["rows"] if r["layers"] is None)["queries"][0]
+  assert len(row["content_free_scores"]) == 1 and len(row["content_free_scores"][0]) == 2
+  entry = next(s for s in cal["summary"] if s["method"] == "lm_raw")
+  assert entry["vs_oracle"] == pytest.approx(entry["accuracy"] / acc(cal, "oracle_raw"))
+  with pytest.raises(spae.SpaeInputError, match="calibration"):
+    dataclasses.replace(base, calibrate=("N/A",), mode="generate").validate()
+
+
+def test_calibrated_scores_divide_by_the_content_free_probabilities():
+  scores = np.log([0.6, 0.3, 0.1])
+  assert np.argmax(fewshot.calibrated_scores(scores, [np.zeros(3)])) == 0  # a flat prior changes nothing
+  c = fewshot.calibrated_scores(scores, [np.log([0.8, 0.1, 0.1]), np.log([0.4, 0.3, 0.3])])  # mean p_cf .6 .2 .2
+  np.testing.assert_allclose(c, np.log([0.6, 0.3, 0.1]) - np.log([0.6, 0.2, 0.2]), atol=1e-12)
+  assert np.argmax(c) == 1
+  np.testing.assert_allclose(fewshot.calibrated_scores(scores + 5.0, [np.log([0.6, 0.2, 0.2]) - 3.0]), c, atol=1e-12)
+
+
+def test_cli_calibrate_defaults_to_n_a(tiny_tok, wtok, tmp_path, monkeypatch):
+  from spae.prompting import _fewshot_cli
+
+  p = argparse.ArgumentParser()
+  fewshot.add_fewshot_args(p)
+  base = ["--tokenizer", "tiny", "--data", "scenes:test:600", "--out", str(tmp_path / "o.jsonl")]
+  for extra, want in (([], ()), (["--calibrate"], ("N/A",)), (["--calibrate", "", "[MASK]"], ("", "[MASK]"))):
+    args = p.parse_args(base + extra)
+    _fewshot_cli._resolve(args)
+    assert _fewshot_cli._configs(args)[0].calibrate == want

@@ -85,6 +85,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--template-instruction", default=PromptTemplate.instruction, help="with {labels}")
   p.add_argument("--token-mode", choices=("auto", "ids", "text"), default="auto")
   p.add_argument("--length-norm", action="store_true", help="score labels by mean token log-probability")
+  p.add_argument("--calibrate", nargs="*", default=None, metavar="TEXT",
+                 help="contextual calibration (Zhao et al. 2021) in score mode: divide each query's label "
+                      "probabilities by those of the same prompt with a content-free input in the query's place "
+                      "(bare --calibrate: 'N/A'; several inputs are averaged). The uncalibrated answers are "
+                      "reported too, as lm_raw / oracle_raw")
   p.add_argument("--no-prefix-cache", action="store_true", help="score every candidate from scratch")
   p.add_argument("--no-probes", action="store_true")
   _cli.add_output_args(p)
@@ -123,10 +128,18 @@ def _configs(args: argparse.Namespace) -> list[FewShotConfig]:
                              seed=args.seed, mode=args.mode, constrained=not args.free, induction=induction == "on",
                              names=names, template=template, token_mode=args.token_mode,
                              length_norm=args.length_norm, prefix_cache=not args.no_prefix_cache,
-                             probes=not args.no_probes, oracle=args.oracle, nested=args.nested_shots)
+                             probes=not args.no_probes, oracle=args.oracle, nested=args.nested_shots,
+                             calibrate=_calibration(args.calibrate))
       config.validate()
       out.append(config)
   return out
+
+
+def _calibration(texts: list[str] | None) -> tuple[str, ...]:
+  """--calibrate's content-free inputs: none when absent, ("N/A",) when bare (the paper's first), else as given."""
+  if texts is None:
+    return ()
+  return tuple(_cli.unescape(t) for t in texts) or ("N/A",)
 
 
 def _inputs(args: argparse.Namespace, config: FewShotConfig) -> tuple[Any, list[Episode] | None]:

@@ -7,7 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-METHODS = ("lm", "oracle", "jaccard", "ridge")
+# *_raw: the LM's uncalibrated answers where FewShotConfig.calibrate is on (its calibrated ones are "lm" / "oracle").
+METHODS = ("lm", "oracle", "jaccard", "ridge", "lm_raw", "oracle_raw")
+# Each LM method's oracle: its accuracy over that one's is its "vs_oracle".
+_ORACLE_OF = {"lm": "oracle", "lm_raw": "oracle_raw"}
 
 
 def normal_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
@@ -69,11 +72,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
       out.append({"ways": ways, "shots": shots, "repeats": repeats, "induction": induction, "names": names,
                   "layers": layers, "method": m, "accuracy": float(np.mean(vals)), "ci95": [lo, hi],
                   "episodes": len(vals)})
-  oracle = {(s["ways"], s["shots"], s["repeats"], s["induction"], s["names"]): s["accuracy"] for s in out
-            if s["method"] == "oracle"}
+  oracle = {(s["ways"], s["shots"], s["repeats"], s["induction"], s["names"], s["method"]): s["accuracy"]
+            for s in out if s["method"] in _ORACLE_OF.values()}
   for s in out:
-    o = oracle.get((s["ways"], s["shots"], s["repeats"], s["induction"], s["names"]))
-    if s["method"] == "lm" and o is not None:
+    o = oracle.get((s["ways"], s["shots"], s["repeats"], s["induction"], s["names"], _ORACLE_OF.get(s["method"])))
+    if s["method"] in _ORACLE_OF and o is not None:
       s["vs_oracle"] = s["accuracy"] / o if o > 0 else float("nan")
   return out
 

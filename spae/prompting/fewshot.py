@@ -50,9 +50,9 @@ from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "classify_query",
-           "confidence_interval", "episode_template", "evaluate_fewshot", "format_table", "run_fewshot",
-           "sampled_episodes", "score_candidates", "summarize", "sweep_fewshot"]
+__all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "calibrated_scores",
+           "classify_query", "confidence_interval", "episode_template", "evaluate_fewshot", "format_table",
+           "run_fewshot", "sampled_episodes", "score_candidates", "summarize", "sweep_fewshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,11 @@ class FewShotConfig:
     nested: sample the episodes of all `shots` nested (`sample_nested_episodes`: same classes and query, the
       smaller support a prefix of the larger) and run each episode's shot counts back to back, so the LM's prefix
       cache computes only the added support.
+    calibrate: content-free inputs (e.g. ("N/A",)) for contextual calibration in 'score' mode (Zhao et al. 2021,
+      `calibrated_scores`): each query's label scores are divided by those the same prompt gets with a
+      content-free input in the query's place, which removes the LM's prior over the labels in that context
+      (majority and recency bias). The uncalibrated answers are kept as methods 'lm_raw' / 'oracle_raw'.
+      Empty: off.
   """
 
   ways: tuple[int, ...] = (5,)
@@ -102,6 +107,7 @@ class FewShotConfig:
   ridge_l2: float = 0.1
   oracle: bool = False
   nested: bool = False
+  calibrate: tuple[str, ...] = ()
 
   def validate(self) -> None:
     if self.mode not in ("score", "generate"):
@@ -114,6 +120,9 @@ class FewShotConfig:
         raise SpaeInputError(f"{name} must be one or more integers >= 1, got {vals}.")
     if self.episodes < 1 or self.queries < 1:
       raise SpaeInputError("episodes and queries must be >= 1.")
+    if self.calibrate and (self.mode != "score" or self.length_norm):
+      raise SpaeInputError("calibration divides the labels' probabilities in 'score' mode; use mode 'score' "
+                           "without length_norm, or drop calibrate.")
     self.template.validate()
 
 
@@ -152,6 +161,25 @@ def _pick(scores: np.ndarray, label_ids: LabelIds, config: FewShotConfig) -> tup
     scores = scores / np.asarray([len(a.ids) for a in label_ids.answers], np.float64)
   k = int(np.argmax(scores))
   return k, label_ids.labels[k], [float(s) for s in scores]
+
+
+def calibrated_scores(scores: Sequence[float], content_free: Sequence[Sequence[float]]) -> np.ndarray:
+  """Contextual calibration (Zhao et al. 2021, "Calibrate Before Use"): float [C] log-scores whose argmax is the
+  calibrated answer.
+
+    p = softmax(scores),  p̂_cf = mean_i softmax(content_free[i]),  calibrated = log p − log p̂_cf
+
+  scores: the answers' summed log-probabilities [C] after the query; content_free: the same after each
+  content-free input in the query's place [n, C]. The diagonal W = diag(p̂_cf)⁻¹ of the paper with b = 0: a label
+  the prompt alone makes likely must earn it from the query."""
+  def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+  cf = np.atleast_2d(np.asarray(content_free, np.float64))
+  p_cf = np.exp(log_softmax(cf)).mean(0)
+  return log_softmax(np.asarray(scores, np.float64)) - np.log(p_cf)
 
 
 def episode_template(episode: Episode, config: FewShotConfig) -> PromptTemplate:
@@ -194,6 +222,8 @@ def _setup_id(config: FewShotConfig, lm_name: str, tokenizer: Tokenizer, token_m
        "probe": probe}
   if config.nested:  # other episodes; left out otherwise so that earlier results files still resume
     d["nested"] = True
+  if config.calibrate:  # other answers; likewise left out when off
+    d["calibrate"] = list(config.calibrate)
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -359,6 +389,7 @@ class _Query:
   truth: int
   field: str  # "lm_correct" or "oracle_correct"
   config: FewShotConfig
+  content_free: tuple[Any, ...] = ()  # the same prompt with each `config.calibrate` input for the query's
 
 
 def _query(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable, truth: int,
@@ -369,7 +400,9 @@ def _query(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable,
   if len(prompt.ids) + label_ids.longest > lm.max_length:
     raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prompt.ids)} LM tokens, over the LM's "
                          f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
-  return _Query(entry, prompt, label_ids, truth, field, config)
+  content_free = tuple(render(build_prompt(ep, support, qkey, {**images, qkey: text}, label_ids, config), tmap)
+                       for text in config.calibrate)
+  return _Query(entry, prompt, label_ids, truth, field, config, content_free)
 
 
 def _answer(queries: Sequence[_Query], lm: LanguageModel | None) -> None:
@@ -378,17 +411,28 @@ def _answer(queries: Sequence[_Query], lm: LanguageModel | None) -> None:
   def batched(q: _Query) -> bool:
     return q.config.mode == "score" and q.config.prefix_cache
 
-  requests = [(q.prompt.ids, [list(a.ids) for a in q.label_ids.answers]) for q in queries if batched(q)]
+  # Each query's content-free prompts follow it, so the LM's prefix cache computes only their last example.
+  requests = [(p.ids, [list(a.ids) for a in q.label_ids.answers]) for q in queries if batched(q)
+              for p in (q.prompt, *q.content_free)]
   scores = iter(lm.score_many(requests) if requests else ())  # in the order of the batched queries
   for q in queries:
     if batched(q):
       k, text, s = _pick(next(scores), q.label_ids, q.config)
+      cf = [next(scores) for _ in q.content_free]
     else:
       k, text, s = classify_query(lm, q.prompt.ids, q.label_ids, q.config)
+      cf = [score_candidates(lm, p.ids, [list(a.ids) for a in q.label_ids.answers], prefix_cache=q.config.prefix_cache)
+            for p in q.content_free]
     q.entry.update({q.field: int(k == q.truth), "prompt": q.prompt.text, "prediction": text,
                     "prompt_tokens": len(q.prompt.ids)})
     if s is not None:
       q.entry["scores"] = s
+    if cf:  # the calibrated answer is the row's; the raw one stays as "<field>_raw"
+      c = calibrated_scores(s, cf)
+      kc = int(np.argmax(c))
+      q.entry.update({q.field.replace("_correct", "_raw_correct"): int(k == q.truth), "raw_prediction": text,
+                      q.field: int(kc == q.truth), "prediction": q.label_ids.labels[kc],
+                      "content_free_scores": [[float(x) for x in row] for row in cf]})
 
 
 def _row(ep: Episode, layers: int | None, rep: int, config: FewShotConfig, lm: LanguageModel | None,
