@@ -174,6 +174,10 @@ def test_calibration_removes_the_prior_the_prompt_alone_sets(tiny_tok, scenes, w
   assert acc(cal, "oracle") == 1.0 and acc(cal, "oracle_raw") == acc(raw, "oracle")
   assert acc(cal, "lm_raw") == acc(raw, "lm")
   assert raw["setup"] != cal["setup"]  # a results file never mixes them
+  # Scoring every sequence from scratch (no prefix cache, no batching) gives the same answers.
+  cal2 = evaluate_fewshot(dataclasses.replace(base, calibrate=("N/A",), prefix_cache=False), tiny_tok, lm,
+                          source=scenes, progress=False)
+  assert [s["accuracy"] for s in cal2["summary"]] == [s["accuracy"] for s in cal["summary"]]
   row = next(r for r in cal["rows"] if r["layers"] is None)["queries"][0]
   assert len(row["content_free_scores"]) == 1 and len(row["content_free_scores"][0]) == 2
   entry = next(s for s in cal["summary"] if s["method"] == "lm_raw")

@@ -389,7 +389,7 @@ class _Query:
   truth: int
   field: str  # "lm_correct" or "oracle_correct"
   config: FewShotConfig
-  content_free: tuple[Any, ...] = ()  # the same prompt with each `config.calibrate` input for the query's
+  content_free: tuple[Any, ...] = ()  # the prompt again with each `config.calibrate` text for the query's tokens
 
 
 def _query(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable, truth: int,
@@ -397,11 +397,12 @@ def _query(ep: Episode, support: Sequence[tuple[int, Hashable]], qkey: Hashable,
            lm: LanguageModel, tmap: TokenMap, entry: dict[str, Any], field: str) -> _Query:
   """The prompt asking the LM for one query's label (a one-line error if it exceeds the LM's context)."""
   prompt = render(build_prompt(ep, support, qkey, images, label_ids, config), tmap)
-  if len(prompt.ids) + label_ids.longest > lm.max_length:
-    raise SpaeInputError(f"episode {ep.id}: the prompt is {len(prompt.ids)} LM tokens, over the LM's "
-                         f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
   content_free = tuple(render(build_prompt(ep, support, qkey, {**images, qkey: text}, label_ids, config), tmap)
                        for text in config.calibrate)
+  longest = max(len(p.ids) for p in (prompt, *content_free))
+  if longest + label_ids.longest > lm.max_length:
+    raise SpaeInputError(f"episode {ep.id}: the prompt is {longest} LM tokens, over the LM's "
+                         f"max_length {lm.max_length}; use fewer --layers, --shots or --repeats.")
   return _Query(entry, prompt, label_ids, truth, field, config, content_free)
 
 
@@ -421,8 +422,8 @@ def _answer(queries: Sequence[_Query], lm: LanguageModel | None) -> None:
       cf = [next(scores) for _ in q.content_free]
     else:
       k, text, s = classify_query(lm, q.prompt.ids, q.label_ids, q.config)
-      cf = [score_candidates(lm, p.ids, [list(a.ids) for a in q.label_ids.answers], prefix_cache=q.config.prefix_cache)
-            for p in q.content_free]
+      answers = [list(a.ids) for a in q.label_ids.answers]
+      cf = [score_candidates(lm, p.ids, answers, prefix_cache=False) for p in q.content_free]
     q.entry.update({q.field: int(k == q.truth), "prompt": q.prompt.text, "prediction": text,
                     "prompt_tokens": len(q.prompt.ids)})
     if s is not None:
