@@ -1,5 +1,6 @@
-"""Scoring answers with a frozen LLM: every candidate's log-likelihood after a shared prompt prefix, and an
-episode's labels as the exact LM ids they have in context (shared by few-shot classification and VQA)."""
+"""Scoring answers with a frozen LLM: every candidate's log-likelihood after a shared prompt prefix, their
+contextual calibration, and an episode's labels as the exact LM ids they have in context (shared by few-shot
+classification and VQA)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from spae.prompting._prompt import PromptTemplate
 from spae.prompting._render import Answer
 from spae.prompting._tokenmap import TokenMap
 
-__all__ = ["LabelIds", "score_candidates"]
+__all__ = ["LabelIds", "calibrated_scores", "score_candidates"]
 
 
 def score_candidates(lm: LanguageModel, prefix: Sequence[int], candidates: Sequence[Sequence[int]], *,
@@ -38,6 +39,25 @@ def score_candidates(lm: LanguageModel, prefix: Sequence[int], candidates: Seque
     n = len(prefix)
     out.append(sum(logp[n + j - 1, t] for j, t in enumerate(c)))
   return np.asarray(out, np.float64)
+
+
+def calibrated_scores(scores: Sequence[float], content_free: Sequence[Sequence[float]]) -> np.ndarray:
+  """Contextual calibration (Zhao et al. 2021, "Calibrate Before Use"): float [C] log-scores whose argmax is the
+  calibrated answer.
+
+    p = softmax(scores),  p̂_cf = mean_i softmax(content_free[i]),  calibrated = log p − log p̂_cf
+
+  scores: the answers' summed log-probabilities [C] after the query; content_free: the same after each
+  content-free input in the query's place [n, C]. The diagonal W = diag(p̂_cf)⁻¹ of the paper with b = 0: a label
+  the prompt alone makes likely must earn it from the query."""
+  def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+  cf = np.atleast_2d(np.asarray(content_free, np.float64))
+  p_cf = np.exp(log_softmax(cf)).mean(0)
+  return log_softmax(np.asarray(scores, np.float64)) - np.log(p_cf)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,7 @@ from spae.prompting._jsonl import JsonlLog
 from spae.prompting._probes import jaccard_probe, ridge_probe
 from spae.prompting._prompt import PromptTemplate
 from spae.prompting._render import Segment, Text, fill, readable, render
-from spae.prompting._scoring import LabelIds, score_candidates
+from spae.prompting._scoring import LabelIds, calibrated_scores, score_candidates
 from spae.prompting._scene_tasks import describe, oracle_words
 from spae.prompting._stats import confidence_interval, format_table, summarize
 from spae.prompting._tokencache import TokenCache
@@ -161,25 +161,6 @@ def _pick(scores: np.ndarray, label_ids: LabelIds, config: FewShotConfig) -> tup
     scores = scores / np.asarray([len(a.ids) for a in label_ids.answers], np.float64)
   k = int(np.argmax(scores))
   return k, label_ids.labels[k], [float(s) for s in scores]
-
-
-def calibrated_scores(scores: Sequence[float], content_free: Sequence[Sequence[float]]) -> np.ndarray:
-  """Contextual calibration (Zhao et al. 2021, "Calibrate Before Use"): float [C] log-scores whose argmax is the
-  calibrated answer.
-
-    p = softmax(scores),  p̂_cf = mean_i softmax(content_free[i]),  calibrated = log p − log p̂_cf
-
-  scores: the answers' summed log-probabilities [C] after the query; content_free: the same after each
-  content-free input in the query's place [n, C]. The diagonal W = diag(p̂_cf)⁻¹ of the paper with b = 0: a label
-  the prompt alone makes likely must earn it from the query."""
-  def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-  cf = np.atleast_2d(np.asarray(content_free, np.float64))
-  p_cf = np.exp(log_softmax(cf)).mean(0)
-  return log_softmax(np.asarray(scores, np.float64)) - np.log(p_cf)
 
 
 def episode_template(episode: Episode, config: FewShotConfig) -> PromptTemplate:
