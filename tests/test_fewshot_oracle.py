@@ -184,6 +184,9 @@ def test_calibration_removes_the_prior_the_prompt_alone_sets(tiny_tok, scenes, w
   assert entry["vs_oracle"] == pytest.approx(entry["accuracy"] / acc(cal, "oracle_raw"))
   with pytest.raises(spae.SpaeInputError, match="calibration"):
     dataclasses.replace(base, calibrate=("N/A",), mode="generate").validate()
+  with pytest.raises(spae.SpaeInputError, match="pass --lm"):
+    evaluate_fewshot(dataclasses.replace(base, calibrate=("N/A",), oracle=False, probes=True), tiny_tok, None,
+                     source=scenes, progress=False)
 
 
 def test_calibrated_scores_divide_by_the_content_free_probabilities():

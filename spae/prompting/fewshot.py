@@ -309,6 +309,8 @@ def _check(config: FewShotConfig, tokenizer: Tokenizer, lm: LanguageModel | None
     raise SpaeInputError("nothing to evaluate: no LM and probes disabled.")
   if lm is None and config.oracle:
     raise SpaeInputError("the oracle row asks an LM to read the images' attribute words; pass --lm.")
+  if lm is None and config.calibrate:
+    raise SpaeInputError("calibration rescales an LM's label scores; pass --lm, or drop --calibrate.")
   max_layers = tokenizer.config.pyramid.num_layers
   if max(config.layers) > max_layers:
     raise SpaeInputError(f"layers {max(config.layers)} exceeds this tokenizer's {max_layers} pyramid layers.")
