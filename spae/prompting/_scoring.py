@@ -33,9 +33,7 @@ def score_candidates(lm: LanguageModel, prefix: Sequence[int], candidates: Seque
   out = []
   for c in candidates:
     seq = list(prefix) + list(c)
-    logits = np.asarray(lm.logits(np.asarray([seq], np.int32)), np.float64)[0]
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    logp = _log_softmax(np.asarray(lm.logits(np.asarray([seq], np.int32)), np.float64)[0])
     n = len(prefix)
     out.append(sum(logp[n + j - 1, t] for j, t in enumerate(c)))
   return np.asarray(out, np.float64)
@@ -50,14 +48,14 @@ def calibrated_scores(scores: Sequence[float], content_free: Sequence[Sequence[f
   scores: the answers' summed log-probabilities [C] after the query; content_free: the same after each
   content-free input in the query's place [n, C]. The diagonal W = diag(p̂_cf)⁻¹ of the paper with b = 0: a label
   the prompt alone makes likely must earn it from the query."""
-  def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+  p_cf = np.exp(_log_softmax(np.atleast_2d(np.asarray(content_free, np.float64)))).mean(0)
+  return _log_softmax(np.asarray(scores, np.float64)) - np.log(p_cf)
 
-  cf = np.atleast_2d(np.asarray(content_free, np.float64))
-  p_cf = np.exp(log_softmax(cf)).mean(0)
-  return log_softmax(np.asarray(scores, np.float64)) - np.log(p_cf)
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+  """log softmax over the last axis, float64."""
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 @dataclasses.dataclass(frozen=True)
