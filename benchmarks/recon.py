@@ -24,6 +24,12 @@ tokens for the default pyramid) it reports:
                         and their ratio: the baseline measured in this run;
   rq_psnr               PSNR of the decoder applied to the RQ reconstruction (the decoder was trained on SAQ
                         averages, so this favours SAQ; the latent MSE is the fair comparison).
+  latent_thumb_psnr     PSNR of the decoder applied to the latent's own s×s thumbnail (its block means, each
+                        repeated over its block; s the side of the prefix's deepest grid): what the decoder makes of a
+                        latent as coarse as the prefix with no quantizer at all. psnr − latent_thumb_psnr is what
+                        the words cost; latent_thumb_psnr − thumb_psnr is whether the decoder, not the words, falls
+                        short of the pixel thumbnail. For the prefixes whose deepest layer searches the whole
+                        vocabulary it is the prefix with exact (unquantized) SAQ targets.
 
 On scenes it also reports semantic precision: the fraction of the tokens of layers 1..3 whose word is one of the
 scene's attribute names (shape, colour, tone, size, texture of any object, or the background colour), against the
@@ -150,13 +156,22 @@ def photo_crops(files: list[Path], num: int, size: int, seed: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------ evaluation
+def latent_thumbnail(z: Any, side: int) -> Any:
+  """[B, h, w, d] -> [B, h, w, d]: the latent's side×side block means, each repeated over its block (the latent
+  analogue of `spae.metrics.thumbnail`; side = h gives z back)."""
+  from spae._pyramid import subsample, upsample
+
+  return upsample(subsample(z, side, "pool"), z.shape[1], z.shape[2])
+
+
 def make_eval_fn(tok: Any):
   """Jitted (state, codebook, semantic codebook or None, x [B,S,S,3] in [0,1]) -> (SAQ ids per layer, latent MSE
-  [2L, B], images [2L,B,S,S,3]).
+  [2L, B], images [3L,B,S,S,3]).
 
   Rows 0..L-1 are SAQ prefixes 1..L (exactly what Tokenizer.encode/decode compute: same encoder, saq_quantize and
-  decoder), rows L..2L-1 the residual-sum ablation on the same z. All 2L decodes run as one decoder batch so the
-  decoder is compiled once.
+  decoder), rows L..2L-1 the residual-sum ablation on the same z, rows 2L..3L-1 the decoder on the latent thumbnail
+  of each prefix's deepest grid (`latent_thumbnail`). All 3L decodes run as one decoder batch so the decoder is
+  compiled once.
   """
   import jax
   import jax.numpy as jnp
@@ -167,6 +182,7 @@ def make_eval_fn(tok: Any):
 
   graphdef, _ = nnx.split(tok.model)
   spec, chunk, quantizer = tok.config.pyramid, tok.config.vocab_chunk, tok.config.quantizer
+  sides = [max(spec.grids[:l]) for l in range(1, spec.num_layers + 1)]
 
   @jax.jit
   def fn(state, codebook, semantic, x):
@@ -179,6 +195,7 @@ def make_eval_fn(tok: Any):
     _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk, pool_weights=pool, semantic_codebook=semantic)
     r = jnp.stack(saq + rq)  # [2L, B, h, w, d]
     mse = jnp.mean(jnp.square(r - z[None]), axis=(2, 3, 4))
+    r = jnp.concatenate([r, jnp.stack([latent_thumbnail(z, side) for side in sides])])  # [3L, B, h, w, d]
     y = model.decoder(r.reshape((-1,) + r.shape[2:]))
     y = jnp.clip((y + 1.0) / 2.0, 0.0, 1.0).reshape(r.shape[:2] + x.shape[1:])
     return ids, mse, y
@@ -263,6 +280,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
   _, state = nnx.split(tok.model)
   usage = metrics.UsageWindow(L, V, window=max(1, len(images)) * max(spec.tokens_per_layer()))
   sums = {k: np.zeros(2 * L) for k in ("psnr", "ssim", "mse", "lpips")}
+  sums["latent_thumb"] = np.zeros(L)
   dips = np.zeros(L)  # per prefix: images whose PSNR falls below the previous prefix's
   rises = []  # per batch: [L - 1, n] per-image PSNR change from one prefix to the next
   feats = None
@@ -285,6 +303,9 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     ids = [np.asarray(a)[:n] for a in ids]
     mse, y = np.asarray(mse)[:, :n], y[:, :n]
     xr = jnp.asarray(x[:n])
+    sums["latent_thumb"] += np.asarray(metrics.psnr(jnp.tile(xr, (L, 1, 1, 1)), y[2 * L:].reshape(
+        (-1,) + y.shape[2:]))).reshape(L, n).sum(1)
+    y = y[:2 * L]
     flat_y = y.reshape((-1,) + y.shape[2:])
     flat_x = jnp.tile(xr, (2 * L, 1, 1, 1))
     per_image = np.asarray(metrics.psnr(flat_x, flat_y)).reshape(2 * L, n)
@@ -330,7 +351,7 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
            "usage": float(use[s]), "saq_mse": sums["mse"][s] / seen, "rq_mse": sums["mse"][r] / seen,
            "rq_psnr": sums["psnr"][r] / seen, "rq_ssim": sums["ssim"][r] / seen, "thumb_side": thumb_sides[s],
            "thumb_psnr": thumb_sums[thumb_sides[s]] / seen, "dips": dips[s] / seen, "bits": bits[s],
-           "thumb_bits": 24 * thumb_sides[s] ** 2}
+           "thumb_bits": 24 * thumb_sides[s] ** 2, "latent_thumb_psnr": sums["latent_thumb"][s] / seen}
     row["gain_db"] = row["psnr"] - row["thumb_psnr"]
     if l > 1:
       row["rise_db"], row["rise_ci95"] = float(rises[l - 2].mean()), list(normal_interval(rises[l - 2]))
@@ -443,7 +464,7 @@ def main(argv=None) -> int:
         f"d={tok.vocabulary.dim}; {info.get('cpu', '')} ({info['cpu_count']} cores, {info['backend']}), "
         f"load avg {load[0]:.2f}")
   cols = ["layers", "tokens", "bits", "psnr", "thumb_side", "thumb_bits", "thumb_psnr", "gain_db", "dips", "rise_db",
-          "rise_ci95", "ssim", "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
+          "rise_ci95", "latent_thumb_psnr", "ssim", "lpips", "rfid", "usage", "saq_mse", "rq_mse", "rq_over_saq_mse", "rq_psnr"]
   cols = [c for c in cols if any(c in r for res in results.values() for r in res["rows"])]
   for name, res in results.items():
     print(f"\n## {name}: {res['num_images']} images ({res['source']}), {res['seconds']:.1f} s")

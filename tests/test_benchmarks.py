@@ -149,6 +149,8 @@ def test_recon_reports_every_prefix(smoke_runs):
     assert all(r["thumb_bits"] == 24 * r["thumb_side"] ** 2 for r in rows), name
     # SAQ and RQ pick the same first-layer token (both target z at layer 1): equal latent error there.
     assert res["rows"][0]["saq_mse"] == pytest.approx(res["rows"][0]["rq_mse"], rel=1e-5)
+    # The decoder on the latent's own thumbnail (recon.latent_thumbnail, tested below), for every prefix.
+    assert all(math.isfinite(r["latent_thumb_psnr"]) for r in rows), name
   sem = data["datasets"]["shapes-heldout"]["semantic_precision"]
   assert all(0.0 <= s["precision"] <= 1.0 and s["chance"] > 0.0 for s in sem)
   by_layer = data["datasets"]["shapes-heldout"]["names_by_layer"]
@@ -271,6 +273,24 @@ def test_speed_skips_torch_with_a_note(smoke_runs):
   assert not any(r["impl"].startswith("torch") or r["impl"] == "vector-quantize-pytorch" for r in data["rows"])
   assert any("skipped" in n for n in data["notes"]) and data["parity"] == {}
   assert all(math.isfinite(r["gflops"]) for r in data["rows"])
+
+
+def test_latent_thumbnail_is_the_block_means_repeated():
+  """recon.py's decoder ceiling reads the latent's block means: side 1 is the latent's mean everywhere, the latent's
+  own side gives it back, and a 2×2 block holds its own mean."""
+  import numpy as np
+
+  sys.path.insert(0, str(BENCH))
+  import recon
+
+  z = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(recon.latent_thumbnail(z, 8)), z)
+  one = np.asarray(recon.latent_thumbnail(z, 1))
+  np.testing.assert_allclose(one, np.broadcast_to(z.mean(axis=(1, 2), keepdims=True), z.shape), rtol=1e-5, atol=1e-6)
+  four = np.asarray(recon.latent_thumbnail(z, 4))
+  np.testing.assert_allclose(four[:, 2:4, 4:6], np.broadcast_to(z[:, 2:4, 4:6].mean(axis=(1, 2), keepdims=True),
+                                                               (2, 2, 2, 3)), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(four, z)
 
 
 def test_ablation_chooses_on_validation_scenes(smoke_runs):
