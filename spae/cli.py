@@ -221,7 +221,7 @@ register("train", "train a tokenizer from a Python config (checkpoints, resume, 
 register("demo", "offline demo on the shipped default tokenizer: words per layer, reconstructions, HTML report",
          *_lazy("spae.demo", "add_args", "run_cli"))
 register("fewshot", "N-way K-shot classification by prompting a frozen LLM with SPAE tokens (and LLM-free probes)",
-         *_lazy("spae.prompting.fewshot", "add_fewshot_args", "run_fewshot"))
+         *_lazy("spae.prompting._fewshot_cli", "add_fewshot_args", "run_fewshot"))
 register("generate", "progressive in-context image generation with a frozen LLM "
          "(denoise/inpaint/outpaint/deblur/shift/class)", *_lazy("spae.prompting.generate", "add_generate_args",
                                                                   "run_generate"))

@@ -10,7 +10,7 @@ import pytest
 import spae
 from spae.data import SceneSource
 from spae.prompting import FewShotConfig, evaluate_fewshot, fewshot, format_table
-from spae.prompting import _cli, _tokencache
+from spae.prompting import _cli, _fewshot_cli, _tokencache
 from spae.prompting._scene_tasks import COUNT_WORDS, REGIONS, oracle_words
 from spae.prompting.testing import FunctionLM, WordTokenizer, _segments
 
@@ -120,11 +120,11 @@ def test_cli_oracle_on_scene_classes(tiny_tok, wtok, tmp_path, monkeypatch, caps
   monkeypatch.setattr(_cli, "load_tokenizer", lambda spec: tiny_tok)
   monkeypatch.setattr(_cli, "load_lm", lambda spec, **kw: FunctionLM(wtok, attribute_reader(wtok, CLASSES)))
   p = argparse.ArgumentParser()
-  fewshot.add_fewshot_args(p)
+  _fewshot_cli.add_fewshot_args(p)
   args = p.parse_args(["--tokenizer", "tiny", "--lm", "fake", "--data", "scenes:test:600", "--classes",
                        ",".join(CLASSES), "--ways", "2", "--episodes", "2", "--oracle", "--no-progress",
                        "--out", str(tmp_path / "o.jsonl")])
-  assert fewshot.run_fewshot(args) == 0
+  assert _fewshot_cli.run_fewshot(args) == 0
   assert " words   oracle  1.000" in capsys.readouterr().out
   summary = json.loads((tmp_path / "o.summary.json").read_text())
   assert summary["config"]["oracle"] is True
@@ -199,10 +199,9 @@ def test_calibrated_scores_divide_by_the_content_free_probabilities():
 
 
 def test_cli_calibrate_defaults_to_n_a(tiny_tok, wtok, tmp_path, monkeypatch):
-  from spae.prompting import _fewshot_cli
 
   p = argparse.ArgumentParser()
-  fewshot.add_fewshot_args(p)
+  _fewshot_cli.add_fewshot_args(p)
   base = ["--tokenizer", "tiny", "--data", "scenes:test:600", "--out", str(tmp_path / "o.jsonl")]
   for extra, want in (([], ()), (["--calibrate"], ("N/A",)), (["--calibrate", "", "[MASK]"], ("", "[MASK]"))):
     args = p.parse_args(base + extra)

@@ -128,7 +128,7 @@ def test_the_sweep_scores_jobs_in_batches_with_the_rows_of_one_at_a_time(tiny_to
 
 def _args(argv):
   p = argparse.ArgumentParser()
-  fewshot.add_fewshot_args(p)
+  _fewshot_cli.add_fewshot_args(p)
   args = p.parse_args(["--tokenizer", "tiny", "--out", "x.jsonl", *argv])
   _fewshot_cli._resolve(args)
   return args
@@ -157,17 +157,17 @@ def test_cli_sweep_writes_one_file_and_resumes(tmp_path, tiny_tok, src, monkeypa
           "--shots", "1", "2", "--layers", "1", "--episodes", "2", "--out", str(tmp_path / "s.jsonl"),
           "--no-progress", "--save-episodes", str(tmp_path / "eps.jsonl")]
   p = argparse.ArgumentParser()
-  fewshot.add_fewshot_args(p)
-  assert fewshot.run_fewshot(p.parse_args(argv)) == 0
+  _fewshot_cli.add_fewshot_args(p)
+  assert _fewshot_cli.run_fewshot(p.parse_args(argv)) == 0
   rows = [json.loads(l) for l in (tmp_path / "s.jsonl").read_text().splitlines()]
   assert len(rows) == 2 * 2 * 2 * 2  # shots x episodes x names x induction
   assert {r["episode"] for r in rows} == {"2w1s-n0", "2w1s-n1", "2w2s-n0", "2w2s-n1"}
   saved = read_episodes(tmp_path / "eps.jsonl")  # per names: shots x episodes, ids unique
   assert len(saved) == 2 * 2 * 2 and {e.id for e in saved} >= {"2w1s-n0-real", "2w1s-n0-nonsense"}
   capsys.readouterr()
-  assert fewshot.run_fewshot(p.parse_args(argv)) == 0
+  assert _fewshot_cli.run_fewshot(p.parse_args(argv)) == 0
   assert "resumed: 16" in capsys.readouterr().out
   assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 16
   # replayed episodes fix their own labels: two names settings would run the same prompts twice
   with pytest.raises(Exception, match="--names"):
-    fewshot.run_fewshot(p.parse_args(argv[:-2] + ["--episodes-file", str(tmp_path / "eps.jsonl")]))
+    _fewshot_cli.run_fewshot(p.parse_args(argv[:-2] + ["--episodes-file", str(tmp_path / "eps.jsonl")]))

@@ -10,7 +10,7 @@ from PIL import Image
 import spae
 from spae.prompting import (FROZEN_TABLE, FewShotConfig, evaluate_fewshot, fewshot, read_episodes, read_frozen,
                             split_caption)
-from spae.prompting import _cli
+from spae.prompting import _cli, _fewshot_cli
 from spae.prompting.testing import FunctionLM, WordTokenizer
 
 QUESTION = "Q: What is this? A: This is a"
@@ -227,7 +227,7 @@ def test_support_labels_have_the_ids_they_are_scored_with(folders, tiny_tok):
 # ------------------------------------------------------------------------------------ the command
 def _parser():
   p = argparse.ArgumentParser()
-  fewshot.add_fewshot_args(p)
+  _fewshot_cli.add_fewshot_args(p)
   return p
 
 
@@ -238,7 +238,7 @@ def test_cli_frozen_table_runs_the_seven_columns_and_resumes(tmp_path, tiny_tok,
     write_frozen(root, "open_ended_mi", shots, 2, 2, NONSENSE)
   argv = ["--tokenizer", "tiny", "--lm", "none", "--data", f"frozen:{root}", "--frozen-table", "--ways", "2",
           "--layers", "1", "--episodes", "all", "--out", str(tmp_path / "t.jsonl"), "--no-progress"]
-  assert fewshot.run_fewshot(_parser().parse_args(argv)) == 0
+  assert _fewshot_cli.run_fewshot(_parser().parse_args(argv)) == 0
   printed = capsys.readouterr().out
   rows = [json.loads(l) for l in (tmp_path / "t.jsonl").read_text().splitlines()]
   cells = {(r["induction"], r["shots"], r["repeats"]) for r in rows}
@@ -248,10 +248,10 @@ def test_cli_frozen_table_runs_the_seven_columns_and_resumes(tmp_path, tiny_tok,
   assert "  inner shots               1      1      3      5      1      1      1\n" in table
   assert "  repeats                   0      0      0      0      1      3      5   mean\n" in table
   assert "jaccard (1 layers)" in table and "ridge (1 layers)" in table
-  assert fewshot.run_fewshot(_parser().parse_args(argv)) == 0
+  assert _fewshot_cli.run_fewshot(_parser().parse_args(argv)) == 0
   assert f"resumed: {len(rows)} episode(s)" in capsys.readouterr().out
   with pytest.raises(spae.SpaeInputError, match="frozen: data fixes its own episodes"):
-    fewshot.run_fewshot(_parser().parse_args(argv + ["--classes", "a,b"]))
+    _fewshot_cli.run_fewshot(_parser().parse_args(argv + ["--classes", "a,b"]))
   with pytest.raises(spae.SpaeInputError, match="--episodes all reads every question"):
-    fewshot.run_fewshot(_parser().parse_args(["--tokenizer", "tiny", "--data", "scenes:10", "--episodes", "all",
+    _fewshot_cli.run_fewshot(_parser().parse_args(["--tokenizer", "tiny", "--data", "scenes:10", "--episodes", "all",
                                               "--out", str(tmp_path / "x.jsonl")]))

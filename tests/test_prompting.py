@@ -9,7 +9,7 @@ import pytest
 import spae
 from spae.prompting import (Episode, FewShotConfig, PromptTemplate, TokenMap, confidence_interval, evaluate_fewshot,
                             jaccard, jaccard_probe, read_episodes, ridge_probe, sample_episodes, write_episodes)
-from spae.prompting import fewshot
+from spae.prompting import _fewshot_cli, fewshot
 from spae.prompting import _cli
 from spae.prompting.testing import FunctionLM, WordTokenizer, copy_label_model, prefer_model
 
@@ -275,11 +275,11 @@ def test_cli_probes_only_on_an_image_folder_and_episode_file(tmp_path, tiny_tok,
   monkeypatch.setattr(_cli, "load_tokenizer", lambda spec: tiny_tok)  # the session's compiled tokenizer
   _write_folder(tmp_path / "imgs", src, ["cat", "dog", "zebra"])
   p = argparse.ArgumentParser()
-  fewshot.add_fewshot_args(p)
+  _fewshot_cli.add_fewshot_args(p)
   args = p.parse_args(["--tokenizer", "tiny", "--lm", "none", "--data", str(tmp_path / "imgs"), "--ways", "2",
                        "--shots", "1", "2", "--episodes", "3", "--out", str(tmp_path / "o.jsonl"), "--no-progress",
                        "--save-episodes", str(tmp_path / "eps.jsonl")])
-  assert fewshot.run_fewshot(args) == 0
+  assert _fewshot_cli.run_fewshot(args) == 0
   printed = capsys.readouterr().out
   assert "jaccard" in printed and "ridge" in printed
   summary = json.loads((tmp_path / "o.summary.json").read_text())
@@ -293,11 +293,11 @@ def test_cli_probes_only_on_an_image_folder_and_episode_file(tmp_path, tiny_tok,
        "query": [["dog", "imgs/dog/3.png"]]}) + "\n")
   args = p.parse_args(["--tokenizer", "tiny", "--episodes-file", str(tmp_path / "files.jsonl"),
                        "--out", str(tmp_path / "f.jsonl"), "--no-progress", "--layers", "1", "2", "3"])
-  assert fewshot.run_fewshot(args) == 0
+  assert _fewshot_cli.run_fewshot(args) == 0
   rows = [json.loads(l) for l in (tmp_path / "f.jsonl").read_text().splitlines()]
   assert [r["layers"] for r in rows] == [1, 2, 3] and rows[0]["queries"][0]["truth"] == "dog"
   with pytest.raises(spae.SpaeInputError, match="--data"):
-    fewshot.run_fewshot(p.parse_args(["--tokenizer", "tiny", "--out", str(tmp_path / "z.jsonl")]))
+    _fewshot_cli.run_fewshot(p.parse_args(["--tokenizer", "tiny", "--out", str(tmp_path / "z.jsonl")]))
 
 
 def test_an_episode_asks_for_each_image_tokens_once(tiny_tok, src, wtok, monkeypatch):

@@ -15,8 +15,9 @@ from spae.prompting._prompt import PromptTemplate
 from spae.prompting._render import Answer, Rendered, Segment, Text, Tokens, fill, readable, render
 from spae.prompting._stats import confidence_interval, format_table, summarize
 from spae.prompting._tokenmap import TokenMap, shares_vocabulary
-from spae.prompting.fewshot import (FewShotConfig, add_fewshot_args, episode_template, evaluate_fewshot,
-                                    run_fewshot, score_candidates, sweep_fewshot)
+from spae.prompting.fewshot import (FewShotConfig, episode_template, evaluate_fewshot, score_candidates,
+                                    sweep_fewshot)
+from spae.prompting._fewshot_cli import add_fewshot_args, run_fewshot
 from spae.prompting.generate import (GenerateConfig, GenerationResult, add_generate_args, add_token_noise, corrupt,
                                      generate_pyramid, noise_schedule, run_generate, run_image_task, run_text_task,
                                      token_accuracy)

@@ -16,7 +16,7 @@ from spae.prompting._prompt import PromptTemplate
 from spae.prompting._stats import format_table, summarize
 from spae.prompting.fewshot import FewShotConfig, TokenCache, evaluate_fewshot, sampled_episodes, sweep_fewshot
 
-__all__ = ["FROZEN_PREFIX", "add_args", "frozen_table", "run"]
+__all__ = ["FROZEN_PREFIX", "add_fewshot_args", "frozen_table", "run_fewshot"]
 
 FROZEN_PREFIX = "frozen:"
 
@@ -33,7 +33,7 @@ def _episode_count(text: str) -> int | str:
   return n
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
+def add_fewshot_args(p: argparse.ArgumentParser) -> None:
   """Arguments of `spae fewshot`."""
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
   p.add_argument("--lm", default="none",
@@ -164,7 +164,7 @@ def _inputs(args: argparse.Namespace, config: FewShotConfig) -> tuple[Any, list[
   return source or FileImages(Path(args.episodes_file).parent), episodes
 
 
-def run(args: argparse.Namespace) -> int:
+def run_fewshot(args: argparse.Namespace) -> int:
   """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
   check_output_file(args.out)
   _resolve(args)

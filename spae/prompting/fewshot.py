@@ -20,7 +20,6 @@ per (ways, shots, repeats, layers) and method.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -50,9 +49,9 @@ from spae.prompting._tokenmap import TokenMap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FewShotConfig", "TokenCache", "add_fewshot_args", "build_prompt", "calibrated_scores",
-           "classify_query", "confidence_interval", "episode_template", "evaluate_fewshot", "format_table",
-           "run_fewshot", "sampled_episodes", "score_candidates", "summarize", "sweep_fewshot"]
+__all__ = ["FewShotConfig", "TokenCache", "build_prompt", "calibrated_scores", "classify_query",
+           "confidence_interval", "episode_template", "evaluate_fewshot", "format_table", "sampled_episodes",
+           "score_candidates", "summarize", "sweep_fewshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -464,18 +463,3 @@ def _run_oracle(ep: Episode, rep: int, config: FewShotConfig, lm: LanguageModel,
     asked.append(_query(ep, support, qkey, qc, descriptions, label_ids, config, lm, tmap, q, "oracle_correct"))
     queries.append(q)
   return _row(ep, None, rep, config, lm, queries), asked
-
-
-# ------------------------------------------------------------------------------------ CLI
-def add_fewshot_args(p: argparse.ArgumentParser) -> None:
-  """Arguments of `spae fewshot` (`spae.prompting._fewshot_cli`)."""
-  from spae.prompting import _fewshot_cli
-
-  _fewshot_cli.add_args(p)
-
-
-def run_fewshot(args: argparse.Namespace) -> int:
-  """`spae fewshot`: evaluate, write the JSONL and the summary, print the table."""
-  from spae.prompting import _fewshot_cli
-
-  return _fewshot_cli.run(args)
