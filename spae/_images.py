@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import stat
 import struct
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spae._io import SpaeInputError, atomic_path
+from spae._io import SpaeInputError, atomic_path, check_regular_file
 
 FitMode = Literal["center_crop", "resize", "reject"]
 log = logging.getLogger(__name__)
@@ -130,20 +129,9 @@ def check_image_file(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_P
 
 def _check_regular(path: str | os.PathLike) -> Path:
   """Raises SpaeInputError saying what `path` is unless it is a regular file (a FIFO would block reads)."""
-  path = Path(path)
-  try:
-    mode = path.stat().st_mode
-  except FileNotFoundError:
-    raise SpaeInputError(f"image {str(path)!r} does not exist.") from None
-  except OSError as e:
-    raise SpaeInputError(f"cannot read image {str(path)!r} ({e.strerror}).") from None
-  if stat.S_ISDIR(mode):
-    raise SpaeInputError(f"image {str(path)!r} is a folder, not an image file; pass the image files in it.")
-  if not stat.S_ISREG(mode):
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-    raise SpaeInputError(f"image {str(path)!r} is {kind}, not an image file; save the image to a file first.")
-  return path
+  return check_regular_file(path, f"image {str(path)!r}", missing=".",
+                            folder=", not an image file; pass the image files in it.",
+                            other=", not an image file; save the image to a file first.")
 
 
 def to_rgb(im: Any) -> np.ndarray:

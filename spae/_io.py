@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -154,24 +155,44 @@ def atomic_dir(path: str | os.PathLike, replaceable: Callable[[Path], bool] | No
     yield target
 
 
-def read_json(path: str | os.PathLike, what: str, fix: str) -> Any:
-  """Parses a JSON file; a missing, binary, malformed or deeply nested file is a SpaeInputError naming
-  `what` (e.g. "tokenizer config") and ending with `fix` (what to do about it)."""
+def check_regular_file(path: str | os.PathLike, what: str, *, missing: str = "", folder: str = "",
+                       other: str = "") -> Path:
+  """`path` as a Path if it is a regular file, else a SpaeInputError naming `what` (e.g. "image 'a.png'") and what
+  the path is instead, followed by `missing` / `folder` / `other` (what to do about it). Checked before opening,
+  because opening a FIFO for reading blocks until something writes to it."""
   path = Path(path)
+  try:
+    mode = path.stat().st_mode
+  except FileNotFoundError:
+    raise SpaeInputError(f"{what} does not exist{missing}") from None
+  except OSError as e:
+    raise SpaeInputError(f"cannot read {what} ({e.strerror}){missing}") from None
+  if stat.S_ISDIR(mode):
+    raise SpaeInputError(f"{what} is a folder{folder}")
+  if not stat.S_ISREG(mode):
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    raise SpaeInputError(f"{what} is {kind}{other}")
+  return path
+
+
+def read_json(path: str | os.PathLike, what: str, fix: str) -> Any:
+  """Parses a JSON file; a missing, binary, malformed or deeply nested file, or one that is not a regular file, is a
+  SpaeInputError naming `what` (e.g. "tokenizer config") and ending with `fix` (what to do about it)."""
+  name = f"{what} {str(path)!r}"
+  path = check_regular_file(path, name, missing=f"; {fix}", folder=f", not a JSON file; {fix}", other=f"; {fix}")
   try:
     return json.loads(path.read_bytes().decode("utf-8"))
   except FileNotFoundError:
-    raise SpaeInputError(f"{what} {str(path)!r} does not exist; {fix}") from None
-  except IsADirectoryError:
-    raise SpaeInputError(f"{what} {str(path)!r} is a folder, not a JSON file; {fix}") from None
+    raise SpaeInputError(f"{name} does not exist; {fix}") from None
   except UnicodeDecodeError:
-    raise SpaeInputError(f"{what} {str(path)!r} is not JSON (binary data); {fix}") from None
+    raise SpaeInputError(f"{name} is not valid JSON (binary data, not UTF-8 text); {fix}") from None
   except RecursionError:
-    raise SpaeInputError(f"{what} {str(path)!r} is not valid JSON (nested too deeply); {fix}") from None
+    raise SpaeInputError(f"{name} is not valid JSON (nested too deeply); {fix}") from None
   except ValueError as e:  # JSONDecodeError, and integers over Python's digit limit
-    raise SpaeInputError(f"{what} {str(path)!r} is not valid JSON ({str(e).splitlines()[0][:100]}); {fix}") from None
+    raise SpaeInputError(f"{name} is not valid JSON ({str(e).splitlines()[0][:100]}); {fix}") from None
   except OSError as e:
-    raise SpaeInputError(f"cannot read {what} {str(path)!r} ({e.strerror}); {fix}") from None
+    raise SpaeInputError(f"cannot read {name} ({e.strerror}); {fix}") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

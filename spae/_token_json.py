@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from spae._io import SpaeInputError
+from spae._io import SpaeInputError, read_json
 
 TOKENS_FORMAT = 1
 _INT32_MAX = 2**31 - 1
@@ -122,26 +121,4 @@ def parse_document(doc: Any, *, vocab_size: int | None = None, fingerprint: str 
 
 def read_document(path: str | os.PathLike) -> Any:
   """The parsed JSON of a token file; every way of not being one is a SpaeInputError."""
-  path = Path(path)
-  name = f"token file {str(path)!r}"
-  try:
-    mode = path.stat().st_mode
-  except FileNotFoundError:
-    raise SpaeInputError(f"{name} does not exist; pass the JSON written by `spae encode -o`.") from None
-  except OSError as e:
-    raise SpaeInputError(f"cannot read {name} ({e.strerror}).") from None
-  if stat.S_ISDIR(mode):
-    raise SpaeInputError(f"{name} is a folder; pass the JSON file written by `spae encode -o`.")
-  if not stat.S_ISREG(mode):
-    raise SpaeInputError(f"{name} is not a regular file; save the tokens to a file first.")
-  try:
-    return json.loads(path.read_bytes().decode("utf-8"))
-  except UnicodeDecodeError:
-    raise SpaeInputError(f"{name} is not valid JSON (not UTF-8 text); "
-                         f"pass the file written by `spae encode -o`.") from None
-  except RecursionError:
-    raise SpaeInputError(f"{name} is not valid JSON for tokens (nested too deeply).") from None
-  except ValueError as e:  # JSONDecodeError, and integers longer than Python's digit limit
-    raise SpaeInputError(f"{name} is not valid JSON ({str(e).splitlines()[0][:120]}).") from None
-  except OSError as e:
-    raise SpaeInputError(f"cannot read {name} ({e.strerror}).") from None
+  return read_json(path, "token file", "pass the JSON file written by `spae encode -o`.")

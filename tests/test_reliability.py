@@ -150,6 +150,27 @@ def test_token_files_that_are_not_files_or_not_json(tmp_path):
     _token_json.read_document(tmp_path / "bin.json")
 
 
+def test_json_readers_name_a_fifo_instead_of_blocking_on_it(tmp_path):
+  """Every JSON input (token files, tokenizer configs, episode files, ...) goes through one reader, which says what
+  a path is when it is not a regular file before opening it: opening a FIFO would wait for a writer forever."""
+  import threading
+
+  from spae import _io
+
+  os.mkfifo(tmp_path / "pipe")
+  # A reader that opened the FIFO would wait for a writer forever; this one lets such a regression fail, not hang.
+  writer = threading.Thread(target=lambda: os.close(os.open(tmp_path / "pipe", os.O_WRONLY)), daemon=True)
+  writer.start()
+  with pytest.raises(SpaeInputError, match=r"token file .*pipe' is a FIFO \(named pipe\); pass the JSON file"):
+    _token_json.read_document(tmp_path / "pipe")
+  with pytest.raises(SpaeInputError, match=r"tokenizer config .*pipe' is a FIFO \(named pipe\); re-export it"):
+    _io.read_json(tmp_path / "pipe", "tokenizer config", "re-export it.")
+  with pytest.raises(SpaeInputError, match="does not exist; re-export it"):
+    _io.read_json(tmp_path / "nope.json", "tokenizer config", "re-export it.")
+  os.close(os.open(tmp_path / "pipe", os.O_RDONLY | os.O_NONBLOCK))  # releases the writer
+  writer.join(5)
+
+
 def test_decode_writes_every_image_of_a_batched_entry(tiny_tok, tiny_tok_dir, sample_images, tmp_path, capsys):
   entry = tiny_tok.encode(sample_images).to_json()  # one entry holding two images
   (tmp_path / "t.json").write_text(json.dumps(entry))
