@@ -110,6 +110,7 @@ def test_score_many_equals_score_per_request_with_one_head_pass(monkeypatch):
   through the prefix cache (the second extends the first's prefix) and the output head once for all of them;
   continuations that share a context share its head row."""
   import spae.lm._gemma as G
+  import spae.lm._gemma_forward as F
 
   lm = parity("gemma3", "hf")
   lm.clear_cache()
@@ -119,8 +120,8 @@ def test_score_many_equals_score_per_request_with_one_head_pass(monkeypatch):
   p3 = [2, 5, 6]
   reqs = [(p1, [[5, 6], [5, 7], [8]]), (p2, [[3], [4, 4, 4]]), (p3, [[5]])]
   heads = []
-  head = G._token_logp_fn
-  monkeypatch.setattr(G, "_token_logp_fn", lambda *a: heads.append(a[2].shape) or head(*a))
+  head = F.token_logp_fn
+  monkeypatch.setattr(F, "token_logp_fn", lambda *a: heads.append(a[2].shape) or head(*a))
   got = lm.score_many(reqs)
   assert len(heads) == 1 and len(got) == 3 and lm._cache[0] == p3
   for (prefix, conts), g in zip(reqs, got):

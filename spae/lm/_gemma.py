@@ -25,9 +25,6 @@ the checkpoint's dtype, as the reference does); LLaMA does not. `GemmaLM.vocabul
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
 from typing import Any, Sequence
 
 import jax
@@ -36,325 +33,10 @@ import numpy as np
 
 from spae._io import SpaeInputError
 from spae.lm._base import LanguageModelBase, TextTokenizer
+from spae.lm._gemma_config import DTYPES, GemmaConfig, Params, prepare_params
+from spae.lm import _gemma_forward as forward
 
-Params = dict[str, Any]
-
-FAMILIES = ("gemma2", "gemma3", "llama")
-# Storage dtypes of the weight matrices (GemmaLM computes in float32).
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-@dataclasses.dataclass(frozen=True)
-class GemmaConfig:
-  """Architecture of a Gemma 2 / Gemma 3 / LLaMA-style decoder.
-
-  Attributes:
-    family: 'gemma2' | 'gemma3' | 'llama' (documentation and defaults only; the flags below decide).
-    vocab_size: rows of the embedding table.
-    embed_dim, hidden_dim: model width d and MLP width.
-    num_layers, num_heads, num_kv_heads, head_dim: transformer shape (GQA when num_kv_heads < num_heads).
-    layer_types: per layer 'global' or 'sliding'.
-    sliding_window: tokens a sliding layer sees, itself included (key pos > query pos - window).
-    norm_eps: RMSNorm epsilon.
-    norm_plus_one: Gemma stores RMSNorm weights as w and scales by (1 + w).
-    post_norms: Gemma 2/3 also normalise the attention and MLP outputs (4 norms per layer).
-    qk_norm: Gemma 3 RMS-normalises queries and keys per head.
-    embed_scale: multiply embeddings by sqrt(embed_dim) (Gemma).
-    activation: 'gelu_tanh' (Gemma) or 'silu' (LLaMA) for the gated MLP.
-    query_pre_attn_scalar: queries are scaled by this**-0.5 (None: head_dim).
-    attn_softcap, final_softcap: tanh soft caps on attention and output logits (None: off).
-    rope_global_base, rope_local_base: RoPE base frequency of global and sliding layers.
-    rope_global_scaling, rope_local_scaling: None, or a dict with 'rope_type' 'linear' ({'factor'}) or 'llama3'
-      ({'factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}).
-    tied_embeddings: the output head is the embedding table (otherwise a separate lm_head).
-    max_length: context length; longer inputs are rejected.
-  """
-
-  family: str
-  vocab_size: int
-  embed_dim: int
-  hidden_dim: int
-  num_layers: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
-  layer_types: tuple[str, ...] = ()
-  sliding_window: int | None = None
-  norm_eps: float = 1e-6
-  norm_plus_one: bool = True
-  post_norms: bool = True
-  qk_norm: bool = False
-  embed_scale: bool = True
-  activation: str = "gelu_tanh"
-  query_pre_attn_scalar: float | None = None
-  attn_softcap: float | None = None
-  final_softcap: float | None = None
-  rope_global_base: float = 10_000.0
-  rope_local_base: float = 10_000.0
-  rope_global_scaling: Any = None
-  rope_local_scaling: Any = None
-  tied_embeddings: bool = True
-  max_length: int = 8192
-
-  def __post_init__(self):
-    if self.family not in FAMILIES:
-      raise SpaeInputError(f"GemmaConfig.family must be one of {FAMILIES}, got {self.family!r}.")
-    lt = tuple(self.layer_types) or ("global",) * self.num_layers
-    object.__setattr__(self, "layer_types", lt)
-    for name in ("rope_global_scaling", "rope_local_scaling"):
-      v = getattr(self, name)
-      if isinstance(v, dict):  # frozen + hashable (jit static argument)
-        object.__setattr__(self, name, tuple(sorted(v.items())))
-    if len(lt) != self.num_layers or any(t not in ("global", "sliding") for t in lt):
-      raise SpaeInputError(f"layer_types must list 'global'/'sliding' for each of the {self.num_layers} layers, "
-                           f"got {lt}.")
-    if "sliding" in lt and not self.sliding_window:
-      raise SpaeInputError("layer_types has sliding layers but sliding_window is not set.")
-    if self.num_heads % self.num_kv_heads:
-      raise SpaeInputError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
-                           f"({self.num_kv_heads}).")
-    if self.head_dim % 2:
-      raise SpaeInputError(f"head_dim must be even for RoPE, got {self.head_dim}.")
-    if self.activation not in ("gelu_tanh", "silu"):
-      raise SpaeInputError(f"activation must be 'gelu_tanh' or 'silu', got {self.activation!r}.")
-    for s in (self.rope_global_scaling, self.rope_local_scaling):
-      if s is not None and dict(s).get("rope_type") not in ("linear", "llama3", "freq_factors", "default"):
-        raise SpaeInputError(f"unsupported RoPE scaling {dict(s)}; supported: 'linear', 'llama3', 'freq_factors'.")
-
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["layer_types"] = list(self.layer_types)
-    for k in ("rope_global_scaling", "rope_local_scaling"):
-      d[k] = None if d[k] is None else dict(d[k])
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "GemmaConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise SpaeInputError(f"unknown GemmaConfig fields {unknown}; known fields: {sorted(names)}.")
-    d = dict(d)
-    if "layer_types" in d:
-      d["layer_types"] = tuple(d["layer_types"])
-    return cls(**d)
-
-
-# ------------------------------------------------------------------------------------------------ math
-def _inv_freq(head_dim: int, base: float, scaling: Any) -> np.ndarray:
-  """RoPE inverse frequencies [head_dim/2], with linear, llama3 or per-frequency scaling folded in."""
-  inv = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
-  s = dict(scaling) if scaling is not None else {}
-  kind = s.get("rope_type", "default")
-  if kind == "linear":
-    inv = inv / float(s["factor"])
-  elif kind == "freq_factors":  # llama.cpp's rope_freqs tensor (llama 3.x GGUF files): theta_i / factor_i
-    inv = inv / np.asarray(s["factors"], np.float64)
-  elif kind == "llama3":
-    factor, lo, hi = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
-    old = float(s["original_max_position_embeddings"])
-    wavelen = 2 * math.pi / inv
-    scaled = np.where(wavelen > old / lo, inv / factor, inv)
-    smooth = (old / wavelen - lo) / (hi - lo)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
-    inv = np.where(medium, smoothed, scaled)
-  return inv.astype(np.float32)
-
-
-def _rms(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
-  var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-  return x * jax.lax.rsqrt(var + eps) * scale
-
-
-def _rope(x: jax.Array, pos: jax.Array, inv_freq: jax.Array) -> jax.Array:
-  """x: [B, T, N, H]; pos: [B, T]; half-split rotation (HF `rotate_half`, gemma `apply_rope`)."""
-  ang = pos[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
-  sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
-  x1, x2 = jnp.split(x, 2, axis=-1)
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-
-
-def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
-  return x if cap is None else jnp.tanh(x / cap) * cap
-
-
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cap: float | None) -> jax.Array:
-  """Grouped-query attention: q [B, T, K, G, H] (scaled), k/v [B, S, K, H], mask [B, T, S] -> [B, T, K, G, H].
-
-  The products run as GEMMs batched over (B, K) with the T x G queries as rows, so the cache needs no transpose
-  when K = 1. Against einsums with (B, K) in the middle: equal bit for bit on random inputs, 12.2 instead of
-  14.8 ms per layer at T = 336, S = 1024 (Gemma 3 270M's heads, the 2-core EPYC)."""
-  b, t, kh, g, h = q.shape
-  qq = q.transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, h)
-  kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-  lg = _softcap(jnp.einsum("bkqh,bksh->bkqs", qq, kk), cap).reshape(b, kh, t, g, -1)
-  lg = jnp.where(mask[:, None, :, None, :], lg, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(lg, axis=-1).reshape(b, kh, t * g, -1)
-  return jnp.einsum("bkqs,bksh->bkqh", probs, vv).reshape(b, kh, t, g, h).transpose(0, 2, 1, 3, 4)
-
-
-def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, valid: jax.Array,
-             past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array, write_at: jax.Array | None = None,
-             seg: jax.Array | None = None):
-  """One pass over new tokens attending to a past K/V cache.
-
-  Args:
-    ids, pos, valid: [B, T] token ids, absolute positions and a padding mask of the new tokens.
-    past_k, past_v: [L, Bp, S, K, H] cached keys/values (Bp is 1, shared by the batch, or B); positions 0..S-1.
-    past_valid: [Bp, S] which cached slots hold tokens.
-    write_at: if given (B == Bp == 1), the new keys/values are written into the cache at this slot first and
-      attention runs over the cache alone (S keys instead of S + T); `past_valid` must then cover the new slots.
-    seg: with `write_at`, [1, T] segment ids of the new tokens: 0 is the shared sequence, k > 0 a branch that sees
-      the shared tokens and its own but no other branch (several continuations of one prefix in one pass; a
-      branch's positions restart after the shared ones, so slots and positions differ).
-  Returns:
-    (final hidden states [B, T, d], keys, values): the new tokens' [L, B, T, K, H], or with `write_at` the
-    updated caches [L, 1, S, K, H].
-  """
-  n_kv, group, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
-  b, t = ids.shape
-  x = params["embed"][ids].astype(jnp.float32)
-  if cfg.embed_scale:
-    x = x * params["embed_scale"]
-  scaling = (cfg.query_pre_attn_scalar or hd) ** -0.5
-  shared = past_k.shape[1] == 1 and b > 1
-  s = past_k.shape[2]
-  past_pos = jnp.arange(s)
-  neg = jnp.finfo(jnp.float32).min
-  if write_at is not None:  # the new tokens' slots hold their positions (which differ from the slot for branches)
-    past_pos = jax.lax.dynamic_update_slice(past_pos, pos[0].astype(past_pos.dtype), (write_at,))
-  # Masks for the two key blocks (past, new): causal by position, padding, and the sliding window.
-  m_past = past_valid[:, None, :] & (past_pos[None, None, :] <= pos[:, :, None])  # [B|1, T, S]
-  if seg is not None:
-    slot_seg = jax.lax.dynamic_update_slice(jnp.zeros((s,), seg.dtype), seg[0], (write_at,))
-    m_past = m_past & ((slot_seg[None, None, :] == 0) | (slot_seg[None, None, :] == seg[:, :, None]))
-  m_new = valid[:, None, :] & (pos[:, None, :] <= pos[:, :, None])  # [B, T, T]
-  if cfg.sliding_window:
-    w = cfg.sliding_window
-    w_past = past_pos[None, None, :] > pos[:, :, None] - w
-    w_new = pos[:, None, :] > pos[:, :, None] - w
-  else:
-    w_past = w_new = jnp.ones((), bool)
-
-  def layer(x, xs):
-    lp, sliding, inv_freq, pk, pv = xs
-    lp = {key: val.astype(jnp.float32) for key, val in lp.items()}  # bfloat16 storage: widen one layer at a time
-    h = _rms(x, lp["pre_attn_norm"], cfg.norm_eps)
-    q = jnp.einsum("btd,dnh->btnh", h, lp["wq"])
-    k = jnp.einsum("btd,dkh->btkh", h, lp["wk"])
-    v = jnp.einsum("btd,dkh->btkh", h, lp["wv"])
-    if cfg.qk_norm:
-      q = _rms(q, lp["q_norm"], cfg.norm_eps)
-      k = _rms(k, lp["k_norm"], cfg.norm_eps)
-    q = _rope(q, pos, inv_freq) * scaling
-    k = _rope(k, pos, inv_freq)
-    q = q.reshape(b, t, n_kv, group, hd)
-    if write_at is not None:  # insert, then attend over the cache only
-      pk = jax.lax.dynamic_update_slice(pk, k, (0, write_at, 0, 0))
-      pv = jax.lax.dynamic_update_slice(pv, v, (0, write_at, 0, 0))
-      o = _attend(q, pk, pv, jnp.where(sliding, m_past & w_past, m_past), cfg.attn_softcap)
-      return _block_out(x, o, lp), (pk, pv)
-    if shared:
-      lg_past = jnp.einsum("btkgh,skh->btkgs", q, pk[0])
-    else:
-      lg_past = jnp.einsum("btkgh,bskh->btkgs", q, pk)
-    lg_new = jnp.einsum("btkgh,bskh->btkgs", q, k)
-    lg_past = _softcap(lg_past, cfg.attn_softcap)
-    lg_new = _softcap(lg_new, cfg.attn_softcap)
-    mp = jnp.where(sliding, m_past & w_past, m_past)[:, :, None, None, :]
-    mn = jnp.where(sliding, m_new & w_new, m_new)[:, :, None, None, :]
-    lg = jnp.concatenate([jnp.where(mp, lg_past, neg), jnp.where(mn, lg_new, neg)], axis=-1)
-    probs = jax.nn.softmax(lg, axis=-1)
-    p_past, p_new = probs[..., :s], probs[..., s:]
-    if shared:
-      o = jnp.einsum("btkgs,skh->btkgh", p_past, pv[0])
-    else:
-      o = jnp.einsum("btkgs,bskh->btkgh", p_past, pv)
-    o = o + jnp.einsum("btkgs,bskh->btkgh", p_new, v)
-    return _block_out(x, o, lp), (k, v)
-
-  def _block_out(x, o, lp):
-    attn = jnp.einsum("btnh,nhd->btd", o.reshape(b, t, cfg.num_heads, hd), lp["wo"])
-    if cfg.post_norms:
-      attn = _rms(attn, lp["post_attn_norm"], cfg.norm_eps)
-    x = x + attn
-    h = _rms(x, lp["pre_ffw_norm"], cfg.norm_eps)
-    gate = h @ lp["w_gate"]
-    act = jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
-    m = (act * (h @ lp["w_up"])) @ lp["w_down"]
-    if cfg.post_norms:
-      m = _rms(m, lp["post_ffw_norm"], cfg.norm_eps)
-    return x + m
-
-  xs = (params["layers"], params["sliding"], params["inv_freq"], past_k, past_v)
-  x, (new_k, new_v) = jax.lax.scan(layer, x, xs)
-  return _rms(x, params["final_norm"], cfg.norm_eps), new_k, new_v
-
-
-def _head(cfg: GemmaConfig, params: Params, x: jax.Array) -> jax.Array:
-  w = params["embed"] if cfg.tied_embeddings else params["lm_head"]
-  return _softcap(x @ w.astype(jnp.float32).T, cfg.final_softcap)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _logits_fn(cfg, params, ids, valid):
-  b, t = ids.shape
-  shape = (cfg.num_layers, 1, 0, cfg.num_kv_heads, cfg.head_dim)
-  pos = jnp.broadcast_to(jnp.arange(t), (b, t))
-  x, _, _ = _forward(cfg, params, ids, pos, valid, jnp.zeros(shape), jnp.zeros(shape), jnp.zeros((1, 0), bool))
-  return _head(cfg, params, x)
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(2, 3))
-def _extend_fn(cfg, params, buf_k, buf_v, n_past, ids, n_new):
-  """Appends up to T tokens (n_new real) to a single-sequence cache; returns the last one's final hidden state [d].
-
-  buf_k/buf_v: [L, 1, S, K, H] with slots < n_past filled; ids: [1, T]. Needs S >= n_past + T. The head is left
-  to the caller: it reads the whole V x d table, so `score` runs it once for the prefix and its candidates.
-  """
-  t = ids.shape[1]
-  s = buf_k.shape[2]
-  pos = (n_past + jnp.arange(t))[None]
-  valid = (jnp.arange(t) < n_new)[None]
-  filled = (jnp.arange(s) < n_past + n_new)[None]  # the new tokens are written before attention
-  x, buf_k, buf_v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, filled, write_at=n_past)
-  return jax.lax.dynamic_index_in_dim(x[0], n_new - 1, axis=0, keepdims=False), buf_k, buf_v
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _next_logp_fn(cfg, params, last):
-  """log p(next) [V] from a final hidden state [d]."""
-  return jax.nn.log_softmax(_head(cfg, params, last))
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(2, 3))
-def _branches_fn(cfg, params, buf_k, buf_v, n_past, ids, pos, seg, n_new, rows):
-  """Runs a prefix's uncached tail and its continuations through the cache in one pass.
-
-  The chunk ids [1, T] (n_new real) holds the prefix's uncached tail (segment 0) followed by every continuation
-  as its own branch (segment k); it is written into the cache at slot n_past. Returns (the final hidden states
-  [R, d] of the chunk positions `rows` [R], the caches). The head is left to `_token_logp_fn`, which runs it
-  once for many calls.
-  """
-  s = buf_k.shape[2]
-  valid = (jnp.arange(ids.shape[1]) < n_new)[None]
-  filled = (jnp.arange(s) < n_past + n_new)[None]
-  x, buf_k, buf_v = _forward(cfg, params, ids, pos, valid, buf_k, buf_v, filled, write_at=n_past, seg=seg)
-  return x[0][rows], buf_k, buf_v
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _token_logp_fn(cfg, params, x, rows, toks):
-  """log p(toks[n] | final hidden state x[rows[n]]) [N]; x [R, d].
-
-  One multiply of all R rows by the V x d head gives their log-normalisers (the head is read once, not once
-  per row group); each scored token's logit is its own row of the head.
-  """
-  w = params["embed"] if cfg.tied_embeddings else params["lm_head"]
-  lse = jax.nn.logsumexp(_head(cfg, params, x), axis=-1)
-  logit = _softcap(jnp.einsum("nd,nd->n", x[rows], w[toks].astype(jnp.float32)), cfg.final_softcap)
-  return logit - lse[rows]
+__all__ = ["GemmaConfig", "GemmaLM"]
 
 
 # The most scored tokens whose head rows `score_many` runs in one pass: its logits are rows x V floats (0.5 GB at
@@ -400,7 +82,7 @@ class GemmaLM(LanguageModelBase):
     self.max_length = int(max_length or config.max_length)
     self.source = source
     self.dtype = dtype
-    self.params = _prepare_params(config, params, DTYPES[dtype])
+    self.params = prepare_params(config, params, DTYPES[dtype])
     self._cache: tuple[list[int], jax.Array, jax.Array] | None = None
 
   # ------------------------------------------------------------------ id-level API
@@ -418,7 +100,7 @@ class GemmaLM(LanguageModelBase):
     padded[:, :t] = arr
     valid = np.zeros((b, tb), bool)
     valid[:, :t] = True
-    out = np.asarray(_logits_fn(self.config, self.params, padded, valid))[:, :t]
+    out = np.asarray(forward.logits_fn(self.config, self.params, padded, valid))[:, :t]
     return out[0] if squeeze else out
 
   def next_logprobs(self, ids: Sequence[int], among: np.ndarray | None = None) -> np.ndarray:
@@ -429,7 +111,7 @@ class GemmaLM(LanguageModelBase):
       raise SpaeInputError("ids is empty; start the prompt with BOS (tokenizer.bos_id) at least.")
     self._check_length(len(seq), "len(ids)")
     n_tok = min(int(self.tokenizer.vocab_size), self.config.vocab_size)
-    return np.asarray(_next_logp_fn(self.config, self.params, self._prefill(seq)))[:n_tok]
+    return np.asarray(forward.next_logp_fn(self.config, self.params, self._prefill(seq)))[:n_tok]
 
   def score(self, prefix_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
     """[C] float32: sum_j log p(cont_j | prefix, cont_<j) for each continuation.
@@ -481,7 +163,7 @@ class GemmaLM(LanguageModelBase):
     nb = _bucket(n, 1 << 30, smallest=8)
     rows_arr, toks_arr = np.zeros((nb,), np.int32), np.zeros((nb,), np.int32)
     rows_arr[:n], toks_arr[:n] = rows, toks
-    logp = np.asarray(_token_logp_fn(self.config, self.params, x, rows_arr, toks_arr), np.float64)[:n]
+    logp = np.asarray(forward.token_logp_fn(self.config, self.params, x, rows_arr, toks_arr), np.float64)[:n]
     out = [np.zeros((c,), np.float64) for c in sizes]
     for (r, k), lp in zip(owner, logp):
       out[r][k] += lp
@@ -523,7 +205,8 @@ class GemmaLM(LanguageModelBase):
     # Few row counts, few compiled shapes: padded rows repeat the last one and are dropped by score_many.
     rows = np.full((_bucket(len(gather), 1 << 30, smallest=2),), gather[-1], np.int32)
     rows[:len(gather)] = gather
-    x, buf_k, buf_v = _branches_fn(self.config, self.params, buf_k, buf_v, common, chunk, p, sg, len(ids), rows)
+    x, buf_k, buf_v = forward.branches_fn(self.config, self.params, buf_k, buf_v, common, chunk, p, sg, len(ids),
+                                          rows)
     self._cache = (list(prefix), buf_k, buf_v)  # slots past the prefix hold the branches: overwritten next time
     return x, len(gather), cont_rows, conts
 
@@ -561,7 +244,7 @@ class GemmaLM(LanguageModelBase):
     return buf_k, buf_v
 
   def _prefill(self, ids: list[int]) -> jax.Array:
-    """The last token's final hidden state [d] (`_next_logp_fn` gives log p(next | ids)), reusing the cached
+    """The last token's final hidden state [d] (`forward.next_logp_fn` gives log p(next | ids)), reusing the cached
     K/V of the longest common prefix with the previous call."""
     common = self._common(ids)
     new = ids[common:]
@@ -569,7 +252,7 @@ class GemmaLM(LanguageModelBase):
     buf_k, buf_v = self._buffers(common, tb)
     chunk = np.zeros((1, tb), np.int32)
     chunk[0, :len(new)] = new
-    last, buf_k, buf_v = _extend_fn(self.config, self.params, buf_k, buf_v, common, chunk, len(new))
+    last, buf_k, buf_v = forward.extend_fn(self.config, self.params, buf_k, buf_v, common, chunk, len(new))
     self._cache = (list(ids), buf_k, buf_v)
     return last
 
@@ -610,50 +293,3 @@ class GemmaLM(LanguageModelBase):
     c = self.config
     return (f"GemmaLM({c.family}, layers={c.num_layers}, d={c.embed_dim}, vocab={c.vocab_size}, "
             f"max_length={self.max_length})")
-
-
-def param_shapes(cfg: GemmaConfig) -> dict[str, tuple[int, ...]]:
-  """Expected shape of every canonical tensor (layers stacked on axis 0)."""
-  l, d, f = cfg.num_layers, cfg.embed_dim, cfg.hidden_dim
-  n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  shapes = {"embed": (cfg.vocab_size, d), "final_norm": (d,),
-            "layers/wq": (l, d, n, h), "layers/wk": (l, d, k, h), "layers/wv": (l, d, k, h),
-            "layers/wo": (l, n, h, d), "layers/pre_attn_norm": (l, d), "layers/pre_ffw_norm": (l, d),
-            "layers/w_gate": (l, d, f), "layers/w_up": (l, d, f), "layers/w_down": (l, f, d)}
-  if cfg.post_norms:
-    shapes.update({"layers/post_attn_norm": (l, d), "layers/post_ffw_norm": (l, d)})
-  if cfg.qk_norm:
-    shapes.update({"layers/q_norm": (l, h), "layers/k_norm": (l, h)})
-  if not cfg.tied_embeddings:
-    shapes["lm_head"] = (cfg.vocab_size, d)
-  return shapes
-
-
-def _prepare_params(cfg: GemmaConfig, params: Params, dtype: Any = jnp.float32) -> Params:
-  """Validates canonical params against the config and adds the derived constants (RoPE, sliding flags)."""
-  shapes = param_shapes(cfg)
-  flat = {"embed": params.get("embed"), "final_norm": params.get("final_norm"), "lm_head": params.get("lm_head")}
-  for k, v in (params.get("layers") or {}).items():
-    flat[f"layers/{k}"] = v
-  for name, shape in shapes.items():
-    if flat.get(name) is None:
-      raise SpaeInputError(f"checkpoint is missing tensor {name!r} (expected shape {shape}).")
-    got = tuple(np.shape(flat[name]))
-    if got != shape:
-      raise SpaeInputError(f"tensor {name!r} has shape {got} but the config needs {shape}; the checkpoint does "
-                           "not match its config.")
-  def put(k: str) -> jax.Array:  # matrices in `dtype`, norm scales in float32
-    return jnp.asarray(flat[k], dtype if np.ndim(flat[k]) >= 2 + k.startswith("layers/") else jnp.float32)
-
-  out: Params = {"embed": put("embed"), "final_norm": put("final_norm"),
-                 "layers": {k[7:]: put(k) for k in shapes if k.startswith("layers/")}}
-  if not cfg.tied_embeddings:
-    out["lm_head"] = put("lm_head")
-  # The references cast sqrt(d) to the dtype they compute in (gemma: `.astype(x.dtype)`; transformers: the
-  # hidden-state / weight dtype at run time). GemmaLM computes in float32, so the factor is float32 too.
-  out["embed_scale"] = jnp.asarray(np.sqrt(cfg.embed_dim), jnp.float32)
-  out["sliding"] = jnp.asarray([t == "sliding" for t in cfg.layer_types])
-  out["inv_freq"] = jnp.asarray(np.stack([
-      _inv_freq(cfg.head_dim, cfg.rope_local_base, cfg.rope_local_scaling) if t == "sliding" else
-      _inv_freq(cfg.head_dim, cfg.rope_global_base, cfg.rope_global_scaling) for t in cfg.layer_types]))
-  return out

@@ -175,7 +175,7 @@ def load_gguf(path: str | os.PathLike, *, tokenizer: Any = None, max_length: int
       bfloat16 halves the memory and rounds the dequantized weights once more), or 'auto' (bfloat16 only for a
       file that stores BF16 weights).
   """
-  from spae.lm._gemma import DTYPES
+  from spae.lm._gemma_config import DTYPES
 
   if dtype not in (*DTYPES, "auto"):
     raise SpaeInputError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")

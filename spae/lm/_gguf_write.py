@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from spae._io import SpaeInputError, atomic_path
-from spae.lm._gemma import GemmaConfig
+from spae.lm._gemma_config import GemmaConfig
 
 __all__ = ["write_gguf", "WRITABLE_TYPES"]
 

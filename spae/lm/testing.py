@@ -16,7 +16,7 @@ import numpy as np
 
 from spae._io import SpaeInputError, atomic_dir
 from spae.lm._base import LogitsModel
-from spae.lm._gemma import GemmaConfig
+from spae.lm._gemma_config import GemmaConfig
 from spae.lm._gguf_write import WRITABLE_TYPES, write_gguf
 from spae.lm._loaders import family_defaults, gemma_layer_types
 
