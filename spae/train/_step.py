@@ -142,6 +142,23 @@ def tune_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   return optax.multi_transform({"train": adam, "held": optax.set_to_zero()}, labels)
 
 
+@dataclasses.dataclass(frozen=True)
+class _StepPlan:
+  """What `make_train_step` fixes once from the config, for the pieces of its step below."""
+
+  cfg: TrainConfig
+  models: Models
+  spec: Any                 # the tokenizer's PyramidSpec
+  chunk: int                # the semantic logsumexp's vocabulary chunk (the tokenizer's)
+  search: int               # the nearest-word search's chunk (`search_chunk`)
+  quantizer: str
+  n_sem: int                # semantic layers
+  sub_rows: np.ndarray      # [S] the semantic sub-vocabulary's rows
+  sub_pos: np.ndarray       # [V] each row's position in it, -1 outside
+  means_decay: float        # > 0: the semantic codes follow running class means (`semantic.code_means`)
+  learn_pool: bool          # the pooled layers' scorer learns from the semantic loss
+
+
 def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptual: Any = None,
                     semantic: bool = False, freeze_pool: bool = False, freeze_codes: bool = False,
                     decoder_only: bool = False) -> Callable:
@@ -164,116 +181,24 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   if decoder_only:
     g_tx = tune_optimizer(cfg)
   spec = models.tokenizer_config.pyramid
-  # The semantic logsumexp keeps the tokenizer's chunk: another split of its online sum would round differently
-  # (and change what a given recipe trains to); the search's ids do not depend on the split.
-  chunk = models.tokenizer_config.vocab_chunk
-  search = search_chunk(models.vocab_size, chunk)
-  quantizer = models.tokenizer_config.quantizer
-  n_sem = min(cfg.semantic.layers, spec.num_layers)
-  pull = cfg.semantic.pull  # validated: 'both' / 'codes' only with a trainable code map
   # Layers that search a sub-vocabulary score the teacher against it alone: its words' positions in the subset
   # (the trainer restricts the teacher to the subset, so every teacher word has one).
   sub_rows = np.asarray(spec.semantic_vocab, np.int32)
   sub_pos = np.full(models.vocab_size, -1, np.int32)
   sub_pos[sub_rows] = np.arange(len(sub_rows), dtype=np.int32)
-  means_decay = cfg.semantic.code_means if semantic and not freeze_codes else 0.0
+  # The semantic logsumexp keeps the tokenizer's chunk: another split of its online sum would round differently
+  # (and change what a given recipe trains to); the search's ids do not depend on the split.
+  chunk = models.tokenizer_config.vocab_chunk
+  plan = _StepPlan(
+      cfg=cfg, models=models, spec=spec, chunk=chunk, search=search_chunk(models.vocab_size, chunk),
+      quantizer=models.tokenizer_config.quantizer, n_sem=min(cfg.semantic.layers, spec.num_layers),
+      sub_rows=sub_rows, sub_pos=sub_pos, means_decay=cfg.semantic.code_means if semantic and not freeze_codes else 0.0,
+      # learn_pool=False: the scorer keeps its initial contrast pooling (the CE's targets carry stopped weights).
+      learn_pool=cfg.semantic.learn_pool and not freeze_pool)
 
   def forward(g_params, d_params, state, images, table, extras, rng):
-    ae = models.autoencoder(g_params)
-    x = images * 2.0 - 1.0
-    b = x.shape[0]
-    z = ae.encoder(x)
-    if decoder_only:  # the tokens are final: no gradient need reach the encoder (nor the scorer, which reads z)
-      z = jax.lax.stop_gradient(z)
-    # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
-    codebook = ae.codes(table)
-    sem_codebook = ae.semantic_codes(table)  # the semantic layers' own map (None: they use `codebook`)
-    pool = ae.pool_weights(z)  # attention weights of the pooled layers (None without them)
-    ids, recons = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=search, pool_weights=pool,
-                                   semantic_codebook=sem_codebook)
-    terms: dict[str, jax.Array] = {}
-    if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
-      recons = [z] * len(recons)
-    if cfg.loss.progressive:
-      r_pre, prefix = L.pick_prefix_recon(rng, recons)
-      zq = straight_through(jnp.concatenate([z, z]), jnp.concatenate([recons[-1], r_pre]))
-      target = jnp.concatenate([x, x])
-      terms["prefix"] = prefix.astype(jnp.float32)
-    else:
-      zq, target = straight_through(z, recons[-1]), x
-    y = ae.decoder(zq)
-    g_loss = jnp.zeros((), jnp.float32)
-
-    def add(name, weight, value):
-      nonlocal g_loss
-      terms[name] = value
-      if weight:
-        g_loss = g_loss + weight * value
-
-    add("l2", cfg.loss.l2_weight, L.l2_loss(y, target))
-    if decoder_only and cfg.tune.monotone:  # validated: progressive prefixes
-      # The tune's hinge: the drawn prefix k must reconstruct each image no worse than prefix k−1 (which the
-      # hinge holds still; at k = 1 it is zero).
-      y_prev = ae.decoder(jnp.stack(recons)[jnp.maximum(prefix - 2, 0)])
-      add("monotone", cfg.tune.monotone, L.monotone_loss(y[b:], y_prev, x, prefix))
-    if cfg.loss.l1_weight:
-      add("l1", cfg.loss.l1_weight, L.l1_loss(y, target))
-    if perceptual is not None and cfg.loss.perceptual_weight:
-      add("perceptual", cfg.loss.perceptual_weight,
-          perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
-    add("commitment", cfg.loss.commitment_weight if cfg.loss.quantize else 0.0, L.commitment_loss(z, recons))
-    if models.tokenizer_config.codebook.trainable and cfg.loss.quantize and not decoder_only:
-      # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
-      add("codebook", 1.0, L.codebook_loss(z, recons))
-    if semantic:
-      w = L.semantic_layer_weights(state["step"], n_sem, cfg.semantic.weight, cfg.semantic.decay,
-                                   schedule=cfg.semantic.schedule, warmup_steps=cfg.semantic.warmup,
-                                   total_steps=max(cfg.steps, cfg.semantic.warmup + 1),
-                                   final_ratio=cfg.semantic.final_ratio)
-      sem = jnp.zeros((), jnp.float32)
-      whole = (codebook, extras["teacher_idx"])
-      sub_codes = (codebook if sem_codebook is None else sem_codebook)[sub_rows]
-      subset = (sub_codes, jnp.asarray(sub_pos)[extras["teacher_idx"]]) if spec.semantic_layers else None
-      # 'codes' keeps the encoder out of the CE: the targets see stopped latents, and only the pooled layers'
-      # attention weights (whose scorer reads stopped latents too) and the code map learn from it.
-      z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
-      # learn_pool=False: the scorer keeps its initial contrast pooling (the CE's targets carry stopped weights).
-      learn_pool = cfg.semantic.learn_pool and not freeze_pool
-      pool_sem = pool if learn_pool or pool is None else [jax.lax.stop_gradient(a) for a in pool]
-      for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, n_sem, spec.subsample, quantizer, pool_sem),
-                            start=1):
-        codes, idx = subset if spec.searches_subset(l) else whole
-        v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
-                            vocab_chunk=chunk, codebook_grad=pull != "targets")
-        if means_decay and l == 1:  # this batch's class sums of the layer-1 input, per teacher word
-          stats = class_sums(jax.lax.stop_gradient(t[:, 0]), jnp.asarray(sub_pos)[extras["teacher_idx"]],
-                             extras["teacher_probs"], len(sub_rows))
-        terms[f"semantic_l{l}"] = v
-        sem = sem + w[l - 1] * v
-      terms["semantic"] = sem
-      g_loss = g_loss + sem
-    d_loss = jnp.zeros((), jnp.float32)
-    lecam_new = state["lecam"]
-    if use_gan:
-      disc = models.discriminator(d_params)
-      fake_logits = disc(y[:b])
-      r1, real_logits = L.r1_penalty(lambda im: models.discriminator(d_params)(im), x)
-      add("g_adversarial", cfg.gan.adversarial_weight, L.g_loss_nonsaturating(fake_logits))
-      d_adv = L.d_loss_nonsaturating(real_logits, fake_logits)
-      d_loss = d_adv + cfg.gan.r1_gamma * r1
-      terms.update(d_adversarial=d_adv, r1=r1, logits_real=jnp.mean(real_logits), logits_fake=jnp.mean(fake_logits))
-      if cfg.gan.lecam_weight:
-        lc = L.lecam_loss(real_logits, fake_logits, state["lecam"]["real"], state["lecam"]["fake"])
-        terms["lecam"] = lc
-        d_loss = d_loss + cfg.gan.lecam_weight * lc
-        lecam_new = {"real": L.update_lecam_ema(state["lecam"]["real"], real_logits, cfg.gan.lecam_decay),
-                     "fake": L.update_lecam_ema(state["lecam"]["fake"], fake_logits, cfg.gan.lecam_decay)}
-      terms["d_loss"] = d_loss
-    terms["g_loss"] = g_loss
-    aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
-    if means_decay:
-      aux["sem_stats"] = stats
-    return (g_loss, d_loss), aux
+    return _forward(plan, g_params, d_params, state, images, table, extras, rng, use_gan=use_gan,
+                    perceptual=perceptual, semantic=semantic, decoder_only=decoder_only)
 
   def step(state, images, codebook, extras):
     rng, sub = jax.random.split(jax.random.wrap_key_data(state["rng"]))
@@ -284,12 +209,7 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
     new = dict(state)
     finite = jnp.isfinite(g_loss) & jnp.isfinite(d_loss)
     g_updates, g_opt = g_tx.update(g_grads, state["g_opt"], state["g_params"])
-    # A frozen group: no gradient need reach it, but Adam's momentum and weight decay would still move it.
-    if freeze_pool:
-      g_updates = dict(g_updates, pool=jax.tree.map(jnp.zeros_like, g_updates["pool"]))
-    if freeze_codes:
-      g_updates = dict(g_updates, codebook=dict(g_updates["codebook"], semantic_weight=jnp.zeros_like(
-          g_updates["codebook"]["semantic_weight"])))
+    g_updates = _frozen_updates(g_updates, freeze_pool, freeze_codes)
     g_params = optax.apply_updates(state["g_params"], g_updates)
     if use_gan:
       _, d_grads = vjp((zero, one))
@@ -297,28 +217,18 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
       d_params = optax.apply_updates(state["d_params"], d_updates)
     else:
       d_params, d_opt = state["d_params"], state["d_opt"]
-    if means_decay:  # the semantic codes follow their class means, not the gradient
+    if plan.means_decay:  # the semantic codes follow their class means, not the gradient
       stats, old_means = aux["sem_stats"], state["sem_means"]
-      means = jax.tree.map(lambda m, s: means_decay * m + (1.0 - means_decay) * s, old_means, stats)
+      means = jax.tree.map(lambda m, s: plan.means_decay * m + (1.0 - plan.means_decay) * s, old_means, stats)
       g_params = set_semantic_codes(g_params, codebook, sub_rows, means)
       new["sem_means"] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), means, old_means)
-    decay = cfg.optim.ema_decay
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], g_params)
-    if freeze_pool:  # d·x + (1 - d)·x need not round back to x
-      ema = dict(ema, pool=state["ema_params"]["pool"])
-    if freeze_codes:  # the averaged weights keep their own refit codes
-      kept = state["ema_params"]["codebook"]["semantic_weight"]
-      ema = dict(ema, codebook=dict(ema["codebook"], semantic_weight=kept))
+    ema = _ema(cfg.optim.ema_decay, state["ema_params"], g_params, freeze_pool, freeze_codes)
     # NaN guard: a non-finite loss keeps every parameter and optimiser slot as it was.
     keep = lambda new_v, old_v: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_v, old_v)
     new.update(g_params=keep(g_params, state["g_params"]), g_opt=keep(g_opt, state["g_opt"]),
                d_params=keep(d_params, state["d_params"]), d_opt=keep(d_opt, state["d_opt"]),
                ema_params=keep(ema, state["ema_params"]), lecam=keep(aux["lecam"], state["lecam"]))
-    nan = state["nan"]
-    consecutive = jnp.where(finite, 0, nan["consecutive"] + 1)
-    trips = (nan["tripped"] == 0) & (consecutive >= cfg.max_consecutive_nan)
-    new["nan"] = {"total": nan["total"] + (~finite).astype(jnp.int32), "consecutive": consecutive,
-                  "tripped": jnp.where(trips, state["step"] + 1, nan["tripped"])}
+    new["nan"] = _nan_counters(state, finite, cfg.max_consecutive_nan)
     new["step"] = state["step"] + 1
     new["rng"] = jax.random.key_data(rng)
     metrics = dict(aux["terms"], finite=finite.astype(jnp.float32))
@@ -327,3 +237,155 @@ def make_train_step(cfg: TrainConfig, models: Models, *, use_gan: bool, perceptu
   return step
 
 
+def _forward(plan: _StepPlan, g_params, d_params, state, images, table, extras, rng, *, use_gan: bool,
+             perceptual: Any, semantic: bool, decoder_only: bool):
+  """One forward pass of the generator (and the discriminator): ((g_loss, d_loss), aux) for `jax.vjp`."""
+  cfg, models, spec = plan.cfg, plan.models, plan.spec
+  ae = models.autoencoder(g_params)
+  x = images * 2.0 - 1.0
+  b = x.shape[0]
+  z = ae.encoder(x)
+  if decoder_only:  # the tokens are final: no gradient need reach the encoder (nor the scorer, which reads z)
+    z = jax.lax.stop_gradient(z)
+  # The frozen table as codes (spae._codebook): the identity for 'raw'; a trainable map otherwise.
+  codebook = ae.codes(table)
+  sem_codebook = ae.semantic_codes(table)  # the semantic layers' own map (None: they use `codebook`)
+  pool = ae.pool_weights(z)  # attention weights of the pooled layers (None without them)
+  ids, recons = pyramid_quantize(z, codebook, spec, plan.quantizer, vocab_chunk=plan.search, pool_weights=pool,
+                                 semantic_codebook=sem_codebook)
+  terms: dict[str, jax.Array] = {}
+  if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
+    recons = [z] * len(recons)
+  if cfg.loss.progressive:
+    r_pre, prefix = L.pick_prefix_recon(rng, recons)
+    zq = straight_through(jnp.concatenate([z, z]), jnp.concatenate([recons[-1], r_pre]))
+    target = jnp.concatenate([x, x])
+    terms["prefix"] = prefix.astype(jnp.float32)
+  else:
+    zq, target = straight_through(z, recons[-1]), x
+  y = ae.decoder(zq)
+  g_loss = jnp.zeros((), jnp.float32)
+
+  def add(name, weight, value):
+    nonlocal g_loss
+    terms[name] = value
+    if weight:
+      g_loss = g_loss + weight * value
+
+  add("l2", cfg.loss.l2_weight, L.l2_loss(y, target))
+  if decoder_only and cfg.tune.monotone:  # validated: progressive prefixes
+    # The tune's hinge: the drawn prefix k must reconstruct each image no worse than prefix k−1 (which the
+    # hinge holds still; at k = 1 it is zero).
+    y_prev = ae.decoder(jnp.stack(recons)[jnp.maximum(prefix - 2, 0)])
+    add("monotone", cfg.tune.monotone, L.monotone_loss(y[b:], y_prev, x, prefix))
+  if cfg.loss.l1_weight:
+    add("l1", cfg.loss.l1_weight, L.l1_loss(y, target))
+  if perceptual is not None and cfg.loss.perceptual_weight:
+    add("perceptual", cfg.loss.perceptual_weight,
+        perceptual.apply(extras["perceptual"], y, target))  # the net takes [-1, 1] images
+  add("commitment", cfg.loss.commitment_weight if cfg.loss.quantize else 0.0, L.commitment_loss(z, recons))
+  if models.tokenizer_config.codebook.trainable and cfg.loss.quantize and not decoder_only:
+    # VQ-VAE's codebook term: moves the codes (through the projection) toward the encoder's output.
+    add("codebook", 1.0, L.codebook_loss(z, recons))
+  stats = None
+  if semantic:
+    sem, stats = _semantic_term(plan, state["step"], z, recons, pool, codebook, sem_codebook, extras, terms)
+    g_loss = g_loss + sem
+  d_loss = jnp.zeros((), jnp.float32)
+  lecam_new = state["lecam"]
+  if use_gan:
+    disc = models.discriminator(d_params)
+    fake_logits = disc(y[:b])
+    r1, real_logits = L.r1_penalty(lambda im: models.discriminator(d_params)(im), x)
+    add("g_adversarial", cfg.gan.adversarial_weight, L.g_loss_nonsaturating(fake_logits))
+    d_loss, lecam_new = _discriminator_loss(cfg, state["lecam"], real_logits, fake_logits, r1, terms)
+  terms["g_loss"] = g_loss
+  aux = {"terms": terms, "ids": ids, "lecam": lecam_new}
+  if plan.means_decay:
+    aux["sem_stats"] = stats
+  return (g_loss, d_loss), aux
+
+
+def _semantic_term(plan: _StepPlan, step: jax.Array, z: jax.Array, recons: list[jax.Array], pool: list | None,
+                   codebook: jax.Array, sem_codebook: jax.Array | None, extras: dict[str, Any],
+                   terms: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+  """The weighted semantic cross-entropy of the top `n_sem` layers (its parts go into `terms`), and, with class-mean
+  codes, this batch's class sums of the layer-1 input per teacher word (else None)."""
+  cfg, spec = plan.cfg, plan.spec
+  pull = cfg.semantic.pull  # validated: 'both' / 'codes' only with a trainable code map
+  w = L.semantic_layer_weights(step, plan.n_sem, cfg.semantic.weight, cfg.semantic.decay,
+                               schedule=cfg.semantic.schedule, warmup_steps=cfg.semantic.warmup,
+                               total_steps=max(cfg.steps, cfg.semantic.warmup + 1),
+                               final_ratio=cfg.semantic.final_ratio)
+  sem = jnp.zeros((), jnp.float32)
+  stats = None
+  whole = (codebook, extras["teacher_idx"])
+  sub_codes = (codebook if sem_codebook is None else sem_codebook)[plan.sub_rows]
+  subset = (sub_codes, jnp.asarray(plan.sub_pos)[extras["teacher_idx"]]) if spec.semantic_layers else None
+  # 'codes' keeps the encoder out of the CE: the targets see stopped latents, and only the pooled layers'
+  # attention weights (whose scorer reads stopped latents too) and the code map learn from it.
+  z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
+  pool_sem = pool if plan.learn_pool or pool is None else [jax.lax.stop_gradient(a) for a in pool]
+  for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, plan.n_sem, spec.subsample, plan.quantizer,
+                                         pool_sem), start=1):
+    codes, idx = subset if spec.searches_subset(l) else whole
+    v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
+                        vocab_chunk=plan.chunk, codebook_grad=pull != "targets")
+    if plan.means_decay and l == 1:  # this batch's class sums of the layer-1 input, per teacher word
+      stats = class_sums(jax.lax.stop_gradient(t[:, 0]), jnp.asarray(plan.sub_pos)[extras["teacher_idx"]],
+                         extras["teacher_probs"], len(plan.sub_rows))
+    terms[f"semantic_l{l}"] = v
+    sem = sem + w[l - 1] * v
+  terms["semantic"] = sem
+  return sem, stats
+
+
+def _discriminator_loss(cfg: TrainConfig, lecam: dict[str, jax.Array], real_logits: jax.Array,
+                        fake_logits: jax.Array, r1: jax.Array, terms: dict[str, jax.Array]
+                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Non-saturating + R1 (+ LeCam) discriminator loss and the LeCam EMAs after this batch; its parts go into
+  `terms`."""
+  d_adv = L.d_loss_nonsaturating(real_logits, fake_logits)
+  d_loss = d_adv + cfg.gan.r1_gamma * r1
+  terms.update(d_adversarial=d_adv, r1=r1, logits_real=jnp.mean(real_logits), logits_fake=jnp.mean(fake_logits))
+  lecam_new = lecam
+  if cfg.gan.lecam_weight:
+    lc = L.lecam_loss(real_logits, fake_logits, lecam["real"], lecam["fake"])
+    terms["lecam"] = lc
+    d_loss = d_loss + cfg.gan.lecam_weight * lc
+    lecam_new = {"real": L.update_lecam_ema(lecam["real"], real_logits, cfg.gan.lecam_decay),
+                 "fake": L.update_lecam_ema(lecam["fake"], fake_logits, cfg.gan.lecam_decay)}
+  terms["d_loss"] = d_loss
+  return d_loss, lecam_new
+
+
+def _frozen_updates(g_updates: dict, freeze_pool: bool, freeze_codes: bool) -> dict:
+  """A frozen group gets a zero update: no gradient need reach it, but Adam's momentum and weight decay would
+  still move it."""
+  if freeze_pool:
+    g_updates = dict(g_updates, pool=jax.tree.map(jnp.zeros_like, g_updates["pool"]))
+  if freeze_codes:
+    g_updates = dict(g_updates, codebook=dict(g_updates["codebook"], semantic_weight=jnp.zeros_like(
+        g_updates["codebook"]["semantic_weight"])))
+  return g_updates
+
+
+def _ema(decay: float, ema_params: dict, g_params: dict, freeze_pool: bool, freeze_codes: bool) -> dict:
+  """The averaged weights after this step; frozen groups keep theirs (d·x + (1 − d)·x need not round back to x,
+  and after a refit the averaged weights keep their own refit codes)."""
+  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, g_params)
+  if freeze_pool:
+    ema = dict(ema, pool=ema_params["pool"])
+  if freeze_codes:
+    ema = dict(ema, codebook=dict(ema["codebook"], semantic_weight=ema_params["codebook"]["semantic_weight"]))
+  return ema
+
+
+def _nan_counters(state: dict[str, Any], finite: jax.Array, max_consecutive: int) -> dict[str, jax.Array]:
+  """Non-finite-loss counters after this step: total, consecutive, and the step at which `max_consecutive` in a
+  row were first reached (0 = never)."""
+  nan = state["nan"]
+  consecutive = jnp.where(finite, 0, nan["consecutive"] + 1)
+  trips = (nan["tripped"] == 0) & (consecutive >= max_consecutive)
+  return {"total": nan["total"] + (~finite).astype(jnp.int32), "consecutive": consecutive,
+          "tripped": jnp.where(trips, state["step"] + 1, nan["tripped"])}
