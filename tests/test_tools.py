@@ -357,3 +357,43 @@ def test_refit_tool_gives_the_weights_the_recipe_with_the_refit_and_tune_trains_
   with pytest.raises(SystemExit, match="not the one"):
     refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "tokenizer.codebook.dim=4"],
                                out=tmp_path / "other"), teacher=teacher)
+
+
+def _step_digest_tool():
+  spec = importlib.util.spec_from_file_location("step_digest", ROOT / "tools" / "step_digest.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_step_digest_lists_every_step_program_a_recipe_trains_with():
+  """tools/step_digest.py checks the programs the Trainer compiles over a run: with and without the discriminator,
+  after the scorer reset and after the refit, and the decoder tune."""
+  from spae.train import apply_override, load_config
+
+  tool = _step_digest_tool()
+  tiny = load_config(ROOT / "configs" / "tiny.py")  # the discriminator from step 3 of 6
+  assert list(tool.programs(tiny)) == ["step", "step+gan"]
+  assert tool.programs(tiny)["step+gan"] == dict(use_gan=True, freeze_pool=False, freeze_codes=False, semantic=False)
+  cfg = apply_override(tiny, "semantic.teacher=default")  # a teacher (and semantic.weight > 0): the semantic term
+  assert tool.programs(cfg)["step"]["semantic"]
+  for o in ("gan.disc_start=100", "semantic.pool_reset=2", "semantic.code_means=0.5", "semantic.refit_images=8",
+            "semantic.refit_step=4", "tune.steps=3"):
+    cfg = apply_override(cfg, o)
+  assert list(tool.programs(cfg)) == ["step", "step+frozen_scorer", "step+frozen_scorer+frozen_codes", "tune"]
+  shipped = load_config(ROOT / "configs" / "gemma64_tune1600.py")
+  assert list(tool.programs(shipped)) == ["step", "step+frozen_scorer", "tune"]
+
+
+def test_step_digest_is_stable_and_changes_with_the_step(capsys):
+  """The same config lowers to the same programs; a changed loss term changes the program it is in."""
+  tool = _step_digest_tool()
+  tiny = str(ROOT / "configs" / "tiny.py")
+  runs = []
+  for extra in ([], [], ["--set", "loss.l1_weight=0.5"]):  # with the semantic term: a teacher is named
+    assert tool.main(["--config", tiny, "--set", "semantic.teacher=default", *extra]) == 0
+    runs.append(dict(line.split() for line in capsys.readouterr().out.splitlines()))
+  assert runs[0] == runs[1] and set(runs[0]) == {"step", "step+gan"} and runs[0]["step"] != runs[0]["step+gan"]
+  assert all(runs[2][k] != runs[0][k] for k in runs[0])
+  assert tool.main(["--config", tiny, "--vocab-shape", "3x"]) == 2
+  assert "--vocab-shape '3x': expected ROWS,DIM" in capsys.readouterr().err
