@@ -141,12 +141,12 @@ class Vocabulary:
     kinds are the file's token types as llama.cpp reads them, so `filter` works as for other sources.
     """
     from spae._gguf_file import resolve_gguf
-    from spae.lm._gguf_tokenizer import GGUFTokenizer  # one definition of GGUF piece kinds
+    from spae._gguf_vocab import read_pieces  # the pieces and kinds GGUFTokenizer reads too
 
     file = resolve_gguf(str(path))
     tensors = open_tensors(file, format="gguf")
-    tok = GGUFTokenizer(tensors.metadata, name=str(file))
-    n = int(tok.vocab_size)
+    tok = read_pieces(tensors.metadata, name=str(file))
+    n = len(tok.pieces)
     rows = tensors.shape("token_embd.weight")[0]
     if rows < n:
       raise SpaeInputError(f"{file}: {n} pieces but token_embd has {rows} rows; the file is inconsistent.")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from spae._gguf_vocab import BYTE, EOG_TEXTS, UNDEFINED, UNKNOWN, UNUSED, USER_DEFINED, read_pieces
 from spae._io import SpaeInputError
 from spae.lm._gguf_metadata import metadata_from_reader, read_gguf_metadata
 
@@ -30,32 +31,6 @@ if TYPE_CHECKING:
   import gguf
 
 __all__ = ["GGUFTokenizer", "gguf_tokenizer"]
-
-SUPPORTED_MODELS = ("llama", "gpt2")
-
-# llama.cpp token types (`tokenizer.ggml.token_type`).
-_UNDEFINED, _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = range(7)
-
-# Pieces llama.cpp turns into control tokens by their text (llama-vocab.cpp, "auto-detect special tokens by text"):
-# every end-of-generation piece, and the end-of-turn / fill-in-the-middle pieces when the file does not name that id.
-_EOG_TEXTS = frozenset([
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~["])
-_AUTO_CONTROL_TEXTS = {
-    "eot": ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
-            "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"),
-    "eom": ("<|eom_id|>",),
-    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
-                "<|code_prefix|>", "<|prefix|>"),
-    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
-                "<|code_suffix|>", "<|suffix|>"),
-    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
-                "<|code_middle|>", "<|middle|>"),
-    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
-    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
-    "fim_sep": ("<|file_sep|>",),
-}
 
 # Split regexes per `tokenizer.ggml.pre`, as llama.cpp applies them (each splits the previous pieces, keeping the
 # matches as their own pieces), and whether a whole pre-token found in the vocabulary skips the merges.
@@ -105,26 +80,14 @@ class GGUFTokenizer:
 
   def __init__(self, meta: dict[str, Any], *, name: str = "GGUF file"):
     self.name = name
-    self.model: str = meta.get("tokenizer.ggml.model", "")
+    vocab = read_pieces(meta, name)
+    self.model: str = vocab.model
     self.pre: str = meta.get("tokenizer.ggml.pre", "default") or "default"
-    if self.model not in SUPPORTED_MODELS:
-      raise SpaeInputError(f"{name}: tokenizer.ggml.model {self.model!r} is not supported; supported kinds: "
-                           "'llama' (SentencePiece-style) and 'gpt2' (byte-level BPE).")
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if not tokens:
-      raise SpaeInputError(f"{name} has no tokenizer.ggml.tokens; it is not a complete GGUF model file.")
-    # llama.cpp renames empty pieces the same way (they could never be matched).
-    self.pieces: list[str] = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-    n = self.vocab_size = len(self.pieces)
-    if len(set(self.pieces)) != n:
-      raise SpaeInputError(f"{name} lists a vocabulary piece twice; llama.cpp refuses such files too.")
-    types = np.asarray(meta.get("tokenizer.ggml.token_type", np.full(n, _NORMAL)), np.int64)
-    scores = np.asarray(meta.get("tokenizer.ggml.scores", np.zeros(n)), np.float32)
-    if types.shape != (n,) or scores.shape != (n,):
-      raise SpaeInputError(f"{name}: tokenizer.ggml.token_type/scores do not have one entry per piece ({n}).")
+    self.pieces: list[str] = vocab.pieces
+    self.vocab_size = len(self.pieces)
     self._ids = {t: i for i, t in enumerate(self.pieces)}
     spm = self.model == "llama"
-    self.special_ids: dict[str, int] = _special_ids(meta, n, spm)
+    self.special_ids: dict[str, int] = vocab.special_ids
     pre_add_bos = not spm and self.pre in _PRE_TOKENIZERS and _PRE_TOKENIZERS[self.pre][1]  # llama3 family
     self.add_bos: bool = bool(meta.get("tokenizer.ggml.add_bos_token", spm or pre_add_bos))
     self.add_space_prefix: bool = spm and bool(meta.get("tokenizer.ggml.add_space_prefix", True))
@@ -132,22 +95,23 @@ class GGUFTokenizer:
     self.eos_id: int | None = self.special_ids.get("eos")
     self.pad_id: int | None = self.special_ids.get("padding")
     self.unk_id: int | None = self.special_ids.get("unknown")
-    self._types, control = _patched_types(self.pieces, types, self._ids, meta)
+    self._types, control = vocab.types, vocab.control
     self.eog_ids: tuple[int, ...] = tuple(sorted(
-        {self._ids[t] for t in _EOG_TEXTS if t in self._ids} |
+        {self._ids[t] for t in EOG_TEXTS if t in self._ids} |
         {self.special_ids[k] for k in ("eos", "eot", "eom", "fim_pad", "fim_rep", "fim_sep") if k in self.special_ids}))
     self._control = control  # rendered as nothing by `decode` (llama.cpp without `special`)
     # Pieces cut out of the text before the backend runs: control, user-defined, unknown (llama.cpp's cache),
     # indexed by first character -> the lengths to try there.
-    special = np.flatnonzero(control | (self._types == _USER_DEFINED) | (self._types == _UNKNOWN))
+    special = np.flatnonzero(control | (self._types == USER_DEFINED) | (self._types == UNKNOWN))
     self._special = {self.pieces[i]: int(i) for i in special}
     lengths: dict[str, set[int]] = {}
     for s in self._special:
       lengths.setdefault(s[0], set()).add(len(s))
     self._lengths = {c: sorted(v) for c, v in lengths.items()}
+    self._vocab = vocab
     self._kinds: list[str] | None = None
     if spm:
-      self._encode_fragments = _spm_backend(self, scores)
+      self._encode_fragments = _spm_backend(self, vocab.scores)
     else:
       self._encode_fragments = _bpe_backend(self, meta.get("tokenizer.ggml.merges") or [])
 
@@ -190,18 +154,9 @@ class GGUFTokenizer:
     return self.kinds()[self._check_id(i)]
 
   def kinds(self) -> list[str]:
-    """The kind of every piece, by id. User-defined pieces ("<table>", runs of spaces) count as normal; control
-    pieces whose text says "unused" count as unused, as llama.cpp marks them."""
+    """The kind of every piece, by id (`spae._gguf_vocab.GGUFPieces.kinds`)."""
     if self._kinds is None:
-      t = self._types
-      kinds = np.where(self._control, "control", "normal").astype(object)
-      kinds[self._control & np.array(["unused" in p for p in self.pieces])] = "unused"
-      kinds[(t == _UNUSED) | (t == _UNDEFINED)] = "unused"
-      kinds[t == _BYTE] = "byte"
-      kinds[t == _UNKNOWN] = "unknown"
-      if self.unk_id is not None:
-        kinds[self.unk_id] = "unknown"
-      self._kinds = kinds.tolist()
+      self._kinds = self._vocab.kinds()
     return self._kinds
 
   def _check_id(self, i: int) -> int:
@@ -213,11 +168,11 @@ class GGUFTokenizer:
   def _piece_bytes(self, i: int) -> bytes:
     i = self._check_id(i)
     t, text = self._types[i], self.pieces[i]
-    if self._control[i] or t in (_UNKNOWN, _UNUSED, _UNDEFINED):
+    if self._control[i] or t in (UNKNOWN, UNUSED, UNDEFINED):
       return b""
-    if t == _USER_DEFINED:
+    if t == USER_DEFINED:
       return text.encode("utf-8")
-    if t == _BYTE:
+    if t == BYTE:
       return bytes([int(text[3:5], 16)]) if _is_byte_piece(text) else b""
     if self.model == "llama":
       return text.replace("▁", " ").encode("utf-8")
@@ -251,42 +206,9 @@ class GGUFTokenizer:
     return f"GGUFTokenizer({Path(self.name).name!r}, model={self.model!r}, vocab_size={self.vocab_size})"
 
 
-def _special_ids(meta: dict[str, Any], n: int, spm: bool) -> dict[str, int]:
-  """{"bos": 2, "eos": 1, "unknown": 3, "padding": 0, ...} from the `tokenizer.ggml.*_token_id` keys in range."""
-  out = {k[len("tokenizer.ggml."):-len("_token_id")]: int(v) for k, v in meta.items()
-         if k.startswith("tokenizer.ggml.") and k.endswith("_token_id") and 0 <= int(v) < n}
-  if spm:  # llama.cpp's defaults for SentencePiece-style files
-    for key, default in (("bos", 1), ("eos", 2), ("unknown", 0)):
-      if default < n:
-        out.setdefault(key, default)
-  return out
-
-
 def _is_byte_piece(text: str) -> bool:
   return len(text) == 6 and text.startswith("<0x") and text.endswith(">") and all(
       c in "0123456789ABCDEFabcdef" for c in text[3:5])
-
-
-def _patched_types(pieces: list[str], types: np.ndarray, ids: dict[str, int],
-                   meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-  """(types, control mask) after llama.cpp's by-text patches of token attributes."""
-  types = types.copy()
-  control = types == _CONTROL
-  forced = {ids[t] for t in _EOG_TEXTS if t in ids}
-  for cat, texts in _AUTO_CONTROL_TEXTS.items():
-    if f"tokenizer.ggml.{cat}_token_id" not in meta:
-      forced |= {ids[t] for t in texts if t in ids}
-  # A file with these markers has a plain "</s>" piece (Gemma 4, PLaMo): llama.cpp makes it normal again.
-  if "</s>" in ids and ("<|tool_response>" in ids or "<|plamo:eos|>" in ids):
-    forced.discard(ids["</s>"])
-    control[ids["</s>"]] = False
-    types[ids["</s>"]] = _NORMAL
-  control[sorted(forced)] = True
-  for t in ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"):  # gpt-oss: always rendered
-    if t in ids:
-      control[ids[t]] = False
-      types[ids[t]] = _USER_DEFINED
-  return types, control
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -319,14 +241,14 @@ def _spm_backend(tok: GGUFTokenizer, scores: np.ndarray) -> Callable[[list[str]]
   from sentencepiece import sentencepiece_model_pb2 as pb  # sentencepiece ships its own proto module
 
   types, special = tok._types, set(tok._special.values())
-  unk = tok.unk_id if tok.unk_id is not None and types[tok.unk_id] != _BYTE else None
+  unk = tok.unk_id if tok.unk_id is not None and types[tok.unk_id] != BYTE else None
   if unk is None:
-    cands = np.flatnonzero(types == _UNKNOWN)
+    cands = np.flatnonzero(types == UNKNOWN)
     if not cands.size:
       raise SpaeInputError(f"{tok.name} has no unknown piece (tokenizer.ggml.unknown_token_id); a SentencePiece-style "
                            "vocabulary needs one.")
     unk = int(cands[0])
-  is_byte = np.array([types[i] == _BYTE and _is_byte_piece(p) for i, p in enumerate(tok.pieces)])
+  is_byte = np.array([types[i] == BYTE and _is_byte_piece(p) for i, p in enumerate(tok.pieces)])
   byte_texts = {tok.pieces[i].upper() for i in np.flatnonzero(is_byte)}
   m = pb.ModelProto()
   ts = m.trainer_spec
@@ -341,7 +263,7 @@ def _spm_backend(tok: GGUFTokenizer, scores: np.ndarray) -> Callable[[list[str]]
   kind = pb.ModelProto.SentencePiece
   sp_types = np.full(tok.vocab_size, kind.NORMAL)
   sp_types[sorted(special)] = kind.CONTROL
-  sp_types[(types == _BYTE) & ~is_byte] = kind.CONTROL  # typed byte but not "<0xXX>": never produced
+  sp_types[(types == BYTE) & ~is_byte] = kind.CONTROL  # typed byte but not "<0xXX>": never produced
   sp_types[is_byte] = kind.BYTE
   sp_types[unk] = kind.UNKNOWN
   add = m.pieces.add
