@@ -68,6 +68,24 @@ class Trainer:
     from spae.perceptual import make_perceptual_loss
 
     self.perceptual = make_perceptual_loss(cfg.loss.perceptual_weights) if cfg.loss.perceptual_weight else None
+    cfg = self._setup_teacher(teacher, reference)
+    self.models = Models(cfg, self.vocab.embeddings.shape)
+    self._steps: dict[tuple[bool, ...], Callable] = {}
+    # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
+    self._initial_pool = jax.device_get(self.models.g_init["pool"]) if cfg.semantic.pool_reset else None
+    self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
+    self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.checkpoints.keep,
+                                   async_save=cfg.checkpoints.async_save)
+    self._preview: Tokenizer | None = None
+    self.tune_rows: list[dict[str, float]] = []  # the decoder tune's metrics rows, once finish() ran it
+
+  # ---------------------------------------------------------------- pieces
+  def _setup_teacher(self, teacher: Any, reference: Callable[[int], np.ndarray]) -> TrainConfig:
+    """The semantic teacher's reading of this run (`teacher_fn`, its jitted distribution `_teacher_jit`, the words
+    it may name `_teacher_mask`, the refit's own reading `_refit_fn`), loading the config's teacher when none is
+    given; with `semantic.vocab_size` the sub-vocabulary it names most often goes into the pyramid. Returns the
+    config with that pyramid (also `self.cfg`)."""
+    cfg = self.cfg
     self.teacher_fn = None
     self._refit_fn = None  # the refit's own reading of the teacher, where the config asks for one
     if teacher is None and cfg.semantic.teacher and cfg.semantic.weight:
@@ -110,17 +128,8 @@ class Trainer:
     if cfg.semantic.refit_images and self.teacher_fn is None:
       raise SpaeInputError("semantic.refit_images needs a teacher to name the images: set semantic.teacher (with "
                            "semantic.weight > 0), or semantic.refit_images=0.")
-    self.models = Models(cfg, self.vocab.embeddings.shape)
-    self._steps: dict[tuple[bool, ...], Callable] = {}
-    # A host copy: the step donates the state, whose first parameters may share buffers with models.g_init.
-    self._initial_pool = jax.device_get(self.models.g_init["pool"]) if cfg.semantic.pool_reset else None
-    self.state = jax.device_put(init_state(cfg, self.models), self.replicated)
-    self.checkpoints = Checkpoints(self.workdir / "checkpoints", keep=cfg.checkpoints.keep,
-                                   async_save=cfg.checkpoints.async_save)
-    self._preview: Tokenizer | None = None
-    self.tune_rows: list[dict[str, float]] = []  # the decoder tune's metrics rows, once finish() ran it
+    return cfg
 
-  # ---------------------------------------------------------------- pieces
   def batches(self, seed: int) -> Any:
     """This host's shard of the training batches in the order `seed` draws (a spae.data.BatchIterator): the
     loop's (cfg.seed) and the decoder tune's (cfg.seed + 1)."""
