@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import spae
-from spae.prompting import GenerateConfig, add_token_noise, corrupt, generate_pyramid, noise_schedule
+from spae.prompting import GenerateConfig, TokenMap, add_token_noise, corrupt, generate_pyramid, noise_schedule
 from spae.prompting import generate as gen
 from spae.prompting.testing import FunctionLM, WordTokenizer, majority_model
 
@@ -165,3 +165,44 @@ def test_cli_generate(tiny_tok, wtok, image, tmp_path, monkeypatch, capsys):
   with pytest.raises(spae.SpaeInputError, match="noise_start"):
     gen.run_generate(p.parse_args(["--task", "deblur", "--tokenizer", "t", "--lm", "x", "-o", str(tmp_path),
                                    "--image", str(tmp_path / "in.png"), "--noise-start", "1.5"]))
+
+
+class _Backend(FunctionLM):
+  """A FunctionLM whose generate answers as a backend might: stopping after `keep` tokens, or writing an id it was
+  not allowed to."""
+
+  def __init__(self, tokenizer, fn, *, keep=None, stray=None, max_length=100_000):
+    super().__init__(tokenizer, fn, max_length=max_length)
+    self.keep, self.stray = keep, stray
+
+  def generate(self, ids, max_new, **kwargs):
+    out = super().generate(ids, max_new, **kwargs)
+    if self.stray is not None:
+      return [self.stray] + out[1:]
+    return out[:self.keep] if self.keep is not None else out
+
+
+def test_a_backend_that_stops_early_leaves_the_conditions_tokens_and_counts_them(tiny_tok, wtok, image):
+  """An LM that writes fewer tokens than asked: the rest keep the condition's tokens, and `filled` counts them."""
+  cond = tiny_tok.encode(corrupt(image, "inpaint")[None])
+  first_word = wtok.encode(tiny_tok.vocabulary.words([0])[0])  # always writes codebook entry 0, then stops
+  lm = _Backend(wtok, lambda ids: np.eye(wtok.vocab_size)[first_word[0]] * 10.0, keep=2)
+  res = generate_pyramid(lm, tiny_tok, condition=cond, config=GenerateConfig(examples=2, layers=3, chunk=16))
+  # layers of 1, 4 and 16 positions: every call writes 2 tokens (entry 0), the rest are the condition's
+  assert res.filled == 0 + 2 + 14
+  assert res.layers[0][0, 0] == 0
+  for layer, c in zip(res.layers[1:], cond.ids[1:3]):
+    flat, want = layer.reshape(-1), c[0].reshape(-1)
+    assert np.all(flat[:2] == 0) and np.array_equal(flat[2:], want[2:])
+
+
+def test_a_backend_that_ignores_the_allowed_ids_or_a_prompt_too_long_is_one_line(tiny_tok, wtok, image):
+  cond = tiny_tok.encode(corrupt(image, "inpaint")[None])
+  stray = wtok.vocab_size - 1  # an LM token that is no codebook entry (the WordTokenizer's last special piece)
+  assert TokenMap(tiny_tok.vocabulary, wtok, "auto").to_codebook(np.array([stray]))[0] < 0
+  lm = _Backend(wtok, majority_model(wtok), stray=stray)
+  with pytest.raises(spae.SpaeInputError, match="outside allowed_ids; its backend ignores the constraint"):
+    generate_pyramid(lm, tiny_tok, condition=cond, config=GenerateConfig(examples=2, layers=1))
+  short = FunctionLM(wtok, majority_model(wtok), max_length=20)
+  with pytest.raises(spae.SpaeInputError, match=r"layer 1: the prompt is \d+ LM tokens, over max_length 20"):
+    generate_pyramid(short, tiny_tok, condition=cond, config=GenerateConfig(examples=2, layers=1))

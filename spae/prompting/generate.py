@@ -209,29 +209,36 @@ def generate_pyramid(lm: LanguageModel, tokenizer: Tokenizer, *, condition: Toke
                   [add_token_noise(refs[i % len(refs)][l][pos], r, writable, rng)]) for i, r in enumerate(ratios)]
       clean_ex[pos] = shots[-1][1][-1]
       segs = _layer_prompt(config, len(pos), shots, c_in if condition is not None else text, g_prev)
-      p = render(segs, tmap)
-      if len(p.ids) + len(pos) > lm.max_length:
-        raise SpaeInputError(f"layer {l + 1}: the prompt is {len(p.ids)} LM tokens, over max_length "
-                             f"{lm.max_length}; lower --examples, --chunk or --context-layers.")
-      new = lm.generate(p.ids, len(pos), allowed_ids=allowed, temperature=config.temperature,
-                        seed=config.seed + calls)
+      fallback = cond[l][pos] if condition is not None else refs[0][l][pos]
+      out[pos], prompt, short = _write(lm, tmap, segs, fallback, config, allowed, seed=config.seed + calls,
+                                       layer=l + 1)
       calls += 1
-      prompts.append(p.text)
-      cb = tmap.to_codebook(new)[:len(pos)]
-      if np.any(cb < 0):
-        raise SpaeInputError("the LM returned ids outside allowed_ids; its backend ignores the constraint.")
-      if len(cb) < len(pos):  # the backend stopped early: keep the condition's (or first example's) tokens
-        fallback = cond[l][pos] if condition is not None else refs[0][l][pos]
-        log.warning("layer %d: the LM wrote %d of %d tokens; the rest keep the condition's tokens", l + 1, len(cb),
-                    len(pos))
-        filled += len(pos) - len(cb)
-        cb = np.concatenate([cb, fallback[len(cb):]])
-      out[pos] = cb
+      prompts.append(prompt)
+      filled += short
     generated.append(out)
     cleanest.append(clean_ex)
   layers = [g.reshape(grids[l], grids[l]) for l, g in enumerate(generated)]
   return GenerationResult(layers, prompts, calls, filled,
                           [c.reshape(grids[l], grids[l]) for l, c in enumerate(cleanest)])
+
+
+def _write(lm: LanguageModel, tmap: TokenMap, segs: list[Segment], fallback: np.ndarray, config: GenerateConfig,
+           allowed: np.ndarray, *, seed: int, layer: int) -> tuple[np.ndarray, str, int]:
+  """One LM call that writes len(fallback) codebook ids after the prompt `segs`: (ids, the readable prompt, how
+  many ids came from `fallback` because the backend stopped early)."""
+  p = render(segs, tmap)
+  n = len(fallback)
+  if len(p.ids) + n > lm.max_length:
+    raise SpaeInputError(f"layer {layer}: the prompt is {len(p.ids)} LM tokens, over max_length "
+                         f"{lm.max_length}; lower --examples, --chunk or --context-layers.")
+  new = lm.generate(p.ids, n, allowed_ids=allowed, temperature=config.temperature, seed=seed)
+  cb = tmap.to_codebook(new)[:n]
+  if np.any(cb < 0):
+    raise SpaeInputError("the LM returned ids outside allowed_ids; its backend ignores the constraint.")
+  if len(cb) < n:  # the backend stopped early: keep the condition's (or first example's) tokens
+    log.warning("layer %d: the LM wrote %d of %d tokens; the rest keep the condition's tokens", layer, len(cb), n)
+    return np.concatenate([cb, fallback[len(cb):]]), p.text, n - len(cb)
+  return cb, p.text, 0
 
 
 # ------------------------------------------------------------------------------------ tasks and outputs
