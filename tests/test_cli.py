@@ -55,3 +55,34 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tiny_tok_dir, tmp_path, c
                "-o", str(tmp_path / "o.png")]) == 2
   assert "out of range" in capsys.readouterr().err
   assert not (tmp_path / "o.png").exists()
+
+
+def test_train_runs_a_config_and_exports_a_loadable_tokenizer(tmp_path, capsys):
+  """`spae train`: trains the tiny config two steps, prints the last metrics as JSON and where the tokenizer went."""
+  from pathlib import Path
+
+  config = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
+  wd = tmp_path / "run"
+  assert main(["train", "--config", str(config), "--workdir", str(wd), "--set", "steps=2", "--set",
+               "logging.image_every=0", "--no-progress"]) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  metrics = json.loads(out[-2])
+  assert np.isfinite(metrics["g_loss"]) and metrics["step"] == 2
+  assert out[-1] == f"tokenizer written to {wd / 'tokenizer'}"
+  assert spae.Tokenizer.load(wd / "tokenizer").config.image_size == 32
+
+
+def test_train_that_stops_on_non_finite_losses_says_so_and_exits_1(tmp_path, capsys, monkeypatch):
+  from pathlib import Path
+
+  from spae.train import _cli as train_cli
+  from spae.train._step import NonFiniteLossError
+
+  def stop(self, progress=True):
+    raise NonFiniteLossError("3 non-finite losses in a row at step 7 (checkpoint saved)")
+
+  monkeypatch.setattr(train_cli.Trainer, "run", stop)
+  config = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
+  assert main(["train", "--config", str(config), "--workdir", str(tmp_path / "run"), "--no-progress"]) == 1
+  assert capsys.readouterr().err.strip() == ("spae train: stopped: 3 non-finite losses in a row at step 7 "
+                                             "(checkpoint saved)")
