@@ -86,3 +86,17 @@ def test_train_that_stops_on_non_finite_losses_says_so_and_exits_1(tmp_path, cap
   assert main(["train", "--config", str(config), "--workdir", str(tmp_path / "run"), "--no-progress"]) == 1
   assert capsys.readouterr().err.strip() == ("spae train: stopped: 3 non-finite losses in a row at step 7 "
                                              "(checkpoint saved)")
+
+
+def test_data_build_shapes_writes_a_dataset_spae_can_read(tmp_path, capsys):
+  """`spae data build-shapes DIR`: builds the tfds dataset there and prints its folder, which make_source reads."""
+  from pathlib import Path
+
+  assert main(["data", "build-shapes", str(tmp_path), "--image-size", "16", "--num-train", "6", "--num-validation",
+               "2", "--num-test", "2"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert len(out) == 1  # the folder alone (tfds's "Downloading and preparing dataset" lines are not passed on)
+  path = Path(out[0])
+  assert path.is_dir() and tmp_path in path.parents
+  src = spae.data.make_source(f"shapes:train@{tmp_path}")
+  assert len(src) == 6 and src.load(0).shape == (16, 16, 3)

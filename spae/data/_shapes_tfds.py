@@ -3,7 +3,9 @@ offline (no TensorFlow, nothing downloaded) and read back with `tfds.data_source
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -174,7 +176,11 @@ def build_shapes(data_dir: str | os.PathLike, image_size: int = 64, num_train: i
 
   spec = ShapesSpec(image_size, num_train, num_validation, num_test, seed, max_objects)
   builder = _builder_cls()(spec=spec, data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  # tfds prints "Downloading and preparing dataset ..." and "... downloaded and prepared" to stdout for any builder;
+  # nothing is downloaded here (the scenes are rendered), so those lines would only mislead (and pollute the
+  # stdout of `spae data build-shapes`, which prints the folder alone). Its failures still raise.
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return Path(builder.data_dir)
 
 
