@@ -165,6 +165,15 @@ def test_cli_generate(tiny_tok, wtok, image, tmp_path, monkeypatch, capsys):
   with pytest.raises(spae.SpaeInputError, match="noise_start"):
     gen.run_generate(p.parse_args(["--task", "deblur", "--tokenizer", "t", "--lm", "x", "-o", str(tmp_path),
                                    "--image", str(tmp_path / "in.png"), "--noise-start", "1.5"]))
+  # class-conditioned: reference images of --data's classes as the in-context examples, --text the query
+  args = p.parse_args(["--task", "class", "--tokenizer", "tiny", "--lm", "x", "--text", "red circle", "--data",
+                       "shapes-memory:12@32", "-o", str(tmp_path / "cls"), "--examples", "3", "--layers", "2"])
+  assert gen.run_generate(args) == 0 and "LM calls; outputs in" in capsys.readouterr().out
+  written = json.loads((tmp_path / "cls" / "tokens.json").read_text())
+  assert written["text"] == "red circle" and len(written["examples"]) == 3
+  assert (tmp_path / "cls" / "layers2_generation.png").is_file()
+  with pytest.raises(spae.SpaeInputError, match="--task class needs --text"):
+    gen.run_generate(p.parse_args(["--task", "class", "--tokenizer", "t", "--lm", "x", "-o", str(tmp_path)]))
 
 
 class _Backend(FunctionLM):

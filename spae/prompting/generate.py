@@ -348,18 +348,18 @@ def _finite(obj: Any) -> Any:
 
 
 def reference_examples(source: LabelledSource, count: int, seed: int = 0) -> list[tuple[str, Any]]:
-  """`count` (class name, image) pairs from a labelled source, classes taken in a seeded round robin."""
-  classes = list(source.classes)
+  """`count` (class name, image) pairs from a labelled source, classes taken in a seeded round robin over the
+  classes that have images (a source may name classes none of its images belong to)."""
+  images = {c: list(source.images_of(c)) for c in source.classes}
+  classes = [c for c, keys in images.items() if keys]
   if not classes:
-    raise SpaeInputError("the reference data has no classes.")
+    raise SpaeInputError("the reference data has no labelled images.")
   rng = np.random.default_rng(seed)
   order = [classes[i] for i in rng.permutation(len(classes))]
   out = []
   for i in range(count):
     c = order[i % len(order)]
-    keys = list(source.images_of(c))
-    if not keys:
-      raise SpaeInputError(f"class {c!r} has no images.")
+    keys = images[c]
     out.append((c, load_image_from(source, keys[int(rng.integers(len(keys)))])))
   return out
 
