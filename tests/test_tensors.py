@@ -166,6 +166,54 @@ def test_gguf_bad_files_get_one_line(tmp_path):
     open_tensors(tmp_path / "fake.gguf")
 
 
+def test_gguf_big_endian_files_read_and_malformed_headers_are_named(tmp_path):
+  """A file written on a big-endian machine reads to the same values; a version spae does not read, an unknown
+  metadata value type and a quantized row that is no whole number of blocks each get one line naming the file."""
+  import struct
+
+  import gguf
+
+  x = RNG.normal(size=(2, 64)).astype(np.float32)
+  w = gguf.GGUFWriter(str(tmp_path / "be.gguf"), arch="llama", endianess=gguf.GGUFEndian.BIG)
+  w.add_string("general.name", "big")
+  w.add_array("tokenizer.ggml.scores", [0.5, -1.0])
+  w.add_tensor("w", x.copy())  # the writer swaps the bytes itself
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  assert (tmp_path / "be.gguf").read_bytes()[4:8] == struct.pack(">I", 3)  # really big-endian
+  t = open_tensors(tmp_path / "be.gguf")
+  assert t.metadata["general.name"] == "big"
+  np.testing.assert_array_equal(t.metadata["tokenizer.ggml.scores"], np.array([0.5, -1.0], np.float32))
+  np.testing.assert_array_equal(t.get("w", dtype=np.float32), x)
+
+  _write_gguf(tmp_path / "m.gguf", {"w": (RNG.normal(size=(2, 256)).astype(np.float32), "Q8_0")},
+              {"general.name": "tiny"})
+  data = bytearray((tmp_path / "m.gguf").read_bytes())
+  v1 = data.copy()
+  v1[4:8] = struct.pack("<I", 1)
+  (tmp_path / "v1.gguf").write_bytes(bytes(v1))
+  with pytest.raises(spae.SpaeInputError, match="v1.gguf is GGUF version 1; spae reads versions 2 and 3"):
+    open_tensors(tmp_path / "v1.gguf")
+  # The first metadata value's type (after 'general.architecture', the first key the writer puts) set to 99.
+  key = b"general.architecture"
+  at = data.index(key) + len(key)
+  bad = data.copy()
+  bad[at:at + 4] = struct.pack("<I", 99)
+  (tmp_path / "vt.gguf").write_bytes(bytes(bad))
+  with pytest.raises(spae.SpaeInputError, match="vt.gguf has an unknown GGUF value type 99"):
+    open_tensors(tmp_path / "vt.gguf")
+  # Tensor 'w' (Q8_0, blocks of 32) described with rows of 250 values.
+  info = data.index(struct.pack("<Q", 1) + b"w") + 9  # its name (length 1, 'w'), then n_dims and the dims
+  odd = data.copy()
+  odd[info + 4:info + 12] = struct.pack("<Q", 250)  # ggml order: the row length first
+  (tmp_path / "odd.gguf").write_bytes(bytes(odd))
+  with pytest.raises(spae.SpaeInputError, match="odd.gguf: tensor 'w' has rows of 250 values, not a multiple of "
+                     "Q8_0's block of 32; the file is corrupt"):
+    open_tensors(tmp_path / "odd.gguf")
+
+
 def test_gguf_type_table_matches_gguf_py():
   import gguf
 
