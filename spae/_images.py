@@ -224,12 +224,12 @@ def as_float_batch(images: Any) -> tuple[np.ndarray, bool]:
     return x.astype(np.float32) / 65535.0, single
   if np.issubdtype(x.dtype, np.floating):
     x = x.astype(np.float32)
-    if x.size and (np.nanmin(x) < -1e-3 or np.nanmax(x) > 1.0 + 1e-3):
-      raise SpaeInputError(
-          f"float images must be in [0, 1], got range [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]; "
-          "divide uint8 data by 255 or pass uint8.")
     if not np.all(np.isfinite(x)):
       raise SpaeInputError("images contain NaN or Inf.")
+    if x.size and (x.min() < -1e-3 or x.max() > 1.0 + 1e-3):
+      raise SpaeInputError(
+          f"float images must be in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]; "
+          "divide uint8 data by 255 or pass uint8.")
     return np.clip(x, 0.0, 1.0), single
   raise SpaeInputError(f"images must be uint8 or float, got {x.dtype}.")
 

@@ -207,6 +207,19 @@ def test_score_and_generate_agree_when_lm_prefers_a_label(tiny_tok, src, wtok, w
   assert {spae.prompting.normalize_label(p) for p in preds.values()} == {wanted}
 
 
+@pytest.mark.parametrize("written, correct", [("zebrafish ,", 1), ("[ zebrafish ]", 1), ("giraffe", 0)])
+def test_free_generation_matches_a_label_after_normalising_the_text(tiny_tok, src, wtok, written, correct):
+  """Free (unconstrained) generation that writes a label inside punctuation still answers that label
+  (`normalize_label`); text that is no label is a miss, kept as written."""
+  lm = FunctionLM(wtok, prefer_model(wtok.vocab_size, wtok.encode(written) + [wtok.newline_id]))
+  ep = Episode("e", ("zebra", "zebrafish", "red circle"), ("zebra", "zebrafish", "red circle"),
+               ((0, "zebra/0"), (1, "zebrafish/0"), (2, "red circle/0")), ((1, "zebrafish/1"),))
+  res = evaluate_fewshot(FewShotConfig(mode="generate", constrained=False), tiny_tok, lm, source=src, episodes=[ep],
+                         progress=False)
+  q = res["rows"][0]["queries"][0]
+  assert q["lm_correct"] == correct and q["prediction"].strip() == written
+
+
 def test_copy_lm_reaches_the_jaccard_probe_accuracy(tiny_tok, src, wtok):
   lm = FunctionLM(wtok, copy_label_model(wtok, tiny_tok.vocabulary.llm_ids))
   for mode in ("score", "generate"):

@@ -223,3 +223,27 @@ def test_pooled_layers_survive_save_load_and_prefix_encodes(sample_images, tmp_p
   uniform.model.pool.score.kernel.value = jnp.zeros((8, 1))
   uniform.refresh()
   assert any((a != b).any() for a, b in zip(uniform.encode(sample_images).ids[:2], full.ids[:2]))
+
+
+def test_image_arrays_of_every_accepted_kind_become_rgb_floats():
+  """Arrays passed to encode: grey and RGBA (composited on white) become RGB; uint8 and uint16 are scaled to [0, 1];
+  anything else is one line saying what was wrong."""
+  from spae._images import as_float_batch
+
+  grey = np.full((4, 4, 1), 51, np.uint8)
+  x, single = as_float_batch(grey)
+  assert single and x.shape == (1, 4, 4, 3) and np.allclose(x, 0.2)
+  rgba = np.zeros((2, 4, 4, 4), np.uint8)
+  rgba[0, ..., 0], rgba[0, ..., 3] = 255, 255  # opaque red
+  rgba[1, ..., 1], rgba[1, ..., 3] = 255, 0  # fully transparent green: the white behind it
+  x, single = as_float_batch(rgba)
+  assert not single and np.allclose(x[0], [1, 0, 0]) and np.allclose(x[1], [1, 1, 1])
+  x, _ = as_float_batch(np.full((4, 4, 3), 65535, np.uint16))
+  assert np.allclose(x, 1.0)
+  for bad, why in ((np.zeros((4, 4)), r"\[H, W, C\] or \[B, H, W, C\], got shape \(4, 4\)"),
+                   (np.zeros((4, 4, 5)), "1, 3 or 4 channels, got 5"),
+                   (np.full((4, 4, 3), 2.0), r"float images must be in \[0, 1\], got range \[2, 2\]"),
+                   (np.full((4, 4, 3), np.nan), "NaN or Inf"),
+                   (np.zeros((4, 4, 3), np.int32), "uint8 or float, got int32")):
+    with pytest.raises(spae.SpaeInputError, match=why):
+      as_float_batch(bad)
