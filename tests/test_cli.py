@@ -100,3 +100,17 @@ def test_data_build_shapes_writes_a_dataset_spae_can_read(tmp_path, capsys):
   assert path.is_dir() and tmp_path in path.parents
   src = spae.data.make_source(f"shapes:train@{tmp_path}")
   assert len(src) == 6 and src.load(0).shape == (16, 16, 3)
+
+
+def test_no_command_prints_help_and_an_interrupt_exits_130(capsys, monkeypatch):
+  from spae import cli
+
+  assert main([]) == 2 and "COMMAND" in capsys.readouterr().out
+
+  def interrupted(args):
+    raise KeyboardInterrupt
+
+  help_text, add_args, _ = cli._COMMANDS["init"]
+  monkeypatch.setitem(cli._COMMANDS, "init", (help_text, add_args, interrupted))
+  assert main(["init", "x"]) == 130
+  assert capsys.readouterr().err.strip() == "interrupted"
