@@ -353,3 +353,51 @@ def test_next_logprobs_is_the_forward_and_drives_the_one_decoding_loop():
   for kw in ({}, {"candidates": cands, "stop": [1]}, {"allowed_ids": [11, 12, 13], "temperature": 1.0, "seed": 3}):
     assert fn.generate(ids, 4, **kw) == lm.generate(ids, 4, **kw)
   np.testing.assert_allclose(fn.score(ids, cands), lm.score(ids, cands), rtol=1e-4, atol=1e-4)
+
+
+def _orbax_shapes(family: str, d: int, layers: int, heads: int = 4, kv: int = 1, head_dim: int = 8, ff: int = 32,
+                  fused: bool = False):
+  """Tensors with the shapes of a Gemma orbax checkpoint (normalised names; values never read)."""
+  from spae._tensors import Tensors
+
+  z = lambda *s: np.zeros(s, np.float32)
+  arrays = {"embedder/input_embedding": z(64, d), "final_norm/scale": z(d)}
+  for i in range(layers):
+    p = f"layer_{i}/"
+    if fused:  # multi-head checkpoints store q, k and v in one einsum
+      arrays[p + "attn/qkv_einsum/w"] = z(3, heads, d, head_dim)
+    else:
+      arrays[p + "attn/q_einsum/w"] = z(heads, d, head_dim)
+      arrays[p + "attn/kv_einsum/w"] = z(2, kv, d, head_dim)
+    arrays[p + "mlp/linear"] = z(ff, d)
+    if family == "gemma3":
+      arrays[p + "attn/_query_norm/scale"] = z(head_dim)
+  return Tensors.from_arrays(arrays)
+
+
+def test_orbax_config_from_shapes_presets_and_overrides():
+  """An orbax checkpoint carries no config: its shapes give the sizes, a released size (matched by family, width
+  and depth, or named) the rest; an unreleased size needs the missing fields given, and a broken one says what."""
+  from spae._tensors import Tensors
+  from spae.lm._loaders import config_from_orbax
+
+  # Gemma 3 270M's width and depth: its preset's window and context; GQA heads from q_einsum / kv_einsum.
+  cfg = config_from_orbax(_orbax_shapes("gemma3", 640, 18))
+  assert (cfg.family, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_dim) == ("gemma3", 4, 1, 8, 32)
+  assert (cfg.sliding_window, cfg.max_length, cfg.qk_norm) == (512, 32768, True)
+  # A named variant wins over the matched one, and a global RoPE factor becomes linear scaling.
+  cfg = config_from_orbax(_orbax_shapes("gemma3", 640, 18), variant="gemma3-4b")
+  assert cfg.sliding_window == 1024 and dict(cfg.rope_global_scaling) == {"rope_type": "linear", "factor": 8.0}
+  with pytest.raises(spae.SpaeInputError, match="unknown Gemma variant 'gemma9'"):
+    config_from_orbax(_orbax_shapes("gemma3", 640, 18), variant="gemma9")
+  # A fused qkv einsum (multi-head attention): as many kv heads as heads.
+  cfg = config_from_orbax(_orbax_shapes("gemma2", 48, 2, heads=2, fused=True), overrides={"sliding_window": 16})
+  assert (cfg.family, cfg.num_heads, cfg.num_kv_heads, cfg.sliding_window) == ("gemma2", 2, 2, 16)
+  with pytest.raises(spae.SpaeInputError, match="matches no released size"):
+    config_from_orbax(_orbax_shapes("gemma2", 48, 2), where="ckpt")
+  with pytest.raises(spae.SpaeInputError, match="ckpt: no layer_0/... tensors found"):
+    config_from_orbax(Tensors.from_arrays({"embedder/input_embedding": np.zeros((4, 8))}),
+                        where="ckpt")
+  with pytest.raises(spae.SpaeInputError, match=r"ckpt: missing tensor 'embedder/input_embedding'; this is not a "
+                                                r"Gemma orbax checkpoint"):
+    config_from_orbax(Tensors.from_arrays({"w": np.zeros(2)}), where="ckpt")
