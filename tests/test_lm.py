@@ -319,6 +319,19 @@ def test_bad_ids_and_specs():
     lm.score([2, 5], "red")
   with pytest.raises(spae.SpaeInputError, match="allowed_ids is empty"):
     lm.generate([2], 3, allowed_ids=[])
+  # The rest of the id and text API's checks, each one line.
+  for call, message in ((lambda: lm.score([], [[3]]), "prefix_ids is empty; start it with BOS"),
+                        (lambda: lm.score([2], []), "continuations is empty"),
+                        (lambda: lm.generate([], 3), "ids is empty; start the prompt with BOS"),
+                        (lambda: lm.generate([2], -1), "max_new must be >= 0, got -1"),
+                        (lambda: lm.generate([2], 2, candidates=[]), "candidates is empty"),
+                        (lambda: lm.generate([2], 2, candidates=[[3], []]), "candidate 1 is empty"),
+                        (lambda: lm.generate([2, 999], 2), r"ids must be integer token ids in \[0, 320\)"),
+                        (lambda: lm.score_text("a", "b"), "continuations must be a list of strings, not one"),
+                        (lambda: lm.score_text("a", [""]), "continuation '' encodes to no tokens"),
+                        (lambda: lm.generate_text("a", 2, candidates="b"), "candidates must be a list of strings")):
+    with pytest.raises(spae.SpaeInputError, match=message):
+      call()
   with pytest.raises(spae.SpaeInputError, match="unknown model spec scheme"):
     L.load("foo:bar")
   with pytest.raises(spae.SpaeInputError, match="needs the served model name"):
