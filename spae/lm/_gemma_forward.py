@@ -44,6 +44,44 @@ def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cap: floa
   return jnp.einsum("bkqs,bksh->bkqh", probs, vv).reshape(b, kh, t, g, h).transpose(0, 2, 1, 3, 4)
 
 
+def _masks(cfg: GemmaConfig, pos: jax.Array, valid: jax.Array, past_valid: jax.Array, s: int,
+           write_at: jax.Array | None, seg: jax.Array | None) -> tuple[jax.Array, ...]:
+  """Masks of the two key blocks (past, new): causal by position and padding, (m_past [B|1, T, S], m_new [B, T, T]),
+  and the sliding window's (w_past, w_new; all-true without one). See `_forward` for write_at and seg."""
+  past_pos = jnp.arange(s)
+  if write_at is not None:  # the new tokens' slots hold their positions (which differ from the slot for branches)
+    past_pos = jax.lax.dynamic_update_slice(past_pos, pos[0].astype(past_pos.dtype), (write_at,))
+  m_past = past_valid[:, None, :] & (past_pos[None, None, :] <= pos[:, :, None])  # [B|1, T, S]
+  if seg is not None:
+    slot_seg = jax.lax.dynamic_update_slice(jnp.zeros((s,), seg.dtype), seg[0], (write_at,))
+    m_past = m_past & ((slot_seg[None, None, :] == 0) | (slot_seg[None, None, :] == seg[:, :, None]))
+  m_new = valid[:, None, :] & (pos[:, None, :] <= pos[:, :, None])  # [B, T, T]
+  if cfg.sliding_window:
+    w = cfg.sliding_window
+    w_past = past_pos[None, None, :] > pos[:, :, None] - w
+    w_new = pos[:, None, :] > pos[:, :, None] - w
+  else:
+    w_past = w_new = jnp.ones((), bool)
+  return m_past, m_new, w_past, w_new
+
+
+def _block_out(cfg: GemmaConfig, x: jax.Array, o: jax.Array, lp: dict[str, jax.Array]) -> jax.Array:
+  """The rest of a layer after attention: the output projection (+ norm) and residual, then the gated MLP
+  (+ norm) and residual. x [B, T, d]; o [B, T, K, G, H] the attention output."""
+  b, t = x.shape[:2]
+  attn = jnp.einsum("btnh,nhd->btd", o.reshape(b, t, cfg.num_heads, cfg.head_dim), lp["wo"])
+  if cfg.post_norms:
+    attn = _rms(attn, lp["post_attn_norm"], cfg.norm_eps)
+  x = x + attn
+  h = _rms(x, lp["pre_ffw_norm"], cfg.norm_eps)
+  gate = h @ lp["w_gate"]
+  act = jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
+  m = (act * (h @ lp["w_up"])) @ lp["w_down"]
+  if cfg.post_norms:
+    m = _rms(m, lp["post_ffw_norm"], cfg.norm_eps)
+  return x + m
+
+
 def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, valid: jax.Array,
              past_k: jax.Array, past_v: jax.Array, past_valid: jax.Array, write_at: jax.Array | None = None,
              seg: jax.Array | None = None):
@@ -70,22 +108,8 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
   scaling = (cfg.query_pre_attn_scalar or hd) ** -0.5
   shared = past_k.shape[1] == 1 and b > 1
   s = past_k.shape[2]
-  past_pos = jnp.arange(s)
   neg = jnp.finfo(jnp.float32).min
-  if write_at is not None:  # the new tokens' slots hold their positions (which differ from the slot for branches)
-    past_pos = jax.lax.dynamic_update_slice(past_pos, pos[0].astype(past_pos.dtype), (write_at,))
-  # Masks for the two key blocks (past, new): causal by position, padding, and the sliding window.
-  m_past = past_valid[:, None, :] & (past_pos[None, None, :] <= pos[:, :, None])  # [B|1, T, S]
-  if seg is not None:
-    slot_seg = jax.lax.dynamic_update_slice(jnp.zeros((s,), seg.dtype), seg[0], (write_at,))
-    m_past = m_past & ((slot_seg[None, None, :] == 0) | (slot_seg[None, None, :] == seg[:, :, None]))
-  m_new = valid[:, None, :] & (pos[:, None, :] <= pos[:, :, None])  # [B, T, T]
-  if cfg.sliding_window:
-    w = cfg.sliding_window
-    w_past = past_pos[None, None, :] > pos[:, :, None] - w
-    w_new = pos[:, None, :] > pos[:, :, None] - w
-  else:
-    w_past = w_new = jnp.ones((), bool)
+  m_past, m_new, w_past, w_new = _masks(cfg, pos, valid, past_valid, s, write_at, seg)
 
   def layer(x, xs):
     lp, sliding, inv_freq, pk, pv = xs
@@ -104,7 +128,7 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
       pk = jax.lax.dynamic_update_slice(pk, k, (0, write_at, 0, 0))
       pv = jax.lax.dynamic_update_slice(pv, v, (0, write_at, 0, 0))
       o = _attend(q, pk, pv, jnp.where(sliding, m_past & w_past, m_past), cfg.attn_softcap)
-      return _block_out(x, o, lp), (pk, pv)
+      return _block_out(cfg, x, o, lp), (pk, pv)
     if shared:
       lg_past = jnp.einsum("btkgh,skh->btkgs", q, pk[0])
     else:
@@ -122,20 +146,7 @@ def _forward(cfg: GemmaConfig, params: Params, ids: jax.Array, pos: jax.Array, v
     else:
       o = jnp.einsum("btkgs,bskh->btkgh", p_past, pv)
     o = o + jnp.einsum("btkgs,bskh->btkgh", p_new, v)
-    return _block_out(x, o, lp), (k, v)
-
-  def _block_out(x, o, lp):
-    attn = jnp.einsum("btnh,nhd->btd", o.reshape(b, t, cfg.num_heads, hd), lp["wo"])
-    if cfg.post_norms:
-      attn = _rms(attn, lp["post_attn_norm"], cfg.norm_eps)
-    x = x + attn
-    h = _rms(x, lp["pre_ffw_norm"], cfg.norm_eps)
-    gate = h @ lp["w_gate"]
-    act = jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
-    m = (act * (h @ lp["w_up"])) @ lp["w_down"]
-    if cfg.post_norms:
-      m = _rms(m, lp["post_ffw_norm"], cfg.norm_eps)
-    return x + m
+    return _block_out(cfg, x, o, lp), (k, v)
 
   xs = (params["layers"], params["sliding"], params["inv_freq"], past_k, past_v)
   x, (new_k, new_v) = jax.lax.scan(layer, x, xs)
