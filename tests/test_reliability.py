@@ -46,6 +46,25 @@ def test_failed_write_leaves_nothing_not_even_new_parent_folders(tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_that_appears_at_the_output_while_spae_writes_is_left_alone(tmp_path):
+  """If the user (or another program) puts a folder where spae is writing, spae keeps it and leaves nothing of its
+  own: for a file output, and for a folder output whose new contents are not a bundle spae may replace."""
+  from spae._io import atomic_dir
+
+  with pytest.raises(SpaeInputError, match="became a directory while spae was writing it; not replaced"):
+    with atomic_path(tmp_path / "out.json") as tmp:
+      tmp.write_text("{}")
+      (tmp_path / "out.json").mkdir()
+      (tmp_path / "out.json" / "mine.txt").write_text("precious")
+  with pytest.raises(SpaeInputError, match="changed while spae was writing it; not replaced"):
+    with atomic_dir(tmp_path / "bundle", replaceable=lambda p: False) as tmp:
+      tmp.mkdir()
+      (tmp_path / "bundle").mkdir()
+      (tmp_path / "bundle" / "notes.txt").write_text("mine")
+  assert _tree(tmp_path) == {"bundle": None, "bundle/notes.txt": b"mine", "out.json": None,
+                             "out.json/mine.txt": b"precious"}
+
+
 def test_outputs_under_a_file_or_an_unwritable_folder_are_refused(tmp_path):
   (tmp_path / "afile").write_text("x")
   with pytest.raises(SpaeInputError, match="afile.* is a file, not a folder"):
