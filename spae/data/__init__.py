@@ -22,8 +22,9 @@ from spae.data._shapes import TRAIN_CLASSES as SHAPES_TRAIN_CLASSES
 from spae.data._shapes import caption_for, render_scene, sample_attributes as shapes_attributes, scene_rng
 from spae.data._shapes_tfds import ShapesSpec, build_shapes
 from spae.data._open import make_source
-from spae.data._sources import (ArraySource, ClassSubset, FolderSource, ImageSource, LabelledSource, TfdsSource,
-                                render_shapes_source, shapes_source)
+from spae.data._sources import (ArraySource, ClassSubset, FolderSource, ImageSource, LabelledSource,
+                                render_shapes_source)
+from spae.data._tfds import TfdsSource, shapes_source
 
 __all__ = [
     "ArraySource", "BACKGROUND_NAMES", "BatchIterator", "COLOURS", "COLOUR_NAMES", "ClassSubset", "ConcatSource",

@@ -10,7 +10,8 @@ from spae import _specs
 from spae._io import SpaeInputError
 from spae.data import _shapes_tfds
 from spae.data._generated import DEFAULT_MIX_SIZE, PhotoCropSource, SceneSource, heldout_photo_crops, mixed_source
-from spae.data._sources import CheckMode, FolderSource, ImageSource, TfdsSource, render_shapes_source, shapes_source
+from spae.data._sources import CheckMode, FolderSource, ImageSource, render_shapes_source
+from spae.data._tfds import TfdsSource, shapes_source
 
 __all__ = ["make_source"]
 
