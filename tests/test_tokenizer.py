@@ -247,3 +247,31 @@ def test_image_arrays_of_every_accepted_kind_become_rgb_floats():
                    (np.zeros((4, 4, 3), np.int32), "uint8 or float, got int32")):
     with pytest.raises(spae.SpaeInputError, match=why):
       as_float_batch(bad)
+
+
+def test_token_pyramids_built_by_hand_are_checked_before_use(tiny_tok):
+  """TokenPyramid and decode take ids from users: the wrong shapes, batch sizes, ranges or grids are one line each,
+  and a pyramid without a vocabulary says it cannot name its words."""
+  v = len(tiny_tok.vocabulary)
+  good = [np.zeros((2, 1, 1), np.int32), np.ones((2, 2, 2), np.int32)]
+  pyr = spae.TokenPyramid(good, tiny_tok.vocabulary)
+  assert len(pyr) == 2 and pyr.grids == (1, 2) and pyr[1].batch_size == 1
+  for ids, message in (([], "needs at least one layer"),
+                       ([np.zeros((2, 1, 1)), np.zeros((3, 2, 2))], r"layer 2 ids must be \[B, s, s\] with B=2"),
+                       ([np.zeros((2, 1, 2))], r"layer 1 ids must be \[B, s, s\]"),
+                       ([np.full((1, 1, 1), v)], f"out of range for a vocabulary of {v} entries"),
+                       ([np.full((1, 1, 1), -1)], f"out of range for a vocabulary of {v} entries"),
+                       ([[["a"]]], "token ids must be int32 arrays")):
+    with pytest.raises(spae.SpaeInputError, match=message):
+      spae.TokenPyramid(ids, tiny_tok.vocabulary)
+  bare = spae.TokenPyramid([np.full((1, 1, 1), v + 5, np.int32), np.zeros((1, 2, 2), np.int32)])
+  with pytest.raises(spae.SpaeInputError, match="no vocabulary attached; words are unknown"):
+    bare.words(1)
+  with pytest.raises(spae.SpaeInputError, match="no vocabulary attached; LLM ids are unknown"):
+    bare.llm_ids()
+  with pytest.raises(spae.SpaeInputError, match="layer must be in 1..2, got 3"):
+    pyr.words(3)
+  with pytest.raises(spae.SpaeInputError, match=f"token ids exceed this tokenizer's vocabulary of {v}"):
+    tiny_tok.decode(bare)
+  with pytest.raises(spae.SpaeInputError, match=r"token grids \(1, 4\) do not match this tokenizer's pyramid \(1, 2\)"):
+    tiny_tok.decode(spae.TokenPyramid([np.zeros((1, 1, 1)), np.zeros((1, 4, 4))], tiny_tok.vocabulary))
