@@ -57,6 +57,33 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tiny_tok_dir, tmp_path, c
   assert not (tmp_path / "o.png").exists()
 
 
+def test_decode_picks_one_image_of_a_token_file_and_checks_its_layers(tiny_tok_dir, tmp_path, capsys):
+  """`spae decode --image N` decodes the Nth image of a file of several; an index or a layer count the file cannot
+  give, and `spae encode --layers` over the pyramid's depth, are one line each and write nothing."""
+  rng = np.random.default_rng(1)
+  imgs = []
+  for name in ("a.png", "b.png"):
+    spae.save_image(tmp_path / name, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    imgs.append(str(tmp_path / name))
+  tok = str(tiny_tok_dir)
+  assert main(["encode", *imgs, "--tokenizer", tok, "--layers", "2", "-o", str(tmp_path / "t.json")]) == 0
+  capsys.readouterr()
+  assert main(["decode", str(tmp_path / "t.json"), "--tokenizer", tok, "--image", "1", "-o",
+               str(tmp_path / "one.png")]) == 0
+  assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'one.png'}"
+  doc = json.loads((tmp_path / "t.json").read_text())
+  want = spae.Tokenizer.load(tok).decode(spae.TokenPyramid.from_json(doc["images"][1]))[0]
+  assert np.abs(spae.load_image(tmp_path / "one.png").astype(np.float32) / 255 - want).max() <= 1 / 255 + 1e-6
+  for argv, message in ((["decode", str(tmp_path / "t.json"), "--image", "2"], "--image 2 out of range; the file "
+                         "has 2 images"),
+                        (["decode", str(tmp_path / "t.json"), "--layers", "3"], "--layers 3 but the tokens hold only 2 "
+                         "layers"),
+                        (["encode", imgs[0], "--layers", "9"], "--layers must be in 1..4 for this tokenizer, got 9")):
+    assert main([*argv, "--tokenizer", tok, "-o", str(tmp_path / "x.png")]) == 2
+    assert message in capsys.readouterr().err
+  assert not (tmp_path / "x.png").exists()
+
+
 def test_train_runs_a_config_and_exports_a_loadable_tokenizer(tmp_path, capsys):
   """`spae train`: trains the tiny config two steps, prints the last metrics as JSON and where the tokenizer went."""
   from pathlib import Path
