@@ -303,12 +303,13 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     ids = [np.asarray(a)[:n] for a in ids]
     mse, y = np.asarray(mse)[:, :n], y[:, :n]
     xr = jnp.asarray(x[:n])
-    sums["latent_thumb"] += np.asarray(metrics.psnr(jnp.tile(xr, (L, 1, 1, 1)), y[2 * L:].reshape(
-        (-1,) + y.shape[2:]))).reshape(L, n).sum(1)
+    # PSNR of all 3L rows at once (SAQ, RQ, latent thumbnails); the other metrics read the first 2L.
+    psnr_all = np.asarray(metrics.psnr(jnp.tile(xr, (3 * L, 1, 1, 1)), y.reshape((-1,) + y.shape[2:])))
+    per_image, latent_thumb = psnr_all.reshape(3 * L, n)[:2 * L], psnr_all.reshape(3 * L, n)[2 * L:]
+    sums["latent_thumb"] += latent_thumb.sum(1)
     y = y[:2 * L]
     flat_y = y.reshape((-1,) + y.shape[2:])
     flat_x = jnp.tile(xr, (2 * L, 1, 1, 1))
-    per_image = np.asarray(metrics.psnr(flat_x, flat_y)).reshape(2 * L, n)
     sums["psnr"] += per_image.sum(1)
     dips[1:] += (per_image[1:L] < per_image[:L - 1]).sum(1)  # SAQ prefixes only
     rises.append(per_image[1:L] - per_image[:L - 1])
