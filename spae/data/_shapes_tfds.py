@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from spae._io import SpaeInputError
 from spae.data import _shapes
 from spae.data._shapes import (BACKGROUND_NAMES, CLASSES, COLOUR_NAMES, MAX_OBJECTS, SHAPES, SIZES, TEXTURES,
                                encode_png, render_scene, scene_rng)
+
+log = logging.getLogger("spae.data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,8 +182,11 @@ def build_shapes(data_dir: str | os.PathLike, image_size: int = 64, num_train: i
   # tfds prints "Downloading and preparing dataset ..." and "... downloaded and prepared" to stdout for any builder;
   # nothing is downloaded here (the scenes are rendered), so those lines would only mislead (and pollute the
   # stdout of `spae data build-shapes`, which prints the folder alone). Its failures still raise.
-  with contextlib.redirect_stdout(io.StringIO()):
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  if printed.getvalue().strip():
+    log.debug("tfds printed while building: %s", printed.getvalue().strip())
   return Path(builder.data_dir)
 
 
