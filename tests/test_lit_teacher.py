@@ -117,6 +117,32 @@ def test_train_with_text_views(scenes, trained):
   assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
 
 
+def test_gray_shape_views_change_training_only_when_asked(scenes, trained):
+  """gray_prob > 0 shows some 'a {shape}' rows in grayscale, so the tower trains differently; gray_prob 0 draws
+  nothing more and is the run without the option, bit for bit."""
+  emb = trained[2]
+  views = np.stack([np.arange(8), (np.arange(8) + 1) % 8], 1)
+  kw = dict(config=CFG, steps=2, batch_size=4, views=views, view_probs=[0.5, 0.5], lr=1e-2, warmup=1,
+            log=lambda s: None)
+  plain, _ = tdt.train(scenes[0], emb, **kw)
+  off, _ = tdt.train(scenes[0], emb, gray_view=1, gray_prob=0.0, **kw)
+  gray, _ = tdt.train(scenes[0], emb, gray_view=1, gray_prob=1.0, **kw)
+  np.testing.assert_array_equal(np.asarray(plain["proj_w"]), np.asarray(off["proj_w"]))
+  assert not np.allclose(np.asarray(plain["proj_w"]), np.asarray(gray["proj_w"]))
+  with pytest.raises(spae.SpaeInputError, match="gray_prob"):
+    tdt.train(scenes[0], emb, gray_prob=0.5, **kw)  # no view column to gray
+
+
+def test_grayscale_replaces_only_the_chosen_rows_by_their_luma():
+  x = jax.random.uniform(jax.random.key(1), (3, 4, 4, 3))
+  out = np.asarray(tdt.grayscale(x, jnp.array([True, False, True])))
+  np.testing.assert_array_equal(out[1], np.asarray(x[1]))
+  luma = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+  for i in (0, 2):
+    for c in range(3):
+      np.testing.assert_allclose(out[i, ..., c], np.asarray(luma[i]), rtol=1e-6)
+
+
 def test_contrastive_loss_prefers_matching_pairs():
   rng = np.random.default_rng(0)
   params = init_lit_params(CFG, jax.random.key(1))

@@ -55,6 +55,7 @@ from spae.teachers._layers import l2_normalize  # noqa: E402
 RENDER_SIZE = 64
 # Probability of training on the caption, "a {shape}", "a {colour} {shape}", the full object description.
 VIEW_PROBS = (0.5, 0.2, 0.15, 0.15)
+SHAPE_VIEW = 1  # the column of "a {shape}": --gray-shape shows its image in grayscale
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -143,16 +144,24 @@ def word_table(encoder: BertTextEncoder, words: Sequence[str], templates: Sequen
 
 
 # ------------------------------------------------------------------------------------------------ training
+def grayscale(x: jax.Array, rows: jax.Array) -> jax.Array:
+  """x [B, H, W, 3] with the rows where `rows` [B] is true replaced by their luma (ITU-R 601), on all 3 channels."""
+  luma = x @ jnp.array([0.299, 0.587, 0.114], x.dtype)
+  return jnp.where(rows[:, None, None, None], jnp.repeat(luma[..., None], 3, -1), x)
+
+
 def contrastive_loss(params: dict, cfg: LiTConfig, images: jax.Array, text: jax.Array,
-                     text_ids: jax.Array | None = None) -> tuple[jax.Array, dict]:
+                     text_ids: jax.Array | None = None, gray: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Symmetric InfoNCE of CLIP/LiT. images uint8 [B, H, W, 3]; text [B, D] normalised (frozen).
 
   text_ids [B] (optional): which distinct text each row is. Rows sharing a text are shared positives (targets
   spread evenly over them) and a match with any of them counts as correct in the batch accuracy. Identical texts
   have identical embeddings, so this equals plain InfoNCE in value and gradient; it only makes the accuracy
   honest when a short phrase repeats within a batch.
+  gray [B] bool (optional): rows shown in grayscale (`grayscale`).
   """
-  img = l2_normalize(lit_image_features(cfg, params, images.astype(jnp.float32) / 255.0))
+  x = images.astype(jnp.float32) / 255.0
+  img = l2_normalize(lit_image_features(cfg, params, x if gray is None else grayscale(x, gray)))
   scale = jnp.exp(jnp.minimum(params["logit_scale"], math.log(100.0)))
   logits = scale * img @ text.T
   n = logits.shape[0]
@@ -180,15 +189,19 @@ def make_optimizer(steps: int, lr: float, warmup: int, weight_decay: float) -> o
 def train(images: np.ndarray, text_emb: np.ndarray, *, config: LiTConfig, steps: int, batch_size: int = 128,
           views: np.ndarray | None = None, view_probs: Sequence[float] | None = None, lr: float = 2e-3,
           warmup: int = 100, weight_decay: float = 1e-4, seed: int = 0, log_every: int = 100,
-          log=print) -> tuple[dict, list[dict]]:
+          gray_view: int | None = None, gray_prob: float = 0.0, log=print) -> tuple[dict, list[dict]]:
   """Trains the image tower against fixed text embeddings; returns (params incl. logit_scale, history).
 
   images: uint8 [N, H, W, 3]; text_emb: [M, D] L2-normalised text embeddings.
   views: int [N, K], row i = the ids (rows of text_emb) of K texts describing image i; each step picks one per
     image with probabilities `view_probs` (default uniform). Without views, M == N and text i describes image i.
+  gray_view, gray_prob: each row whose chosen view is column `gray_view` of `views` is shown in grayscale with
+    probability gray_prob (0: never, and no draw is made, so the run is the one without this option).
   Batches are drawn without replacement from a seeded permutation per epoch, and view choices from the same
   seeded generator, so the run is deterministic.
   """
+  if gray_prob and not (0.0 < gray_prob <= 1.0 and gray_view is not None):
+    raise SpaeInputError(f"gray_prob must be in (0, 1] with a gray_view column, got {gray_prob} / {gray_view}.")
   n = images.shape[0]
   if views is None:
     if text_emb.shape[0] != n:
@@ -209,8 +222,8 @@ def train(images: np.ndarray, text_emb: np.ndarray, *, config: LiTConfig, steps:
   opt_state = tx.init(params)
 
   @jax.jit
-  def step(params, opt_state, imgs, txt, ids):
-    grads, stats = jax.grad(contrastive_loss, has_aux=True)(params, config, imgs, txt, ids)
+  def step(params, opt_state, imgs, txt, ids, gray=None):
+    grads, stats = jax.grad(contrastive_loss, has_aux=True)(params, config, imgs, txt, ids, gray)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, stats
 
@@ -222,8 +235,10 @@ def train(images: np.ndarray, text_emb: np.ndarray, *, config: LiTConfig, steps:
     if i and i % per_epoch == 0:
       order = rng.permutation(n)
     idx = np.sort(order[(i % per_epoch) * batch_size:(i % per_epoch + 1) * batch_size])
-    tid = views[idx, rng.choice(views.shape[1], size=batch_size, p=probs)]
-    params, opt_state, stats = step(params, opt_state, images[idx], text_emb[tid], tid.astype(np.int32))
+    col = rng.choice(views.shape[1], size=batch_size, p=probs)
+    tid = views[idx, col]
+    gray = ((col == gray_view) & (rng.random(batch_size) < gray_prob),) if gray_prob else ()
+    params, opt_state, stats = step(params, opt_state, images[idx], text_emb[tid], tid.astype(np.int32), *gray)
     if (i + 1) % log_every == 0 or i + 1 == steps:
       rec = {"step": i + 1, **{k: float(v) for k, v in stats.items()}, "seconds": round(time.time() - t0, 1)}
       history.append(rec)
@@ -295,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--batch-size", type=int, default=128)
   ap.add_argument("--lr", type=float, default=2e-3)
   ap.add_argument("--image-size", type=int, default=32)
+  ap.add_argument("--stem", type=int, default=16, help="the image tower's first convolution's channels")
+  ap.add_argument("--widths", default="32,64,128", help="the image tower's stage widths, comma-separated")
+  ap.add_argument("--gray-shape", type=float, default=0.0, metavar="P",
+                  help="show the image in grayscale with probability P whenever its text is 'a {shape}', so shape "
+                       "is learnt without colour")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--data", choices=("shapes", "scenes"), default="shapes",
                   help="'shapes' (the shipped teacher) or 'scenes' (spae.data's whole-colour-range renderer)")
@@ -304,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--train-classes", choices=("train", "all"), default="train",
                   help="'train': every object's colour/shape pair in SHAPES_TRAIN_CLASSES; 'all': any scene")
   args = ap.parse_args(argv)
+  try:
+    args.widths = tuple(int(w) for w in args.widths.split(","))
+  except ValueError:
+    ap.error(f"--widths {args.widths!r}: give the stage widths as comma-separated integers, e.g. 32,64,128")
+  if not 0.0 <= args.gray_shape <= 1.0:
+    ap.error(f"--gray-shape {args.gray_shape}: a probability in [0, 1]")
   t_start = time.time()
   jax.config.update("jax_platforms", "cpu")
   xla_cpu_settings()  # as the `spae` command does (spae._xla_flags); "xla_flags" below records it
@@ -313,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = BertTextEncoder.from_pretrained(model_dir, normalize=False)
     safetensors_sha = bdv.sha256_file(model_dir / "model.safetensors")
     vocab = Vocabulary.load(args.vocab)
-    config = LiTConfig(image_size=args.image_size, dim=encoder.dim)
+    config = LiTConfig(image_size=args.image_size, stem=args.stem, dim=encoder.dim, widths=args.widths)
 
     t = time.time()
     classes = sdata.SHAPES_TRAIN_CLASSES if args.train_classes == "train" else None
@@ -335,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.time()
     params, history = train(images, text_emb, config=config, steps=args.steps, batch_size=args.batch_size,
-                            views=views, view_probs=VIEW_PROBS, lr=args.lr, seed=args.seed)
+                            views=views, view_probs=VIEW_PROBS, lr=args.lr, seed=args.seed,
+                            gray_view=SHAPE_VIEW, gray_prob=args.gray_shape)
     train_seconds = time.time() - t
     teacher = LiTTeacher(config, params, text_tower_identity=encoder.identity, text_tower=encoder)
     if args.captions:  # the captions it was trained against, in training order: `semantic.caption_bank`'s bank
@@ -382,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
          if args.captions else {}),
       "training": {"tool": "tools/train_default_teacher.py", "seed": args.seed, "steps": args.steps,
                    "batch_size": args.batch_size, "lr": args.lr, "optimizer": "adamw, warmup 100, cosine",
+                   **({"gray_shape": args.gray_shape} if args.gray_shape else {}),
                    "text_views": {"probabilities": list(VIEW_PROBS), "views": ["caption", "a {shape}",
                                   "a {colour} {shape}", "a {size} {colour} [texture] {shape}"],
                                   "loss": "symmetric InfoNCE, identical texts in a batch are shared positives"},
