@@ -39,6 +39,8 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
     "teacher_words": ("teacher_words.py", ["--vocab-from-captions", "16"],
                       {"benchmark", "machine", "args", "vocab_size", "rows"}),
+    "teacher_probe": ("teacher_probe.py", [], {"benchmark", "machine", "load_avg", "args", "candidates", "classes",
+                                                "rows"}),
     "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
     "layer_readout": ("layer_readout.py", [], {"benchmark", "machine", "load_avg", "args", "tokenizer", "rows"}),
     # --split validation: the recipe-choosing mode (the test split is recon's default path, smoked above).
@@ -207,6 +209,42 @@ def test_teacher_words_reports_shares_and_chance(smoke_runs):
     assert set(r) == {"reading", "training scenes (seed 1)", "training scenes (seed 1), another image's",
                       "test scenes", "test scenes, another image's"}
     assert all(0.0 <= v <= 1.0 for k, v in r.items() if k != "reading")
+
+
+def test_teacher_probe_reads_the_oracles_and_the_teachers_top_words(smoke_runs):
+  data = _load(smoke_runs, "teacher_probe")
+  rows = data["rows"]
+  assert {r["reading"] for r in rows} == {"oracle", "teacher"}  # the shipped teacher has no text tower: no caption
+  cells = {(r["ways"], r["shots"]) for r in rows}
+  assert cells == {(5, 1), (5, 5)}
+  teacher = [r for r in rows if r["reading"] == "teacher"]
+  assert {r["words"] for r in teacher} == {"top 1", "top 2", "top 3", "top 5"}
+  assert len(teacher) == 4 * 2 * 2  # bag sizes x cells x (jaccard, ridge)
+  for r in rows:
+    lo, hi = r["ci95"]
+    assert 0.0 <= lo <= r["accuracy"] <= hi <= 1.0 and r["queries"] == data["args"]["episodes"]
+  assert 0 < data["candidates"] <= 64
+
+
+def test_teacher_probe_bags_follow_the_scores():
+  """probe_bags scores bags that name the class perfectly at 1.0 and identical bags at chance-level ties; top_k_bags
+  takes the highest-scoring allowed words."""
+  import numpy as np
+
+  sys.path.insert(0, str(BENCH))
+  import teacher_probe
+
+  from spae.prompting._episodes import make_episode
+
+  eps = [make_episode(f"e{i}", ["a", "b", "c"], ["a", "b", "c"], [(0, 0), (1, 1), (2, 2)], [(i % 3, 3 + i % 3)])
+         for i in range(6)]
+  named = teacher_probe.probe_bags([eps], lambda key: [key % 3])
+  assert [r["accuracy"] for r in named] == [1.0, 1.0]
+  wrong = teacher_probe.probe_bags([eps], lambda key: [(key + (key >= 3)) % 3])  # queries name the next class
+  assert [r["accuracy"] for r in wrong] == [0.0, 0.0]
+  scores = {"x": np.array([0.9, 0.1, 0.5, 0.7])}
+  bag = teacher_probe.top_k_bags(scores, np.array([False, True, True, True]), 2)
+  assert bag("x") == [3, 2]
 
 
 def test_mirror_agreement_counts_first_words_a_left_right_mirror_keeps():
