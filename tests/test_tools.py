@@ -222,6 +222,32 @@ def test_capvocab_recipe_is_the_shipped_recipe_with_the_40000_scene_teacher_and_
   cap.validate()
 
 
+def test_bigteacher_recipe_is_capvocab_with_the_caption_bank_and_the_big_teacher():
+  """configs/gemma64_bigteacher.py changes configs/gemma64_capvocab.py only in its teacher folder (the one
+  tools/train_default_tokenizer.py trains at 64 px with four stages and grayscale shape views when missing) and in
+  reading it through configs/gemma64_captions.py's caption bank; that teacher recipe uses flags the teacher tool takes."""
+  import dataclasses
+
+  from spae.train import load_config
+
+  cap = load_config(ROOT / "configs" / "gemma64_capvocab.py")
+  captions = load_config(ROOT / "configs" / "gemma64_captions.py")
+  big = load_config(ROOT / "configs" / "gemma64_bigteacher.py")
+  assert big.semantic.teacher == "lit:runs/teacher_scenes_big"
+  assert (big.semantic.caption_bank, big.semantic.caption_tau) == (captions.semantic.caption_bank,
+                                                                    captions.semantic.caption_tau)
+  assert dataclasses.replace(big, semantic=dataclasses.replace(
+      big.semantic, teacher=cap.semantic.teacher, caption_bank=0)) == cap
+  recipe = list(_tool().TEACHER_RECIPES["teacher_scenes_big"])
+  recipe.remove("--captions")  # the bank the recipe reads through
+  flags = dict(zip(recipe[::2], recipe[1::2]))
+  assert flags == {"--data": "scenes", "--num-train": "40000", "--image-size": "64", "--widths": "32,64,128,256",
+                   "--steps": "4000", "--gray-shape": "0.5"}
+  teacher_tool = (ROOT / "tools" / "train_default_teacher.py").read_text()
+  assert all(f'add_argument("{f}"' in teacher_tool for f in flags)  # flags the teacher tool takes
+  big.validate()
+
+
 def test_captions_recipe_is_the_teacher40k_recipe_read_through_10000_captions():
   """configs/gemma64_captions.py changes configs/gemma64_teacher40k.py only in its caption bank (10,000 captions,
   temperature 0.03)."""

@@ -97,6 +97,9 @@ TEACHER_RECIPES = {
     "teacher_scenes64": ("--data", "scenes", "--image-size", "64"),   # configs/gemma64_teacher64.py
     # configs/gemma64_teacher40k.py and gemma64_captions.py (which reads through the captions it keeps)
     "teacher_scenes40k": ("--data", "scenes", "--num-train", "40000", "--captions"),
+    # configs/gemma64_bigteacher.py: 64 px, a fourth stage, twice the steps, grayscale shape views
+    "teacher_scenes_big": ("--data", "scenes", "--num-train", "40000", "--captions", "--image-size", "64",
+                           "--widths", "32,64,128,256", "--steps", "4000", "--gray-shape", "0.5"),
 }
 
 
