@@ -94,7 +94,8 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   if a.smoke:
-    a.teacher, a.vocab, a.episodes, a.images, a.centre_images, a.caption_words = ["lit:default"], "default", 4, 1200, 8, 64
+    a.teacher, a.vocab, a.episodes, a.images = ["lit:default"], "default", 4, 1200
+    a.centre_images, a.caption_words = 8, 64
   load_before = os.getloadavg()
   import spae.data
   from spae import train as T

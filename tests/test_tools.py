@@ -225,7 +225,8 @@ def test_capvocab_recipe_is_the_shipped_recipe_with_the_40000_scene_teacher_and_
 def test_bigteacher_recipe_is_capvocab_with_the_caption_bank_and_the_big_teacher():
   """configs/gemma64_bigteacher.py changes configs/gemma64_capvocab.py only in its teacher folder (the one
   tools/train_default_tokenizer.py trains at 64 px with four stages and grayscale shape views when missing) and in
-  reading it through configs/gemma64_captions.py's caption bank; that teacher recipe uses flags the teacher tool takes."""
+  reading it through configs/gemma64_captions.py's caption bank; that teacher recipe uses flags the teacher tool
+  takes."""
   import dataclasses
 
   from spae.train import load_config
