@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,13 +50,32 @@ ORACLES = {
 }
 
 
+def probe_bags(episode_sets, bag_of: Callable[[Any], list[int]]) -> list[dict]:
+  """The Jaccard and ridge probes on `bag_of(image key)` (word ids) for every episode: one row per (ways, shots,
+  method) with its accuracy and 95% interval."""
+  from spae.prompting._probes import jaccard_probe, ridge_probe
+  from spae.prompting._stats import confidence_interval
+
+  rows = []
+  for eps in episode_sets:
+    for method in ("jaccard", "ridge"):
+      hits = []
+      for ep in eps:
+        support = [bag_of(k) for _, k in ep.support]
+        classes = [c for c, _ in ep.support]
+        for c, q in ep.query:
+          guess = (jaccard_probe(support, classes, bag_of(q)) if method == "jaccard"
+                   else int(ridge_probe(support, classes, [bag_of(q)], ep.ways)[0]))
+          hits.append(float(guess == c))
+      rows.append({"ways": eps[0].ways, "shots": eps[0].shots, "method": method, "accuracy": float(np.mean(hits)),
+                   "ci95": list(confidence_interval(hits)), "queries": len(hits)})
+  return rows
+
+
 def oracle_probes(episode_sets, attributes_of, oracles=None) -> list[dict]:
   """The Jaccard and ridge probes on each oracle's words (`ORACLES`) in place of the tokens, on the same episodes:
   one row per (ways, shots, oracle, method) with its accuracy and 95% interval. attributes_of: image key -> the
   scene's attributes."""
-  from spae.prompting._probes import jaccard_probe, ridge_probe
-  from spae.prompting._stats import confidence_interval
-
   ids: dict[str, int] = {}
   objects: dict = {}  # key -> object_words, read once per image for every oracle, method and episode
   rows = []
@@ -66,17 +86,7 @@ def oracle_probes(episode_sets, attributes_of, oracles=None) -> list[dict]:
           objects[key] = object_words(attributes_of(key))
         return [ids.setdefault(w, len(ids)) for w in fn(objects[key])]
 
-      for method in ("jaccard", "ridge"):
-        hits = []
-        for ep in eps:
-          support = [words(k) for _, k in ep.support]
-          classes = [c for c, _ in ep.support]
-          for c, q in ep.query:
-            guess = (jaccard_probe(support, classes, words(q)) if method == "jaccard"
-                     else int(ridge_probe(support, classes, [words(q)], ep.ways)[0]))
-            hits.append(float(guess == c))
-        rows.append({"ways": eps[0].ways, "shots": eps[0].shots, "oracle": name, "method": method,
-                     "accuracy": float(np.mean(hits)), "ci95": list(confidence_interval(hits)), "queries": len(hits)})
+      rows += [{"ways": r["ways"], "shots": r["shots"], "oracle": name, **r} for r in probe_bags([eps], words)]
   return rows
 
 

@@ -35,28 +35,6 @@ import teacher_words  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def probe_bags(episode_sets, bag_of: Callable[[Any], list[int]]) -> list[dict]:
-  """The Jaccard and ridge probes on `bag_of(image key)` (word ids) for every episode: one row per (ways, shots,
-  method) with its accuracy and 95% interval."""
-  from spae.prompting._probes import jaccard_probe, ridge_probe
-  from spae.prompting._stats import confidence_interval
-
-  rows = []
-  for eps in episode_sets:
-    for method in ("jaccard", "ridge"):
-      hits = []
-      for ep in eps:
-        support = [bag_of(k) for _, k in ep.support]
-        classes = [c for c, _ in ep.support]
-        for c, q in ep.query:
-          guess = (jaccard_probe(support, classes, bag_of(q)) if method == "jaccard"
-                   else int(ridge_probe(support, classes, [bag_of(q)], ep.ways)[0]))
-          hits.append(float(guess == c))
-      rows.append({"ways": eps[0].ways, "shots": eps[0].shots, "method": method, "accuracy": float(np.mean(hits)),
-                   "ci95": list(confidence_interval(hits)), "queries": len(hits)})
-  return rows
-
-
 def top_k_bags(scores: dict[Any, np.ndarray], allowed: np.ndarray, k: int) -> Callable[[Any], list[int]]:
   """image key -> the ids of its k highest-scoring allowed words."""
   ids = np.flatnonzero(allowed)
@@ -133,7 +111,7 @@ def main(argv=None) -> int:
       scores = dict(zip(keys, rel))
       for k in a.top:
         rows += [{"teacher": spec, "reading": reading, "words": f"top {k}", **r}
-                 for r in probe_bags(episode_sets, top_k_bags(scores, allowed, k))]
+                 for r in fewshot.probe_bags(episode_sets, top_k_bags(scores, allowed, k))]
   info = _common.machine_info()
   load = [load_before, os.getloadavg()]
   _common.write_json(a.out, {"benchmark": "teacher_probe", "machine": info, "load_avg": [list(v) for v in load],

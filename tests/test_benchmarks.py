@@ -227,20 +227,21 @@ def test_teacher_probe_reads_the_oracles_and_the_teachers_top_words(smoke_runs):
 
 
 def test_teacher_probe_bags_follow_the_scores():
-  """probe_bags scores bags that name the class perfectly at 1.0 and identical bags at chance-level ties; top_k_bags
-  takes the highest-scoring allowed words."""
+  """fewshot.probe_bags scores bags that name the class at 1.0 and bags that name the wrong one at 0.0;
+  teacher_probe.top_k_bags takes the highest-scoring allowed words."""
   import numpy as np
 
   sys.path.insert(0, str(BENCH))
+  import fewshot
   import teacher_probe
 
   from spae.prompting._episodes import make_episode
 
   eps = [make_episode(f"e{i}", ["a", "b", "c"], ["a", "b", "c"], [(0, 0), (1, 1), (2, 2)], [(i % 3, 3 + i % 3)])
          for i in range(6)]
-  named = teacher_probe.probe_bags([eps], lambda key: [key % 3])
+  named = fewshot.probe_bags([eps], lambda key: [key % 3])
   assert [r["accuracy"] for r in named] == [1.0, 1.0]
-  wrong = teacher_probe.probe_bags([eps], lambda key: [(key + (key >= 3)) % 3])  # queries name the next class
+  wrong = fewshot.probe_bags([eps], lambda key: [(key + (key >= 3)) % 3])  # queries name the next class
   assert [r["accuracy"] for r in wrong] == [0.0, 0.0]
   scores = {"x": np.array([0.9, 0.1, 0.5, 0.7])}
   bag = teacher_probe.top_k_bags(scores, np.array([False, True, True, True]), 2)
