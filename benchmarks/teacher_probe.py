@@ -2,7 +2,8 @@
 
 Issue 12's probe (5-way 1-shot, held-out classes, bags of the top words, Jaccard or ridge: benchmarks/fewshot.py) reads
 the tokenizer's layers 1-2, which the semantic loss trains toward the teacher's words. This script runs the same
-probes, on the same episodes as `fewshot.py --data scenes` (held-out `scenes` classes of the test split), on bags of
+probes, on the same episodes as `fewshot.py --data scenes` (held-out `scenes` classes of the test split; with
+`--split validation` the validation split's, for choosing), on bags of
 the teacher's own top-k words, read the trainer's way (relevance centred on --centre-images training scenes,
 whole text-tower words) among the words of the first --caption-words training captions (the candidates of
 `semantic.vocab_from_captions`). Beside them, in the same run:
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
   p.add_argument("--ways", type=int, nargs="+", default=[5])
   p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--split", default="test", choices=("test", "validation"),
+                 help="the held-out scenes' split: 'validation' for choosing a teacher or recipe")
   p.add_argument("--caption-bank", type=int, nargs="*", default=[], metavar="N",
                  help="also read the teacher through its first N training captions (semantic.caption_bank)")
   p.add_argument("--caption-tau", type=float, default=0.03)
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
   vocab = T.build_vocabulary(a.vocab)
   data = T.open_data(a.data)
   allowed = caption_word_mask(data, vocab, a.caption_words)
-  full = spae.data.SceneSource(a.images, image_size=64, seed=a.seed, split="test")
+  full = spae.data.SceneSource(a.images, image_size=64, seed=a.seed, split=a.split)
   held = full.subset(spae.data.SCENE_HELDOUT_CLASSES)
   source = held.subset([c for c in held.classes if len(held.images_of(c)) >= max(a.shots) + 1])
   config = FewShotConfig(ways=tuple(a.ways), shots=tuple(a.shots), layers=(1,), episodes=a.episodes, seed=a.seed)
@@ -98,12 +101,17 @@ def main(argv=None) -> int:
   reference_captions = [train.caption(i) for i in range(len(train))]
   rows = [{"reading": "oracle", "words": r["oracle"], **{k: v for k, v in r.items() if k != "oracle"}}
           for r in fewshot.oracle_probes(episode_sets, lambda key: scene_attributes(source, key))]
+  notes: list[str] = []
   for spec in a.teacher or ["lit:default"]:
     teacher = teacher_words._load_teacher(spec)
     x = images.astype(np.float32) / 255.0
+    banks = a.caption_bank if getattr(teacher, "caption_bank", None) is not None else []
+    if len(banks) < len(a.caption_bank):
+      notes.append(f"{spec}: no training captions (captions.npz), so no reading through them")
+      print(f"note: {notes[-1]}")
     readings = {"teacher": teacher_words._trainer_relevance(teacher, vocab, reference)(x),
                 **{f"teacher via {n} captions": teacher_words._trainer_relevance(
-                    teacher, vocab, reference, n, a.caption_tau)(x) for n in a.caption_bank},
+                    teacher, vocab, reference, n, a.caption_tau)(x) for n in banks},
                 "caption": caption_scores(teacher, vocab, captions, reference_captions)}
     for reading, rel in readings.items():
       if rel is None:
@@ -116,8 +124,9 @@ def main(argv=None) -> int:
   load = [load_before, os.getloadavg()]
   _common.write_json(a.out, {"benchmark": "teacher_probe", "machine": info, "load_avg": [list(v) for v in load],
                              "args": vars(a), "candidates": int(allowed.sum()), "classes": source.classes,
-                             "rows": rows})
-  print(f"# probes on held-out `scenes` classes ({len(source.classes)}), {a.episodes} episodes per cell; "
+                             "rows": rows, "notes": notes})
+  print(f"# probes on held-out `scenes` classes ({len(source.classes)}) of the {a.split} split, {a.episodes} episodes "
+        f"per cell; "
         f"{int(allowed.sum())} candidate words (the first {a.caption_words} captions' words in {a.vocab})")
   table = [{"teacher": r.get("teacher", "-").split("#")[0], "reading": r["reading"], "words": r["words"],
             "cell": f"{r['ways']}-way {r['shots']}-shot", "method": r["method"], "accuracy": r["accuracy"],

@@ -39,8 +39,9 @@ CASES: dict[str, tuple[str, list[str], set[str]]] = {
     # Two rows keep the smoke cheap; every row's config is built in tests/test_codebook.py.
     "teacher_words": ("teacher_words.py", ["--vocab-from-captions", "16"],
                       {"benchmark", "machine", "args", "vocab_size", "rows"}),
-    "teacher_probe": ("teacher_probe.py", [], {"benchmark", "machine", "load_avg", "args", "candidates", "classes",
-                                                "rows"}),
+    # --caption-bank on a teacher without captions: that reading is skipped with a note, the rest runs
+    "teacher_probe": ("teacher_probe.py", ["--caption-bank", "8", "--split", "validation"],
+                      {"benchmark", "machine", "load_avg", "args", "candidates", "classes", "rows", "notes"}),
     "generate_real": ("generate_real.py", [], {"benchmark", "machine", "settings", "rows", "summary"}),
     "layer_readout": ("layer_readout.py", [], {"benchmark", "machine", "load_avg", "args", "tokenizer", "rows"}),
     # --split validation: the recipe-choosing mode (the test split is recon's default path, smoked above).
@@ -224,6 +225,9 @@ def test_teacher_probe_reads_the_oracles_and_the_teachers_top_words(smoke_runs):
     lo, hi = r["ci95"]
     assert 0.0 <= lo <= r["accuracy"] <= hi <= 1.0 and r["queries"] == data["args"]["episodes"]
   assert 0 < data["candidates"] <= 64
+  assert data["args"]["split"] == "validation"
+  (note,) = data["notes"]
+  assert note.startswith("lit:default: no training captions")
 
 
 def test_teacher_probe_bags_follow_the_scores():

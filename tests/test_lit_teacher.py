@@ -133,6 +133,16 @@ def test_gray_shape_views_change_training_only_when_asked(scenes, trained):
     tdt.train(scenes[0], emb, gray_prob=0.5, **kw)  # no view column to gray
 
 
+@pytest.mark.parametrize("argv, says", [(["--widths", "32,x"], "--widths '32,x'"),
+                                         (["--gray-shape", "1.5"], "--gray-shape 1.5")])
+def test_tool_refuses_bad_tower_options_in_one_line(argv, says, capsys):
+  with pytest.raises(SystemExit) as e:
+    tdt.main(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert says in err[-1] and "Traceback" not in "".join(err)
+
+
 def test_grayscale_replaces_only_the_chosen_rows_by_their_luma():
   x = jax.random.uniform(jax.random.key(1), (3, 4, 4, 3))
   out = np.asarray(tdt.grayscale(x, jnp.array([True, False, True])))
