@@ -3,14 +3,14 @@
 Issue 12's probe (5-way 1-shot, held-out classes, bags of the top words, Jaccard or ridge: benchmarks/fewshot.py) reads
 the tokenizer's layers 1-2, which the semantic loss trains toward the teacher's words. This script runs the same
 probes, on the same episodes as `fewshot.py --data scenes` (held-out `scenes` classes of the test split; with
-`--split validation` the validation split's, for choosing), on bags of
-the teacher's own top-k words, read the trainer's way (relevance centred on --centre-images training scenes,
-whole text-tower words) among the words of the first --caption-words training captions (the candidates of
-`semantic.vocab_from_captions`). Beside them, in the same run:
+`--split validation` the validation split's, for choosing), on bags of the teacher's own top-k words, read the
+trainer's way (relevance centred on --centre-images training scenes, whole text-tower words) among the words of the
+first --caption-words training captions (the candidates of `semantic.vocab_from_captions`). Beside them, in the same
+run:
 
   caption   the same top-k read from the frozen text tower's embedding of each image's true caption in place of the
             image tower, centred on the training scenes' captions: what a perfect image tower, matching its
-            captions exactly, would give through this text tower (needs the text tower; 'n/a' without it)
+            captions exactly, would give through this text tower (needs the text tower; left out without it)
   oracles   fewshot.py's oracle probes on the images' true attribute words (the labelled object's colour, ...)
   chance    1 / ways
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
   p.add_argument("--centre-images", type=int, default=256)
   p.add_argument("--top", type=int, nargs="+", default=[1, 2, 3, 5], help="bag sizes k")
   p.add_argument("--episodes", type=int, default=200)
-  p.add_argument("--images", type=int, default=6000, help="test scenes rendered (as fewshot.py's --images)")
+  p.add_argument("--images", type=int, default=6000, help="scenes rendered (as fewshot.py's --images)")
   p.add_argument("--ways", type=int, nargs="+", default=[5])
   p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
   p.add_argument("--seed", type=int, default=0)
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
                              "args": vars(a), "candidates": int(allowed.sum()), "classes": source.classes,
                              "rows": rows, "notes": notes})
   print(f"# probes on held-out `scenes` classes ({len(source.classes)}) of the {a.split} split, {a.episodes} episodes "
-        f"per cell; "
-        f"{int(allowed.sum())} candidate words (the first {a.caption_words} captions' words in {a.vocab})")
+        f"per cell; {int(allowed.sum())} candidate words (the first {a.caption_words} captions' words in {a.vocab})")
   table = [{"teacher": r.get("teacher", "-").split("#")[0], "reading": r["reading"], "words": r["words"],
             "cell": f"{r['ways']}-way {r['shots']}-shot", "method": r["method"], "accuracy": r["accuracy"],
             "95% CI": r["ci95"], "/ chance": r["accuracy"] * r["ways"]} for r in rows]
