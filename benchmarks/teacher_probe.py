@@ -36,10 +36,16 @@ import teacher_words  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def top_k_bags(scores: dict[Any, np.ndarray], allowed: np.ndarray, k: int) -> Callable[[Any], list[int]]:
-  """image key -> the ids of its k highest-scoring allowed words."""
+def ranked_words(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+  """[N, A]: each row's allowed word ids (`allowed` [V] bool), highest score first (ties in id order)."""
   ids = np.flatnonzero(allowed)
-  return lambda key: [int(i) for i in ids[np.argsort(-scores[key][ids], kind="stable")[:k]]]
+  return ids[np.argsort(-scores[:, ids], axis=1, kind="stable")]
+
+
+def top_k_bags(keys: list[Any], ranked: np.ndarray, k: int) -> Callable[[Any], list[int]]:
+  """image key -> the ids of its k highest-scoring allowed words (`ranked`'s row for that key)."""
+  row = {key: i for i, key in enumerate(keys)}
+  return lambda key: ranked[row[key], :k].tolist()
 
 
 def caption_scores(teacher: Any, vocab: Any, captions: list[str], reference: list[str]) -> np.ndarray | None:
@@ -102,9 +108,10 @@ def main(argv=None) -> int:
   rows = [{"reading": "oracle", "words": r["oracle"], **{k: v for k, v in r.items() if k != "oracle"}}
           for r in fewshot.oracle_probes(episode_sets, lambda key: scene_attributes(source, key))]
   notes: list[str] = []
+  x = images.astype(np.float32) / 255.0
+  by_captions: dict[tuple, np.ndarray | None] = {}  # teachers of one text tower and templates read captions alike
   for spec in a.teacher or ["lit:default"]:
     teacher = teacher_words._load_teacher(spec)
-    x = images.astype(np.float32) / 255.0
     banks = a.caption_bank if getattr(teacher, "caption_bank", None) is not None else []
     if len(banks) < len(a.caption_bank):
       notes.append(f"{spec}: no training captions (captions.npz), so no reading through them")
@@ -112,14 +119,18 @@ def main(argv=None) -> int:
     readings = {"teacher": teacher_words._trainer_relevance(teacher, vocab, reference)(x),
                 **{f"teacher via {n} captions": teacher_words._trainer_relevance(
                     teacher, vocab, reference, n, a.caption_tau)(x) for n in banks},
-                "caption": caption_scores(teacher, vocab, captions, reference_captions)}
+                "caption": None}
+    text_key = (teacher.text_identity, tuple(getattr(teacher, "templates", ())))
+    if text_key not in by_captions:
+      by_captions[text_key] = caption_scores(teacher, vocab, captions, reference_captions)
+    readings["caption"] = by_captions[text_key]
     for reading, rel in readings.items():
       if rel is None:
         continue
-      scores = dict(zip(keys, rel))
+      ranked = ranked_words(rel, allowed)
       for k in a.top:
         rows += [{"teacher": spec, "reading": reading, "words": f"top {k}", **r}
-                 for r in fewshot.probe_bags(episode_sets, top_k_bags(scores, allowed, k))]
+                 for r in fewshot.probe_bags(episode_sets, top_k_bags(keys, ranked, k))]
   info = _common.machine_info()
   load = [load_before, os.getloadavg()]
   _common.write_json(a.out, {"benchmark": "teacher_probe", "machine": info, "load_avg": [list(v) for v in load],

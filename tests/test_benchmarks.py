@@ -247,9 +247,10 @@ def test_teacher_probe_bags_follow_the_scores():
   assert [r["accuracy"] for r in named] == [1.0, 1.0]
   wrong = fewshot.probe_bags([eps], lambda key: [(key + (key >= 3)) % 3])  # queries name the next class
   assert [r["accuracy"] for r in wrong] == [0.0, 0.0]
-  scores = {"x": np.array([0.9, 0.1, 0.5, 0.7])}
-  bag = teacher_probe.top_k_bags(scores, np.array([False, True, True, True]), 2)
-  assert bag("x") == [3, 2]
+  scores = np.array([[0.9, 0.1, 0.5, 0.7], [0.0, 0.3, 0.3, 0.1]])
+  ranked = teacher_probe.ranked_words(scores, np.array([False, True, True, True]))
+  bag = teacher_probe.top_k_bags(["x", "y"], ranked, 2)
+  assert bag("x") == [3, 2] and bag("y") == [1, 2]  # a tie keeps id order
 
 
 def test_mirror_agreement_counts_first_words_a_left_right_mirror_keeps():
