@@ -305,7 +305,8 @@ def evaluate(tok: Any, fn: Any, images: np.ndarray, bs: int, *, attrs: list[dict
     xr = jnp.asarray(x[:n])
     # PSNR of all 3L rows at once (SAQ, RQ, latent thumbnails); the other metrics read the first 2L.
     psnr_all = np.asarray(metrics.psnr(jnp.tile(xr, (3 * L, 1, 1, 1)), y.reshape((-1,) + y.shape[2:])))
-    per_image, latent_thumb = psnr_all.reshape(3 * L, n)[:2 * L], psnr_all.reshape(3 * L, n)[2 * L:]
+    psnr_all = psnr_all.reshape(3 * L, n)
+    per_image, latent_thumb = psnr_all[:2 * L], psnr_all[2 * L:]
     sums["latent_thumb"] += latent_thumb.sum(1)
     y = y[:2 * L]
     flat_y = y.reshape((-1,) + y.shape[2:])

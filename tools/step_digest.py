@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
 def programs(cfg) -> dict[str, dict[str, bool]]:
   """The step programs the Trainer compiles for `cfg` (spae/train/_trainer.py, `dispatch_step`), by name: each
   distinct (discriminator on, scorer frozen, codes frozen) over the run's steps, then the decoder tune if any."""
