@@ -97,13 +97,15 @@ def main(argv=None) -> int:
   p.add_argument("--mode", choices=("score", "generate"), default="score")
   p.add_argument("--episodes", type=int, default=50, help="episodes per (ways, shots)")
   p.add_argument("--data", choices=("shapes", "scenes"), default="shapes",
-                 help="the renderer whose test-split held-out classes make the episodes")
+                 help="the renderer whose held-out classes (of --split) make the episodes")
   p.add_argument("--images", type=int, default=6000,
                  help="scenes rendered (a quarter of shapes', a quarter of scenes' are held-out classes)")
   p.add_argument("--ways", type=int, nargs="+", default=[2, 5])
   p.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5])
   p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--split", choices=("test", "validation"), default="test",
+                 help="the held-out images' split: 'validation' for choosing a recipe")
   p.add_argument("--smoke", action="store_true", help="tiny sizes for CI")
   p.add_argument("--out", default=None, help="write the results JSON here")
   p.add_argument("--jsonl", default=None, help="per-episode JSONL (resumable)")
@@ -125,12 +127,12 @@ def main(argv=None) -> int:
   size = tok.config.image_size
   t0 = time.perf_counter()
   if args.data == "scenes":
-    full = spae.data.SceneSource(args.images, image_size=size, seed=args.seed, split="test")
+    full = spae.data.SceneSource(args.images, image_size=size, seed=args.seed, split=args.split)
     held = full.subset(spae.data.SCENE_HELDOUT_CLASSES)
   else:
-    full = spae.data.render_shapes_source(args.images, image_size=size, seed=args.seed, split="test")
+    full = spae.data.render_shapes_source(args.images, image_size=size, seed=args.seed, split=args.split)
     # The oracle probes read each image's attributes as SceneSource gives them (scene_attributes, through subsets).
-    full.attributes = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(args.seed, "test", i))
+    full.attributes = lambda i: spae.data.shapes_attributes(spae.data.scene_rng(args.seed, args.split, i))
     held = full.subset(spae.data.SHAPES_HELDOUT_CLASSES)
   need = max(args.shots) + 1
   usable = [c for c in held.classes if len(held.images_of(c)) >= need]

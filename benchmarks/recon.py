@@ -190,9 +190,11 @@ def make_eval_fn(tok: Any):
     z = model.encoder(x * 2.0 - 1.0)
     # The tokenizer's own quantizer (SAQ unless it was trained with 'rq'), then the RQ ablation on the same z.
     pool = model.pool_weights(z)
+    ranked = model.semantic_ranked(x)  # a semantic head's words for the semantic layers (None without one)
     ids, saq = pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk=chunk, pool_weights=pool,
-                                semantic_codebook=semantic)
-    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk, pool_weights=pool, semantic_codebook=semantic)
+                                semantic_codebook=semantic, semantic_ranked=ranked)
+    _, rq = rq_quantize(z, codebook, spec, vocab_chunk=chunk, pool_weights=pool, semantic_codebook=semantic,
+                        semantic_ranked=ranked)
     r = jnp.stack(saq + rq)  # [2L, B, h, w, d]
     mse = jnp.mean(jnp.square(r - z[None]), axis=(2, 3, 4))
     r = jnp.concatenate([r, jnp.stack([latent_thumbnail(z, side) for side in sides])])  # [3L, B, h, w, d]

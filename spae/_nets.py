@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spae._codebook import Codebook, CodebookConfig, unit_rows
+from spae._head import SemanticHead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,9 @@ class AutoencoderConfig:
     lean_upsample: each decoder upsampling convolution outputs the next level's width instead of keeping its
       input's. With channels 32 and multipliers (1, 2, 2) at 64 px the last one then maps 64→32 channels at full
       resolution and the last level's block needs no shortcut: 28% fewer decoder FLOPs (873 → 630 MFLOP per image).
+    semantic_head: the base width of a semantic head (`spae._head.SemanticHead`) that chooses the semantic layers'
+      words from the pixels; 0: none (those layers take their nearest codes). Added to a trained tokenizer by
+      `spae.train.add_semantic_head`.
   """
 
   channels: int = 128
@@ -41,6 +45,7 @@ class AutoencoderConfig:
   norm_groups: int = 32
   pixel_skip: bool = False
   lean_upsample: bool = False
+  semantic_head: int = 0
 
   @property
   def downsample_factor(self) -> int:
@@ -211,7 +216,7 @@ class Autoencoder(nnx.Module):
 
   def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs, codebook: CodebookConfig = CodebookConfig(),
                vocab_shape: tuple[int, int] | None = None, pool_grids: tuple[int, ...] = (),
-               pool_hidden: int = 32, pool_contrast: float = 1.0):
+               pool_hidden: int = 32, pool_contrast: float = 1.0, head_words: int = 0):
     self.encoder = Encoder(cfg, rngs=rngs)
     self.decoder = Decoder(cfg, rngs=rngs)
     self.codebook_mode = codebook.mode
@@ -223,6 +228,13 @@ class Autoencoder(nnx.Module):
         raise ValueError(f"codebook mode {codebook.mode!r} needs the vocabulary's shape (V, D).")
       # Only trainable scorings add parameters, so 'raw' bundles keep their parameter tree.
       self.codebook = Codebook(codebook, vocab_shape[0], vocab_shape[1], rngs=rngs)
+    if cfg.semantic_head:  # only tokenizers with a head add it, so other bundles keep their parameter tree
+      self.head = SemanticHead(cfg.semantic_head, head_words, rngs=rngs)
+
+  def semantic_ranked(self, images: jax.Array) -> jax.Array | None:
+    """[B, S] the semantic head's ranking of the sub-vocabulary for images [B, H, W, 3] in [0, 1]; None without
+    a head."""
+    return self.head.ranked(images) if hasattr(self, "head") else None
 
   def pool_weights(self, z: jax.Array) -> list[jax.Array] | None:
     """One [B, H, W] attention weight map per pooled layer (grids `pool_grids`), or None without pooled layers."""

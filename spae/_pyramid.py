@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spae._head import place_words
 from spae._io import SpaeInputError
 
 Array = jax.Array
@@ -244,7 +245,8 @@ def layer_target(z: Array, previous: Array | None, layer: int, grid: int, mode: 
 
 def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
                  vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None,
-                 semantic_codebook: Array | None = None) -> tuple[list[Array], list[Array]]:
+                 semantic_codebook: Array | None = None,
+                 semantic_ranked: Array | None = None) -> tuple[list[Array], list[Array]]:
   """Streaming Average Quantization of z over the pyramid.
 
   Layer l (1-based) targets t_l = l·z(c) − Σ_{i<l} q_i(c) at its sample positions c and picks
@@ -260,26 +262,37 @@ def saq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *
       `pool_weights(z)`), None when none is pooled.
     semantic_codebook: [V, d] codes the layers that search `spec.semantic_vocab` search and add instead of
       `codebook`'s (a semantic map of their own, `CodebookConfig.semantic_map`); None: they use `codebook`.
+    semantic_ranked: [B, S] a semantic head's ranking of `spec.semantic_vocab`'s positions, best first: those layers
+      then take its words in turn (`pyramid_quantize`); None: their nearest codes.
   Returns:
     ids: one int32 [B, s_l, s_l] per layer; recon: one [B, H, W, d] per prefix l = 1..L.
   """
-  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk, pool_weights, semantic_codebook)
+  return _pyramid_quantize(z, codebook, spec, "saq", vocab_chunk, pool_weights, semantic_codebook, semantic_ranked)
 
 
 def rq_quantize(z: Array, codebook: Array, spec: PyramidSpec = PyramidSpec(), *,
                 vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None,
-                semantic_codebook: Array | None = None) -> tuple[list[Array], list[Array]]:
+                semantic_codebook: Array | None = None,
+                semantic_ranked: Array | None = None) -> tuple[list[Array], list[Array]]:
   """Residual-sum ablation: t_l = z(c) − Σ_{i<l} q_i(c) and r_l = Σ_{i≤l} q_i (same token budget as SAQ)."""
-  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk, pool_weights, semantic_codebook)
+  return _pyramid_quantize(z, codebook, spec, "rq", vocab_chunk, pool_weights, semantic_codebook, semantic_ranked)
 
 
 def pyramid_quantize(z: Array, codebook: Array, spec: PyramidSpec, quantizer: str = "saq", *,
                      vocab_chunk: int = 8192, pool_weights: Sequence[Array] | None = None,
-                     semantic_codebook: Array | None = None) -> tuple[list[Array], list[Array]]:
-  """`saq_quantize` (quantizer='saq') or `rq_quantize` (quantizer='rq')."""
+                     semantic_codebook: Array | None = None,
+                     semantic_ranked: Array | None = None) -> tuple[list[Array], list[Array]]:
+  """`saq_quantize` (quantizer='saq') or `rq_quantize` (quantizer='rq').
+
+  semantic_ranked: [B, S] int32, a semantic head's ranking of the sub-vocabulary's positions, best first (None:
+  no head). The layers that search the sub-vocabulary then take the next s_l² words of it in turn instead of
+  their nearest codes, each layer's words placed on its blocks by `spae._head.place_words` (docs/method.md,
+  "The semantic head").
+  """
   if quantizer not in ("saq", "rq"):
     raise SpaeInputError(f"quantizer must be 'saq' or 'rq', got {quantizer!r}.")
-  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk, pool_weights, semantic_codebook)
+  return _pyramid_quantize(z, codebook, spec, quantizer, vocab_chunk, pool_weights, semantic_codebook,
+                           semantic_ranked)
 
 
 def layer_codebooks(codebook: Array, semantic_codebook: Array | None, spec: PyramidSpec, num_layers: int
@@ -308,7 +321,8 @@ def check_pool_weights(spec: PyramidSpec, pool_weights: Sequence[Array] | None) 
   return got
 
 
-def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, semantic_codebook=None):
+def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, semantic_codebook=None,
+                      semantic_ranked=None):
   z = jnp.asarray(z, jnp.float32)
   if z.ndim != 4:
     raise SpaeInputError(f"latents must be [B, H, W, d], got shape {z.shape}.")
@@ -330,12 +344,18 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, s
   running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
   ids_out, recon_out = [], []
   sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
+  taken = 0  # with a semantic head: how many of each image's ranked words the layers above took
   for layer, s in enumerate(spec.grids, start=1):
     codes = per_layer[layer - 1]
     search_codes = jax.lax.stop_gradient(codes)
     a = weights[layer - 1] if spec.is_pooled(layer) else None
     target = layer_target(zs, running, layer, s, spec.subsample, mode, a).reshape(-1, d)
-    if spec.searches_subset(layer):  # the nearest of the sub-vocabulary, as a row of the whole codebook
+    if semantic_ranked is not None and spec.searches_subset(layer):  # the head's next s² words, best placed
+      words = jnp.asarray(semantic_ranked)[:, taken:taken + s * s]
+      taken += s * s
+      placed = place_words(words, target.reshape(b_, s * s, d), search_codes[sub_rows])
+      ids = sub_rows[placed].reshape(b_, s, s)
+    elif spec.searches_subset(layer):  # the nearest of the sub-vocabulary, as a row of the whole codebook
       ids = sub_rows[nearest_tokens(target, search_codes[sub_rows], vocab_chunk=vocab_chunk)].reshape(b_, s, s)
     else:
       ids = nearest_tokens(target, search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)

@@ -64,6 +64,16 @@ class TokenizerConfig:
     if self.codebook.semantic_map and not self.pyramid.semantic_layers:
       raise SpaeInputError("codebook.semantic_map needs semantic layers in the pyramid (pyramid.semantic_vocab; "
                            "training sets them with semantic.vocab_size > 0).")
+    head = self.autoencoder.semantic_head
+    if isinstance(head, bool) or not isinstance(head, int) or head < 0:
+      raise SpaeInputError(f"autoencoder.semantic_head must be an integer >= 0, got {head!r}.")
+    if head:
+      spec = self.pyramid
+      blocks = [g * g for g in spec.grids[:spec.semantic_layers]]
+      if not spec.semantic_layers or sum(blocks) > len(spec.semantic_vocab) or max(blocks) > 4:
+        raise SpaeInputError(f"autoencoder.semantic_head needs semantic layers of at most 4 blocks each and a "
+                             f"sub-vocabulary of at least their {sum(blocks)} words; the pyramid has grids "
+                             f"{spec.grids[:spec.semantic_layers]} and {len(spec.semantic_vocab)} words.")
     if self.fit not in ("center_crop", "resize", "reject"):
       raise SpaeInputError(f"fit must be 'center_crop', 'resize' or 'reject', got {self.fit!r}.")
 
@@ -75,14 +85,14 @@ class TokenizerConfig:
     spec = self.pyramid
     return Autoencoder(self.autoencoder, rngs=rngs, codebook=self.codebook, vocab_shape=tuple(vocab_shape),
                        pool_grids=spec.grids[:spec.pooled_layers], pool_hidden=spec.pool_hidden,
-                       pool_contrast=spec.pool_contrast)
+                       pool_contrast=spec.pool_contrast, head_words=len(spec.semantic_vocab))
 
   @classmethod
   def from_dict(cls, d: dict[str, Any], where: str = "tokenizer config") -> "TokenizerConfig":
     """From `to_dict()` output (e.g. JSON); unknown keys and wrong types are SpaeInputErrors naming `where`."""
     return _strict.from_dict(cls, d, where, minimums={"num_res_blocks": 0, "semantic_layers": 0,
                                                           "semantic_vocab": 0, "pooled_layers": 0,
-                                                          "pool_hidden": 0})
+                                                          "pool_hidden": 0, "semantic_head": 0})
 
 
 @dataclasses.dataclass
@@ -239,7 +249,7 @@ class Tokenizer:
         z = model.encoder(x * 2.0 - 1.0)
         ids, _ = pyramid_quantize(z, codebook, part, quantizer, vocab_chunk=chunk,
                                   pool_weights=_pooled_prefix(model.pool_weights(z), part),
-                                  semantic_codebook=semantic)
+                                  semantic_codebook=semantic, semantic_ranked=model.semantic_ranked(x))
         return ids
 
       self._encode_fns[k] = fn

@@ -22,6 +22,7 @@ configs/gemma64_tune.py, 705 s with `tune.monotone`, 2,601 s for the 1,600 steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -94,13 +95,25 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
   with tempfile.TemporaryDirectory() as work:
     if teacher is None:
       cfg = tool._lit_teacher(cfg, a, Path(work))
+    headed = bool(source.config.autoencoder.semantic_head)
+    if headed:  # its semantic words' codes are the head's class means: only the decoder tune is left to apply
+      cfg = dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, refit_images=0))
     trainer = T.Trainer(cfg, work, teacher=teacher)
     want, got = trainer.models.tokenizer_config, source.config
+    if headed:  # compared as the recipe trained it, before a head took over its semantic words
+      got = dataclasses.replace(got, autoencoder=dataclasses.replace(got.autoencoder, semantic_head=0),
+                                pyramid=dataclasses.replace(got.pyramid, semantic_vocab=want.pyramid.semantic_vocab))
     if want.to_dict() != got.to_dict():
       raise SystemExit(f"--tokenizer {a.tokenizer}: its config is not the one {a.config} trains (same networks, "
                        "pyramid and semantic words); refit a tokenizer trained by that recipe.")
-    params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
-    trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))
+    if headed and not cfg.tune.steps:
+      raise SystemExit(f"--tokenizer {a.tokenizer} has a semantic head, whose codes are set already; with "
+                       "tune.steps=0 there is nothing to apply (--set tune.steps=K).")
+    if headed:
+      trainer.adopt(source)
+    else:
+      params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
+      trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))
     out = trainer.finish(a.out)
   shared = share_default_vocabulary(out, cfg.vocab if cfg.vocab in ("default", "gemma3-270m") else "default")
   record = {"config": Path(a.config).name, "overrides": a.overrides, "refit_of": str(a.tokenizer),

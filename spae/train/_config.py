@@ -192,6 +192,10 @@ def _checks(c: TrainConfig):
        is_int(c.tokenizer.image_size) and c.tokenizer.image_size >= 1, pos),
       ("tokenizer.vocab_chunk", c.tokenizer.vocab_chunk,
        is_int(c.tokenizer.vocab_chunk) and c.tokenizer.vocab_chunk >= 1, pos),
+      # The step takes the nearest semantic words; a head is added to a trained tokenizer (tools/add_semantic_head.py).
+      ("tokenizer.autoencoder.semantic_head", c.tokenizer.autoencoder.semantic_head,
+       c.tokenizer.autoencoder.semantic_head == 0, "0 (a semantic head is added after training: "
+       "tools/add_semantic_head.py)"),
   ]
   for name in ("lr", "d_lr", "weight_decay"):
     v = getattr(o, name)

@@ -251,8 +251,10 @@ def _forward(plan: _StepPlan, g_params, d_params, state, images, table, extras, 
   codebook = ae.codes(table)
   sem_codebook = ae.semantic_codes(table)  # the semantic layers' own map (None: they use `codebook`)
   pool = ae.pool_weights(z)  # attention weights of the pooled layers (None without them)
+  # A semantic head (only on a finished tokenizer, for the decoder tune) chooses the semantic layers' words.
+  ranked = ae.semantic_ranked(images) if decoder_only else None
   ids, recons = pyramid_quantize(z, codebook, spec, plan.quantizer, vocab_chunk=plan.search, pool_weights=pool,
-                                 semantic_codebook=sem_codebook)
+                                 semantic_codebook=sem_codebook, semantic_ranked=ranked)
   terms: dict[str, jax.Array] = {}
   if not cfg.loss.quantize:  # the plain autoencoder (ablation ceiling): the decoder reads z itself
     recons = [z] * len(recons)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from spae import losses as L
@@ -186,6 +187,16 @@ class Trainer:
     # The EMA gets its own buffers: the step donates the state, and a donated buffer may appear in it only once.
     self.state = dict(self.state, g_params=dict(self.state["g_params"], pool=initial),
                       ema_params=dict(self.state["ema_params"], pool=jax.tree.map(jnp.array, initial)))
+
+  def adopt(self, tok: Tokenizer) -> None:
+    """Puts a finished tokenizer's networks and parameters in place of the generator's (trained and averaged alike),
+    so that the stages after training run on it: how tools/refit_tokenizer.py tunes the decoder of a tokenizer with a
+    semantic head (`spae.train.add_semantic_head`), whose sub-vocabulary and head the recipe's own networks lack."""
+    self.models = Models(dataclasses.replace(self.cfg, tokenizer=tok.config), self.vocab.embeddings.shape)
+    self._steps = {}
+    params = jax.tree.map(jnp.asarray, nnx.state(tok.model, nnx.Param).to_pure_dict())
+    self.state = dict(self.state, g_params=jax.device_put(params, self.replicated),
+                      ema_params=jax.device_put(jax.tree.map(jnp.array, params), self.replicated))
 
   def refit_codes(self) -> None:
     """`semantic.refit_images`: the semantic words' codes (trained and averaged weights alike) become the exact class
