@@ -222,3 +222,24 @@ def test_decoder_tune_keeps_the_heads_words(headed, tmp_path):
     assert same == (key != "decoder"), key
   for a, b in zip(tuned.encode(images[:8]).ids, out.encode(images[:8]).ids):
     np.testing.assert_array_equal(a, b)
+
+
+def test_tool_adds_a_head_and_records_it(headed, tmp_path):
+  import json
+  import sys
+  from pathlib import Path
+
+  sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+  import add_semantic_head
+
+  tok, _, _, _, _, teacher, _ = headed
+  src = tok.save(tmp_path / "trained")
+  args = ["--tokenizer", str(src), "--out", str(tmp_path / "out"), "--images", "48", "--steps", "3", "--batch", "8",
+          "--width", "8", "--centre", "16", "--refit-images", "32", "--caption-words", "48", "--tune-steps", "0"]
+  a = add_semantic_head.parse_args(args)  # run() then gets the bag-of-words teacher, not --teacher's
+  assert add_semantic_head.run(a, teacher=teacher) == 0
+  rec = json.loads((tmp_path / "out" / "training.json").read_text())
+  out = spae.Tokenizer.load(tmp_path / "out")
+  assert out.config.autoencoder.semantic_head == 8 and rec["tune"] is None
+  assert rec["words"] == out.vocabulary.words(np.asarray(out.config.pyramid.semantic_vocab))
+  assert rec["input_params_sha256"] != rec["params_sha256"] and len(rec["loss_every_100"]) == 2

@@ -4,8 +4,9 @@ The head (a small pixel network) learns, on the first --images training scenes, 
 reads in each scene's caption among the words of the first captions; the tokenizer's semantic layers then take the
 head's words (layer 1 its first, layer 2 its next four), and those words' codes become the class means of the
 encoder's layer-1 inputs over the first --refit-images images of --refit-data. The encoder, the other codes and the
-decoder are the input's. The output's training.json records the input's and output's parameter digests, the
-options and the head's loss curve. About 7 minutes on two cores for the defaults.
+decoder are the input's; then, unless --tune-steps 0, the decoder alone learns the new words' codes for that many
+steps, as tools/refit_tokenizer.py tunes one (the tune of --tune-config). The output's training.json records the
+input's and output's parameter digests, the options, the head's loss curve and the tune's last metrics.
 
   python tools/add_semantic_head.py --tokenizer spae/assets/default/tokenizer --minilm-dir MINILM_FOLDER \\
       --out runs/head/tokenizer
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
   from spae.train._head import HeadConfig
 
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,9 +37,17 @@ def main(argv=None) -> int:
   p.add_argument("--images", type=int, default=8000, help="captioned training scenes the head learns from")
   p.add_argument("--scenes-seed", type=int, default=1, help="the seed of those scenes (train split)")
   p.add_argument("--refit-data", default="mix:scenes=0.7,photos=0.3", help="the training data of the codes' means")
+  p.add_argument("--tune-steps", type=int, default=400,
+                 help="then tune the decoder this many steps (tools/refit_tokenizer.py's stage; 0: none)")
+  p.add_argument("--tune-config", default=str(ROOT / "configs" / "gemma64_tune1600.py"),
+                 help="the recipe whose decoder tune (tune.*, data, seed) runs, with tune.steps = --tune-steps")
   for f in dataclasses.fields(HeadConfig):
     p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-  a = p.parse_args(argv)
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  a = parse_args(argv)
   from spae import SpaeInputError
 
   try:
@@ -81,14 +90,32 @@ def run(a: argparse.Namespace, teacher=None) -> int:
   captions = [scenes.caption(i) for i in range(len(scenes))]
   refit = reference_images(T.open_data(a.refit_data), cfg.refit_images, size, "center")
   out_tok, info = add_semantic_head(tok, teacher, images, captions, refit, cfg)
-  out = out_tok.save(a.out)
   vocab_name = "gemma3-270m" if len(tok.vocabulary) > 1000 else "default"
+  tune = None
+  if a.tune_steps:  # the headed tokenizer goes to a temporary folder, the tuned one to --out
+    import tempfile
+
+    import refit_tokenizer
+
+    with tempfile.TemporaryDirectory() as work:
+      headed = out_tok.save(Path(work) / "headed")
+      head_digest = tool.params_digest(headed)
+      args = argparse.Namespace(config=a.tune_config, tokenizer=headed, out=a.out, minilm_wheel=None,
+                                minilm_dir=a.minilm_dir, overrides=[f"tune.steps={a.tune_steps}"])
+      refit_tokenizer.refit(args, teacher=teacher if a.minilm_dir is None else None)
+      tune = json.loads((Path(a.out) / "training.json").read_text())
+      tune = {"config": tune["config"], "overrides": tune["overrides"], "headed_params_sha256": head_digest,
+              "tune_last": tune["tune_last"]}
+    out = Path(a.out)
+  else:
+    out = out_tok.save(a.out)
   shared = share_default_vocabulary(out, vocab_name)
   record = {"head_of": str(a.tokenizer), "input_params_sha256": tool.params_digest(a.tokenizer),
             "params_sha256": tool.params_digest(out), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                                     for k, v in vars(a).items()},
-            "words": info["words"], "loss_every_100": info["losses"], "seconds": round(time.time() - start, 1),
-            "vocabulary_shared_with_assets": shared, "machine": numerics_record()}
+            "words": info["words"], "loss_every_100": info["losses"], "tune": tune,
+            "seconds": round(time.time() - start, 1), "vocabulary_shared_with_assets": shared,
+            "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": record["params_sha256"], "seconds": record["seconds"],
                     "words": len(info["words"])}))
