@@ -351,8 +351,12 @@ def _pooled_prefix(weights: list | None, spec: PyramidSpec) -> list | None:
 
 def share_default_vocabulary(directory: str | os.PathLike, builtin: str = "default") -> bool:
   """Replaces a bundle's vocab/ copy by a reference to a built-in vocabulary ('default', shipped, or
-  'gemma3-270m', read from its package), if it is that one. Returns whether it did."""
+  'gemma3-270m', read from its package), if it is that one. Returns whether the bundle now refers to it (True
+  again for a bundle that already does, so an earlier stage's sharing is no error)."""
   directory = Path(directory)
+  ref = directory / VOCAB_REF
+  if ref.is_file() and not (directory / "vocab").exists():
+    return json.loads(ref.read_text()).get("builtin") == builtin
   vocab = Vocabulary.load(directory / "vocab")
   if vocab.fingerprint() != _specs.resolve_builtin("vocab", builtin).fingerprint():
     return False

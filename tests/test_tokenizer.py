@@ -183,6 +183,7 @@ def test_bundle_can_reference_the_shipped_default_vocabulary(tmp_path):
   tok.save(tmp_path / "t")
   assert share_default_vocabulary(tmp_path / "t")
   assert not (tmp_path / "t" / "vocab").exists() and (tmp_path / "t" / VOCAB_REF).is_file()
+  assert share_default_vocabulary(tmp_path / "t")  # a second stage sharing the same bundle: no error
   assert spae.Tokenizer.load(tmp_path / "t").vocabulary.fingerprint() == vocab.fingerprint()
   ref = json.loads((tmp_path / "t" / VOCAB_REF).read_text())
   ref["fingerprint"] = "0" * 16

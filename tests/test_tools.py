@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +40,27 @@ def test_default_tokenizer_tool_is_bit_for_bit_reproducible(tmp_path):
 
 
 def test_shipped_tokenizer_is_what_its_training_record_says():
-  """The shipped parameters are the ones the tool's default recipe recorded: same digest, same config."""
+  """The shipped parameters are the ones their record says: tools/add_semantic_head.py with its default options
+  applied to the tokenizer the tool's default recipe trained (whose record it keeps under 'trained')."""
   tool = _tool()
   shipped = ROOT / "spae" / "assets" / "default" / "tokenizer"
   rec = json.loads((shipped / "training.json").read_text())
-  assert rec["config"] == tool.DEFAULT_CONFIG.name and rec["overrides"] == [] and rec["seed"] == 0
+  assert tool.params_digest(shipped) == rec["params_sha256"]
+  sys.path.insert(0, str(ROOT / "tools"))
+  import add_semantic_head
+
+  defaults = vars(add_semantic_head.parse_args(["--tokenizer", "T", "--out", "O"]))
+  assert {k: v for k, v in rec["options"].items() if k not in ("tokenizer", "out", "minilm_dir")} == \
+      {k: (str(v) if isinstance(v, Path) else v) for k, v in defaults.items() if k not in ("tokenizer", "out",
+                                                                                           "minilm_dir")}
+  trained = rec["trained"]
+  assert rec["input_params_sha256"] == trained["params_sha256"]
+  assert trained["config"] == tool.DEFAULT_CONFIG.name and trained["overrides"] == [] and trained["seed"] == 0
   from spae.train import load_config
 
   cfg = load_config(tool.DEFAULT_CONFIG)
-  assert rec["steps"] == cfg.steps  # a recipe edited since would not match
-  assert (rec["refit_images"], rec["tune_steps"]) == (cfg.semantic.refit_images, cfg.tune.steps)
-  assert tool.params_digest(shipped) == rec["params_sha256"]
+  assert trained["steps"] == cfg.steps  # a recipe edited since would not match
+  assert (trained["refit_images"], trained["tune_steps"]) == (cfg.semantic.refit_images, cfg.tune.steps)
 
 
 def test_the_recipe_constraints_pin_the_versions_that_trained_the_shipped_parameters():
@@ -58,7 +69,7 @@ def test_the_recipe_constraints_pin_the_versions_that_trained_the_shipped_parame
   rec = json.loads((ROOT / "spae" / "assets" / "default" / "tokenizer" / "training.json").read_text())
   lines = (ROOT / "tools" / "default_recipe_constraints.txt").read_text().splitlines()
   pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
-  assert pins == rec["machine"]["packages"] and pins
+  assert pins == rec["trained"]["machine"]["packages"] == rec["machine"]["packages"] and pins
 
 
 def test_the_tool_names_how_this_machine_differs_from_the_one_that_trained_the_shipped_parameters(tmp_path):

@@ -8,8 +8,7 @@ decoder are the input's; then, unless --tune-steps 0, the decoder alone learns t
 steps, as tools/refit_tokenizer.py tunes one (the tune of --tune-config). The output's training.json records the
 input's and output's parameter digests, the options, the head's loss curve and the tune's last metrics.
 
-  python tools/add_semantic_head.py --tokenizer spae/assets/default/tokenizer --minilm-dir MINILM_FOLDER \\
-      --out runs/head/tokenizer
+  python tools/add_semantic_head.py --tokenizer TRAINED --minilm-dir MINILM_FOLDER --out runs/head/tokenizer
 """
 
 from __future__ import annotations
@@ -32,9 +31,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tokenizer", required=True, type=Path, help="a trained tokenizer with semantic layers")
   p.add_argument("--out", required=True, type=Path)
-  p.add_argument("--teacher", default="lit:default", help="a LiT teacher spec; its text tower reads the captions")
+  p.add_argument("--teacher", default="lit:runs/teacher_scenes",
+                 help="a LiT teacher spec whose text tower (and prompt templates) read the captions; the default is "
+                      "the default recipe's (tools/train_default_teacher.py --data scenes)")
   p.add_argument("--minilm-dir", type=Path, help="an all-MiniLM-L6-v2 folder (the teacher's text tower)")
-  p.add_argument("--images", type=int, default=8000, help="captioned training scenes the head learns from")
+  p.add_argument("--images", type=int, default=32000, help="captioned training scenes the head learns from")
   p.add_argument("--scenes-seed", type=int, default=1, help="the seed of those scenes (train split)")
   p.add_argument("--refit-data", default="mix:scenes=0.7,photos=0.3", help="the training data of the codes' means")
   p.add_argument("--tune-steps", type=int, default=400,
@@ -104,16 +105,21 @@ def run(a: argparse.Namespace, teacher=None) -> int:
                                 minilm_dir=a.minilm_dir, overrides=[f"tune.steps={a.tune_steps}"])
       refit_tokenizer.refit(args, teacher=teacher if a.minilm_dir is None else None)
       tune = json.loads((Path(a.out) / "training.json").read_text())
+      shared = tune["vocabulary_shared_with_assets"]  # the tune's export already named its vocabulary
       tune = {"config": tune["config"], "overrides": tune["overrides"], "headed_params_sha256": head_digest,
               "tune_last": tune["tune_last"]}
     out = Path(a.out)
   else:
     out = out_tok.save(a.out)
-  shared = share_default_vocabulary(out, vocab_name)
+    shared = share_default_vocabulary(out, vocab_name)
+  try:  # the input's own record (train_default_tokenizer.py's), kept whole
+    trained = json.loads((Path(a.tokenizer) / "training.json").read_text())
+  except (OSError, ValueError):
+    trained = None
   record = {"head_of": str(a.tokenizer), "input_params_sha256": tool.params_digest(a.tokenizer),
             "params_sha256": tool.params_digest(out), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                                     for k, v in vars(a).items()},
-            "words": info["words"], "loss_every_100": info["losses"], "tune": tune,
+            "words": info["words"], "loss_every_100": info["losses"], "tune": tune, "trained": trained,
             "seconds": round(time.time() - start, 1), "vocabulary_shared_with_assets": shared,
             "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)

@@ -14,6 +14,10 @@ training.json says it was already refit or tuned (the shipped default since 2026
 minutes on two cores for N = 6,400, plus about 1.3-1.5 s a tune step (the whole tool: 679 s for
 configs/gemma64_tune.py, 705 s with `tune.monotone`, 2,601 s for the 1,600 steps of configs/gemma64_tune1600.py).
 
+A tokenizer with a semantic head (tools/add_semantic_head.py, which calls this stage itself with --tune-steps) gets
+the decoder tune alone: its semantic words' codes are already the head's class means, and the trainer adopts its
+networks (`Trainer.adopt`), so the tune's quantizer takes the head's words as its encode does.
+
   git worktree add /tmp/spae-e587 937044e     # where the training steps' parameters were shipped
   python tools/refit_tokenizer.py --config configs/gemma64_tune.py \\
       --tokenizer /tmp/spae-e587/spae/assets/default/tokenizer --minilm-dir MINILM_FOLDER --out runs/tune/tokenizer

@@ -50,7 +50,9 @@ def environment_notes(config: str, overrides: list[str], record_path: Path = SHI
 
   if Path(config).resolve() != DEFAULT_CONFIG.resolve() or overrides or not record_path.is_file():
     return []
-  recorded = json.loads(record_path.read_text()).get("machine", {})
+  rec = json.loads(record_path.read_text())
+  # A shipped tokenizer with a semantic head keeps the record of the training run it was added to under 'trained'.
+  recorded = rec.get("trained", rec).get("machine", {})
   return numerics_differences(recorded, numerics_record())
 
 

@@ -41,7 +41,7 @@ class HeadConfig:
   """
 
   width: int = 32
-  steps: int = 2000
+  steps: int = 4000
   batch: int = 128
   lr: float = 2e-3
   warmup: int = 100
