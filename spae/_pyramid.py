@@ -345,6 +345,14 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, s
   ids_out, recon_out = [], []
   sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
   taken = 0  # with a semantic head: how many of each image's ranked words the layers above took
+  if semantic_ranked is not None:
+    need = sum(g * g for l, g in enumerate(spec.grids, start=1) if spec.searches_subset(l))
+    got = tuple(jnp.shape(semantic_ranked))
+    if got != (b_, len(spec.semantic_vocab)) or need > got[1] or any(g > 2 for l, g in enumerate(spec.grids, 1)
+                                                                      if spec.searches_subset(l)):
+      raise SpaeInputError(f"semantic_ranked must be [B, S] = {(b_, len(spec.semantic_vocab))}, the ranking of a "
+                           f"sub-vocabulary of at least the semantic layers' {need} words, on grids of at most 2×2; "
+                           f"got shape {got} for grids {spec.grids[:spec.semantic_layers]}.")
   for layer, s in enumerate(spec.grids, start=1):
     codes = per_layer[layer - 1]
     search_codes = jax.lax.stop_gradient(codes)

@@ -70,6 +70,8 @@ def test_pyramid_takes_the_ranked_words_in_turn():
     assert int(hid[0][b, 0, 0]) == sub[ranked[b, 0]]
     assert sorted(np.asarray(hid[1][b]).ravel()) == sorted(sub[ranked[b, 1:5]])
   assert not all(np.array_equal(a, b) for a, b in zip(ids[:2], hid[:2]))
+  with pytest.raises(spae.SpaeInputError, match="semantic_ranked must be"):
+    pyramid_quantize(z, e, spec, semantic_ranked=jnp.asarray(ranked[:, :4]))
   # The lower layers still quantize what the semantic words left: the full pyramid tracks z either way.
   err = lambda r: float(np.mean((np.asarray(r) - z) ** 2))
   assert err(hrec[-1]) < err(hrec[1]) and err(hrec[-1]) < 1.2 * err(recons[-1])
