@@ -63,6 +63,11 @@ def _finished_stages(tokenizer: Path) -> str:
   except (OSError, ValueError):
     return ""
   done = [f"{k}={rec[k]}" for k in ("refit_images", "tune_steps") if isinstance(rec.get(k), int) and rec[k] > 0]
+  tune = rec.get("tune") if rec.get("head_of") else None  # tools/add_semantic_head.py's record
+  if isinstance(tune, dict):
+    steps = [o.split("=", 1)[1] for o in tune.get("overrides", []) if o.startswith("tune.steps=")]
+    done = [f"refit_images={rec.get('options', {}).get('refit_images')} (a semantic head's class means)",
+            f"tune_steps={steps[0] if steps else '?'}"]
   return " and ".join(done)
 
 
