@@ -53,10 +53,9 @@ def caption_scores(teacher: Any, vocab: Any, captions: list[str], reference: lis
   centred on the reference captions; None when the teacher has no text tower."""
   if getattr(teacher, "text_tower", None) is None:
     return None
-  table = np.asarray(teacher.vocabulary_embeddings(vocab))
-  emb = lambda texts: np.concatenate([np.asarray(teacher.text_embeddings(texts[i:i + 256]))
-                                      for i in range(0, len(texts), 256)])
-  return emb(captions) @ table.T - (emb(reference) @ table.T).mean(0)
+  from spae.train._head import caption_relevance
+
+  return caption_relevance(teacher, vocab, captions, reference)
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,6 @@ semantic words' codes become the class means of the images the head names them f
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Sequence
 
 import jax
@@ -24,8 +23,9 @@ from spae._head import SemanticHead
 from spae._io import SpaeInputError
 from spae._tokenizer import Tokenizer
 from spae.train._refit import refit_class_means, set_semantic_codes
+from spae.train._semantic import caption_words
 
-__all__ = ["HeadConfig", "add_semantic_head", "caption_candidates", "caption_targets"]
+__all__ = ["HeadConfig", "add_semantic_head", "caption_candidates", "caption_relevance", "caption_targets"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +57,21 @@ class HeadConfig:
 def caption_candidates(captions: Sequence[str], vocab: Any) -> np.ndarray:
   """[S] sorted codebook rows whose shown word (`vocab.words`) is a run of letters a-z of one of `captions` (lower
   case): the rule of `semantic.vocab_from_captions`."""
-  found: set[str] = set()
-  for c in captions:
-    found.update(re.findall(r"[a-z]+", c.lower()))
-  rows = np.array([i for i, w in enumerate(vocab.words(np.arange(len(vocab)))) if w in found], np.int64)
+  rows = np.flatnonzero(caption_words(vocab, list(captions))).astype(np.int64)
   if not len(rows):
     raise SpaeInputError("no word of the training captions is a codebook word; the semantic head needs some.")
   return rows
+
+
+def caption_relevance(teacher: Any, vocab: Any, captions: Sequence[str], reference: Sequence[str],
+                      rows: np.ndarray | None = None) -> np.ndarray:
+  """[N, S] the teacher's text embedding of each caption against each word's (the prompt-ensembled word table) of
+  `rows` (all words when None), centred on the `reference` captions' mean: what a perfect image tower would score."""
+  table = np.asarray(teacher.vocabulary_embeddings(vocab))
+  table = table if rows is None else table[rows]
+  emb = lambda texts: np.concatenate([np.asarray(teacher.text_embeddings(list(texts[i:i + 256])))
+                                      for i in range(0, len(texts), 256)])
+  return emb(captions) @ table.T - (emb(reference) @ table.T).mean(0)
 
 
 def caption_targets(teacher: Any, vocab: Any, rows: np.ndarray, captions: Sequence[str],
@@ -71,11 +79,7 @@ def caption_targets(teacher: Any, vocab: Any, rows: np.ndarray, captions: Sequen
   """[N, S] each caption's target distribution over the words `rows`: the teacher's text embedding of the caption
   against each word's (the prompt-ensembled word table), centred on the `reference` captions' mean, then the
   softmax at `temperature` of the top_k (0 elsewhere; ties to the lower position)."""
-  table = np.asarray(teacher.vocabulary_embeddings(vocab))[rows]
-  emb = lambda texts: np.concatenate([np.asarray(teacher.text_embeddings(list(texts[i:i + 256])))
-                                      for i in range(0, len(texts), 256)])
-  rel = emb(captions) @ table.T
-  rel = rel - (emb(reference) @ table.T).mean(0)
+  rel = caption_relevance(teacher, vocab, captions, reference, rows)
   k = min(top_k, rel.shape[1])
   top = np.argsort(-rel, axis=1, kind="stable")[:, :k]
   v = np.take_along_axis(rel, top, 1) / temperature

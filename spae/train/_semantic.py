@@ -16,7 +16,7 @@ from spae._io import SpaeInputError
 from spae._vocab import Vocabulary
 from spae.train._config import SemanticConfig
 
-__all__ = ["caption_word_mask", "label_images", "most_named", "teacher_relevance"]
+__all__ = ["caption_word_mask", "caption_words", "label_images", "most_named", "teacher_relevance"]
 
 # Images per teacher call when labelling many; the last batch is padded so that one program serves every batch.
 LABEL_BATCH = 64
@@ -73,14 +73,20 @@ def caption_word_mask(source: Any, vocab: Any, num_captions: int) -> np.ndarray:
   if not getattr(source, "has_captions", False):
     raise SpaeInputError(f"semantic.vocab_from_captions needs training data with captions; "
                          f"{getattr(source, 'name', source)!r} has none. Set semantic.vocab_from_captions=0.")
-  found: set[str] = set()
-  for i in range(min(num_captions, len(source))):
-    found.update(re.findall(r"[a-z]+", (source.caption(i) or "").lower()))
-  mask = np.array([w in found for w in vocab.words(np.arange(len(vocab)))], bool)
+  mask = caption_words(vocab, [source.caption(i) or "" for i in range(min(num_captions, len(source)))])
   if not mask.any():
     raise SpaeInputError(f"no word of the first {num_captions} training captions is a codebook word; set "
                          "semantic.vocab_from_captions=0.")
   return mask
+
+
+def caption_words(vocab: Any, captions: list[str]) -> np.ndarray:
+  """bool [V]: the codebook words (as `vocab.words` shows them) that are a run of letters a-z of one of `captions`
+  in lower case: the rule of `semantic.vocab_from_captions` and of a semantic head's words."""
+  found: set[str] = set()
+  for c in captions:
+    found.update(re.findall(r"[a-z]+", c.lower()))
+  return np.array([w in found for w in vocab.words(np.arange(len(vocab)))], bool)
 
 
 def most_named(counts: np.ndarray, size: int) -> np.ndarray:
