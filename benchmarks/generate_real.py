@@ -73,6 +73,13 @@ def _load_tokenizer(spec: str) -> Any:
   return _cli.load_tokenizer(spec)
 
 
+def _asked_class(heldout: Any, by_class: dict[str, list[int]], query: int) -> str:
+  """The held-out class the `query`-th class-conditional prompt asks for: the classes with two or more test scenes
+  in turn, cycling when there are more queries than such classes."""
+  eligible = [c for c in heldout if len(by_class.get(c, [])) >= 2]
+  return eligible[query % len(eligible)]
+
+
 def _class_row(lm: Any, tok: Any, config: Any, query: int, n_refs: int, work: Path) -> dict[str, Any]:
   """One class-conditional generation: held-out class asked, references from `n_refs` classes incl. that one."""
   from spae.data import SceneSource
@@ -84,7 +91,7 @@ def _class_row(lm: Any, tok: Any, config: Any, query: int, n_refs: int, work: Pa
   for i in range(len(scenes)):
     by_class.setdefault(scenes.attributes(i)["label"], []).append(i)
   rng = np.random.default_rng(query)
-  asked = [c for c in HELDOUT_CLASSES if len(by_class.get(c, [])) >= 2][query % len(HELDOUT_CLASSES)]
+  asked = _asked_class(HELDOUT_CLASSES, by_class, query)
   others = [c for c in sorted(by_class) if c != asked]
   names = [asked] + [others[j] for j in rng.permutation(len(others))[:n_refs - 1]]
   names = [names[j] for j in rng.permutation(len(names))]

@@ -253,6 +253,17 @@ def test_teacher_probe_bags_follow_the_scores():
   assert bag("x") == [3, 2] and bag("y") == [1, 2]  # a tie keeps id order
 
 
+def test_class_queries_cycle_through_the_classes_with_two_scenes():
+  """generate_real.py asks the held-out classes with two or more test scenes in turn; more queries than such classes
+  wrap around instead of indexing past them (it raised IndexError from the 7th query on the test split's classes)."""
+  sys.path.insert(0, str(BENCH))
+  import generate_real
+
+  by_class = {"a": [0, 1], "b": [2], "c": [3, 4, 5], "z": [6, 7]}  # 'b' has one scene; 'z' is not held out
+  asked = [generate_real._asked_class(("a", "b", "c", "d"), by_class, q) for q in range(5)]
+  assert asked == ["a", "c", "a", "c", "a"]
+
+
 def test_mirror_agreement_counts_first_words_a_left_right_mirror_keeps():
   import numpy as np
 
