@@ -39,6 +39,37 @@ def test_default_tokenizer_tool_is_bit_for_bit_reproducible(tmp_path):
   assert tool.params_digest(tmp_path / "tp") != digests[0]
 
 
+def test_default_tool_adds_the_semantic_head_after_training(tmp_path, monkeypatch):
+  """The shipped default has a semantic head: the tool trains the recipe into WORKDIR/trained_tokenizer, then runs
+  tools/add_semantic_head.py on it into --out with --head-args appended; only the shipped recipe as it is does so
+  by default."""
+  tool = _tool()
+  sys.path.insert(0, str(ROOT / "tools"))
+  import add_semantic_head
+
+  calls = []
+  monkeypatch.setattr(add_semantic_head, "main", lambda argv: calls.append(argv) or 0)
+  w, o = tmp_path / "w", tmp_path / "o"
+  assert tool.main(["--smoke", "--semantic-head", "--workdir", str(w), "--out", str(o), "--set", "steps=2",
+                    "--set", "semantic.weight=0", "--set", "logging.image_every=0",
+                    "--head-args", "--images 48 --steps 3"]) == 0
+  (argv,) = calls
+  assert argv[:4] == ["--tokenizer", str(w / "trained_tokenizer"), "--out", str(o)]
+  assert argv[-4:] == ["--images", "48", "--steps", "3"] and "--teacher" not in argv  # the tiny recipe's is built in
+  assert json.loads((w / "trained_tokenizer" / "training.json").read_text())["steps"] == 2 and not o.exists()
+  default = str(tool.DEFAULT_CONFIG)
+  assert tool.adds_head(tool.parse_args([]), default)
+  assert not tool.adds_head(tool.parse_args(["--set", "steps=5"]), default)
+  tiny = str(ROOT / "configs" / "tiny.py")
+  assert not tool.adds_head(tool.parse_args(["--config", tiny]), tiny)
+  assert not tool.adds_head(tool.parse_args(["--no-semantic-head"]), default)
+  assert not tool.adds_head(tool.parse_args(["--smoke"]), default)
+  # the head's default teacher is read from the repository root, as the recipe's is, from any directory
+  rooted = add_semantic_head._rooted
+  assert rooted("lit:runs/teacher_scenes#text_tower=M") == f"lit:{ROOT}/runs/teacher_scenes#text_tower=M"
+  assert rooted("lit:default") == "lit:default" and rooted("lit:/x") == "lit:/x"
+
+
 def test_shipped_tokenizer_is_what_its_training_record_says():
   """The shipped parameters are the ones their record says: tools/add_semantic_head.py with its default options
   applied to the tokenizer the tool's default recipe trained (whose record it keeps under 'trained')."""

