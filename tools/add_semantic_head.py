@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+DEFAULT_TEACHER = "lit:runs/teacher_scenes"  # the default recipe's (tools/train_default_teacher.py --data scenes)
 sys.path.insert(0, str(ROOT / "tools"))
 
 
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tokenizer", required=True, type=Path, help="a trained tokenizer with semantic layers")
   p.add_argument("--out", required=True, type=Path)
-  p.add_argument("--teacher", default="lit:runs/teacher_scenes",
+  p.add_argument("--teacher", default=DEFAULT_TEACHER,
                  help="a LiT teacher spec whose text tower (and prompt templates) read the captions; the default is "
                       "the default recipe's (tools/train_default_teacher.py --data scenes)")
   p.add_argument("--minilm-dir", type=Path, help="an all-MiniLM-L6-v2 folder (the teacher's text tower)")

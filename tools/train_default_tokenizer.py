@@ -207,11 +207,16 @@ def _add_head(trained: Path, cfg, a: argparse.Namespace) -> int:
   sys.path.insert(0, str(ROOT / "tools"))
   import add_semantic_head
 
+  from spae import _specs
+
   argv = ["--tokenizer", str(trained), "--out", str(a.out)]
   folder = lit_teacher_folder(cfg)
   if folder is not None:  # the head's default teacher is the shipped recipe's: name another only when it differs
-    same = Path(add_semantic_head._rooted(add_semantic_head.parse_args(argv).teacher)[len("lit:"):]) == folder
-    argv += ([] if same else ["--teacher", f"lit:{folder}"]) + ["--minilm-dir", str(_minilm_dir(a, Path(a.workdir)))]
+    if add_semantic_head._rooted(add_semantic_head.DEFAULT_TEACHER) != f"lit:{folder}":
+      argv += ["--teacher", f"lit:{folder}"]
+    # the text tower the training stage already resolved (_lit_teacher), not a second fetch of the wheel
+    tower = _specs.parse("teacher", cfg.semantic.teacher).options(("text_tower",)).get("text_tower")
+    argv += ["--minilm-dir", str(tower or _minilm_dir(a, Path(a.workdir)))]
   print(f"adding the semantic head: tools/add_semantic_head.py {' '.join(argv)} {a.head_args}".rstrip())
   return add_semantic_head.main(argv + shlex.split(a.head_args))
 
