@@ -12,7 +12,8 @@ import spae
 import spae.data
 from spae._codebook import CodebookConfig
 from spae._head import place_words
-from spae.train._head import HeadConfig, add_semantic_head, caption_candidates, caption_targets
+from spae.train import HeadConfig, add_semantic_head
+from spae.train._head import caption_candidates, caption_targets
 
 
 class WordTeacher:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  from spae.train._head import HeadConfig
+  from spae.train import HeadConfig
 
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--tokenizer", required=True, type=Path, help="a trained tokenizer with semantic layers")
@@ -83,7 +83,7 @@ def run(a: argparse.Namespace, teacher=None) -> int:
   from spae._io import write_json_atomic
   from spae._tokenizer import share_default_vocabulary
   from spae._xla_flags import numerics_record, xla_cpu_settings
-  from spae.train._head import HeadConfig, add_semantic_head
+  from spae.train import HeadConfig, add_semantic_head
   from spae.train._inputs import reference_images
 
   xla_cpu_settings()
