@@ -370,7 +370,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--task", choices=TASKS, required=True,
                  help="image-to-image: denoise, inpaint, outpaint, deblur, shift; text-conditioned: class")
   p.add_argument("--tokenizer", required=True, help="tokenizer directory, or 'tiny' (untrained built-in)")
-  p.add_argument("--lm", required=True, help="gemma:PATH, hf:PATH or openai:URL#model")
+  p.add_argument("--lm", required=True, help="gguf:gemma3-270m, gguf:PATH, gemma:PATH, hf:PATH or openai:URL#model")
   _cli.add_lm_server_args(p)
   p.add_argument("--image", default=None, help="input image (image-to-image tasks)")
   p.add_argument("--corrupted", action="store_true",
