@@ -34,6 +34,9 @@ class PyramidSpec:
   (`attention_pool`, weights from the autoencoder's `SemanticPool`) instead of `subsample`'s value, so a one-word
   layer can carry the object rather than the image's average; `pool_hidden` is that scorer's width and
   `pool_contrast` the initial weight of its contrast term (0: start from the block mean).
+  `layer_weights`: SAQ's weight w_l of each layer in the streaming average r_l = Σ_{i≤l} w_i q_i / W_l, with
+  W_l = Σ_{i≤l} w_i, so layer l targets t_l = (W_l·z(c) − Σ_{i<l} w_i q_i(c)) / w_l (docs/method.md, "Weighted
+  SAQ"). Empty (the default): every w_l = 1, the paper's plain average. The residual-sum ablation ignores them.
   """
 
   grids: tuple[int, ...] = (1, 2, 4, 8, 16, 16)
@@ -43,9 +46,17 @@ class PyramidSpec:
   pooled_layers: int = 0
   pool_hidden: int = 32
   pool_contrast: float = 1.0
+  layer_weights: tuple[float, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "grids", tuple(int(s) for s in self.grids))
+    w = self.layer_weights
+    if w and (isinstance(w, (str, bytes)) or len(w) != len(self.grids)
+              or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) or x <= 0
+                     for x in w)):
+      raise SpaeInputError(f"layer_weights must be empty or one positive number per layer ({len(self.grids)} for "
+                           f"grids {self.grids}), got {w!r}.")
+    object.__setattr__(self, "layer_weights", tuple(float(x) for x in w))
     object.__setattr__(self, "semantic_vocab", tuple(int(k) for k in self.semantic_vocab))
     if not self.grids or any(s < 1 for s in self.grids):
       raise SpaeInputError(f"pyramid grids must be positive integers, got {self.grids}.")
@@ -89,6 +100,23 @@ class PyramidSpec:
   @property
   def num_layers(self) -> int:
     return len(self.grids)
+
+  @property
+  def weighted(self) -> bool:
+    """Whether SAQ averages the layers with unequal weights (`layer_weights` other than all 1)."""
+    return any(x != 1.0 for x in self.layer_weights)
+
+  def saq_weight(self, layer: int) -> tuple[float, float] | None:
+    """(w_l, W_l) of layer `layer` (1-based) for a weighted pyramid; None when every weight is 1 (SAQ's plain
+    average, whose ops stay exactly the unweighted ones)."""
+    if not self.weighted:
+      return None
+    return self.layer_weights[layer - 1], float(sum(self.layer_weights[:layer]))
+
+  def prefix(self, k: int) -> "PyramidSpec":
+    """The pyramid of the first k layers (what encoding only k layers quantizes)."""
+    return dataclasses.replace(self, grids=self.grids[:k], pooled_layers=min(self.pooled_layers, k),
+                               layer_weights=self.layer_weights[:k])
 
   def tokens_per_layer(self) -> list[int]:
     return [s * s for s in self.grids]
@@ -220,17 +248,20 @@ def upsample(q: Array, h: int, w: int) -> Array:
 
 
 def layer_target(z: Array, previous: Array | None, layer: int, grid: int, mode: str = "dilation",
-                 quantizer: str = "saq", weights: Array | None = None) -> Array:
+                 quantizer: str = "saq", weights: Array | None = None,
+                 saq_weight: tuple[float, float] | None = None) -> Array:
   """Layer l's quantization target at its grid×grid sample positions c:
 
     SAQ: t_l = l·z(c) − Σ_{i<l} q_i(c)        RQ: t_l = z(c) − Σ_{i<l} q_i(c)
+    weighted SAQ (`saq_weight` = (w_l, W_l), `PyramidSpec.saq_weight`): t_l = (W_l·z(c) − Σ_{i<l} w_i q_i(c)) / w_l
 
   where x(c) is `subsample`'s value of block c, or, with `weights` (a pooled layer), the attention pooling
   Σ_{p in c} a_p x_p. Either way the map is linear, so the SAQ algebra holds unchanged.
 
   Args:
     z: [B, H, W, d] latents.
-    previous: Σ_{i<l} q_i at full resolution, [B, H, W, d] (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}); None for layer 1.
+    previous: Σ_{i<l} q_i at full resolution, [B, H, W, d] (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}; weighted SAQ:
+      Σ_{i<l} w_i q_i = W_{l−1}·r_{l−1}); None for layer 1.
     layer: l, 1-based. grid: s_l. mode: the pyramid's subsampler ('dilation' or 'pool').
     quantizer: 'saq' or 'rq'.
     weights: [B, H, W] attention weights summing to 1 per block (pooled layers), or None.
@@ -239,6 +270,10 @@ def layer_target(z: Array, previous: Array | None, layer: int, grid: int, mode: 
   """
   sub = (lambda x: attention_pool(x, grid, weights)) if weights is not None else (lambda x: subsample(x, grid, mode))
   t = sub(z)
+  if quantizer == "saq" and saq_weight is not None:
+    w_l, total = saq_weight
+    t = (total / w_l) * t
+    return t if previous is None else t - sub(previous) / w_l
   t = layer * t if quantizer == "saq" else t
   return t if previous is None else t - sub(previous)
 
@@ -341,7 +376,7 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, s
     raise SpaeInputError(f"attention weight maps must be [B, H, W] = {(b_, h, w)}, got "
                          f"{[tuple(a.shape) for a in weights]}.")
   zs = jax.lax.stop_gradient(z)
-  running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution
+  running = jnp.zeros_like(zs)  # Σ_{i<l} q_i at full resolution (weighted SAQ: Σ_{i<l} w_i q_i)
   ids_out, recon_out = [], []
   sub_rows = jnp.asarray(spec.semantic_vocab, jnp.int32)
   taken = 0  # with a semantic head: how many of each image's ranked words the layers above took
@@ -357,7 +392,8 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, s
     codes = per_layer[layer - 1]
     search_codes = jax.lax.stop_gradient(codes)
     a = weights[layer - 1] if spec.is_pooled(layer) else None
-    target = layer_target(zs, running, layer, s, spec.subsample, mode, a).reshape(-1, d)
+    wl = spec.saq_weight(layer) if mode == "saq" else None
+    target = layer_target(zs, running, layer, s, spec.subsample, mode, a, wl).reshape(-1, d)
     if semantic_ranked is not None and spec.searches_subset(layer):  # the head's next s² words, best placed
       words = jnp.asarray(semantic_ranked)[:, taken:taken + s * s]
       taken += s * s
@@ -367,9 +403,10 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, s
       ids = sub_rows[nearest_tokens(target, search_codes[sub_rows], vocab_chunk=vocab_chunk)].reshape(b_, s, s)
     else:
       ids = nearest_tokens(target, search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
-    running = running + upsample(codes[ids], h, w)
+    q = upsample(codes[ids], h, w)
+    running = running + (q if wl is None else wl[0] * q)
     ids_out.append(ids)
-    recon_out.append(running / layer if mode == "saq" else running)
+    recon_out.append(running if mode != "saq" else running / layer if wl is None else running / wl[1])
   return ids_out, recon_out
 
 
@@ -379,18 +416,21 @@ def reconstruct_from_ids(ids: Sequence[Array], codebook: Array, latent_hw: tuple
   """Latent reconstructions r_1..r_k from the first k layers of ids ([B, s_l, s_l] each).
 
   semantic_codebook (with the `spec` that says which layers search the semantic sub-vocabulary): those layers'
-  codes, as in `saq_quantize`.
+  codes, as in `saq_quantize`. spec: also the SAQ layer weights (`PyramidSpec.layer_weights`); None: plain SAQ.
   """
   h, w = latent_hw
   if semantic_codebook is not None and spec is None:
     raise SpaeInputError("reconstruct_from_ids: a semantic_codebook needs the PyramidSpec (spec=) that says which "
                          "layers use it.")
-  per_layer = layer_codebooks(codebook, semantic_codebook, spec or PyramidSpec(), len(ids))
+  spec = spec or PyramidSpec()
+  per_layer = layer_codebooks(codebook, semantic_codebook, spec, len(ids))
   running, out = None, []
   for layer, lid in enumerate(ids, start=1):
     q = upsample(per_layer[layer - 1][jnp.asarray(lid)], h, w)
+    wl = spec.saq_weight(layer) if mode == "saq" and layer <= spec.num_layers else None
+    q = q if wl is None else wl[0] * q
     running = q if running is None else running + q
-    out.append(running / layer if mode == "saq" else running)
+    out.append(running if mode != "saq" else running / layer if wl is None else running / wl[1])
   return out
 
 

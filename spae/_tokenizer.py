@@ -78,7 +78,10 @@ class TokenizerConfig:
       raise SpaeInputError(f"fit must be 'center_crop', 'resize' or 'reject', got {self.fit!r}.")
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    d = dataclasses.asdict(self)
+    if not d["pyramid"]["layer_weights"]:  # plain SAQ: config.json as before weights existed, for older readers
+      del d["pyramid"]["layer_weights"]
+    return d
 
   def make_autoencoder(self, vocab_shape: tuple[int, int], rngs: nnx.Rngs) -> Autoencoder:
     """The networks (and codebook map) for a vocabulary table of shape (V, D)."""
@@ -92,7 +95,7 @@ class TokenizerConfig:
     """From `to_dict()` output (e.g. JSON); unknown keys and wrong types are SpaeInputErrors naming `where`."""
     return _strict.from_dict(cls, d, where, minimums={"num_res_blocks": 0, "semantic_layers": 0,
                                                           "semantic_vocab": 0, "pooled_layers": 0,
-                                                          "pool_hidden": 0, "semantic_head": 0})
+                                                          "pool_hidden": 0, "semantic_head": 0, "layer_weights": 0})
 
 
 @dataclasses.dataclass
@@ -240,7 +243,7 @@ class Tokenizer:
       raise SpaeInputError(f"layers must be an integer from 1 to {spec.num_layers}, got {layers!r}.")
     k = int(k)
     if k not in self._encode_fns:
-      part = dataclasses.replace(spec, grids=spec.grids[:k], pooled_layers=min(spec.pooled_layers, k))
+      part = spec.prefix(k)
       chunk, quantizer = self.config.vocab_chunk, self.config.quantizer
 
       @jax.jit

@@ -227,6 +227,34 @@ def test_decoder_tune_keeps_the_heads_words(headed, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_decoder_tune_can_learn_other_saq_layer_weights(headed, tmp_path):
+  """tools/refit_tokenizer.py with `tokenizer.pyramid.layer_weights` on a headed tokenizer: the trainer adopts it
+  with the new weights, its quantizer and export use them, the semantic layers (weight 1) keep the head's words,
+  and only the decoder learns."""
+  import jax
+  from flax import nnx
+
+  from spae.train import Trainer, load_config
+  from spae.train._tune import tune_decoder
+
+  _, out, _, images, _, _, _ = headed
+  weights = (1.0, 1.0, 2.0, 2.0)
+  trainer = Trainer(load_config("configs/tiny.py", ["vocab=tiny:64", "tune.steps=2", "tune.lr=1e-3"]), tmp_path / "w")
+  trainer.adopt(out, layer_weights=weights)
+  assert trainer.models.tokenizer_config.pyramid.layer_weights == weights
+  tune_decoder(trainer)
+  tuned = trainer.tokenizer(ema=False)
+  assert tuned.config.pyramid.layer_weights == weights
+  new, old = tuned.encode(images[:8]).ids, out.encode(images[:8]).ids
+  for a, b in zip(new[:2], old[:2]):
+    np.testing.assert_array_equal(a, b)
+  assert any((a != b).any() for a, b in zip(new[2:], old[2:]))
+  before, after = (nnx.state(t.model, nnx.Param).to_pure_dict() for t in (out, tuned))
+  for key in before:
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[key]), jax.tree.leaves(after[key])))
+    assert same == (key != "decoder"), key
+
+
 def test_tool_adds_a_head_and_records_it(headed, tmp_path):
   import json
   import sys

@@ -276,3 +276,90 @@ def test_pooled_layers_quantize_the_attention_pooling():
     spae.saq_quantize(z, e, spec, pool_weights=[jnp.asarray(w1[:, :4]), jnp.asarray(w2)])
   with pytest.raises(spae.SpaeInputError, match="pooled_layers"):
     spae.PyramidSpec((1, 2), pooled_layers=3)
+
+
+# ------------------------------------------------------------------------------------------ weighted SAQ
+def _np_weighted_saq(z, e, grids, w):
+  """Weighted SAQ from its definition, not its target formula: each block of layer l takes the code that brings the
+  weighted average r_l = Σ_{i≤l} w_i q_i / W_l at the block centre closest to z there (dilation subsampling)."""
+  b, h, _, d = z.shape
+  acc = np.zeros_like(z, dtype=np.float64)  # Σ_{i<l} w_i q_i
+  ids_all, recons = [], []
+  for l, s in enumerate(grids, start=1):
+    bh, total = h // s, sum(w[:l])
+    ids = np.zeros((b, s, s), np.int64)
+    for n in range(b):
+      for i in range(s):
+        for j in range(s):
+          c = (n, i * bh + bh // 2, j * bh + bh // 2)
+          err = (((acc[c] + w[l - 1] * e.astype(np.float64)) / total - z[c]) ** 2).sum(-1)
+          ids[n, i, j] = int(err.argmin())
+    for n in range(b):
+      for i in range(s):
+        for j in range(s):
+          acc[n, i * bh:(i + 1) * bh, j * bh:(j + 1) * bh] += w[l - 1] * e[ids[n, i, j]]
+    ids_all.append(ids)
+    recons.append(acc / total)
+  return ids_all, recons
+
+
+def test_weighted_saq_picks_the_codes_that_bring_each_weighted_average_closest():
+  rng = np.random.default_rng(11)
+  e = rng.standard_normal((41, 5)).astype(np.float32)
+  z = rng.standard_normal((2, 8, 8, 5)).astype(np.float32)
+  grids, w = (1, 2, 4, 8), (1.0, 1.0, 2.0, 3.0)
+  spec = spae.PyramidSpec(grids, layer_weights=w)
+  ids, recons = spae.saq_quantize(z, e, spec, vocab_chunk=16)
+  ref_ids, ref_recons = _np_weighted_saq(z, e, grids, w)
+  for a, b in zip(ids, ref_ids):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  for a, b in zip(recons, ref_recons):
+    np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
+  # Decoding the ids alone gives the same averages; without the spec (plain SAQ) it does not.
+  again = spae.reconstruct_from_ids(ids, e, (8, 8), spec=spec)
+  for a, b in zip(again, recons):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  plain = spae.reconstruct_from_ids(ids, e, (8, 8))
+  assert not np.allclose(np.asarray(plain[-1]), np.asarray(recons[-1]), atol=1e-3)
+  # The weights change which codes the weighted layers take.
+  plain_ids, _ = spae.saq_quantize(z, e, spae.PyramidSpec(grids), vocab_chunk=16)
+  assert any((np.asarray(a) != np.asarray(b)).any() for a, b in zip(ids[2:], plain_ids[2:]))
+
+
+def test_unit_layer_weights_are_plain_saq_exactly():
+  rng = np.random.default_rng(12)
+  e = rng.standard_normal((33, 4)).astype(np.float32)
+  z = rng.standard_normal((2, 8, 8, 4)).astype(np.float32)
+  ones = spae.PyramidSpec((1, 2, 4, 8), layer_weights=(1, 1, 1, 1))
+  assert not ones.weighted and ones.saq_weight(3) is None
+  a_ids, a_rec = spae.saq_quantize(z, e, ones)
+  b_ids, b_rec = spae.saq_quantize(z, e, spae.PyramidSpec((1, 2, 4, 8)))
+  for x, y in zip(a_ids + a_rec, b_ids + b_rec):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_layer_weights_are_checked_and_follow_a_prefix():
+  spec = spae.PyramidSpec((1, 2, 4), layer_weights=(1, 2, 4))
+  assert spec.saq_weight(2) == (2.0, 3.0) and spec.saq_weight(3) == (4.0, 7.0)
+  part = spec.prefix(2)
+  assert part.grids == (1, 2) and part.layer_weights == (1.0, 2.0)
+  for bad in [(1, 2), (1, 0, 1), (1, -1, 1), (1, float("nan"), 1), (True, 1, 1), "112"]:
+    with pytest.raises(spae.SpaeInputError, match="layer_weights"):
+      spae.PyramidSpec((1, 2, 4), layer_weights=bad)
+
+
+def test_semantic_targets_follow_the_layer_weights():
+  from spae.train import semantic_targets
+
+  rng = np.random.default_rng(13)
+  e = rng.standard_normal((29, 4)).astype(np.float32)
+  z = jnp.asarray(rng.standard_normal((1, 4, 4, 4)).astype(np.float32))
+  spec = spae.PyramidSpec((1, 2, 4), layer_weights=(1, 3, 2))
+  _, recons = spae.saq_quantize(z, e, spec)
+  t = semantic_targets(z, recons, spec.grids, 3, "dilation", "saq", None, spec)
+  # t_l = (W_l z(c) − W_{l−1} r_{l−1}(c)) / w_l at the block centres c
+  c2, c3 = np.array([1, 3]), np.array([0, 1, 2, 3])
+  want2 = (4 * z[:, c2][:, :, c2] - 1 * recons[0][:, c2][:, :, c2]) / 3
+  want3 = (6 * z[:, c3][:, :, c3] - 4 * recons[1][:, c3][:, :, c3]) / 2
+  np.testing.assert_allclose(np.asarray(t[1]), np.asarray(want2).reshape(1, 4, 4), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(t[2]), np.asarray(want3).reshape(1, 16, 4), atol=1e-5)

@@ -276,3 +276,37 @@ def test_token_pyramids_built_by_hand_are_checked_before_use(tiny_tok):
     tiny_tok.decode(bare)
   with pytest.raises(spae.SpaeInputError, match=r"token grids \(1, 4\) do not match this tokenizer's pyramid \(1, 2\)"):
     tiny_tok.decode(spae.TokenPyramid([np.zeros((1, 1, 1)), np.zeros((1, 4, 4))], tiny_tok.vocabulary))
+
+
+def test_saq_layer_weights_survive_save_load_and_set_encode_and_decode(sample_images, tmp_path):
+  """A pyramid with SAQ layer weights: the bundle keeps them, a k-layer encode gives the full encode's first k layers,
+  and decode(layers=k) decodes the weighted average of those k layers (docs/method.md, "Weighted SAQ")."""
+  import dataclasses
+
+  import jax.numpy as jnp
+
+  cfg = spae.tiny_config()
+  cfg = dataclasses.replace(cfg, pyramid=dataclasses.replace(cfg.pyramid, layer_weights=(1, 1, 3, 3)))
+  tok = spae.Tokenizer(cfg, spae.tiny_vocabulary(), seed=0)
+  plain = spae.Tokenizer(spae.tiny_config(), spae.tiny_vocabulary(), model=tok.model, seed=0)
+  full = tok.encode(sample_images)
+  tok.save(tmp_path / "t")
+  back = spae.Tokenizer.load(tmp_path / "t")
+  assert back.config.pyramid.layer_weights == (1.0, 1.0, 3.0, 3.0)
+  for a, b in zip(full.ids, back.encode(sample_images).ids):
+    np.testing.assert_array_equal(a, b)
+  for k in (1, 3):
+    for a, b in zip(tok.encode(sample_images, layers=k).ids, full.ids[:k]):
+      np.testing.assert_array_equal(a, b)
+  # Layers 1-2 keep their weight 1, so their ids are plain SAQ's; the weighted layers' ids differ.
+  other = plain.encode(sample_images)
+  for a, b in zip(full.ids[:2], other.ids[:2]):
+    np.testing.assert_array_equal(a, b)
+  assert any((a != b).any() for a, b in zip(full.ids[2:], other.ids[2:]))
+  # decode(layers=3) is the decoder of (q1 + q2 + 3 q3) / 5.
+  codes = [np.asarray(tok.codebook)[a] for a in full.ids[:3]]
+  up = lambda q: np.repeat(np.repeat(q, 8 // q.shape[1], axis=1), 8 // q.shape[2], axis=2)
+  r3 = (up(codes[0]) + up(codes[1]) + 3 * up(codes[2])) / 5
+  want = np.clip((np.asarray(tok.model.decoder(jnp.asarray(r3))) + 1) / 2, 0, 1)
+  np.testing.assert_allclose(tok.decode(full, layers=3), want, atol=1e-4)
+  assert not np.allclose(plain.decode(full, layers=3), want, atol=1e-3)

@@ -434,6 +434,12 @@ def test_refit_tool_gives_the_weights_the_recipe_with_the_refit_and_tune_trains_
   with pytest.raises(SystemExit, match="not the one"):
     refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40", "tokenizer.codebook.dim=4"],
                                out=tmp_path / "other"), teacher=teacher)
+  # Other SAQ layer weights are the recipe's to set, but only a decoder tune learns to decode them.
+  n = len(spae.Tokenizer.load(tmp_path / "plain" / "tokenizer").config.pyramid.grids)
+  with pytest.raises(SystemExit, match=r"SAQ layer weights .* only a decoder tune"):
+    refit_tokenizer.refit(args(overrides=over + ["semantic.refit_images=40",
+                                                 f"tokenizer.pyramid.layer_weights={[1] * (n - 1) + [2]}"],
+                               out=tmp_path / "weighted"), teacher=teacher)
 
 
 def _step_digest_tool():

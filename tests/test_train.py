@@ -296,7 +296,9 @@ def test_config_overrides_and_errors(tmp_path):
          "steps=2.5": "not an integer", "tokenizer.pyramid.grids=[1,\"a\"]": "not a list of integers",
          "tokenizer.pyramid.subsample=max": "not one of 'dilation', 'pool'", "semantic.tau=0": "semantic.tau",
          "logging.every=0": "logging.every", "crop=diag": "'random' or 'center'",
-         "semantic.pull=codes": "with a trainable codebook", "semantic.pull=all": "semantic.pull"}
+         "semantic.pull=codes": "with a trainable codebook", "semantic.pull=all": "semantic.pull",
+         "tokenizer.pyramid.layer_weights=[1,\"a\"]": "not a list of numbers",
+         "tokenizer.pyramid.layer_weights=[1,2]": "one positive number per layer"}
   for item, message in bad.items():
     with pytest.raises(spae.SpaeInputError, match=message):
       T.load_config(ROOT / "configs" / "tiny.py", [item])
@@ -304,6 +306,9 @@ def test_config_overrides_and_errors(tmp_path):
                                                      "tokenizer.pyramid.grids=[1, 2]", "data=shapes:/d"])
   assert (ok.steps, ok.semantic.teacher, ok.optim.d_lr, ok.tokenizer.pyramid.grids, ok.data) == (
       1000, None, 2.0, (1, 2), "shapes:/d")
+  n = len(T.load_config(ROOT / "configs" / "tiny.py").tokenizer.pyramid.grids)
+  w = T.load_config(ROOT / "configs" / "tiny.py", [f"tokenizer.pyramid.layer_weights={[1] * (n - 1) + [2.5]}"])
+  assert w.tokenizer.pyramid.layer_weights == (1.0,) * (n - 1) + (2.5,) and w.tokenizer.pyramid.weighted
   (tmp_path / "afile").write_text("x")
   with pytest.raises(spae.SpaeInputError, match="exists and is not a directory"):
     T.Trainer(T.load_config(ROOT / "configs" / "tiny.py"), tmp_path / "afile")

@@ -18,6 +18,9 @@ A tokenizer with a semantic head (tools/add_semantic_head.py, which calls this s
 the decoder tune alone: its semantic words' codes are already the head's class means, and the trainer adopts its
 networks (`Trainer.adopt`), so the tune's quantizer takes the head's words as its encode does.
 
+`--set 'tokenizer.pyramid.layer_weights=[...]'` (weighted SAQ, docs/method.md) with a tune: the decoder learns to
+decode the new weights' averages, and the output encodes with them (its encoder and codes are the input's).
+
   git worktree add /tmp/spae-e587 937044e     # where the training steps' parameters were shipped
   python tools/refit_tokenizer.py --config configs/gemma64_tune.py \\
       --tokenizer /tmp/spae-e587/spae/assets/default/tokenizer --minilm-dir MINILM_FOLDER --out runs/tune/tokenizer
@@ -109,6 +112,14 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
       cfg = dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, refit_images=0))
     trainer = T.Trainer(cfg, work, teacher=teacher)
     want, got = trainer.models.tokenizer_config, source.config
+    # The SAQ layer weights may differ: the decoder tune then learns to decode the recipe's (its quantizer and export
+    # use them; the encoder, codes and the ids of layers whose targets they leave alone do not change).
+    got = dataclasses.replace(got, pyramid=dataclasses.replace(got.pyramid, layer_weights=want.pyramid.layer_weights))
+    weights = lambda spec: spec.layer_weights if spec.weighted else ()
+    if weights(want.pyramid) != weights(source.config.pyramid) and not cfg.tune.steps:
+      raise SystemExit(f"--config {a.config}: its SAQ layer weights {weights(want.pyramid) or 'all 1'} are not the "
+                       f"tokenizer's ({weights(source.config.pyramid) or 'all 1'}), which only a decoder tune can "
+                       "learn to decode; set tune.steps > 0.")
     if headed:  # compared as the recipe trained it, before a head took over its semantic words
       got = dataclasses.replace(got, autoencoder=dataclasses.replace(got.autoencoder, semantic_head=0),
                                 pyramid=dataclasses.replace(got.pyramid, semantic_vocab=want.pyramid.semantic_vocab))
@@ -119,7 +130,7 @@ def refit(a: argparse.Namespace, teacher=None) -> int:
       raise SystemExit(f"--tokenizer {a.tokenizer} has a semantic head, whose codes are set already; with "
                        "tune.steps=0 there is nothing to apply (--set tune.steps=K).")
     if headed:
-      trainer.adopt(source)
+      trainer.adopt(source, layer_weights=want.pyramid.layer_weights)
     else:
       params = jax.tree.map(jnp.asarray, nnx.state(source.model, nnx.Param).to_pure_dict())
       trainer.state = dict(trainer.state, g_params=params, ema_params=jax.tree.map(jnp.array, params))

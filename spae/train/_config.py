@@ -351,7 +351,8 @@ def _replace_path(obj: Any, path: list[str], raw: str, item: str) -> Any:
 
 
 def _parse_value(raw: str, tp: Any, item: str) -> Any:
-  """The override text as a value of type `tp` (int, float, bool, str, X | None, tuple[int, ...], Literal)."""
+  """The override text as a value of type `tp` (int, float, bool, str, X | None, tuple[int, ...],
+  tuple[float, ...], Literal)."""
   try:
     val = json.loads(raw)
   except json.JSONDecodeError:
@@ -384,6 +385,11 @@ def _parse_value(raw: str, tp: Any, item: str) -> Any:
     return float(val)
   if tp is str:
     return val if isinstance(val, str) else raw
+  if origin is tuple and args and args[0] is float:
+    if not isinstance(val, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and math.isfinite(v) for v in val):
+      raise bad("a list of numbers such as [1, 1, 2]")
+    return tuple(float(v) for v in val)
   if origin is tuple:
     if not isinstance(val, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in val):
       raise bad("a list of integers such as [1, 2, 4]")

@@ -21,7 +21,7 @@ from flax import nnx
 from spae import losses as L
 from spae._nets import Autoencoder, Discriminator
 from spae._codebook import unit_rows
-from spae._pyramid import layer_target, pyramid_quantize, straight_through
+from spae._pyramid import PyramidSpec, layer_target, pyramid_quantize, straight_through
 from spae.train._config import TrainConfig
 from spae.train._refit import class_sums, set_semantic_codes
 
@@ -106,22 +106,25 @@ def search_chunk(vocab_size: int, max_chunk: int) -> int:
 
 
 def semantic_targets(z: jax.Array, recons: list[jax.Array], grids: tuple[int, ...], num_layers: int,
-                     mode: str, quantizer: str = "saq", pool_weights: list[jax.Array] | None = None
-                     ) -> list[jax.Array]:
+                     mode: str, quantizer: str = "saq", pool_weights: list[jax.Array] | None = None,
+                     spec: PyramidSpec | None = None) -> list[jax.Array]:
   """The quantizer's targets of the top `num_layers` layers (`spae._pyramid.layer_target`), each [B, s_l², d].
 
-  Σ_{i<l} q_i (SAQ: (l−1)·r_{l−1}; RQ: r_{l−1}) enters stopped, so gradients reach z only (and the attention
-  weights of pooled layers, `pool_weights`: one [B, H, W] map per pooled layer), exactly where the quantizer looks.
+  Σ_{i<l} q_i (SAQ: (l−1)·r_{l−1}; weighted SAQ, `spec.layer_weights`: W_{l−1}·r_{l−1}; RQ: r_{l−1}) enters
+  stopped, so gradients reach z only (and the attention weights of pooled layers, `pool_weights`: one [B, H, W] map
+  per pooled layer), exactly where the quantizer looks.
   """
   pool_weights = list(pool_weights or [])
   out = []
   for l in range(1, num_layers + 1):
+    wl = spec.saq_weight(l) if spec is not None and quantizer == "saq" else None
     previous = None
     if l > 1:
       previous = jax.lax.stop_gradient(recons[l - 2])
-      previous = (l - 1) * previous if quantizer == "saq" else previous
+      if quantizer == "saq":
+        previous = (l - 1) * previous if wl is None else (wl[1] - wl[0]) * previous
     weights = pool_weights[l - 1] if l <= len(pool_weights) else None
-    t = layer_target(z, previous, l, grids[l - 1], mode, quantizer, weights)
+    t = layer_target(z, previous, l, grids[l - 1], mode, quantizer, weights, wl)
     out.append(t.reshape(z.shape[0], grids[l - 1] ** 2, z.shape[-1]))
   return out
 
@@ -329,7 +332,7 @@ def _semantic_term(plan: _StepPlan, step: jax.Array, z: jax.Array, recons: list[
   z_sem = jax.lax.stop_gradient(z) if pull == "codes" else z
   pool_sem = pool if plan.learn_pool or pool is None else [jax.lax.stop_gradient(a) for a in pool]
   for l, t in enumerate(semantic_targets(z_sem, recons, spec.grids, plan.n_sem, spec.subsample, plan.quantizer,
-                                         pool_sem), start=1):
+                                         pool_sem, spec), start=1):
     codes, idx = subset if spec.searches_subset(l) else whole
     v = L.semantic_loss(t, codes, idx, extras["teacher_probs"], cfg.semantic.tau,
                         vocab_chunk=plan.chunk, codebook_grad=pull != "targets")

@@ -188,11 +188,15 @@ class Trainer:
     self.state = dict(self.state, g_params=dict(self.state["g_params"], pool=initial),
                       ema_params=dict(self.state["ema_params"], pool=jax.tree.map(jnp.array, initial)))
 
-  def adopt(self, tok: Tokenizer) -> None:
+  def adopt(self, tok: Tokenizer, layer_weights: tuple[float, ...] | None = None) -> None:
     """Puts a finished tokenizer's networks and parameters in place of the generator's (trained and averaged alike),
     so that the stages after training run on it: how tools/refit_tokenizer.py tunes the decoder of a tokenizer with a
-    semantic head (`spae.train.add_semantic_head`), whose sub-vocabulary and head the recipe's own networks lack."""
-    self.models = Models(dataclasses.replace(self.cfg, tokenizer=tok.config), self.vocab.embeddings.shape)
+    semantic head (`spae.train.add_semantic_head`), whose sub-vocabulary and head the recipe's own networks lack.
+    layer_weights: other SAQ layer weights for what follows (`PyramidSpec.layer_weights`; None: the tokenizer's)."""
+    config = tok.config
+    if layer_weights is not None:
+      config = dataclasses.replace(config, pyramid=dataclasses.replace(config.pyramid, layer_weights=layer_weights))
+    self.models = Models(dataclasses.replace(self.cfg, tokenizer=config), self.vocab.embeddings.shape)
     self._steps = {}
     params = jax.tree.map(jnp.asarray, nnx.state(tok.model, nnx.Param).to_pure_dict())
     self.state = dict(self.state, g_params=jax.device_put(params, self.replicated),
