@@ -403,11 +403,19 @@ def _pyramid_quantize(z, codebook, spec, mode, vocab_chunk, pool_weights=None, s
       ids = sub_rows[nearest_tokens(target, search_codes[sub_rows], vocab_chunk=vocab_chunk)].reshape(b_, s, s)
     else:
       ids = nearest_tokens(target, search_codes, vocab_chunk=vocab_chunk).reshape(b_, s, s)
-    q = upsample(codes[ids], h, w)
-    running = running + (q if wl is None else wl[0] * q)
+    running, r = _stream(running, upsample(codes[ids], h, w), layer, wl, mode)
     ids_out.append(ids)
-    recon_out.append(running if mode != "saq" else running / layer if wl is None else running / wl[1])
+    recon_out.append(r)
   return ids_out, recon_out
+
+
+def _stream(running: Array | None, q: Array, layer: int, wl: tuple[float, float] | None, mode: str
+            ) -> tuple[Array, Array]:
+  """Adds layer l's upsampled codes q to the running sum Σ_{i<l} q_i (weighted SAQ: Σ w_i q_i; None before layer 1)
+  and returns it with r_l: the sum itself for RQ, over l for SAQ, over W_l for weighted SAQ (`wl` = (w_l, W_l))."""
+  q = q if wl is None else wl[0] * q
+  running = q if running is None else running + q
+  return running, running if mode != "saq" else running / layer if wl is None else running / wl[1]
 
 
 def reconstruct_from_ids(ids: Sequence[Array], codebook: Array, latent_hw: tuple[int, int],
@@ -428,9 +436,8 @@ def reconstruct_from_ids(ids: Sequence[Array], codebook: Array, latent_hw: tuple
   for layer, lid in enumerate(ids, start=1):
     q = upsample(per_layer[layer - 1][jnp.asarray(lid)], h, w)
     wl = spec.saq_weight(layer) if mode == "saq" and layer <= spec.num_layers else None
-    q = q if wl is None else wl[0] * q
-    running = q if running is None else running + q
-    out.append(running if mode != "saq" else running / layer if wl is None else running / wl[1])
+    running, r = _stream(running, q, layer, wl, mode)
+    out.append(r)
   return out
 
 
