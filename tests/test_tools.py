@@ -64,7 +64,6 @@ def test_default_tool_adds_the_semantic_head_after_training(tmp_path, monkeypatc
   assert not tool.adds_head(tool.parse_args(["--config", tiny]), tiny)
   assert not tool.adds_head(tool.parse_args(["--no-semantic-head"]), default)
   assert not tool.adds_head(tool.parse_args(["--smoke"]), default)
-  # the head's default teacher is read from the repository root, as the recipe's is, from any directory
   # the shipped recipe: its teacher is the head's default (not named again), its text tower the one already resolved
   from spae import train as T
 
@@ -72,6 +71,7 @@ def test_default_tool_adds_the_semantic_head_after_training(tmp_path, monkeypatc
   cfg = T.apply_override(cfg, f"semantic.teacher=lit:{tool.lit_teacher_folder(cfg)}#text_tower=/m")
   assert tool._add_head(tmp_path / "tt", cfg, tool.parse_args(["--out", str(o)])) == 0
   assert calls[-1] == ["--tokenizer", str(tmp_path / "tt"), "--out", str(o), "--minilm-dir", "/m"]
+  # the head's default teacher is read from the repository root, as the recipe's is, from any directory
   rooted = add_semantic_head._rooted
   assert rooted("lit:runs/teacher_scenes#text_tower=M") == f"lit:{ROOT}/runs/teacher_scenes#text_tower=M"
   assert rooted("lit:default") == "lit:default" and rooted("lit:/x") == "lit:/x"

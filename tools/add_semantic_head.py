@@ -26,8 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_TEACHER = "lit:runs/teacher_scenes"  # the default recipe's (tools/train_default_teacher.py --data scenes)
 sys.path.insert(0, str(ROOT / "tools"))
+DEFAULT_TEACHER = "lit:runs/teacher_scenes"  # the default recipe's (tools/train_default_teacher.py --data scenes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,12 +53,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _rooted(spec: str) -> str:
-  """A `lit:FOLDER` spec with a relative FOLDER read from the repository root, as tools/train_default_tokenizer.py
-  reads the recipe's teacher, so the default works from any directory."""
-  body = spec[len("lit:"):] if spec.startswith("lit:") else None
-  if body is None or body.split("#")[0] == "default" or Path(body.split("#")[0]).is_absolute():
+  """A `lit:FOLDER[#...]` spec with a relative FOLDER read from the repository root, by the rule
+  tools/train_default_tokenizer.py reads the recipe's teacher with (`lit_folder`), so the default works from any
+  directory; any other spec as it is."""
+  import train_default_tokenizer
+
+  folder = train_default_tokenizer.lit_folder(spec)
+  if folder is None:
     return spec
-  return f"lit:{ROOT / body}"
+  options = spec.partition("#")[1:]
+  return f"lit:{folder}{''.join(options)}"
 
 
 def main(argv=None) -> int:

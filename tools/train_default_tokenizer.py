@@ -85,13 +85,18 @@ def _minilm_dir(a: argparse.Namespace, work: Path) -> Path:
 
 
 def lit_teacher_folder(cfg) -> Path | None:
-  """The folder of cfg's `lit:FOLDER` teacher (a relative FOLDER is read from the repository root); None for any
+  """The folder of cfg's `lit:FOLDER` teacher (`lit_folder`)."""
+  return lit_folder(cfg.semantic.teacher)
+
+
+def lit_folder(teacher: str | None) -> Path | None:
+  """The folder of a `lit:FOLDER[#...]` teacher spec, a relative FOLDER read from the repository root; None for any
   other teacher spec (or none), the shipped `lit:default` included."""
   from spae import _specs, teachers  # noqa: F401  (spae.teachers registers the teacher specs)
 
-  if not cfg.semantic.teacher:
+  if not teacher:
     return None
-  spec = _specs.parse("teacher", cfg.semantic.teacher)
+  spec = _specs.parse("teacher", teacher)
   if spec.scheme != "lit" or spec.body == "default":
     return None
   return Path(spec.body) if Path(spec.body).is_absolute() else ROOT / spec.body
@@ -212,7 +217,7 @@ def _add_head(trained: Path, cfg, a: argparse.Namespace) -> int:
   argv = ["--tokenizer", str(trained), "--out", str(a.out)]
   folder = lit_teacher_folder(cfg)
   if folder is not None:  # the head's default teacher is the shipped recipe's: name another only when it differs
-    if add_semantic_head._rooted(add_semantic_head.DEFAULT_TEACHER) != f"lit:{folder}":
+    if lit_folder(add_semantic_head.DEFAULT_TEACHER) != folder:
       argv += ["--teacher", f"lit:{folder}"]
     # the text tower the training stage already resolved (_lit_teacher), not a second fetch of the wheel
     tower = _specs.parse("teacher", cfg.semantic.teacher).options(("text_tower",)).get("text_tower")
