@@ -6,9 +6,9 @@
 
 Modules: `_config` (TrainConfig and its groups, `--set` overrides, validation), `_inputs` (vocabulary and data
 specs, reference images), `_step` (models, optimisers, the jitted step), `_semantic` (how the trainer reads its
-teacher), `_refit` (class-mean semantic codes), `_tune` (the decoder tune after training), `_head` (a semantic head added to a trained tokenizer), `_checkpoints` (orbax,
-falling back past unreadable ones), `_metrics_log` (metrics.jsonl, TensorBoard), `_trainer` (the loop, previews,
-export), `_cli` (the command).
+teacher), `_refit` (class-mean semantic codes), `_tune` (the decoder tune after training), `_head` (a semantic head
+added to a trained tokenizer), `_checkpoints` (orbax, falling back past unreadable ones), `_metrics_log`
+(metrics.jsonl, TensorBoard), `_trainer` (the loop, previews, export), `_cli` (the command).
 Training-only building blocks (the discriminator, the RQ ablation quantizer) are exported here rather than from
 `spae`; the training losses live in `spae.losses`.
 """
@@ -25,8 +25,9 @@ from spae.train._step import (Models, NonFiniteLossError, init_state, make_optim
 from spae.train._trainer import Trainer, train
 
 __all__ = [
-    "CheckpointConfig", "Discriminator", "DiscriminatorConfig", "GANConfig", "HeadConfig", "LoggingConfig", "LossConfig",
-    "Models", "NonFiniteLossError", "OptimConfig", "SemanticConfig", "TrainConfig", "Trainer", "TuneConfig", "add_args",
-    "add_semantic_head", "apply_override", "build_vocabulary", "init_state", "load_config", "make_optimizers", "make_train_step",
-    "open_data", "rq_quantize", "run_cli", "semantic_targets", "train", "tune_optimizer",
+    "CheckpointConfig", "Discriminator", "DiscriminatorConfig", "GANConfig", "HeadConfig", "LoggingConfig",
+    "LossConfig", "Models", "NonFiniteLossError", "OptimConfig", "SemanticConfig", "TrainConfig", "Trainer",
+    "TuneConfig", "add_args", "add_semantic_head", "apply_override", "build_vocabulary", "init_state", "load_config",
+    "make_optimizers", "make_train_step", "open_data", "rq_quantize", "run_cli", "semantic_targets", "train",
+    "tune_optimizer",
 ]
