@@ -716,3 +716,24 @@ def test_refit_step_refits_during_training_and_then_holds_the_codes(tiny_cfg, tm
   # A refit before the scorer reset is refused (its codes would be means of a pooling the reset discards).
   with pytest.raises(spae.SpaeInputError, match="not before semantic.pool_reset"):
     T.apply_override(T.apply_override(cfg, "tokenizer.pyramid.pooled_layers=1"), "semantic.pool_reset=3").validate()
+
+
+def test_a_tiny_config_trains_a_tokenizer_whose_pictures_improve_with_layers(tmp_path):
+  """Issue 12's behaviour at CI size: 300 steps of configs/tiny.py with the default's kind of codes (a learned
+  projection of the frozen rows, 8-dim) give a tokenizer whose full pyramid reconstructs clearly better than its
+  one-word layer, with no added layer costing more than noise, and better than the untrained networks, on its
+  training data and on held-out `scenes` it never saw."""
+  cfg = T.load_config(ROOT / "configs" / "tiny.py", [
+      "steps=300", "gan.disc_start=1000000000", "gan.lecam_weight=0", "semantic.weight=0", "logging.image_every=0",
+      "checkpoints.every=1000", "logging.every=50", "optim.lr=3e-3", "optim.warmup_steps=1",
+      "tokenizer.codebook.mode=projected", "tokenizer.codebook.dim=8", "tokenizer.autoencoder.latent_dim=8"])
+  T.Trainer(cfg, tmp_path).run(progress=False)
+  tok = spae.Tokenizer.load(tmp_path / "tokenizer")
+  untrained = spae.Tokenizer(tok.config, tok.vocabulary, seed=0)
+  held_out = spae.data.SceneSource(32, 32, seed=5, split="test")
+  for images in (spae.data.make_source(cfg.data), held_out):
+    x = np.stack([images.load(i) for i in range(32)])
+    psnr, before = ([float(np.mean(spae.metrics.psnr(t.decode(t.encode(x), layers=k), x.astype(np.float32) / 255.0)))
+                     for k in range(1, 5)] for t in (tok, untrained))
+    assert psnr[-1] > psnr[0] + 0.3 and all(b > a - 0.1 for a, b in zip(psnr, psnr[1:])), psnr
+    assert psnr[-1] > before[-1] + 1.0, (psnr, before)
